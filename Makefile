@@ -32,9 +32,10 @@ $(DEV_STAMP): $(STAMP) requirements-dev.txt
 	$(BIN)/pip install -q --disable-pip-version-check -r requirements-dev.txt -c constraints.txt
 	touch $@
 
-# Leaflet & co. from npm, served by Streamlit static serving (never committed).
-assets:
-	@true
+# Leaflet & co. from npm (package-lock.json), copied to static/vendor/ and served by Streamlit
+# static serving (never committed). Idempotent: a stamp there makes re-runs a no-op.
+assets: | $(STAMP)
+	$(BIN)/python -m textitsr.map_assets
 
 # Debian chromium for the Playwright browser tests (playwright's own browser download is not reachable).
 browser:

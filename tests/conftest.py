@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -20,3 +21,98 @@ def shared_path(*parts: str) -> Path:
 @pytest.fixture
 def shared_data() -> Path:
     return shared_path()
+
+
+@pytest.fixture(scope="session")
+def tiny_hf_models(tmp_path_factory: pytest.TempPathFactory):
+    """Tiny randomly initialised Hugging Face models saved to folders: `.vit`, `.bert`, `.clip`.
+
+    They exercise the "any HF model by id or path" encoder route offline in well under a second.
+    """
+    import string
+    from types import SimpleNamespace
+
+    import torch
+    from transformers import (
+        BertConfig,
+        BertModel,
+        BertTokenizer,
+        CLIPConfig,
+        CLIPModel,
+        CLIPTokenizer,
+        ViTConfig,
+        ViTModel,
+    )
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    root = tmp_path_factory.mktemp("hf")
+    torch.manual_seed(0)
+    tiny = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37)
+    vit = root / "tiny-vit"
+    ViTModel(ViTConfig(**tiny, image_size=32, patch_size=8)).save_pretrained(vit)
+
+    words = "a the new road roads house houses building buildings built was were two trees river".split()
+    vocab = {t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words, ",", "."])}
+    bert = root / "tiny-bert"
+    BertModel(BertConfig(vocab_size=len(vocab), max_position_embeddings=64, **tiny)).save_pretrained(bert)
+    BertTokenizer(vocab=vocab).save_pretrained(bert)
+
+    chars = list(string.ascii_lowercase + string.digits + string.punctuation)
+    special = ["<|startoftext|>", "<|endoftext|>"]
+    clip_vocab = {t: i for i, t in enumerate([*chars, *(c + "</w>" for c in chars), *special])}
+    clip = root / "tiny-clip"
+    text_config = dict(
+        vocab_size=len(clip_vocab), max_position_embeddings=40, bos_token_id=clip_vocab[special[0]],
+        eos_token_id=clip_vocab[special[1]], pad_token_id=clip_vocab[special[1]], **tiny,
+    )
+    config = CLIPConfig(text_config=text_config, vision_config=dict(**tiny, image_size=32, patch_size=8),
+                        projection_dim=16)
+    CLIPModel(config).save_pretrained(clip)
+    CLIPTokenizer(vocab=clip_vocab, merges=[]).save_pretrained(clip)
+    hf_logging.set_verbosity_warning()
+    return SimpleNamespace(vit=vit, bert=bert, clip=clip)
+
+
+# ------------------------------------------------------------------ tiny archive (index helper)
+@dataclass(frozen=True)
+class TinyArchive:
+    """A tiny synthetic world, a model trained on it for a few epochs, and a store built from it."""
+
+    world: Path
+    checkpoint: Path
+    store: Path
+
+
+#: 40 pairs of 64 px: enough for several shards, filters and k clamping; built once per session.
+TINY_WORLD = dict(n_train=24, n_val=8, n_test=8, tile_size=64)
+
+
+@pytest.fixture(scope="session")
+def tiny_archive(tmp_path_factory: pytest.TempPathFactory) -> TinyArchive:
+    import os
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from textitsr.data.registry import open_source
+    from textitsr.data.synthetic import SyntheticWorldConfig, write_demo_world
+    from textitsr.index.build import build_store
+
+    root = tmp_path_factory.mktemp("tiny_archive")
+    world = write_demo_world(root / "world", config=SyntheticWorldConfig(**TINY_WORLD))
+    checkpoint = root / "model"
+    try:
+        from textitsr.training.train import TrainConfig, train
+    except ImportError:  # training not available: an untrained model still exercises every path
+        from textitsr.models.checkpoint import save_checkpoint
+        from textitsr.models.textitsr import ModelConfig, TextITSR
+
+        save_checkpoint(TextITSR(ModelConfig(fusion="gff:before+after+diff")), checkpoint)
+    else:
+        train(TrainConfig(root=world, out=checkpoint, source="synthetic", fusion="gff:before+after+diff",
+                          epochs=3, batch_size=8, cache_dir=root / "cache", device="cpu", progress=False))
+    store = root / "store"
+    build_store(checkpoint, open_source(world, "synthetic"), store, shard_size=16, batch_size=16,
+                progress=False)
+    return TinyArchive(world=world, checkpoint=checkpoint, store=store)

@@ -12,6 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from textitsr.config import DEMO_SEED
 from textitsr.errors import TextITSRError
 
 app = typer.Typer(
@@ -36,35 +37,110 @@ SourceKind = Annotated[
 @app.command("demo-data")
 def demo_data(
     out: Annotated[Path, typer.Option(help="Folder to write the synthetic world into.")],
-    seed: Annotated[int, typer.Option(help="World seed; same seed, same world.")] = 7,
+    seed: Annotated[int, typer.Option(help="World seed; same seed, same world.")] = DEMO_SEED,
+    train_pairs: Annotated[Optional[int], typer.Option(help="Train pairs (default: the demo size).")] = None,
+    val_pairs: Annotated[Optional[int], typer.Option(help="Val pairs (default: the demo size).")] = None,
+    test_pairs: Annotated[Optional[int], typer.Option(help="Test pairs (default: the demo size).")] = None,
 ) -> None:
     """Write the synthetic georeferenced demo world (GeoTIFF scenes + LEVIR-CC layout dataset)."""
-    raise NotImplementedError("demo-data: owned by the data (synthetic) work")
+    import dataclasses
+
+    from textitsr.data.synthetic import SyntheticWorldConfig, summary, write_demo_world
+
+    sizes = {"n_train": train_pairs, "n_val": val_pairs, "n_test": test_pairs}
+    config = dataclasses.replace(SyntheticWorldConfig(), **{k: v for k, v in sizes.items() if v is not None})
+    typer.echo(summary(write_demo_world(out, seed=seed, config=config)))
 
 
 @app.command()
 def ingest(
-    source: Annotated[Path, typer.Argument(help="Dataset root, GeoTIFF folder, or GeoTIFF files.")],
+    source: Annotated[list[Path], typer.Argument(help="Dataset root, GeoTIFF folder, or GeoTIFF files.")],
     out: Annotated[Path, typer.Option(help="Parquet file with one row per pair.")],
     kind: SourceKind = None,
+    split: Annotated[str | None, typer.Option(help="Only this split (train, val, test).")] = None,
+    skip_missing: Annotated[
+        bool, typer.Option(help="LEVIR-CC/Dubai-CCD/folder: leave out pairs whose images are missing.")
+    ] = False,
+    tile_size: Annotated[int | None, typer.Option(help="GeoTIFF: tile side in px [default 256].")] = None,
+    pairing: Annotated[
+        str | None, typer.Option(help="GeoTIFF: consecutive (default), all, or 'I,J;I,J' (date order).")
+    ] = None,
+    band_names: Annotated[
+        str | None, typer.Option(help="Names of the file's bands, e.g. swir1,nir,red,green.")
+    ] = None,
+    bands: Annotated[str | None, typer.Option(help="GeoTIFF: bands to keep, e.g. red,green,blue.")] = None,
+    display: Annotated[
+        str | None, typer.Option(help="Display composite: rgb, false-colour, cir, or three band names.")
+    ] = None,
+    stretch: Annotated[
+        str | None, typer.Option(help="GeoTIFF scaling per scene: gain (default), percentile, none.")
+    ] = None,
+    max_nodata: Annotated[
+        float | None, typer.Option(help="GeoTIFF: skip tiles with a larger nodata fraction [default 0.01].")
+    ] = None,
 ) -> None:
     """Read a source into pairs and write their catalogue (id, split, dates, bounds, CRS, ...)."""
-    raise NotImplementedError("ingest: owned by the data (loaders) work")
+    from textitsr.data.catalog import write_catalog
+    from textitsr.data.registry import detect_kind, open_source
+    from textitsr.errors import InputError
+
+    def names(text: str | None) -> tuple[str, ...] | None:
+        return tuple(p.strip() for p in text.split(",") if p.strip()) if text else None
+
+    root = source[0] if len(source) == 1 else source
+    kind = kind or detect_kind(root)
+    options: dict = {}
+    if kind == "geotiff":
+        chosen: object = pairing
+        if pairing is not None and pairing not in ("consecutive", "all"):
+            try:
+                parts = [part for part in pairing.split(";") if part.strip()]
+                chosen = [tuple(int(v) for v in part.split(",")) for part in parts]
+            except ValueError as err:
+                raise InputError(f"--pairing {pairing!r}: expected consecutive, all, or 'I,J;I,J'") from err
+        given = dict(tile_size=tile_size, pairing=chosen, band_names=names(band_names), bands=names(bands),
+                     display=display, stretch=stretch, max_nodata=max_nodata)
+        options = {k: v for k, v in given.items() if v is not None}  # defaults live in GeoTiffOptions
+    elif kind in ("levircc", "dubaiccd", "folder"):
+        options = {"on_missing": "skip" if skip_missing else "error"}
+        if kind != "levircc":
+            options |= {"band_names": names(band_names), "display": display}
+    src = open_source(root, kind=kind, **options)
+    n = write_catalog(src, out, split=split)
+    typer.echo(f"ingested {n} pairs from {kind} source {', '.join(map(str, source))} -> {out}")
 
 
 # -------------------------------------------------------------------------------------- model
 @app.command()
 def train(
     root: Annotated[Path, typer.Option(help="Dataset root.")],
-    out: Annotated[Path, typer.Option(help="Checkpoint folder to write.")],
+    out: Annotated[Path, typer.Option(help="Checkpoint folder to write (resumable state in OUT/last/).")],
     source: SourceKind = None,
-    fusion: Annotated[str, typer.Option(help="Fusion: a GFF spec, tff, concat-transformer, ...")] = "tff",
-    epochs: Annotated[int, typer.Option(help="Maximum epochs.")] = 30,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    device: Annotated[str, typer.Option(help="cpu, cuda, or auto.")] = "auto",
+    fusion: Annotated[
+        Optional[str], typer.Option(help="Fusion: tff, concat-transformer, or a GFF spec (gff:after+diff).")
+    ] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Maximum epochs.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed.")] = None,
+    device: Annotated[Optional[str], typer.Option(help="cpu, cuda, or auto.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Pairs per batch.")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Peak learning rate (AdamW).")] = None,
+    patience: Annotated[Optional[int], typer.Option(help="Stop after N epochs without a better mR.")] = None,
+    cache_dir: Annotated[Optional[Path], typer.Option(help="Folder of backbone feature caches.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/last/ if present.")] = False,
 ) -> None:
     """Train the text-ITSR model contrastively on (pair, caption) data."""
-    raise NotImplementedError("train: owned by the training work")
+    from textitsr.training.train import TrainConfig
+    from textitsr.training.train import train as run_training
+
+    given = {"source": source, "fusion": fusion, "epochs": epochs, "seed": seed, "device": device,
+             "batch_size": batch_size, "lr": lr, "patience": patience, "cache_dir": cache_dir}
+    options = {k: v for k, v in given.items() if v is not None}  # unset -> TrainConfig's defaults
+    config = TrainConfig(root=root, out=out, resume=resume, **options)
+    result = run_training(config)
+    typer.echo(
+        f"best val mR {result.best_val_mR:.2f} (epoch {result.best_epoch}/{result.epochs_run}, "
+        f"{result.train_seconds:.0f}s) -> {result.checkpoint}"
+    )
 
 
 @app.command()
@@ -72,12 +148,19 @@ def evaluate(
     checkpoint: Annotated[Path, typer.Option(help="Checkpoint folder.")],
     root: Annotated[Path, typer.Option(help="Dataset root.")],
     source: SourceKind = None,
-    split: Annotated[str, typer.Option(help="Split to evaluate on (the whole split is the gallery).")] = "test",
+    split: Annotated[str, typer.Option(help="Split to evaluate (the whole split is the gallery).")] = "test",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     device: Annotated[str, typer.Option(help="cpu, cuda, or auto.")] = "auto",
+    cache_dir: Annotated[Optional[Path], typer.Option(help="Folder of backbone feature caches.")] = None,
 ) -> None:
-    """Evaluate text->pair and pair->text retrieval (R@1/5/10, mR, mAP)."""
-    raise NotImplementedError("evaluate: owned by the training/evaluation work")
+    """Evaluate text->pair and pair->text retrieval (R@1/5/10, mR, mAP) over the whole split."""
+    import json
+
+    from textitsr.evaluation.evaluate import evaluate_checkpoint, format_metrics
+
+    extra = {"cache_dir": cache_dir} if cache_dir is not None else {}
+    metrics = evaluate_checkpoint(checkpoint, root, source, split, device, progress=not as_json, **extra)
+    typer.echo(json.dumps(metrics) if as_json else format_metrics(metrics))
 
 
 # -------------------------------------------------------------------------------------- index
@@ -113,9 +196,39 @@ def annotate() -> None:
 
 # ---------------------------------------------------------------------------------------- app
 @app.command()
-def demo() -> None:
-    """Prepare the embedded demo (world -> model -> store), then serve the app."""
-    raise NotImplementedError("demo: owned by the app work")
+def demo(
+    root: Annotated[Optional[Path], typer.Option(help="Demo artifacts folder (default data/demo).")] = None,
+    port: Annotated[int, typer.Option(help="Port of the app.")] = 8501,
+    address: Annotated[str, typer.Option(help="Address to bind; 127.0.0.1 keeps it local.")] = "127.0.0.1",
+    epochs: Annotated[Optional[int], typer.Option(help="Training epochs (default: TrainConfig's).")] = None,
+    prepare_only: Annotated[bool, typer.Option("--prepare-only", help="Build the artifacts, do not serve.")] = False,
+) -> None:
+    """Prepare the embedded demo (world -> model -> store; cached steps are skipped), then serve the app."""
+    from textitsr.config import DemoPaths
+    from textitsr.demo import prepare_demo, serve_app
+
+    paths = DemoPaths(root) if root is not None else DemoPaths()
+    prepare_demo(paths, epochs=epochs)
+    if not prepare_only:
+        raise typer.Exit(serve_app(paths.store, paths.checkpoint, address=address, port=port))
+
+
+@app.command()
+def serve(
+    store: Annotated[Path, typer.Option(help="Store folder to search.")],
+    checkpoint: Annotated[Optional[Path], typer.Option(help="Checkpoint (default: the store's).")] = None,
+    data_root: Annotated[
+        Optional[list[Path]], typer.Option(help="Folder typed scene paths and uploads may use (repeatable).")
+    ] = None,
+    port: Annotated[int, typer.Option(help="Port of the app.")] = 8501,
+    address: Annotated[str, typer.Option(help="Address to bind; 127.0.0.1 keeps it local.")] = "127.0.0.1",
+) -> None:
+    """Serve the app on an existing store (e.g. one built from LEVIR-CC or a GeoTIFF series)."""
+    from textitsr.demo import serve_app
+    from textitsr.index.store import read_manifest
+
+    read_manifest(store)  # a clear error now rather than in the browser
+    raise typer.Exit(serve_app(store, checkpoint, data_root or (), address=address, port=port))
 
 
 def main() -> None:

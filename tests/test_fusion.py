@@ -1,0 +1,138 @@
+"""Fusion of the two dates: GFF operators, TFF, concat-transformer, spec parsing."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from textitsr.errors import InputError
+from textitsr.models.fusion import GFF_OPERATORS, PairFeatures, build_fusion, parse_fusion_spec
+from textitsr.models.heads import ProjectionHead
+
+D, N, B = 24, 16, 5
+SPECS = [
+    "gff:after",
+    "gff:before",
+    "gff:diff",
+    "gff:absdiff",
+    "gff:sum",
+    "gff:mean",
+    "gff:product",
+    "gff:concat",
+    "gff:before+after+diff",
+    "gff:concat+diff",
+    "tff",
+    "concat-transformer",
+]
+
+
+@pytest.fixture
+def feats() -> PairFeatures:
+    g = torch.Generator().manual_seed(0)
+    return PairFeatures(
+        torch.randn(B, D, generator=g),
+        torch.randn(B, D, generator=g),
+        torch.randn(B, N, D, generator=g),
+        torch.randn(B, N, D, generator=g),
+    )
+
+
+def small(spec: str):
+    return build_fusion(spec, D, N, width=16, layers=2, heads=4, dropout=0.0).eval()
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_every_spec_gives_out_dim_features(spec: str, feats: PairFeatures) -> None:
+    fusion = small(spec)
+    out = fusion(feats)
+    assert out.shape == (B, fusion.out_dim)
+    assert torch.isfinite(out).all()
+    assert fusion.uses_tokens == (not spec.startswith("gff"))
+
+
+def test_gff_operators_compute_what_they_say(feats: PairFeatures) -> None:
+    b, a = feats.before_global, feats.after_global
+    out = small("gff:before+after+diff+absdiff+product")(feats)
+    expected = torch.cat([b, a, a - b, (a - b).abs(), a * b], dim=-1)
+    assert torch.equal(out, expected)
+    assert torch.equal(small("gff:concat")(feats), torch.cat([b, a], -1))
+    assert small("gff:concat+diff").out_dim == 3 * D
+    assert set(GFF_OPERATORS) >= {"concat", "sum", "diff", "absdiff", "product", "mean", "before", "after"}
+
+
+def test_gff_needs_no_tokens(feats: PairFeatures) -> None:
+    globals_only = PairFeatures(feats.before_global, feats.after_global)
+    assert small("gff:diff")(globals_only).shape == (B, D)
+    with pytest.raises(InputError, match="needs patch tokens"):
+        small("tff")(globals_only)
+
+
+def test_spec_parsing_and_aliases() -> None:
+    assert parse_fusion_spec("gff:before+after+diff") == ("gff", ("before", "after", "diff"))
+    assert parse_fusion_spec(" GFF:Difference+abs ") == ("gff", ("diff", "absdiff"))
+    assert parse_fusion_spec("gff") == ("gff", ("concat",))
+    assert parse_fusion_spec("tff") == ("tff", ())
+    for bad in ("", "gff:ratio", "transformer", "tff:x", "gff:after+"):
+        with pytest.raises(InputError, match="fusion"):
+            build_fusion(bad, D, N)
+
+
+def test_bad_transformer_shapes_are_input_errors() -> None:
+    with pytest.raises(InputError, match="multiple of heads"):
+        build_fusion("tff", D, N, width=10, heads=4)
+    with pytest.raises(InputError, match="layers"):
+        build_fusion("concat-transformer", D, N, layers=0)
+
+
+@pytest.mark.parametrize("spec", ["tff", "concat-transformer"])
+def test_token_fusions_see_where_the_change_is(spec: str, feats: PairFeatures) -> None:
+    """The same change at another grid cell gives another feature (position embeddings work),
+    and swapping the dates changes the output (the fusion knows which date is which)."""
+    torch.manual_seed(0)
+    fusion = small(spec)
+    base = feats[:1]
+    moved = PairFeatures(
+        base.before_global, base.after_global, base.before_tokens, base.after_tokens.roll(1, dims=1)
+    )
+    swapped = PairFeatures(base.after_global, base.before_global, base.after_tokens, base.before_tokens)
+    with torch.no_grad():
+        out, out_moved, out_swapped = fusion(base), fusion(moved), fusion(swapped)
+    assert not torch.allclose(out, out_moved, atol=1e-4)
+    assert not torch.allclose(out, out_swapped, atol=1e-4)
+
+
+def test_tff_with_identical_dates_is_batch_independent(feats: PairFeatures) -> None:
+    """Eval mode: each pair's output depends only on that pair (no batch-norm leakage)."""
+    fusion = small("tff")
+    with torch.no_grad():
+        whole = fusion(feats)
+        one = torch.cat([fusion(feats[i : i + 1]) for i in range(B)])
+    assert torch.allclose(whole, one, atol=1e-5)
+
+
+@pytest.mark.parametrize("spec", ["tff", "concat-transformer"])
+def test_token_fusions_train(spec: str, feats: PairFeatures) -> None:
+    """A few steps of gradient descent move every parameter group and reduce a simple loss."""
+    torch.manual_seed(0)
+    fusion = small(spec).train()
+    head = ProjectionHead(fusion.out_dim, 8, dropout=0.0)
+    target = torch.nn.functional.normalize(torch.randn(B, 8), dim=-1)
+    params = [*fusion.parameters(), *head.parameters()]
+    opt = torch.optim.Adam(params, lr=1e-2)
+    losses = []
+    for _ in range(10):
+        loss = (1 - (head(fusion(feats)) * target).sum(-1)).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+    assert all(p.grad is not None for p in fusion.parameters())
+
+
+def test_pair_features_helpers(feats: PairFeatures) -> None:
+    assert len(feats) == B
+    part = PairFeatures.cat([feats[:2], feats[2:]])
+    assert torch.equal(part.after_tokens, feats.after_tokens)
+    half = feats.to("cpu", torch.float16)
+    assert half.before_tokens.dtype == torch.float16 and half.before_global.shape == (B, D)

@@ -1,0 +1,184 @@
+"""SearchService: the queries the app and CLI make, and every kind of bad input named in issue 4."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from textitsr.errors import InputError, StoreError
+from textitsr.index.store import Store
+from textitsr.service import ArchiveStats, CaptionHit, PairHit, SearchFilters, SearchService
+
+
+@pytest.fixture(scope="module")
+def service(tiny_archive) -> SearchService:
+    return SearchService.open(tiny_archive.store)
+
+
+def copy_store(tiny_archive, tmp_path: Path) -> Path:
+    dest = tmp_path / "store"
+    shutil.copytree(tiny_archive.store, dest)
+    return dest
+
+
+def test_search_text_ranks_the_archive_by_cosine_similarity(service: SearchService) -> None:
+    hits = service.search_text("new buildings along the road", k=5)
+    assert [h.rank for h in hits] == [1, 2, 3, 4, 5] and all(isinstance(h, PairHit) for h in hits)
+    ids, emb = service.pair_embeddings()
+    sims = emb @ service.encode_query("new buildings along the road")[0]
+    assert [h.pair_id for h in hits] == [ids[i] for i in np.argsort(-sims)[:5]]
+    assert [h.score for h in hits] == pytest.approx(sorted(sims, reverse=True)[:5], abs=1e-4)
+    top = hits[0]
+    assert top.source == "synthetic" and top.split in ("train", "val", "test") and len(top.captions) == 5
+    assert top.bounds is not None and top.bounds[0] < top.bounds[2] and top.dates[0] < top.dates[1]
+
+
+@pytest.mark.parametrize("query", ["", "   \n\t "])
+def test_empty_query_is_an_input_error(service: SearchService, query: str) -> None:
+    with pytest.raises(InputError, match="query"):
+        service.search_text(query)
+
+
+def test_long_and_non_english_queries_work(service: SearchService) -> None:
+    long = ("a new road is built across the bare land next to the houses " * 200)[:10_000]
+    assert len(service.search_text(long, k=3)) == 3
+    for query in ("nuevos edificios junto a la carretera", "道路旁边新建了房屋", "Überflutung 🌊"):
+        hits = service.search_text(query, k=4)
+        assert len(hits) == 4 and all(np.isfinite(h.score) for h in hits)
+
+
+@pytest.mark.parametrize("k", [0, -3, 2.5, "10", True])
+def test_bad_k_is_an_input_error(service: SearchService, k) -> None:
+    with pytest.raises(InputError, match="k="):
+        service.search_text("road", k=k)
+
+
+def test_huge_k_is_clamped_to_the_archive(service: SearchService) -> None:
+    hits = service.search_text("road", k=10**9)
+    assert len(hits) == len(service) == 40 and len({h.pair_id for h in hits}) == 40
+
+
+def test_filters(service: SearchService) -> None:
+    pair = service.pair("test_000003")
+    hits = service.search_text("road", k=40, filters=SearchFilters(bbox=pair["bounds"]))
+    assert "test_000003" in {h.pair_id for h in hits} and len(hits) < 40
+    w, s, e, n = pair["bounds"]
+    for h in hits:  # every hit's footprint intersects the box
+        assert h.bounds[0] <= e and h.bounds[2] >= w and h.bounds[1] <= n and h.bounds[3] >= s
+    test_dates = SearchFilters(date_from="2017-01-01", date_to="2020-12-31")  # only the test scene's span
+    assert {h.split for h in service.search_text("road", k=40, filters=test_dates)} == {"test"}
+    assert service.search_text("road", filters=SearchFilters(date_to="1990-01-01")) == []
+    assert service.search_text("road", filters=SearchFilters(sources=("levircc",))) == []
+    with pytest.raises(InputError, match="filters"):
+        service.search_text("road", filters={"bbox": (0, 0, 1, 1)})
+
+
+def test_search_pair_by_id_excludes_itself(service: SearchService) -> None:
+    hits = service.search_pair("val_000002", k=50)
+    assert len(hits) == 39 and "val_000002" not in {h.pair_id for h in hits}
+    only_test = service.search_pair("val_000002", k=3, filters=SearchFilters(date_from="2017-01-01"))
+    assert {h.split for h in only_test} == {"test"}
+
+
+def test_search_pair_by_uploaded_images_finds_that_pair(service: SearchService) -> None:
+    before, after = service.thumbnails("train_000004")
+    assert before.dtype == np.uint8 and before.shape == (64, 64, 3)  # tiles smaller than the thumb size
+    hits = service.search_pair(before=before, after=after, k=3)
+    assert hits[0].pair_id == "train_000004" and hits[0].score > 0.99
+    floats = service.search_pair(before=before / 255.0, after=after / 255.0, k=1)
+    assert floats[0].pair_id == "train_000004"
+    with pytest.raises(InputError, match="before"):
+        service.search_pair(before=before)
+    with pytest.raises(InputError, match="either pair_id or"):
+        service.search_pair("train_000004", before=before, after=after)
+    with pytest.raises(InputError, match="RGB image"):
+        service.search_pair(before=np.zeros((4, 4, 3)), after=np.zeros((4, 4, 3)))
+
+
+def test_unknown_pair_id_is_an_input_error(service: SearchService) -> None:
+    for call in (service.search_pair, service.describe_pair, service.pair, service.thumbnails,
+                 service.change_stats):
+        with pytest.raises(InputError, match="nope"):
+            call("nope")
+
+
+def test_describe_pair_returns_distinct_archive_sentences(service: SearchService) -> None:
+    hits = service.describe_pair("train_000004", k=5)
+    assert len(hits) == 5 and all(isinstance(h, CaptionHit) for h in hits)
+    assert len({h.text for h in hits}) == 5 and [h.rank for h in hits] == [1, 2, 3, 4, 5]
+    assert hits[0].score >= hits[-1].score and all(h.pair_id for h in hits)
+
+
+def test_records_stats_and_footprints(service: SearchService) -> None:
+    rec = service.pair("train_000004")
+    assert rec["split"] == "train" and rec["crs"] == "EPSG:32614" and len(rec["captions"]) == 5
+    assert rec["location"]["kind"] == "synthetic" and rec["native_bounds"][2] - rec["native_bounds"][0] == 64
+    stats = service.change_stats("train_000004")
+    assert stats is not None and "ndvi_delta" in stats
+    st = service.stats()
+    assert isinstance(st, ArchiveStats)
+    assert st.n_pairs == 40 and st.n_captions == 200 and st.sources == {"synthetic": 40}
+    assert st.splits == {"train": 24, "val": 8, "test": 8}
+    assert st.date_range == ("2015-10-03", "2020-04-06")
+    assert st.model["fusion"] == "gff:before+after+diff" and st.model["checkpoint_id"]
+    geo = service.footprints(SearchFilters(sources=("synthetic",)))
+    assert geo["type"] == "FeatureCollection" and len(geo["features"]) == 40
+    props = geo["features"][0]["properties"]
+    assert set(props) >= {"pair_id", "source", "date_before", "date_after", "change_type"}
+    json.dumps(geo)  # serialisable as is
+    ids, emb = service.pair_embeddings()
+    assert len(ids) == 40 and emb.dtype == np.float32 and emb.shape[1] == 256
+
+
+def test_empty_store_gives_empty_results(tiny_archive, tmp_path: Path) -> None:
+    from textitsr.models.checkpoint import checkpoint_id
+
+    Store.create(tmp_path / "empty", checkpoint_id=checkpoint_id(tiny_archive.checkpoint), embed_dim=256,
+                 checkpoint=str(tiny_archive.checkpoint))
+    svc = SearchService.open(tmp_path / "empty")
+    assert svc.search_text("road") == [] and svc.stats().n_pairs == 0
+    assert svc.footprints()["features"] == [] and svc.stats().date_range == (None, None)
+    with pytest.raises(InputError):
+        svc.search_text(" ")
+
+
+def test_corrupt_manifest_and_shard_are_store_errors(tiny_archive, tmp_path: Path) -> None:
+    store = copy_store(tiny_archive, tmp_path)
+    shard = sorted((store / "shards").iterdir())[1]
+    (shard / "pair_embeddings.npy").write_bytes(b"\x93NUMPY garbage")
+    with pytest.raises(StoreError, match=f"{shard.name}.*pair_embeddings.npy"):
+        SearchService.open(store)
+    (store / "manifest.json").write_text('{"format": "textitsr-store", "ver')
+    with pytest.raises(StoreError, match="manifest.json"):
+        SearchService.open(store)
+    with pytest.raises(StoreError, match="not found"):
+        SearchService.open(tmp_path / "missing")
+
+
+def test_store_of_another_model_is_refused(tiny_archive, tmp_path: Path) -> None:
+    store = copy_store(tiny_archive, tmp_path)
+    manifest = json.loads((store / "manifest.json").read_text())
+    manifest["checkpoint_id"] = "0123456789abcdef"  # as if built before the model was retrained
+    (store / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(StoreError, match="another|not comparable"):
+        SearchService.open(store)
+
+
+def test_add_scenes_appends_tiles_of_a_geotiff_pair(tiny_archive, tmp_path: Path) -> None:
+    store = copy_store(tiny_archive, tmp_path)
+    svc = SearchService.open(store)
+    scenes = tiny_archive.world / "scenes" / "val"
+    paths = [scenes / "before.tif", scenes / "after.tif"]
+    seen: list[float] = []
+    added = svc.add_scenes(paths, progress=lambda f, msg: seen.append(f), tile_size=64, place="kyle")
+    assert added > 0 and len(svc) == 40 + added and seen[-1] == 1.0
+    new = [h for h in svc.search_text("road", k=len(svc)) if h.source == "geotiff"]
+    assert len(new) == added and all(h.bounds is not None for h in new)
+    assert svc.add_scenes(paths, tile_size=64, place="kyle") == 0  # already indexed: nothing re-embedded
+    assert len(SearchService.open(store)) == 40 + added  # persisted
+    with pytest.raises(InputError, match="two GeoTIFF"):
+        svc.add_scenes(paths[:1])

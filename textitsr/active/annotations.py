@@ -1,0 +1,169 @@
+"""The annotation log: one JSON object per line, appended as the analyst works; rounds resume from it.
+
+Three kinds of record, all with `round` and `when` (UTC ISO time):
+
+- `{"kind": "batch", "pairs": [[a, b], ...], "strategy": ...}` a round's proposed item pairs;
+- `{"kind": "label", "a": ..., "b": ..., "label": "similar"|"dissimilar"|"skip", "who": ...}`;
+- `{"kind": "update", "checkpoint": ..., "n_labels": ..., "metrics": {...}}` a fine-tune.
+
+Items are archive pair ids (strings), so the log survives re-embedding and store rebuilds.
+
+Unlike other files, the log is appended to (O_APPEND, one write per record, fsync) rather than
+rewritten through `textitsr.atomic`: appends from two app sessions then cannot lose each other's
+lines, and a crash can at worst tear the last line, which the reader ignores.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from textitsr.errors import InputError
+
+LABELS = ("similar", "dissimilar", "skip")
+LOG_NAME = "annotations.jsonl"
+
+
+@dataclass(frozen=True)
+class Annotation:
+    """One answer of the analyst about the item pair (a, b)."""
+
+    a: str
+    b: str
+    label: str
+    who: str
+    when: str
+    round: int
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return pair_key(self.a, self.b)
+
+    @property
+    def similar(self) -> bool:
+        return self.label == "similar"
+
+
+def pair_key(a: str, b: str) -> tuple[str, str]:
+    """Unordered pair identity: (a, b) and (b, a) are the same question."""
+    return (a, b) if a <= b else (b, a)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class AnnotationLog:
+    """Append-only JSONL log of proposed batches, labels and model updates (see module doc)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        path = Path(path)
+        self.path = path / LOG_NAME if path.is_dir() or path.suffix == "" else path
+
+    # ---------------------------------------------------------------------------- writing
+    def _append(self, record: dict[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        line = (json.dumps(record, sort_keys=True) + "\n").encode("utf-8")
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            if os.fstat(fd).st_size and not self._ends_with_newline():
+                line = b"\n" + line  # a torn last line stays alone on its line
+            os.write(fd, line)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _ends_with_newline(self) -> bool:
+        with open(self.path, "rb") as fh:
+            fh.seek(-1, os.SEEK_END)
+            return fh.read(1) == b"\n"
+
+    def propose(self, pairs: list[tuple[str, str]], strategy: str, round: int | None = None) -> int:
+        """Record a new round's batch; returns its round number (1-based)."""
+        if not pairs:
+            raise InputError("batch: expected at least one item pair to propose")
+        round = self.current_round() + 1 if round is None else round
+        self._append({
+            "kind": "batch", "round": round, "strategy": strategy, "when": _now(),
+            "pairs": [[str(a), str(b)] for a, b in pairs],
+        })
+        return round
+
+    def label(self, a: str, b: str, label: str, who: str = "analyst", round: int | None = None) -> Annotation:
+        """Record the analyst's answer about (a, b); a later answer about the same pair wins."""
+        if label not in LABELS:
+            raise InputError(f"label: expected one of {', '.join(LABELS)}, got {label!r}")
+        if a == b:
+            raise InputError(f"label: an item pair needs two different items, got {a!r} twice")
+        ann = Annotation(str(a), str(b), label, who, _now(), self.current_round() if round is None else round)
+        self._append({"kind": "label", "a": ann.a, "b": ann.b, "label": label, "who": who,
+                      "when": ann.when, "round": ann.round})
+        return ann
+
+    def record_update(self, checkpoint: str, n_labels: int, metrics: dict[str, float]) -> None:
+        """Record that the model was fine-tuned on `n_labels` labels (metrics plotted over rounds)."""
+        self._append({"kind": "update", "round": self.current_round(), "when": _now(),
+                      "checkpoint": str(checkpoint), "n_labels": int(n_labels),
+                      "metrics": {k: float(v) for k, v in metrics.items()}})
+
+    # ---------------------------------------------------------------------------- reading
+    def records(self) -> list[dict[str, Any]]:
+        """All records in order; a torn line (crash mid-append) is skipped, any other bad line raises."""
+        if not self.path.exists():
+            return []
+        lines = self.path.read_text(encoding="utf-8").split("\n")
+        out = []
+        for i, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                # a crash mid-append tears one line; its successor then starts on a fresh line
+                continue
+            if not isinstance(rec, dict) or rec.get("kind") not in ("batch", "label", "update"):
+                raise InputError(f"{self.path}:{i}: expected a batch/label/update record, got {line[:80]!r}")
+            out.append(rec)
+        return out
+
+    def annotations(self) -> list[Annotation]:
+        """Every label record, in order (including skips and overridden answers)."""
+        return [
+            Annotation(r["a"], r["b"], r["label"], r.get("who", ""), r.get("when", ""), int(r.get("round", 0)))
+            for r in self.records() if r["kind"] == "label"
+        ]
+
+    def latest(self) -> dict[tuple[str, str], Annotation]:
+        """The last answer per unordered item pair."""
+        return {ann.key: ann for ann in self.annotations()}
+
+    def labelled(self) -> list[Annotation]:
+        """The current similar/dissimilar answers (skips and superseded answers dropped)."""
+        return [a for a in self.latest().values() if a.label != "skip"]
+
+    def skipped(self) -> list[tuple[str, str]]:
+        return [k for k, a in self.latest().items() if a.label == "skip"]
+
+    def current_round(self) -> int:
+        rounds = [int(r["round"]) for r in self.records() if r["kind"] == "batch"]
+        return max(rounds, default=0)
+
+    def batch(self, round: int | None = None) -> list[tuple[str, str]]:
+        """The item pairs proposed in a round (default: the current one)."""
+        round = self.current_round() if round is None else round
+        for rec in reversed(self.records()):
+            if rec["kind"] == "batch" and int(rec["round"]) == round:
+                return [(str(a), str(b)) for a, b in rec["pairs"]]
+        return []
+
+    def pending(self) -> list[tuple[str, str]]:
+        """Pairs of the current round not answered yet: where a resumed session picks up."""
+        answered = set(self.latest())
+        return [p for p in self.batch() if pair_key(*p) not in answered]
+
+    def updates(self) -> list[dict[str, Any]]:
+        return [r for r in self.records() if r["kind"] == "update"]

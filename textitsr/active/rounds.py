@@ -1,0 +1,336 @@
+"""ANNEAL rounds on an archive store: propose a batch, record answers, fine-tune, re-embed, measure.
+
+A workspace folder holds everything a session produces, so a session resumes where it stopped:
+
+    annotations.jsonl         the log (batches, labels, updates with their metrics)
+    features-<id>.npz         fusion outputs of every store item + caption text features, computed
+                              once from the store thumbnails with the base checkpoint
+    checkpoints/round-NNN/    the fine-tuned model after round NNN
+    store/                    the base store re-embedded with the latest fine-tuned model
+
+The base store and checkpoint are never modified. Every update fine-tunes the *base* checkpoint on
+all labels so far (no drift from round to round); the next batch is selected in the newest space.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from textitsr.active.annotations import AnnotationLog, pair_key
+from textitsr.active.anneal import Label, SelectionConfig, select_batch
+from textitsr.active.evaluate import MAP_K, pair_map_at_k
+from textitsr.active.finetune import FinetuneConfig
+from textitsr.atomic import atomic_dir, atomic_path
+from textitsr.errors import InputError, StoreError
+
+Progress = Callable[[float, str], None]
+
+
+@dataclass(frozen=True)
+class AnnealPaths:
+    """Layout of an annotation workspace (see module doc)."""
+
+    root: Path
+
+    @property
+    def log(self) -> Path:
+        return self.root / "annotations.jsonl"
+
+    @property
+    def store(self) -> Path:
+        return self.root / "store"
+
+    def checkpoint(self, round: int) -> Path:
+        return self.root / "checkpoints" / f"round-{round:03d}"
+
+    def features(self, key: str) -> Path:
+        return self.root / f"features-{key}.npz"
+
+
+# ------------------------------------------------------------------------------- store data
+@dataclass
+class StoreFeatures:
+    """What fine-tuning needs about a store: fused item features and captions (store order)."""
+
+    pair_ids: list[str]
+    fused: np.ndarray  # (N, F) fusion outputs of the base checkpoint
+    caption_pair: np.ndarray  # (C,) item row of each caption
+    caption_text: np.ndarray  # (C,) index into texts
+    texts: list[str]
+    text_features: np.ndarray  # (U, Dt) text backbone features
+
+
+def _store_thumbnails(store: Any, meta: Any) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    before, after = [], []
+    for shard, pid in zip(meta["shard"], meta["pair_id"], strict=True):
+        b, a = store.thumbnails(shard, pid)
+        before.append(b)
+        after.append(a)
+    return before, after
+
+
+def store_features(store: Any, model: Any, key: str, cache: Path | None, progress: Progress | None = None) -> StoreFeatures:
+    """Fused features of every store item and the caption text features, cached in `cache`.
+
+    Backbones run on the store's thumbnails (they are the tiles themselves up to 256 px; larger
+    tiles are seen downsampled, which the encoders do anyway).
+    """
+    from textitsr.active.finetune import fuse_features
+
+    if cache is not None and cache.is_file():
+        with np.load(cache, allow_pickle=False) as z:
+            return StoreFeatures(
+                [str(x) for x in z["pair_ids"]], z["fused"], z["caption_pair"], z["caption_text"],
+                [str(x) for x in z["texts"]], z["text_features"],
+            )
+    meta = store.metadata()
+    ids = meta["pair_id"].astype(str).tolist()
+    before, after = _store_thumbnails(store, meta)
+    fused = np.zeros((len(ids), 0), np.float32)
+    by_shape: dict[tuple, list[int]] = {}
+    for i, img in enumerate(before):
+        by_shape.setdefault(img.shape, []).append(i)
+    done = 0
+    for rows in by_shape.values():
+        for s in range(0, len(rows), 64):
+            chunk = rows[s : s + 64]
+            feats = model.backbone_pair_features(np.stack([before[i] for i in chunk]), np.stack([after[i] for i in chunk]))
+            f = fuse_features(model, feats).fused.numpy()
+            if fused.shape[1] == 0:
+                fused = np.zeros((len(ids), f.shape[1]), np.float32)
+            fused[chunk] = f
+            done += len(chunk)
+            if progress:
+                progress(done / len(ids), f"backbone features: {done}/{len(ids)} pairs")
+    caps = store.captions()
+    row_of = {pid: i for i, pid in enumerate(ids)}
+    keep = caps["pair_id"].astype(str).isin(row_of).to_numpy()
+    cap_texts = caps["text"].astype(str).to_numpy()[keep]
+    texts, caption_text = np.unique(cap_texts, return_inverse=True)
+    caption_pair = np.array([row_of[p] for p in caps["pair_id"].astype(str).to_numpy()[keep]], dtype=np.int64)
+    text_features = (
+        model.backbone_text_features([str(t) for t in texts]).numpy() if len(texts) else np.zeros((0, 1), np.float32)
+    )
+    out = StoreFeatures(ids, fused, caption_pair, caption_text.astype(np.int64), [str(t) for t in texts],
+                        np.asarray(text_features, np.float32))
+    if cache is not None:
+        with atomic_path(cache) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, pair_ids=np.array(ids), fused=out.fused, caption_pair=caption_pair,
+                     caption_text=out.caption_text, texts=np.array(out.texts, dtype=str),
+                     text_features=out.text_features)
+    return out
+
+
+def write_reembedded_store(src: Any, out: Path, emb: np.ndarray, checkpoint_id: str, checkpoint: Path,
+                           card: dict[str, Any]) -> None:
+    """Copy store `src` to `out` with new pair embeddings (rows in store order) and model identity.
+
+    Metadata, thumbnails and captions are copied as they are; caption embeddings stay valid because
+    fine-tuning never touches the text side. Cached search graphs are not copied (stale).
+    """
+    from textitsr.index.store import MANIFEST, SHARDS
+
+    manifest = dict(src.manifest)
+    if len(emb) != len(src):
+        raise StoreError(f"{src.root}: {len(src)} pairs but {len(emb)} new embeddings")
+    with atomic_dir(out) as tmp:
+        start = 0
+        for shard in manifest["shards"]:
+            name, n = shard["name"], int(shard["n_pairs"])
+            shutil.copytree(src.root / SHARDS / name, tmp / SHARDS / name)
+            np.save(tmp / SHARDS / name / "pair_embeddings.npy", emb[start : start + n].astype(manifest["dtype"]))
+            start += n
+        manifest.update(checkpoint_id=checkpoint_id, checkpoint=str(checkpoint), model=card)
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+
+
+# ---------------------------------------------------------------------------------- metrics
+def space_metrics(
+    emb: np.ndarray, change_types: list[str | None], feats: StoreFeatures, caption_emb: np.ndarray | None,
+    labels: list[Label],
+) -> dict[str, float]:
+    """What the Annotate page plots over rounds (only what this store allows).
+
+    pair_map20: pair -> pair mAP@20 by change type (stores with ground truth, e.g. synthetic);
+    text_mR: text <-> pair mean recall over the store's captions (text search must not degrade);
+    label_agreement: % of labelled pairs on the right side of the best distance threshold.
+    """
+    from textitsr.active.anneal import best_threshold, pair_distances
+    from textitsr.evaluation.metrics import retrieval_metrics
+
+    out: dict[str, float] = {"n_labels": float(len(labels))}
+    known = [t for t in change_types if t]
+    if len(known) == len(change_types) and len(set(known)) < len(known):
+        out["pair_map20"] = pair_map_at_k(emb, change_types, MAP_K)
+    if caption_emb is not None and len(feats.caption_pair):
+        sim = caption_emb[feats.caption_text] @ emb.T
+        out["text_mR"] = float(retrieval_metrics(sim, feats.caption_pair, caption_text=feats.caption_text)["mR"])
+    sim_lab = np.array([s for *_, s in labels], bool)
+    if sim_lab.any() and not sim_lab.all():
+        d = pair_distances(emb, np.array([(a, b) for a, b, _ in labels]))
+        t = best_threshold(d, sim_lab)
+        out["label_agreement"] = float(100.0 * np.mean((d < t) == sim_lab))
+    return out
+
+
+# ---------------------------------------------------------------------------------- session
+class AnnealSession:
+    """One analyst's ANNEAL rounds over a store (see module doc). Cheap to construct."""
+
+    def __init__(
+        self,
+        store: Path,
+        workdir: Path,
+        checkpoint: Path | None = None,
+        selection: SelectionConfig | None = None,
+        finetune: FinetuneConfig | None = None,
+        device: str = "cpu",
+    ) -> None:
+        from textitsr.index.store import Store
+
+        self.base = Store.open(Path(store))
+        if len(self.base) < 2:
+            raise StoreError(f"{store}: ANNEAL needs a store with at least 2 pairs, found {len(self.base)}")
+        ckpt = checkpoint or self.base.manifest.get("checkpoint")
+        if not ckpt:
+            raise InputError(f"{store}: manifest names no checkpoint; pass --checkpoint")
+        self.checkpoint = Path(ckpt)
+        self.paths = AnnealPaths(Path(workdir))
+        self.log = AnnotationLog(self.paths.log)
+        self.selection = selection or SelectionConfig()
+        self.finetune_config = finetune or FinetuneConfig()
+        self.device = device
+        meta = self.base.metadata()
+        self.ids: list[str] = meta["pair_id"].astype(str).tolist()
+        self.row = {pid: i for i, pid in enumerate(self.ids)}
+        self.change_types: list[str | None] = [
+            None if (t is None or (isinstance(t, float) and np.isnan(t))) else str(t) for t in meta["change_type"]
+        ]
+
+    # ---------------------------------------------------------------------------- state
+    def current_store(self) -> Any:
+        """The latest re-embedded store when there is one for these items, else the base store."""
+        from textitsr.index.store import Store
+
+        if (self.paths.store / "manifest.json").is_file():
+            store = Store.open(self.paths.store)
+            if len(store) == len(self.base):
+                return store
+        return self.base
+
+    def embeddings(self) -> np.ndarray:
+        return np.asarray(self.current_store().pair_embeddings(), dtype=np.float32)
+
+    def labels(self) -> list[Label]:
+        """Similar/dissimilar answers as (row a, row b, similar) over this store's items."""
+        out = []
+        for ann in self.log.labelled():
+            if ann.a in self.row and ann.b in self.row:
+                out.append((self.row[ann.a], self.row[ann.b], ann.similar))
+        return out
+
+    def progress(self) -> dict[str, int]:
+        """Round number, answered / size of the current batch, labels in total."""
+        batch = self.log.batch()
+        return {"round": self.log.current_round(), "batch": len(batch),
+                "answered": len(batch) - len(self.log.pending()), "labels": len(self.labels())}
+
+    # ---------------------------------------------------------------------------- rounds
+    def next_batch(self) -> list[tuple[str, str]]:
+        """The unanswered pairs of the current round, or a freshly selected batch (new round)."""
+        pending = self.log.pending()
+        if pending:
+            return pending
+        labels = self.labels()
+        skipped = [(self.row[a], self.row[b]) for a, b in self.log.skipped() if a in self.row and b in self.row]
+        sel = select_batch(self.embeddings(), labels, self.selection, seed=self.log.current_round(), skipped=skipped)
+        pairs = [(self.ids[a], self.ids[b]) for a, b in sel.pairs]
+        self.log.propose(pairs, strategy=self.selection.strategy)
+        return pairs
+
+    def answer(self, a: str, b: str, label: str, who: str = "analyst") -> None:
+        for pid in (a, b):
+            if pid not in self.row:
+                raise InputError(f"pair id {pid!r}: not in store {self.base.root}")
+        self.log.label(a, b, label, who=who)
+
+    def update_model(self, progress: Progress | None = None) -> dict[str, float]:
+        """Fine-tune the base checkpoint on all labels, save it, re-embed the store, log the metrics."""
+        import torch
+
+        from textitsr.active.finetune import CaptionData, FusedFeatures, HeadView, embed_items, finetune
+        from textitsr.index.build import model_card
+        from textitsr.models.checkpoint import checkpoint_id, load_checkpoint, save_checkpoint
+
+        labels = self.labels()
+        if not labels:
+            raise InputError("update: no similar/dissimilar answers yet; label some pairs first")
+        say = progress or (lambda f, m: None)
+        say(0.0, "loading the model")
+        model = load_checkpoint(self.checkpoint, self.device)
+        base_id = checkpoint_id(self.checkpoint)
+        key = hashlib.sha256((base_id + "\n" + "\n".join(self.ids)).encode()).hexdigest()[:16]
+        feats = store_features(self.base, model, key, self.paths.features(key),
+                               lambda f, m: say(0.3 * f, m))
+        items = FusedFeatures(torch.from_numpy(feats.fused))
+        captions = None
+        if len(feats.caption_pair):
+            captions = CaptionData(items, torch.from_numpy(feats.text_features[feats.caption_text]),
+                                   feats.caption_pair, feats.caption_text)
+        view = HeadView(model)
+        finetune(view, items, labels, captions, self.finetune_config, lambda f, m: say(0.3 + 0.6 * f, m))
+        round_ = self.log.current_round()
+        folder = self.paths.checkpoint(round_)
+        save_checkpoint(model, folder, extra={"anneal": {
+            "base_checkpoint": str(self.checkpoint), "base_checkpoint_id": base_id, "round": round_,
+            "n_labels": len(labels), "strategy": self.selection.strategy,
+            "finetune": asdict(self.finetune_config)}})
+        say(0.92, "re-embedding the store")
+        emb = embed_items(view, items)
+        new_id = checkpoint_id(folder)
+        write_reembedded_store(self.base, self.paths.store, emb, new_id, folder.resolve(),
+                               model_card(model, folder.resolve()))
+        caption_emb = None
+        if captions is not None:
+            with torch.no_grad():
+                caption_emb = model.embed_text_features(torch.from_numpy(feats.text_features)).numpy()
+        metrics = space_metrics(emb, self.change_types, feats, caption_emb, labels)
+        self.log.record_update(str(folder), len(labels), metrics)
+        say(1.0, "done")
+        return metrics
+
+    def baseline_metrics(self) -> dict[str, float]:
+        """The same metrics for the base store (round 0), from its stored embeddings."""
+        from textitsr.evaluation.metrics import retrieval_metrics
+
+        emb = np.asarray(self.base.pair_embeddings(), np.float32)
+        out: dict[str, float] = {"n_labels": 0.0}
+        known = [t for t in self.change_types if t]
+        if len(known) == len(self.change_types) and len(set(known)) < len(known):
+            out["pair_map20"] = pair_map_at_k(emb, self.change_types, MAP_K)
+        caps = self.base.captions()
+        if len(caps):
+            rows = caps["pair_id"].astype(str).map(self.row)
+            ok = rows.notna().to_numpy()
+            sim = np.asarray(self.base.caption_embeddings(), np.float32)[ok] @ emb.T
+            out["text_mR"] = float(retrieval_metrics(
+                sim, rows[ok].astype(int).to_numpy(), caption_text=caps["text"].astype(str).to_numpy()[ok])["mR"])
+        return out
+
+    def history(self) -> list[dict[str, Any]]:
+        """Round 0 (base) then one row per update: round, n_labels and the metrics."""
+        rows = [{"round": 0, **self.baseline_metrics()}]
+        for rec in self.log.updates():
+            rows.append({"round": int(rec["round"]), **rec["metrics"], "n_labels": float(rec["n_labels"])})
+        return rows
+
+    def is_labelled(self, a: str, b: str) -> bool:
+        return pair_key(a, b) in self.log.latest()

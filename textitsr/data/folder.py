@@ -1,0 +1,158 @@
+"""Generic pairs folder: the simplest way to bring your own before/after images.
+
+Layout::
+
+    ROOT/before/<name>.<png|jpg|tif>    ROOT/after/<name>.<same ext>     (matching file names)
+    ROOT/captions.csv     header "filename,caption[,split]"; several rows per file allowed   (optional)
+    ROOT/captions.jsonl   {"filename": ..., "captions": [...], "split": ...} per line          (optional)
+
+Captions are optional (pairs without any get an empty list, e.g. for archives to be pseudo-captioned
+by `describe.py`). A caption row for a file that is not in before/ is an error, as is an image in one
+folder without its partner (or `on_missing="skip"`).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+from textitsr.data.imageio import (
+    IMAGE_SUFFIXES,
+    default_band_names,
+    normalise_band_name,
+    read_pair_images,
+    resolve_display,
+)
+from textitsr.data.pairs import SPLITS, BitemporalPair
+from textitsr.errors import InputError
+
+
+def _read_csv(path: Path) -> list[tuple[str, str, str | None, int]]:
+    rows = []
+    with path.open(newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        cols = [c.strip().lower() for c in reader.fieldnames or []]
+        if "filename" not in cols or "caption" not in cols:
+            raise InputError(
+                f"{path}: header {reader.fieldnames}; expected columns 'filename,caption[,split]'"
+            )
+        reader.fieldnames = cols
+        for line, row in enumerate(reader, start=2):
+            name, text = (row.get("filename") or "").strip(), (row.get("caption") or "").strip()
+            if not name:
+                raise InputError(f"{path}:{line}: empty 'filename'")
+            rows.append((name, text, (row.get("split") or "").strip() or None, line))
+    return rows
+
+
+def _read_jsonl(path: Path) -> list[tuple[str, str, str | None, int]]:
+    rows = []
+    for line, text in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not text.strip():
+            continue
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise InputError(f"{path}:{line}: not valid JSON ({err})") from err
+        caps = (
+            obj.get("captions", [obj["caption"]] if "caption" in obj else None)
+            if isinstance(obj, dict)
+            else None
+        )
+        if (
+            not isinstance(obj, dict)
+            or not isinstance(obj.get("filename"), str)
+            or not isinstance(caps, list)
+        ):
+            raise InputError(f'{path}:{line}: expected {{"filename": "...", "captions": ["...", ...]}}')
+        for cap in caps:
+            if not isinstance(cap, str):
+                raise InputError(f"{path}:{line}: captions must be strings, got {cap!r}")
+            rows.append((obj["filename"], cap.strip(), obj.get("split"), line))
+        if not caps:
+            rows.append((obj["filename"], "", obj.get("split"), line))
+    return rows
+
+
+class FolderSource:
+    """Pairs from ROOT/before + ROOT/after with optional captions.csv / captions.jsonl."""
+
+    name = "folder"
+
+    def __init__(
+        self,
+        root: Path,
+        band_names: tuple[str, ...] | None = None,
+        display: str | tuple[str, ...] | None = None,
+        on_missing: str = "error",
+    ) -> None:
+        self.root = Path(root)
+        self.band_names = tuple(normalise_band_name(b) for b in band_names) if band_names else None
+        self.display = display
+        before_dir, after_dir = self.root / "before", self.root / "after"
+        for d in (before_dir, after_dir):
+            if not d.is_dir():
+                raise InputError(
+                    f"{d}: folder not found; expected ROOT/before/ and ROOT/after/ with matching names"
+                )
+        before = {p.name: p for p in sorted(before_dir.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
+        after = {p.name: p for p in sorted(after_dir.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
+        unmatched = sorted(set(before) ^ set(after))
+        if unmatched and on_missing != "skip":
+            name = unmatched[0]
+            have, lacks = (before_dir, after_dir) if name in before else (after_dir, before_dir)
+            raise InputError(
+                f"{lacks / name}: missing (its partner {have / name} exists); expected matching names"
+            )
+        self.names = sorted(set(before) & set(after))
+        if not self.names:
+            raise InputError(
+                f"{self.root}: no image pairs in before/ and after/ (expected {', '.join(IMAGE_SUFFIXES)})"
+            )
+        self.captions: dict[str, list[str]] = {n: [] for n in self.names}
+        self.splits: dict[str, str | None] = {n: None for n in self.names}
+        self._read_captions()
+
+    def _read_captions(self) -> None:
+        csv_path, jsonl_path = self.root / "captions.csv", self.root / "captions.jsonl"
+        rows = []
+        if csv_path.is_file():
+            rows += [(csv_path, *r) for r in _read_csv(csv_path)]
+        if jsonl_path.is_file():
+            rows += [(jsonl_path, *r) for r in _read_jsonl(jsonl_path)]
+        for path, name, text, split, line in rows:
+            if name not in self.captions:
+                raise InputError(f"{path}:{line}: '{name}' is not an image in before/ and after/")
+            if split is not None:
+                if split not in SPLITS:
+                    raise InputError(f"{path}:{line}: split {split!r}; expected one of {SPLITS}")
+                self.splits[name] = split
+            if text:
+                self.captions[name].append(text)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def pairs(self, split: str | None = None) -> Iterator[BitemporalPair]:
+        for name in self.names:
+            if split is not None and self.splits[name] != split:
+                continue
+            before, after = self.root / "before" / name, self.root / "after" / name
+            pair_id = f"folder_{Path(name).stem}"
+            a, b, names = read_pair_images(before, after, pair_id)
+            bands = self.band_names or names or default_band_names(a.shape[2])
+            if len(bands) != a.shape[2]:
+                raise InputError(f"{before}: {a.shape[2]} bands but band names {list(bands)}")
+            yield BitemporalPair(
+                pair_id=pair_id,
+                before=a,
+                after=b,
+                bands=bands,
+                display_bands=resolve_display(self.display, bands, str(before)),
+                captions=list(self.captions[name]),
+                source=self.name,
+                split=self.splits[name],
+                location={"kind": self.name, "before": str(before), "after": str(after)},
+            )

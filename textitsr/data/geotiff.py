@@ -1,0 +1,459 @@
+"""A time series of GeoTIFF scenes of one place -> aligned, georeferenced tile pairs.
+
+How a series becomes pairs:
+
+1. Every file is opened and checked (a readable GeoTIFF with a CRS and the same band count), and dated
+   from its name (``m_..._20120731.tif``, ``2012-07-31``, ``1985.tif``) or its tags
+   (``TIFFTAG_DATETIME``, ``ACQUISITION_DATE``, ...). Scenes are ordered by date.
+2. The common grid is the reference scene's CRS and pixel size (the earliest date unless
+   `reference` says otherwise), over the intersection of all footprints, snapped inward to the
+   reference's pixel lattice. Scenes that do not overlap are an error.
+3. Each scene is read through a `WarpedVRT` onto that grid (reprojected/resampled when its CRS, pixel
+   size or pixel phase differ) one tile window at a time, so RAM stays bounded by a tile, whatever
+   the scene size.
+4. Scaling to [0, 1] is per scene, never per tile, so the tiles of both dates stay comparable:
+   ``stretch="gain"`` (default) divides by one gain per scene (255 for uint8, else the 99th percentile
+   of all valid pixels, estimated on a decimated read) which keeps band ratios and hence NDVI/NDWI;
+   ``"percentile"`` stretches each band between its 2nd and 98th percentile (best contrast, indices
+   distorted); ``"none"`` uses the dtype's full range.
+5. Tiles are full `tile_size` squares on the grid (a remainder strip at the right/bottom is dropped).
+   A tile whose nodata fraction in either date exceeds `max_nodata` (default 1%: real scenes carry
+   stray nodata pixels) is skipped; kept tiles record their nodata fraction in `location` and hold 0
+   at nodata pixels.
+6. Pairs: consecutive dates (default), all date pairs (``pairing="all"``), or chosen index pairs
+   (``pairing=[(0, 9)]``, indices in date order). Ids: ``<place>_<date1>_<date2>_r<row>_c<col>``.
+
+Bands are named from the band descriptions, else `band_names`, else by count (1 grey, 3 RGB, 4 RGB+NIR);
+`bands` keeps a subset; `display` chooses "rgb", "false-colour" (swir1/nir/red), "cir" or 3 names.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import re
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from textitsr.data.imageio import (
+    default_band_names,
+    normalise_band_name,
+    resolve_display,
+    scale_gain,
+    to_unit,
+)
+from textitsr.data.pairs import BitemporalPair, Bounds
+from textitsr.errors import InputError
+
+GEOTIFF_SUFFIXES = (".tif", ".tiff")
+#: Longest side of the decimated read used to estimate a scene's stretch (bounds its RAM).
+STATS_MAX_SIDE = 1024
+_DATE_TAGS = ("ACQUISITION_DATE", "DATE_ACQUIRED", "ACQUISITIONDATE", "DATE", "TIFFTAG_DATETIME")
+_FULL_DATE = re.compile(r"(?<!\d)((?:19|20)\d{2})[-_.:]?(0[1-9]|1[0-2])[-_.:]?(0[1-9]|[12]\d|3[01])(?!\d)")
+_YEAR = re.compile(r"(?<!\d)((?:19|20)\d{2})(?!\d)")
+
+
+@dataclass(frozen=True)
+class GeoTiffOptions:
+    """How a series is tiled, paired, band-selected and scaled (defaults suit NAIP/Landsat scenes)."""
+
+    tile_size: int = 256
+    #: Step between tile origins in grid pixels; None = tile_size (no overlap).
+    stride: int | None = None
+    #: "consecutive", "all", or explicit (i, j) index pairs in date order.
+    pairing: str | Sequence[tuple[int, int]] = "consecutive"
+    #: Names for the file's bands when its descriptions do not say (e.g. Landsat: swir1,nir,red,green).
+    band_names: tuple[str, ...] | None = None
+    #: Subset of bands to keep (None = all).
+    bands: tuple[str, ...] | None = None
+    display: str | tuple[str, ...] | None = None
+    stretch: str = "gain"
+    #: Tiles whose nodata fraction (in either date) exceeds this are skipped.
+    max_nodata: float = 0.01
+    #: Index (in date order) of the scene whose CRS and pixel size define the grid.
+    reference: int = 0
+    resampling: str = "bilinear"
+    #: Name used in pair ids; None = derived from the file names (or the folder name).
+    place: str | None = None
+
+
+@dataclass
+class Scene:
+    """One checked, dated GeoTIFF of the series."""
+
+    path: Path
+    date: str | None
+    token: str
+    crs: Any
+    bounds: Bounds
+    res: tuple[float, float]
+    count: int
+    dtype: str
+    nodata: float | None
+    band_names: tuple[str, ...]
+
+
+@dataclass
+class Grid:
+    """The common grid every scene is warped onto."""
+
+    crs: Any
+    transform: Any
+    width: int
+    height: int
+    scale: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+
+
+def _parse_date(text: str) -> tuple[str, str] | None:
+    """(ISO date, token) from a name or tag; a bare year gives YYYY-01-01 with token YYYY."""
+    if m := _FULL_DATE.search(text):
+        try:
+            iso = date(int(m[1]), int(m[2]), int(m[3])).isoformat()
+        except ValueError:
+            iso = None
+        if iso:
+            return iso, iso.replace("-", "")
+    if m := _YEAR.search(text):
+        return f"{m[1]}-01-01", m[1]
+    return None
+
+
+def _open_scene(path: Path, band_names: tuple[str, ...] | None) -> Scene:
+    import rasterio
+    from rasterio.errors import RasterioIOError
+
+    if not path.is_file():
+        raise InputError(f"{path}: GeoTIFF file not found")
+    try:
+        src = rasterio.open(path)
+    except RasterioIOError as err:
+        raise InputError(f"{path}: not a readable GeoTIFF ({err}); expected a GeoTIFF scene") from err
+    with src:
+        if src.driver not in ("GTiff", "COG"):
+            raise InputError(f"{path}: is a {src.driver} file, expected a GeoTIFF")
+        if src.crs is None:
+            raise InputError(
+                f"{path}: has no coordinate reference system (unknown CRS); expected a georeferenced GeoTIFF"
+            )
+        if src.transform.is_identity or src.transform.b != 0 or src.transform.d != 0:
+            raise InputError(f"{path}: has no usable north-up geotransform; expected a georeferenced GeoTIFF")
+        try:
+            from rasterio.warp import transform_bounds
+
+            transform_bounds(src.crs, "EPSG:4326", *src.bounds)
+        except Exception as err:  # noqa: BLE001 - any PROJ failure means the CRS is unusable
+            raise InputError(f"{path}: CRS {src.crs} cannot be transformed to lon/lat ({err})") from err
+        desc = src.descriptions
+        if band_names:
+            names = tuple(normalise_band_name(b) for b in band_names)
+            if len(names) != src.count:
+                raise InputError(f"{path}: has {src.count} band(s) but band names {list(names)} were given")
+        elif all(desc):
+            names = tuple(normalise_band_name(d) for d in desc)
+        else:
+            names = default_band_names(src.count)
+        if len(set(names)) != len(names):
+            raise InputError(f"{path}: duplicate band names {list(names)}")
+        parsed = _parse_date(path.stem)
+        if parsed is None:
+            tags = src.tags()
+            parsed = next((p for t in _DATE_TAGS if t in tags and (p := _parse_date(tags[t]))), None)
+        iso, token = parsed if parsed else (None, path.stem)
+        return Scene(
+            path=path,
+            date=iso,
+            token=token,
+            crs=src.crs,
+            bounds=tuple(src.bounds),
+            res=src.res,
+            count=src.count,
+            dtype=src.dtypes[0],
+            nodata=src.nodata,
+            band_names=names,
+        )
+
+
+def _place_name(scenes: list[Scene]) -> str:
+    stems = [re.sub(re.escape(s.token), "", s.path.stem, count=1) if s.date else s.path.stem for s in scenes]
+    prefix = stems[0]
+    for s in stems[1:]:
+        while not s.startswith(prefix):
+            prefix = prefix[:-1]
+    prefix = re.sub(r"[^A-Za-z0-9]+", "_", prefix).strip("_")
+    return prefix or re.sub(r"[^A-Za-z0-9]+", "_", scenes[0].path.resolve().parent.name).strip("_") or "scene"
+
+
+def expand_paths(paths: Path | Sequence[Path]) -> list[Path]:
+    """Files of the series: the .tif/.tiff files of a folder, or the given files."""
+    items = [Path(paths)] if isinstance(paths, str | Path) else [Path(p) for p in paths]
+    files: list[Path] = []
+    for p in items:
+        if p.is_dir():
+            found = sorted(f for f in p.iterdir() if f.suffix.lower() in GEOTIFF_SUFFIXES)
+            if not found:
+                raise InputError(f"{p}: folder has no .tif/.tiff files; expected GeoTIFF scenes of one place")
+            files += found
+        else:
+            files.append(p)
+    return files
+
+
+class GeoTiffSource:
+    """Tile pairs of a GeoTIFF time series (see the module docstring for every rule)."""
+
+    name = "geotiff"
+
+    def __init__(self, paths: Path | Sequence[Path], options: GeoTiffOptions | None = None, **overrides: Any):
+        opts = options or GeoTiffOptions()
+        if overrides:
+            from dataclasses import replace
+
+            opts = replace(opts, **overrides)
+        self.options = opts
+        if opts.tile_size < 8 or (opts.stride is not None and opts.stride < 1):
+            raise InputError(
+                f"tile_size={opts.tile_size}, stride={opts.stride}: expected tile_size >= 8, stride >= 1"
+            )
+        if opts.stretch not in ("gain", "percentile", "none"):
+            raise InputError(f"stretch={opts.stretch!r}: expected 'gain', 'percentile' or 'none'")
+        files = expand_paths(paths)
+        if len(files) < 2:
+            raise InputError(
+                f"{files[0] if files else paths}: a series needs at least two GeoTIFF scenes of one place"
+            )
+        scenes = [_open_scene(f, opts.band_names) for f in files]
+        first = scenes[0]
+        for s in scenes[1:]:
+            if s.band_names != first.band_names:
+                raise InputError(
+                    f"{s.path}: bands {list(s.band_names)} differ from {first.path.name}'s "
+                    f"{list(first.band_names)}; expected every scene of a series to have the same bands"
+                )
+        if all(s.date for s in scenes):
+            scenes.sort(key=lambda s: s.date or "")
+        tokens = [s.token for s in scenes]
+        if len(set(tokens)) != len(tokens):  # same date twice: fall back to the unique file stems
+            for s in scenes:
+                s.token = re.sub(r"[^A-Za-z0-9]+", "-", s.path.stem)
+        self.scenes = scenes
+        self.place = opts.place or _place_name(scenes)
+        self.all_bands = first.band_names
+        keep = tuple(normalise_band_name(b) for b in opts.bands) if opts.bands else self.all_bands
+        missing = [b for b in keep if b not in self.all_bands]
+        if missing:
+            raise InputError(
+                f"{first.path}: bands {missing} requested, but the scenes have {len(self.all_bands)} band(s) "
+                f"{list(self.all_bands)}"
+            )
+        self.bands = keep
+        self._band_idx = [self.all_bands.index(b) + 1 for b in keep]
+        self.display = resolve_display(opts.display, keep, str(first.path))
+        self.index_pairs = self._index_pairs(opts.pairing)
+        self.grid = self._common_grid()
+        stride = opts.stride or opts.tile_size
+        self.tile_rows = max(0, (self.grid.height - opts.tile_size) // stride + 1)
+        self.tile_cols = max(0, (self.grid.width - opts.tile_size) // stride + 1)
+        if self.tile_rows == 0 or self.tile_cols == 0:
+            raise InputError(
+                f"{first.path}: the scenes' common area is {self.grid.width}x{self.grid.height} px, smaller "
+                f"than one {opts.tile_size} px tile; expected a smaller tile_size"
+            )
+
+    # ------------------------------------------------------------------ set-up
+    def _index_pairs(self, pairing: str | Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+        n = len(self.scenes)
+        if pairing == "consecutive":
+            return [(i, i + 1) for i in range(n - 1)]
+        if pairing == "all":
+            return [(i, j) for i in range(n) for j in range(i + 1, n)]
+        if isinstance(pairing, str):
+            raise InputError(f"pairing={pairing!r}: expected 'consecutive', 'all' or a list of (i, j)")
+        out = []
+        for pair in pairing:
+            i, j = (int(v) for v in pair)
+            if not (0 <= i < n and 0 <= j < n and i != j):
+                raise InputError(f"pair ({i}, {j}): expected two different scene indices in 0..{n - 1}")
+            out.append((i, j))
+        return out
+
+    def _common_grid(self) -> Grid:
+        from affine import Affine
+        from rasterio.warp import transform_bounds
+
+        if not 0 <= self.options.reference < len(self.scenes):
+            raise InputError(f"reference={self.options.reference}: expected 0..{len(self.scenes) - 1}")
+        ref = self.scenes[self.options.reference]
+        west, south, east, north = ref.bounds
+        for s in self.scenes:
+            w, so, e, n = transform_bounds(s.crs, ref.crs, *s.bounds, densify_pts=21)
+            if min(east, e) <= max(west, w) or min(north, n) <= max(south, so):
+                others = ref.path.name if s is not ref else "the others"
+                raise InputError(
+                    f"{s.path}: does not overlap {others} (bounds {tuple(round(v, 4) for v in s.bounds)} in "
+                    f"{s.crs}); expected scenes of one place"
+                )
+            west, south, east, north = max(west, w), max(south, so), min(east, e), min(north, n)
+        rx, ry = ref.res
+        ox, oy = ref.bounds[0], ref.bounds[3]
+        left = ox + math.ceil((west - ox) / rx - 1e-6) * rx  # snap inward to the reference lattice
+        top = oy - math.ceil((oy - north) / ry - 1e-6) * ry
+        width = int(math.floor((east - left) / rx + 1e-6))
+        height = int(math.floor((top - south) / ry + 1e-6))
+        if width <= 0 or height <= 0:
+            raise InputError(
+                f"{ref.path}: the scenes overlap by less than one pixel; expected scenes of one place"
+            )
+        return Grid(crs=ref.crs, transform=Affine(rx, 0.0, left, 0.0, -ry, top), width=width, height=height)
+
+    @contextlib.contextmanager
+    def _warped(self, scene: Scene) -> Iterator[Any]:
+        """The scene on the common grid (a lazy WarpedVRT: pixels are warped per window read)."""
+        import rasterio
+        from rasterio.enums import Resampling
+        from rasterio.vrt import WarpedVRT
+
+        g = self.grid
+        with rasterio.open(scene.path) as src:
+            kwargs: dict[str, Any] = dict(
+                crs=g.crs,
+                transform=g.transform,
+                width=g.width,
+                height=g.height,
+                resampling=Resampling[self.options.resampling],
+            )
+            if scene.nodata is None:
+                kwargs["add_alpha"] = True
+            with WarpedVRT(src, **kwargs) as vrt:
+                yield vrt
+
+    def _read(self, vrt: Any, scene: Scene, window: Any) -> tuple[np.ndarray, np.ndarray]:
+        """(bands x h x w data, h x w validity) of one window."""
+        data = vrt.read(self._band_idx, window=window)
+        if scene.nodata is None:
+            valid = vrt.read(scene.count + 1, window=window) > 0
+        else:
+            valid = _dataset_mask(vrt, window=window)
+        if np.issubdtype(data.dtype, np.floating):
+            valid &= np.isfinite(data).all(axis=0)
+        return data, valid
+
+    def _scale(self, scene: Scene, vrt: Any) -> list[tuple[float, float]]:
+        """Per-scene (offset, divisor) per kept band, from one decimated read of the whole grid."""
+        key = str(scene.path)
+        if key in self.grid.scale:
+            return self.grid.scale[key]
+        stretch = self.options.stretch
+        if stretch == "none":
+            info = np.iinfo(scene.dtype).max if np.issubdtype(np.dtype(scene.dtype), np.integer) else 1.0
+            out = [(0.0, float(info))] * len(self.bands)
+        else:
+            f = max(1.0, max(self.grid.width, self.grid.height) / STATS_MAX_SIDE)
+            shape = (max(1, int(self.grid.height / f)), max(1, int(self.grid.width / f)))
+            data = vrt.read(self._band_idx, out_shape=(len(self.bands), *shape))
+            if scene.nodata is None:
+                valid = vrt.read(scene.count + 1, out_shape=shape) > 0
+            else:
+                valid = _dataset_mask(vrt, out_shape=shape)
+            if stretch == "gain":
+                gain = scale_gain(data, np.broadcast_to(valid, data.shape))
+                out = [(0.0, gain)] * len(self.bands)
+            else:
+                out = []
+                for band in data:
+                    vals = band[valid].astype(np.float64)
+                    lo, hi = np.percentile(vals, (2, 98)) if vals.size else (0.0, 1.0)
+                    out.append((float(lo), float(max(hi - lo, 1e-6))))
+        self.grid.scale[key] = out
+        return out
+
+    # ------------------------------------------------------------------ protocol
+    def __len__(self) -> int:
+        """Upper bound: tiles x pairs (tiles with nodata are skipped while iterating)."""
+        return self.tile_rows * self.tile_cols * len(self.index_pairs)
+
+    def tile_window(self, row: int, col: int) -> Any:
+        from rasterio.windows import Window
+
+        stride = self.options.stride or self.options.tile_size
+        return Window(col * stride, row * stride, self.options.tile_size, self.options.tile_size)
+
+    def tile_bounds(self, row: int, col: int) -> tuple[Bounds, Bounds]:
+        """(native bounds in the grid CRS, lon/lat bounds) of one tile."""
+        from rasterio.warp import transform_bounds
+        from rasterio.windows import bounds as window_bounds
+
+        native = window_bounds(self.tile_window(row, col), self.grid.transform)
+        lonlat = transform_bounds(self.grid.crs, "EPSG:4326", *native, densify_pts=21)
+        return tuple(float(v) for v in native), tuple(float(v) for v in lonlat)
+
+    def _crs_string(self) -> str:
+        epsg = self.grid.crs.to_epsg()
+        return f"EPSG:{epsg}" if epsg else self.grid.crs.to_string()
+
+    def pairs(self, split: str | None = None) -> Iterator[BitemporalPair]:
+        """All pairs of kept tiles; `split` other than None yields nothing (a series has no splits)."""
+        if split is not None:
+            return
+        crs = self._crs_string()
+        for i, j in self.index_pairs:
+            a, b = self.scenes[i], self.scenes[j]
+            with self._warped(a) as va, self._warped(b) as vb:
+                scale_a, scale_b = self._scale(a, va), self._scale(b, vb)
+                for row in range(self.tile_rows):
+                    for col in range(self.tile_cols):
+                        win = self.tile_window(row, col)
+                        da, ma = self._read(va, a, win)
+                        db, mb = self._read(vb, b, win)
+                        nodata = float(max(1.0 - ma.mean(), 1.0 - mb.mean()))
+                        if nodata > self.options.max_nodata:
+                            continue
+                        native, lonlat = self.tile_bounds(row, col)
+                        yield BitemporalPair(
+                            pair_id=f"{self.place}_{a.token}_{b.token}_r{row}_c{col}",
+                            before=_apply(da, scale_a),
+                            after=_apply(db, scale_b),
+                            bands=self.bands,
+                            display_bands=self.display,
+                            source=self.name,
+                            bounds=lonlat,
+                            crs=crs,
+                            native_bounds=native,
+                            dates=(a.date, b.date),
+                            location={
+                                "kind": self.name,
+                                "before": str(a.path),
+                                "after": str(b.path),
+                                "row": row,
+                                "col": col,
+                                "window": [
+                                    int(win.col_off),
+                                    int(win.row_off),
+                                    int(win.width),
+                                    int(win.height),
+                                ],
+                                "nodata_fraction": nodata,
+                            },
+                        )
+
+
+def _dataset_mask(vrt: Any, **kwargs: Any) -> np.ndarray:
+    """Validity from the nodata value (GDAL warns when the warped VRT also carries an alpha band)."""
+    from rasterio.errors import NodataShadowWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NodataShadowWarning)
+        return vrt.dataset_mask(**kwargs) > 0
+
+
+def _apply(data: np.ndarray, scale: list[tuple[float, float]]) -> np.ndarray:
+    """bands x h x w native -> h x w x bands float32 in [0, 1]."""
+    out = np.empty((data.shape[1], data.shape[2], data.shape[0]), dtype=np.float32)
+    for k, (offset, div) in enumerate(scale):
+        out[..., k] = to_unit(data[k].astype(np.float32) - np.float32(offset), div)
+    return out

@@ -1,0 +1,151 @@
+"""LEVIR-CC (Liu et al., 2022): 10,077 bitemporal 256x256 RGB pairs of Texas cities, 5 captions each.
+
+Official layout (research use; see the dataset's terms)::
+
+    ROOT/LevirCCcaptions.json        {"images": [{"filename", "filepath"|"split", "changeflag",
+                                                  "sentences": [{"raw", "tokens"}, ...]}, ...]}
+    ROOT/images/{train,val,test}/A/<filename>   before
+    ROOT/images/{train,val,test}/B/<filename>   after
+
+Raw captions of the public copy carry a leading space and a detached " ." ("  there is no difference
+."); they are cleaned to "there is no difference". The caption JSON parser here also serves
+Dubai-CCD, which uses the same (Karpathy-style) schema.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from textitsr.data.imageio import default_band_names, default_display, read_pair_images
+from textitsr.data.pairs import SPLITS, BitemporalPair
+from textitsr.errors import InputError
+
+CAPTIONS_FILE = "LevirCCcaptions.json"
+_SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+
+
+@dataclass(frozen=True)
+class CaptionRecord:
+    """One entry of a caption JSON: which image, which split, its cleaned captions, change flag."""
+
+    filename: str
+    split: str
+    folder: str
+    captions: tuple[str, ...]
+    changed: bool | None
+
+
+def clean_caption(raw: str) -> str:
+    """Strip the spacing/punctuation artefacts: ' a house is built .' -> 'a house is built'."""
+    text = re.sub(r"\s+", " ", raw).strip()
+    text = re.sub(r"\s+([.,;:!?])", r"\1", text)
+    return text.rstrip(" .")
+
+
+def parse_caption_json(path: Path) -> list[CaptionRecord]:
+    """Parse a LEVIR-CC/Dubai-CCD style caption file, checking the schema field by field."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: caption file not found")
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise InputError(f"{path}: not valid JSON ({err})") from err
+    if not isinstance(doc, dict) or not isinstance(doc.get("images"), list):
+        raise InputError(f"{path}: expected a JSON object with an 'images' list")
+    records = []
+    for i, item in enumerate(doc["images"]):
+        where = f"{path}: images[{i}]"
+        if not isinstance(item, dict):
+            raise InputError(f"{where}: expected an object, got {type(item).__name__}")
+        filename = item.get("filename")
+        if not isinstance(filename, str) or not filename:
+            raise InputError(f"{where}: missing 'filename' (expected a file name string)")
+        split_raw = item.get("split", item.get("filepath"))
+        split = _SPLIT_ALIASES.get(str(split_raw).lower()) if split_raw is not None else None
+        if split is None:
+            raise InputError(f"{where} ({filename}): 'split' is {split_raw!r}; expected one of {SPLITS}")
+        folder = str(item.get("filepath", split))
+        sentences = item.get("sentences")
+        if not isinstance(sentences, list):
+            raise InputError(f"{where} ({filename}): missing 'sentences' (expected a list)")
+        captions = []
+        for j, sent in enumerate(sentences):
+            raw = sent.get("raw") if isinstance(sent, dict) else None
+            if raw is None and isinstance(sent, dict) and isinstance(sent.get("tokens"), list):
+                raw = " ".join(map(str, sent["tokens"]))
+            if not isinstance(raw, str):
+                raise InputError(f"{where} ({filename}): sentences[{j}] needs 'raw' text or a 'tokens' list")
+            if cleaned := clean_caption(raw):
+                captions.append(cleaned)
+        flag = item.get("changeflag")
+        records.append(
+            CaptionRecord(filename, split, folder, tuple(captions), None if flag is None else bool(flag))
+        )
+    return records
+
+
+class LevirCCSource:
+    """Pairs of a LEVIR-CC root (or any dataset exported in its layout, e.g. the synthetic world).
+
+    `on_missing="error"` (default) raises an InputError naming the first missing image file;
+    `"skip"` leaves pairs whose images are missing out (`len()` then counts only complete pairs).
+    """
+
+    name = "levircc"
+
+    def __init__(self, root: Path, captions_file: Path | None = None, on_missing: str = "error") -> None:
+        self.root = Path(root)
+        if on_missing not in ("error", "skip"):
+            raise InputError(f"on_missing={on_missing!r}: expected 'error' or 'skip'")
+        self.on_missing = on_missing
+        self.captions_file = Path(captions_file) if captions_file else self.root / CAPTIONS_FILE
+        if not self.captions_file.is_file():
+            raise InputError(
+                f"{self.captions_file}: LEVIR-CC caption file not found (expected {CAPTIONS_FILE})"
+            )
+        records = parse_caption_json(self.captions_file)
+        if on_missing == "skip":
+            records = [r for r in records if all(p.is_file() for p in self._paths(r))]
+        self.records = records
+
+    def _paths(self, rec: CaptionRecord) -> tuple[Path, Path]:
+        base = self.root / "images" / rec.folder
+        return base / "A" / rec.filename, base / "B" / rec.filename
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def split_counts(self) -> dict[str, int]:
+        return {s: sum(r.split == s for r in self.records) for s in SPLITS}
+
+    def pairs(self, split: str | None = None) -> Iterator[BitemporalPair]:
+        for rec in self.records:
+            if split is not None and rec.split != split:
+                continue
+            before, after = self._paths(rec)
+            for p in (before, after):
+                if not p.is_file():
+                    raise InputError(
+                        f"{p}: image listed in {self.captions_file.name} is missing; expected "
+                        f"images/{rec.folder}/A and B/{rec.filename} (or use on_missing='skip')"
+                    )
+            pair_id = f"levircc_{Path(rec.filename).stem}"
+            a, b, names = read_pair_images(before, after, pair_id)
+            bands = names or default_band_names(a.shape[2])
+            yield BitemporalPair(
+                pair_id=pair_id,
+                before=a,
+                after=b,
+                bands=bands,
+                display_bands=default_display(bands),
+                captions=list(rec.captions),
+                source=self.name,
+                split=rec.split,
+                changed=rec.changed,
+                location={"kind": self.name, "before": str(before), "after": str(after)},
+            )

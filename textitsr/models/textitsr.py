@@ -1,0 +1,277 @@
+"""TextITSR = frozen image/text backbones + fusion of the two dates + one projection head per modality.
+
+Two ways in:
+- raw inputs (`encode_pairs`, `encode_texts`): inference on uint8 RGB arrays / strings, batched
+  internally, returns L2-normalised CPU float32 embeddings;
+- cached backbone features (`embed_pair_features`, `embed_text_features`): the trainable part, used
+  by training on features computed once with `backbone_pair_features` / `backbone_text_features`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from textitsr.errors import InputError
+from textitsr.models.encoders import (
+    DEFAULT_IMAGE_ENCODER,
+    DEFAULT_MAX_TEXT_LENGTH,
+    DEFAULT_TEXT_ENCODER,
+    ImageEncoder,
+    TextEncoder,
+    build_image_encoder,
+    build_text_encoder,
+    check_images,
+)
+from textitsr.models.fusion import PairFeatures, build_fusion, parse_fusion_spec
+from textitsr.models.heads import ProjectionHead
+
+__all__ = ["ModelConfig", "PairFeatures", "TextITSR", "LOGIT_SCALE_INIT", "LOGIT_SCALE_MAX"]
+
+#: CLIP's temperature: initial logit scale 1/0.07, clamped to at most 100 when used.
+LOGIT_SCALE_INIT = math.log(1 / 0.07)
+LOGIT_SCALE_MAX = math.log(100.0)
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild a TextITSR (stored in a checkpoint's config.json)."""
+
+    image_encoder: str = DEFAULT_IMAGE_ENCODER
+    text_encoder: str = DEFAULT_TEXT_ENCODER
+    fusion: str = "tff"
+    embed_dim: int = 256
+    fusion_width: int = 256
+    fusion_layers: int = 2
+    fusion_heads: int = 4
+    dropout: float = 0.1
+    head_hidden: int | None = None
+    max_text_length: int = DEFAULT_MAX_TEXT_LENGTH
+    unfreeze_image_blocks: int = 0
+    unfreeze_text_blocks: int = 0
+
+    def __post_init__(self) -> None:
+        parse_fusion_spec(self.fusion)  # raises InputError for unknown specs
+        for name in ("embed_dim", "fusion_width", "fusion_layers", "fusion_heads", "max_text_length"):
+            if int(getattr(self, name)) < 1:
+                raise InputError(f"model config: {name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise InputError(f"model config: dropout must be in [0, 1), got {self.dropout}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ModelConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise InputError(f"model config: unknown field(s) {unknown}; expected some of {sorted(known)}")
+        return cls(**data)
+
+
+class TextITSR(nn.Module):
+    """Text <-> bitemporal image pair retrieval model (text-ITSR)."""
+
+    def __init__(
+        self,
+        config: ModelConfig | None = None,
+        *,
+        image_encoder: ImageEncoder | None = None,
+        text_encoder: TextEncoder | None = None,
+    ) -> None:
+        """Build from `config`; pass already loaded encoders to share them between models."""
+        super().__init__()
+        self.config = config = config or ModelConfig()
+        self.image_encoder = image_encoder or build_image_encoder(config.image_encoder)
+        self.text_encoder = text_encoder or build_text_encoder(config.text_encoder, config.max_text_length)
+        for role, enc, want in (
+            ("image", self.image_encoder, config.image_encoder),
+            ("text", self.text_encoder, config.text_encoder),
+        ):
+            if enc.name != want:
+                raise InputError(
+                    f"{role} encoder: config names {want!r} but the given encoder is {enc.name!r}"
+                )
+        self.fusion = build_fusion(
+            config.fusion,
+            self.image_encoder.dim,
+            self.image_encoder.num_tokens,
+            width=config.fusion_width,
+            layers=config.fusion_layers,
+            heads=config.fusion_heads,
+            dropout=config.dropout,
+        )
+        self.pair_head = ProjectionHead(
+            self.fusion.out_dim, config.embed_dim, config.head_hidden, config.dropout
+        )
+        self.text_head = ProjectionHead(
+            self.text_encoder.dim, config.embed_dim, config.head_hidden, config.dropout
+        )
+        self.logit_scale = nn.Parameter(torch.tensor(LOGIT_SCALE_INIT))
+        self.image_encoder.unfreeze_last(config.unfreeze_image_blocks)
+        self.text_encoder.unfreeze_last(config.unfreeze_text_blocks)
+        #: Run backbones under bf16 autocast in encode_*/backbone_* (a runtime choice, not saved).
+        self.bf16 = False
+        self.eval()
+
+    @classmethod
+    def from_config(cls, config: ModelConfig | None = None, **encoders) -> TextITSR:
+        return cls(config, **encoders)
+
+    # ---- properties ------------------------------------------------------------------------------
+
+    @property
+    def uses_tokens(self) -> bool:
+        """True when the fusion needs patch tokens (TFF variants), False for GFF (globals only)."""
+        return self.fusion.uses_tokens
+
+    @property
+    def embed_dim(self) -> int:
+        return self.config.embed_dim
+
+    @property
+    def device(self) -> torch.device:
+        return self.logit_scale.device
+
+    def dims(self) -> dict[str, int]:
+        """Backbone shapes the trainable part depends on (checked when loading a checkpoint)."""
+        return {
+            "image_dim": self.image_encoder.dim,
+            "num_tokens": self.image_encoder.num_tokens,
+            "image_size": self.image_encoder.image_size,
+            "text_dim": self.text_encoder.dim,
+        }
+
+    def scale(self) -> Tensor:
+        """exp(logit_scale) clamped to <= 100, as in CLIP."""
+        return self.logit_scale.clamp(max=LOGIT_SCALE_MAX).exp()
+
+    # ---- trainable part (cached features) ---------------------------------------------------------
+
+    def embed_pair_features(self, feats: PairFeatures) -> Tensor:
+        """Fusion + pair head on backbone features -> (B, embed_dim) L2-normalised, on self.device."""
+        if self.uses_tokens and (feats.before_tokens is None or feats.after_tokens is None):
+            raise InputError(f"fusion {self.config.fusion!r}: needs patch tokens, got PairFeatures without")
+        feats = feats.to(self.device, torch.float32)
+        return self.pair_head(self.fusion(feats))
+
+    def embed_text_features(self, text_feats: Tensor) -> Tensor:
+        """Text head on backbone text features (B, text_dim) -> (B, embed_dim) L2-normalised."""
+        return self.text_head(text_feats.to(self.device, torch.float32))
+
+    def forward(self, feats: PairFeatures, text_feats: Tensor) -> tuple[Tensor, Tensor]:
+        """CLIP-style logits: (pairs x texts, texts x pairs), scaled by the clamped temperature."""
+        pair = self.embed_pair_features(feats)
+        text = self.embed_text_features(text_feats)
+        logits_per_pair = self.scale() * pair @ text.T
+        return logits_per_pair, logits_per_pair.T
+
+    # ---- frozen backbones -------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _autocast(self) -> Iterator[None]:
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            yield
+
+    def _pair_features(self, before: np.ndarray, after: np.ndarray, tokens: bool) -> PairFeatures:
+        enc = self.image_encoder
+        with self._autocast():
+            pixels = torch.cat([enc.preprocess(before), enc.preprocess(after)])  # one backbone call
+            glob, toks = enc(pixels)
+        n = len(before)
+        glob, toks = glob.float(), toks.float()
+        if not tokens:
+            return PairFeatures(glob[:n], glob[n:])
+        return PairFeatures(glob[:n], glob[n:], toks[:n], toks[n:])
+
+    def backbone_pair_features(
+        self, before: np.ndarray, after: np.ndarray, *, tokens: bool | None = None, batch_size: int = 32
+    ) -> PairFeatures:
+        """Frozen image backbone on both dates -> PairFeatures on the CPU (float32), for caches.
+
+        `tokens=None` keeps patch tokens only when this model's fusion uses them.
+        """
+        _check_pair_batch(before, after)
+        want_tokens = self.uses_tokens if tokens is None else tokens
+        parts = []
+        with torch.no_grad():  # not inference_mode: cached features must stay usable in autograd
+            for i in range(0, len(before), batch_size):
+                feats = self._pair_features(
+                    before[i : i + batch_size], after[i : i + batch_size], want_tokens
+                )
+                parts.append(feats.to("cpu"))
+        if not parts:
+            d, n = self.image_encoder.dim, self.image_encoder.num_tokens
+            empty = torch.zeros(0, d)
+            toks = torch.zeros(0, n, d) if want_tokens else None
+            return PairFeatures(empty, empty.clone(), toks, None if toks is None else toks.clone())
+        return PairFeatures.cat(parts)
+
+    def backbone_text_features(self, texts: list[str], *, batch_size: int = 256) -> Tensor:
+        """Frozen text backbone -> (B, text_dim) float32 on the CPU, for caches."""
+        texts = _check_texts(texts)
+        out = [torch.zeros(0, self.text_encoder.dim)]
+        with torch.no_grad():
+            for i in range(0, len(texts), batch_size):
+                with self._autocast():
+                    out.append(self.text_encoder(texts[i : i + batch_size]).float().cpu())
+        return torch.cat(out)
+
+    # ---- inference on raw inputs -----------------------------------------------------------------
+
+    def encode_pairs(self, before: np.ndarray, after: np.ndarray, *, batch_size: int = 32) -> Tensor:
+        """uint8 RGB (B,H,W,3) before/after arrays -> (B, embed_dim) L2-normalised CPU float32."""
+        _check_pair_batch(before, after)
+        out = [torch.zeros(0, self.embed_dim)]
+        with torch.inference_mode():
+            for i in range(0, len(before), batch_size):
+                feats = self._pair_features(
+                    before[i : i + batch_size], after[i : i + batch_size], self.uses_tokens
+                )
+                out.append(self.embed_pair_features(feats).float().cpu())
+        return torch.cat(out)
+
+    def encode_texts(self, texts: list[str], *, batch_size: int = 256) -> Tensor:
+        """Captions/queries -> (B, embed_dim) L2-normalised CPU float32."""
+        texts = _check_texts(texts)
+        out = [torch.zeros(0, self.embed_dim)]
+        with torch.inference_mode():
+            for i in range(0, len(texts), batch_size):
+                with self._autocast():
+                    feats = self.text_encoder(texts[i : i + batch_size]).float()
+                out.append(self.embed_text_features(feats).float().cpu())
+        return torch.cat(out)
+
+    # ---- checkpoint support -------------------------------------------------------------------------
+
+    def trainable_state_dict(self) -> dict[str, Tensor]:
+        """Everything a checkpoint must store: fusion, heads, logit scale, and any unfrozen backbone.
+
+        Frozen backbones are rebuilt from their names, so they are left out.
+        """
+        skip = tuple(
+            f"{prefix}."
+            for prefix, enc in (("image_encoder", self.image_encoder), ("text_encoder", self.text_encoder))
+            if not enc.unfrozen
+        )
+        return {k: v for k, v in self.state_dict().items() if not k.startswith(skip)}
+
+
+def _check_pair_batch(before: np.ndarray, after: np.ndarray) -> None:
+    check_images(before, "before")
+    check_images(after, "after")
+    if len(before) != len(after):
+        raise InputError(f"after: expected as many images as before ({len(before)}), got {len(after)}")
+
+
+def _check_texts(texts: list[str]) -> list[str]:
+    if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
+        raise InputError("texts: expected a list of strings")
+    return list(texts)
