@@ -171,15 +171,31 @@ def test_archive_page_stats_and_path_outside_roots_refused(app_env, service):
     assert at.error and "outside the configured data roots" in at.error[0].value
 
 
+def write_scene(path: Path, seed: int, size: int = 256) -> Path:
+    """A small 3-band uint8 GeoTIFF in UTM 14N (one tile of the default tiling)."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    pixels = np.random.default_rng(seed).integers(0, 255, (3, size, size), dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with rasterio.open(path, "w", driver="GTiff", width=size, height=size, count=3, dtype="uint8",
+                       crs="EPSG:32614", transform=from_origin(640000.0, 3360000.0, 1.0, 1.0)) as dst:
+        dst.write(pixels)
+    return path
+
+
 def test_archive_page_adds_a_scene_pair_from_a_path(app_env, tmp_path, monkeypatch):
     store = tmp_path / "store"
     shutil.copytree(app_env.store, store)
+    roots = tmp_path / "roots"
+    write_scene(roots / "scenes" / "2019-05-01.tif", seed=1)
+    write_scene(roots / "scenes" / "2021-05-01.tif", seed=2)
     monkeypatch.setenv(ui.ENV_STORE, str(store))
-    before = ui.get_service()
-    n0 = len(before)
+    monkeypatch.setenv(ui.ENV_DATA_ROOTS, str(roots))
+    n0 = len(ui.get_service())
     at = run_page("pages/4_Archive.py")
-    at.text_input(key="before_path").input("scenes/test/before.tif")
-    at.text_input(key="after_path").input(str(app_env.world / "scenes" / "test" / "after.tif"))
+    at.text_input(key="before_path").input("scenes/2019-05-01.tif")
+    at.text_input(key="after_path").input(str(roots / "scenes" / "2021-05-01.tif"))
     at.button[0].click().run()
     assert_clean(at)
     assert at.success and "Added" in at.success[0].value
@@ -283,7 +299,7 @@ def test_pages_are_discovered_in_order(tmp_path):
         (tmp_path / name).write_text("")
     pages = ui.discover_pages(tmp_path)
     assert [p.title for p in pages] == ["Text search", "Map query", "Annotate", "Extra tools"]
-    assert [p.url_path for p in pages] == ["text-search", "map-query", "annotate", "extra-tools"]
+    assert [p.url_path for p in pages] == ["Text_search", "Map_query", "Annotate", "Extra_tools"]
 
 
 def test_figures_and_swipe():

@@ -29,8 +29,9 @@ def test_store_holds_every_pair_of_the_world(tiny_archive) -> None:
     # Stored vectors are the model's own embeddings of those pairs (float16 on disk).
     model = load_model(tiny_archive.checkpoint)
     pairs = list(source.pairs("val"))[:3]
-    expected = model.encode_pairs(np.stack([p.rgb("before") for p in pairs]),
-                                  np.stack([p.rgb("after") for p in pairs])).numpy()
+    expected = model.encode_pairs(
+        np.stack([p.rgb("before") for p in pairs]), np.stack([p.rgb("after") for p in pairs])
+    ).numpy()
     rows = [int(np.flatnonzero(meta["pair_id"] == p.pair_id)[0]) for p in pairs]
     np.testing.assert_allclose(emb[rows], expected, atol=3e-3)
     assert len(store.captions()) == 5 * len(meta)
@@ -43,12 +44,20 @@ def test_killed_build_resumes_with_only_missing_shards(tiny_archive, tmp_path: P
     manifest = json.loads((store_dir / "manifest.json").read_text())
     last = manifest["shards"].pop()  # the build died after writing shard 3 but before committing it
     (store_dir / "manifest.json").write_text(json.dumps(manifest))
-    kept = {s["name"]: (store_dir / "shards" / s["name"] / "pair_embeddings.npy").stat().st_mtime_ns
-            for s in manifest["shards"]}
+    kept = {
+        s["name"]: (store_dir / "shards" / s["name"] / "pair_embeddings.npy").stat().st_mtime_ns
+        for s in manifest["shards"]
+    }
 
     seen: list[float] = []
-    store = build_store(tiny_archive.checkpoint, open_source(tiny_archive.world, "synthetic"), store_dir,
-                        shard_size=16, batch_size=16, progress=lambda f, msg: seen.append(f))
+    store = build_store(
+        tiny_archive.checkpoint,
+        open_source(tiny_archive.world, "synthetic"),
+        store_dir,
+        shard_size=16,
+        batch_size=16,
+        progress=lambda f, msg: seen.append(f),
+    )
     assert store.shard_names[-1] == last["name"] and len(store) == 40
     assert seen[-1] == 1.0 and len(seen) == 1  # one batch: only the missing shard's 8 pairs
     for name, stamp in kept.items():
@@ -63,8 +72,9 @@ def test_appending_a_source_adds_shards_without_touching_the_rest(tiny_archive, 
     before = Store.open(store_dir)
     old_emb = before.pair_embeddings().copy()
     levircc = open_source(tiny_archive.world / "levircc", "levircc")  # same tiles, LEVIR-CC ids
-    store = build_store(tiny_archive.checkpoint, levircc, store_dir, split="test", shard_size=16,
-                        progress=False)
+    store = build_store(
+        tiny_archive.checkpoint, levircc, store_dir, split="test", shard_size=16, progress=False
+    )
     assert len(store) == 48 and len(store.shard_names) == 4
     meta = store.metadata()
     assert (meta["source"] == "levircc").sum() == 8
@@ -75,12 +85,21 @@ def test_appending_a_source_adds_shards_without_touching_the_rest(tiny_archive, 
 def test_dask_build_equals_local_build(tiny_archive, tmp_path: Path) -> None:
     distributed = pytest.importorskip("distributed")
     source = open_source(tiny_archive.world, "synthetic")
-    local = build_store(tiny_archive.checkpoint, source, tmp_path / "local", split="test", shard_size=4,
-                        progress=False)
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as cluster:
-        remote = build_store(tiny_archive.checkpoint, source, tmp_path / "dask", split="test", shard_size=4,
-                             scheduler=cluster.scheduler_address, progress=False)
+    local = build_store(
+        tiny_archive.checkpoint, source, tmp_path / "local", split="test", shard_size=4, progress=False
+    )
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster:
+        remote = build_store(
+            tiny_archive.checkpoint,
+            source,
+            tmp_path / "dask",
+            split="test",
+            shard_size=4,
+            scheduler=cluster.scheduler_address,
+            progress=False,
+        )
     assert remote.shard_names == local.shard_names and len(remote.shard_names) == 2
     assert remote.metadata()["pair_id"].tolist() == local.metadata()["pair_id"].tolist()
     np.testing.assert_allclose(remote.pair_embeddings(), local.pair_embeddings(), atol=2e-3)

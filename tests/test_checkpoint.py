@@ -11,7 +11,7 @@ import torch
 
 from textitsr.errors import CheckpointError
 from textitsr.models import ModelConfig, TextITSR, checkpoint_id, load_checkpoint, save_checkpoint
-from textitsr.models.checkpoint import CONFIG_FILE, WEIGHTS_FILE, read_checkpoint_config
+from textitsr.models.checkpoint import CONFIG_FILE, WEIGHTS_FILE, model_card, read_checkpoint_config
 
 TEXTS = ["a new road was built", "two houses near the river"]
 
@@ -93,6 +93,9 @@ def test_config_json_records_versions_dims_and_extra(saved) -> None:
     assert config["model"] == model.config.to_dict()
     assert config["dims"] == {"image_dim": 32, "num_tokens": 16, "image_size": 32, "text_dim": 32}
     assert config["extra"] == {"epochs": 3, "mR": 41.5}
+    card = model_card(folder)
+    assert card["fusion"] == "tff" and card["embed_dim"] == 16 and card["training"] == config["extra"]
+    assert card["checkpoint_id"] == checkpoint_id(folder)
 
 
 def test_checkpoint_id_is_stable_and_tracks_weights(saved, tmp_path) -> None:

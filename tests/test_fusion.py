@@ -136,3 +136,22 @@ def test_pair_features_helpers(feats: PairFeatures) -> None:
     assert torch.equal(part.after_tokens, feats.after_tokens)
     half = feats.to("cpu", torch.float16)
     assert half.before_tokens.dtype == torch.float16 and half.before_global.shape == (B, D)
+
+
+def test_cross_attention_matches_torch_multihead_attention() -> None:
+    """The shared-keys attention used by TFF equals nn.MultiheadAttention run per date."""
+    from textitsr.models.fusion import _CrossAttention
+
+    torch.manual_seed(0)
+    width, heads = 16, 4
+    ours = _CrossAttention(width, heads)
+    ref = torch.nn.MultiheadAttention(width, heads, batch_first=True)
+    with torch.no_grad():
+        ref.in_proj_weight.copy_(torch.cat([ours.q.weight, ours.kv.weight]))
+        ref.in_proj_bias.copy_(torch.cat([ours.q.bias, ours.kv.bias]))
+        ref.out_proj.weight.copy_(ours.out.weight)
+        ref.out_proj.bias.copy_(ours.out.bias)
+        before, after, diff = torch.randn(3, 3, 7, width).unbind(0)
+        got = ours(torch.cat([before, after]), diff)
+        expected = torch.cat([ref(before, diff, diff)[0], ref(after, diff, diff)[0]])
+    assert torch.allclose(got, expected, atol=1e-5)

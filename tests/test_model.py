@@ -137,6 +137,15 @@ def test_only_the_trainable_part_gets_gradients(encoders, features) -> None:
     backbone = [*model.image_encoder.parameters(), *model.text_encoder.parameters()]
     assert all(p.grad is None and not p.requires_grad for p in backbone)
     assert not model.image_encoder.training and model.fusion.training
+    assert {id(p) for p in model.trainable_parameters()} == {
+        id(p)
+        for p in [
+            *model.fusion.parameters(),
+            *model.pair_head.parameters(),
+            *model.text_head.parameters(),
+            model.logit_scale,
+        ]
+    }
     saved = set(model.trainable_state_dict())
     assert saved and not any(k.startswith(("image_encoder.", "text_encoder.")) for k in saved)
 

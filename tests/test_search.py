@@ -113,14 +113,18 @@ def test_hnsw_graph_is_cached_and_reused(tmp_path: Path) -> None:
 
 
 def metadata() -> pd.DataFrame:
-    return pd.DataFrame({
-        "pair_id": ["a", "b", "c", "d"],
-        "source": ["synthetic", "synthetic", "geotiff", "levircc"],
-        "west": [0.0, 10.0, 20.0, None], "south": [0.0, 0.0, 0.0, None],
-        "east": [1.0, 11.0, 21.0, None], "north": [1.0, 1.0, 1.0, None],
-        "date_before": ["2016-04-18", "2012-01-01", "2018-06-01", None],
-        "date_after": ["2019-05-02", "2014-01-01", None, None],
-    })
+    return pd.DataFrame(
+        {
+            "pair_id": ["a", "b", "c", "d"],
+            "source": ["synthetic", "synthetic", "geotiff", "levircc"],
+            "west": [0.0, 10.0, 20.0, None],
+            "south": [0.0, 0.0, 0.0, None],
+            "east": [1.0, 11.0, 21.0, None],
+            "north": [1.0, 1.0, 1.0, None],
+            "date_before": ["2016-04-18", "2012-01-01", "2018-06-01", None],
+            "date_after": ["2019-05-02", "2014-01-01", None, None],
+        }
+    )
 
 
 def test_filter_masks() -> None:

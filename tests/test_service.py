@@ -100,8 +100,13 @@ def test_search_pair_by_uploaded_images_finds_that_pair(service: SearchService) 
 
 
 def test_unknown_pair_id_is_an_input_error(service: SearchService) -> None:
-    for call in (service.search_pair, service.describe_pair, service.pair, service.thumbnails,
-                 service.change_stats):
+    for call in (
+        service.search_pair,
+        service.describe_pair,
+        service.pair,
+        service.thumbnails,
+        service.change_stats,
+    ):
         with pytest.raises(InputError, match="nope"):
             call("nope")
 
@@ -137,8 +142,12 @@ def test_records_stats_and_footprints(service: SearchService) -> None:
 def test_empty_store_gives_empty_results(tiny_archive, tmp_path: Path) -> None:
     from textitsr.models.checkpoint import checkpoint_id
 
-    Store.create(tmp_path / "empty", checkpoint_id=checkpoint_id(tiny_archive.checkpoint), embed_dim=256,
-                 checkpoint=str(tiny_archive.checkpoint))
+    Store.create(
+        tmp_path / "empty",
+        checkpoint_id=checkpoint_id(tiny_archive.checkpoint),
+        embed_dim=256,
+        checkpoint=str(tiny_archive.checkpoint),
+    )
     svc = SearchService.open(tmp_path / "empty")
     assert svc.search_text("road") == [] and svc.stats().n_pairs == 0
     assert svc.footprints()["features"] == [] and svc.stats().date_range == (None, None)
@@ -168,17 +177,45 @@ def test_store_of_another_model_is_refused(tiny_archive, tmp_path: Path) -> None
         SearchService.open(store)
 
 
+def write_scene_pair(folder: Path) -> list[Path]:
+    """Two dated 3-band uint8 GeoTIFFs of one UTM place (96 x 128 px at 1 m), the second with a new 'road'."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    rng = np.random.default_rng(0)
+    base = (rng.random((3, 96, 128)) * 60 + 80).astype(np.uint8)
+    changed = base.copy()
+    changed[:, 40:52, :] = 200
+    paths = []
+    for name, data in (("site_2018-05-01.tif", base), ("site_2021-06-01.tif", changed)):
+        path = folder / name
+        with rasterio.open(
+            path,
+            "w",
+            driver="GTiff",
+            width=128,
+            height=96,
+            count=3,
+            dtype="uint8",
+            crs="EPSG:32614",
+            transform=from_origin(630000, 3370000, 1, 1),
+        ) as ds:
+            ds.write(data)
+        paths.append(path)
+    return paths
+
+
 def test_add_scenes_appends_tiles_of_a_geotiff_pair(tiny_archive, tmp_path: Path) -> None:
     store = copy_store(tiny_archive, tmp_path)
     svc = SearchService.open(store)
-    scenes = tiny_archive.world / "scenes" / "val"
-    paths = [scenes / "before.tif", scenes / "after.tif"]
+    paths = write_scene_pair(tmp_path)
     seen: list[float] = []
-    added = svc.add_scenes(paths, progress=lambda f, msg: seen.append(f), tile_size=64, place="kyle")
-    assert added > 0 and len(svc) == 40 + added and seen[-1] == 1.0
+    added = svc.add_scenes(paths, progress=lambda f, msg: seen.append(f), tile_size=32)
+    assert added == 12 and len(svc) == 52 and seen[-1] == 1.0  # 3 x 4 tiles of 32 px
     new = [h for h in svc.search_text("road", k=len(svc)) if h.source == "geotiff"]
     assert len(new) == added and all(h.bounds is not None for h in new)
-    assert svc.add_scenes(paths, tile_size=64, place="kyle") == 0  # already indexed: nothing re-embedded
-    assert len(SearchService.open(store)) == 40 + added  # persisted
+    assert {h.dates for h in new} == {("2018-05-01", "2021-06-01")}
+    assert svc.add_scenes(paths, tile_size=32) == 0  # already indexed: nothing re-embedded
+    assert len(SearchService.open(store)) == 52  # persisted
     with pytest.raises(InputError, match="two GeoTIFF"):
         svc.add_scenes(paths[:1])

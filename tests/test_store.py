@@ -23,10 +23,19 @@ def make_shard(prefix: str, n: int, seed: int = 0) -> ShardData:
     for i in range(n):
         img = rng.random((40, 48, 3), dtype=np.float32)
         pair = BitemporalPair(
-            pair_id=f"{prefix}_{i}", before=img, after=1 - img, captions=[f"road {i} built", "no change"],
-            source="synthetic", split="train", bounds=(10.0 + i, 50.0, 10.5 + i, 50.5), crs="EPSG:32632",
-            native_bounds=(0.0, 0.0, 48.0, 40.0), dates=("2016-04-18", "2019-05-02"), changed=True,
-            change_type="road_built", location={"kind": "synthetic", "window": [0, 0, 48, 40]},
+            pair_id=f"{prefix}_{i}",
+            before=img,
+            after=1 - img,
+            captions=[f"road {i} built", "no change"],
+            source="synthetic",
+            split="train",
+            bounds=(10.0 + i, 50.0, 10.5 + i, 50.5),
+            crs="EPSG:32632",
+            native_bounds=(0.0, 0.0, 48.0, 40.0),
+            dates=("2016-04-18", "2019-05-02"),
+            changed=True,
+            change_type="road_built",
+            location={"kind": "synthetic", "window": [0, 0, 48, 40]},
         )
         rows.append(pair_row(pair, {"ndvi_delta": -0.1 * i}))
         tb.append(encode_thumbnail(pair.rgb("before"), size=32))
@@ -57,7 +66,9 @@ def test_round_trip_of_two_shards(tmp_path: Path) -> None:
     assert list(meta.loc[0, "captions"]) == ["road 0 built", "no change"]
     assert json.loads(meta.loc[2, "change_stats"]) == {"ndvi_delta": pytest.approx(-0.2)}
     assert json.loads(meta.loc[0, "location"])["window"] == [0, 0, 48, 40]
-    np.testing.assert_array_equal(reopened.pair_embeddings(), np.vstack([a.pair_embeddings, b.pair_embeddings]))
+    np.testing.assert_array_equal(
+        reopened.pair_embeddings(), np.vstack([a.pair_embeddings, b.pair_embeddings])
+    )
     assert reopened.captions()["pair_id"].tolist()[:2] == ["a_0", "a_0"]
     before, after = reopened.thumbnails("b-00000", "b_1")
     assert before.shape == (27, 32, 3) and before.dtype == np.uint8  # longest side shrunk to 32

@@ -748,6 +748,8 @@ def discover_pages(pages_dir: Path) -> list[PageEntry]:
         order, words = (int(match.group(1)), match.group(2)) if match else (10**6, path.stem)
         title = words.replace("_", " ").strip()
         title = title[:1].upper() + title[1:]
-        url_path = re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
+        # Same URL Streamlit gives a pages/ script ("Text_search"), so a first load of /Text_search
+        # resolves before st.navigation has run (otherwise the browser shows "Page not found").
+        url_path = re.sub(r"[_ ]+", "_", words).strip("_")
         entries.append((order, title, PageEntry(path, title, url_path, PAGE_ICONS.get(title))))
     return [e for _, _, e in sorted(entries, key=lambda t: (t[0], t[1]))]

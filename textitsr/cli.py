@@ -44,12 +44,15 @@ def demo_data(
 ) -> None:
     """Write the synthetic georeferenced demo world (GeoTIFF scenes + LEVIR-CC layout dataset)."""
     import dataclasses
+    import time
 
     from textitsr.data.synthetic import SyntheticWorldConfig, summary, write_demo_world
 
     sizes = {"n_train": train_pairs, "n_val": val_pairs, "n_test": test_pairs}
     config = dataclasses.replace(SyntheticWorldConfig(), **{k: v for k, v in sizes.items() if v is not None})
-    typer.echo(summary(write_demo_world(out, seed=seed, config=config)))
+    start = time.perf_counter()
+    root = write_demo_world(out, seed=seed, config=config)
+    typer.echo(summary(root, seconds=time.perf_counter() - start))
 
 
 @app.command()
@@ -127,6 +130,8 @@ def train(
     patience: Annotated[Optional[int], typer.Option(help="Stop after N epochs without a better mR.")] = None,
     cache_dir: Annotated[Optional[Path], typer.Option(help="Folder of backbone feature caches.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/last/ if present.")] = False,
+    image_encoder: Annotated[Optional[str], typer.Option(help="Image backbone name, HF id or path.")] = None,
+    text_encoder: Annotated[Optional[str], typer.Option(help="Text backbone name, HF id or path.")] = None,
 ) -> None:
     """Train the text-ITSR model contrastively on (pair, caption) data."""
     from textitsr.training.train import TrainConfig
@@ -135,7 +140,9 @@ def train(
     given = {"source": source, "fusion": fusion, "epochs": epochs, "seed": seed, "device": device,
              "batch_size": batch_size, "lr": lr, "patience": patience, "cache_dir": cache_dir}
     options = {k: v for k, v in given.items() if v is not None}  # unset -> TrainConfig's defaults
-    config = TrainConfig(root=root, out=out, resume=resume, **options)
+    backbones = {"image_encoder": image_encoder, "text_encoder": text_encoder}
+    model_options = {k: v for k, v in backbones.items() if v is not None}  # unset -> ModelConfig's
+    config = TrainConfig(root=root, out=out, resume=resume, model_options=model_options, **options)
     result = run_training(config)
     typer.echo(
         f"best val mR {result.best_val_mR:.2f} (epoch {result.best_epoch}/{result.epochs_run}, "
@@ -171,9 +178,22 @@ def index(
     out: Annotated[Path, typer.Option(help="Store folder to write or extend.")],
     source: SourceKind = None,
     scheduler: Annotated[Optional[str], typer.Option(help="Dask scheduler address, e.g. tcp://HOST:8786.")] = None,
+    split: Annotated[Optional[str], typer.Option(help="Only this split (default: all).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Pairs per encoder batch.")] = 32,
+    shard_size: Annotated[int, typer.Option(help="Pairs per shard (unit of resume and of Dask work).")] = 512,
+    feature_cache: Annotated[
+        Optional[Path], typer.Option(help="Reuse the training feature cache in this folder (local builds).")
+    ] = None,
 ) -> None:
-    """Embed a source into a searchable archive store."""
-    raise NotImplementedError("index: owned by the index work")
+    """Embed a source into a searchable archive store (resumes; appends new sources as new shards)."""
+    from textitsr.data.registry import open_source
+    from textitsr.index.build import BuildConfig, build_store
+
+    pairs = open_source(root, source)
+    config = BuildConfig(batch_size=batch_size, shard_size=shard_size, feature_cache=feature_cache)
+    store = build_store(checkpoint, pairs, out, split=split, scheduler=scheduler, config=config)
+    typer.echo(f"{out}: {len(store)} pairs in {len(store.shard_names)} shard(s), "
+               f"{store.manifest['n_captions']} captions, model {store.checkpoint_id}")
 
 
 @app.command()
@@ -182,9 +202,36 @@ def search(
     store: Annotated[Path, typer.Option(help="Store folder.")],
     k: Annotated[int, typer.Option("-k", "--k", help="Number of results.")] = 10,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
+    checkpoint: Annotated[
+        Optional[Path], typer.Option(help="Checkpoint folder (default: the one the store was built with).")
+    ] = None,
 ) -> None:
     """Search an archive by text and print the best-matching pairs."""
-    raise NotImplementedError("search: owned by the index/service work")
+    import json
+
+    from textitsr.service import SearchService
+
+    hits = SearchService.open(store, checkpoint).search_text(query, k=k)
+    if as_json:
+        rows = [{"rank": h.rank, "score": round(h.score, 6), "pair_id": h.pair_id,
+                 "bounds": list(h.bounds) if h.bounds else None, "dates": list(h.dates), "source": h.source}
+                for h in hits]
+        typer.echo(json.dumps(rows, indent=1))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{len(hits)} best matches for {query.strip()[:80]!r}")
+    for col, justify in (("rank", "right"), ("score", "right"), ("pair id", "left"),
+                         ("place (lon, lat)", "left"), ("dates", "left")):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for h in hits:
+        place = "-"
+        if h.bounds:
+            place = f"{(h.bounds[0] + h.bounds[2]) / 2:.5f}, {(h.bounds[1] + h.bounds[3]) / 2:.5f}"
+        dates = " -> ".join(d or "?" for d in h.dates) if any(h.dates) else "-"
+        table.add_row(str(h.rank), f"{h.score:.3f}", h.pair_id, place, dates)
+    Console().print(table)
 
 
 # ------------------------------------------------------------------------------------- active

@@ -137,7 +137,9 @@ class SearchService:
         self._meta = meta
         self._row = {pid: i for i, pid in enumerate(meta["pair_id"].tolist())}
         self._masks = FilterMasks(meta)
-        self._pairs = VectorIndex(store.pair_embeddings(), self.search_config, cache=self._cache_path("pairs"))
+        self._pairs = VectorIndex(
+            store.pair_embeddings(), self.search_config, cache=self._cache_path("pairs")
+        )
         caps = store.captions()
         emb = store.caption_embeddings()
         # One row per distinct sentence: archives repeat captions ("no change") thousands of times.
@@ -186,8 +188,13 @@ class SearchService:
     def _hit(self, rank: int, score: float, row: int) -> PairHit:
         r = self._meta.iloc[row]
         return PairHit(
-            rank=rank, score=float(score), pair_id=str(r["pair_id"]), source=str(r["source"]),
-            split=_none(r["split"]), bounds=self._bounds(r), dates=(_none(r["date_before"]), _none(r["date_after"])),
+            rank=rank,
+            score=float(score),
+            pair_id=str(r["pair_id"]),
+            source=str(r["source"]),
+            split=_none(r["split"]),
+            bounds=self._bounds(r),
+            dates=(_none(r["date_before"]), _none(r["date_after"])),
             captions=[str(c) for c in (r["captions"] if r["captions"] is not None else [])],
             change_type=_none(r["change_type"]),
         )
@@ -312,15 +319,22 @@ class SearchService:
         features = []
         for i in rows.tolist():
             w, s, e, n = float(m.west[i]), float(m.south[i]), float(m.east[i]), float(m.north[i])
-            features.append({
-                "type": "Feature",
-                "geometry": {"type": "Polygon", "coordinates": [[[w, s], [e, s], [e, n], [w, n], [w, s]]]},
-                "properties": {
-                    "pair_id": str(meta.at[i, "pair_id"]), "source": str(meta.at[i, "source"]),
-                    "date_before": _none(meta.at[i, "date_before"]), "date_after": _none(meta.at[i, "date_after"]),
-                    "change_type": _none(meta.at[i, "change_type"]),
-                },
-            })
+            features.append(
+                {
+                    "type": "Feature",
+                    "geometry": {
+                        "type": "Polygon",
+                        "coordinates": [[[w, s], [e, s], [e, n], [w, n], [w, s]]],
+                    },
+                    "properties": {
+                        "pair_id": str(meta.at[i, "pair_id"]),
+                        "source": str(meta.at[i, "source"]),
+                        "date_before": _none(meta.at[i, "date_before"]),
+                        "date_after": _none(meta.at[i, "date_after"]),
+                        "change_type": _none(meta.at[i, "change_type"]),
+                    },
+                }
+            )
         return {"type": "FeatureCollection", "features": features}
 
     def stats(self) -> ArchiveStats:
@@ -331,11 +345,19 @@ class SearchService:
         has = ~np.isnan(m.west)
         bounds = None
         if has.any():
-            bounds = (float(np.nanmin(m.west)), float(np.nanmin(m.south)),
-                      float(np.nanmax(m.east)), float(np.nanmax(m.north)))
+            bounds = (
+                float(np.nanmin(m.west)),
+                float(np.nanmin(m.south)),
+                float(np.nanmax(m.east)),
+                float(np.nanmax(m.north)),
+            )
         model = dict(self.store.manifest.get("model") or {})
-        model.update(checkpoint_id=self.store.checkpoint_id, embed_dim=self.store.embed_dim,
-                     index=self._pairs.kind, store=str(self.store.root))
+        model.update(
+            checkpoint_id=self.store.checkpoint_id,
+            embed_dim=self.store.embed_dim,
+            index=self._pairs.kind,
+            store=str(self.store.root),
+        )
         return ArchiveStats(
             n_pairs=len(meta),
             n_captions=int(self.store.manifest.get("n_captions", 0)),
@@ -364,7 +386,9 @@ class SearchService:
 
         paths = [Path(p) for p in paths]
         if len(paths) < 2:
-            raise InputError(f"add_scenes: expected at least two GeoTIFF scenes of one place, got {len(paths)}")
+            raise InputError(
+                f"add_scenes: expected at least two GeoTIFF scenes of one place, got {len(paths)}"
+            )
         for p in paths:
             if not p.is_file():
                 raise InputError(f"{p}: scene file not found")

@@ -22,7 +22,6 @@ get a small gain/offset/season shift and sensor noise so that no-change pairs ar
 from __future__ import annotations
 
 import json
-import time
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -32,6 +31,7 @@ from typing import Any
 
 import numpy as np
 import rasterio
+from rasterio.enums import ColorInterp
 from rasterio.transform import from_origin
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
@@ -43,7 +43,17 @@ from textitsr.data.pairs import SPLITS, BitemporalPair
 from textitsr.data.synthetic_captions import captions_for
 from textitsr.errors import InputError
 
-#: Ground-truth change events; "none" tiles only differ by radiometry and noise.
+#: Ground-truth change events (one per tile, applied at the after date):
+#:   none                  nothing; the dates differ only by radiometry (gain, season) and sensor noise
+#:   buildings_built       1-8 houses (roof + shadow) appear on bare land, grass or cleared trees,
+#:                         often along a road
+#:   buildings_demolished  1-8 houses are replaced by rubble / bare soil
+#:   road_built            a new straight, diagonal or winding road crosses the tile
+#:   road_extended         a road ending mid-tile continues to the opposite edge
+#:   vegetation_cleared    trees in one part of the tile become bare soil
+#:   vegetation_grown      bare soil in one part of the tile becomes trees or grass
+#:   water_expanded        a pond grows to about 1.5-1.9 times its radius
+#:   water_receded         a pond shrinks, leaving a ring of wet soil
 CHANGE_TYPES: tuple[str, ...] = (
     "none",
     "buildings_built",
@@ -108,12 +118,29 @@ def _type_schedule(n: int, none_weight: float, rng: np.random.Generator) -> list
     return [schedule[i] for i in rng.permutation(n)]
 
 
+def _assign_types(kinds: list[str], world: lc.Scene, cols: int, t: int,
+                  rng: np.random.Generator) -> list[str]:
+    """Put events that need a road-free tile (new roads, ponds) where the scene's roads do not pass."""
+    n = len(kinds)
+    has_road = [world.road((i // cols) * t, (i % cols) * t, t) is not None for i in range(n)]
+    free = [int(i) for i in rng.permutation(n) if not has_road[i]]
+    busy = [int(i) for i in rng.permutation(n) if has_road[i]]
+    ordered = [k for k in kinds if k in lc.ROAD_FREE] + [k for k in kinds if k not in lc.ROAD_FREE]
+    out = [""] * n
+    for cell, kind in zip(free + busy, ordered, strict=True):
+        out[cell] = kind
+    return out
+
+
 def _split_seed(seed: int, split: str) -> np.random.SeedSequence:
     return np.random.SeedSequence([seed, SPLITS.index(split), 0x5E17])
 
 
 def _tile_rng(seed: int, split: str, index: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, SPLITS.index(split), index]))
+
+
+_COLOR_INTERP = (ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.undefined)
 
 
 def _scene_profile(cfg: SyntheticWorldConfig, width: int, height: int, transform: Any, count: int) -> dict:
@@ -135,7 +162,8 @@ def _write_split(out: Path, split: str, seed: int, cfg: SyntheticWorldConfig) ->
     rows = max(1, int(np.ceil(n / cols)))
     width, height = cols * t, rows * t
     transform = from_origin(west, north, cfg.pixel_size, cfg.pixel_size)
-    schedule = _type_schedule(n, cfg.none_weight, srng)
+    world = lc.make_scene(srng, width, height)
+    schedule = _assign_types(_type_schedule(n, cfg.none_weight, srng), world, cols, t, srng)
     radiometry = lc.date_radiometry(srng)
     d0, d1 = spec["dates"]
     scene_dir = out / "scenes" / split
@@ -153,6 +181,7 @@ def _write_split(out: Path, split: str, seed: int, cfg: SyntheticWorldConfig) ->
             rasterio.open(paths["change"], "w", **_scene_profile(cfg, width, height, transform, 1)) as dm:
         for ds, date in ((db, d0), (da, d1)):
             ds.descriptions = BANDS
+            ds.colorinterp = _COLOR_INTERP  # else GDAL calls a 4th uint8 band alpha, not nir
             ds.update_tags(ACQUISITION_DATE=date, TIFFTAG_DATETIME=date.replace("-", ":") + " 10:30:00",
                            PLACE=spec["place"], SOURCE="textitsr synthetic world", SEED=str(seed))
         dm.descriptions = ("change",)
@@ -168,7 +197,7 @@ def _write_split(out: Path, split: str, seed: int, cfg: SyntheticWorldConfig) ->
                 win = Window(c * t, r * t, t, t)
                 kind = schedule[i] if i < n else "none"  # grid cells past n are unlisted filler
                 rng = _tile_rng(seed, split, i)
-                tile = lc.make_tile(rng, kind, t)
+                tile = lc.make_tile(rng, kind, t, world, (r * t, c * t))
                 before = lc.render(tile.before, tile.texture, radiometry[0], rng)
                 after = lc.render(tile.after, tile.texture, radiometry[1], rng)
                 writers.submit("tif", put_tile, win, before, after, tile.mask)
@@ -249,7 +278,6 @@ def write_demo_world(out: Path, seed: int = DEMO_SEED, config: SyntheticWorldCon
     cfg = config or SyntheticWorldConfig()
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST).is_file())):
         raise InputError(f"{out}: exists and is not a synthetic world (no {MANIFEST}); refusing to replace")
-    start = time.perf_counter()
     with atomic_dir(out) as tmp:
         scenes, pairs = {}, []
         for split in SPLITS:
@@ -259,7 +287,7 @@ def write_demo_world(out: Path, seed: int = DEMO_SEED, config: SyntheticWorldCon
             _write_levircc_json(tmp / "levircc" / "LevirCCcaptions.json", pairs)
         manifest = {"format": FORMAT, "version": VERSION, "seed": seed, "config": asdict(cfg),
                     "bands": list(BANDS), "change_types": list(CHANGE_TYPES), "scenes": scenes,
-                    "generation_seconds": round(time.perf_counter() - start, 2), "pairs": pairs}
+                    "pairs": pairs}  # no timestamps: same seed and config, byte-identical manifest
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
     return out
 
@@ -333,12 +361,11 @@ class SyntheticSource:
         )
 
 
-def summary(root: Path) -> str:
+def summary(root: Path, seconds: float | None = None) -> str:
     """One line: pairs per split and per change type (for the CLI)."""
     src = SyntheticSource(root)
     per_split = {s: len(src.records(s)) for s in SPLITS}
     per_type = {t: sum(r["change_type"] == t for r in src.records()) for t in CHANGE_TYPES}
-    secs = src.manifest.get("generation_seconds")
     return (f"synthetic world {root}: " + ", ".join(f"{s} {n}" for s, n in per_split.items())
             + " pairs; " + ", ".join(f"{t} {n}" for t, n in per_type.items())
-            + (f" ({secs:.1f} s)" if secs is not None else ""))
+            + (f" ({seconds:.1f} s)" if seconds is not None else ""))

@@ -147,7 +147,7 @@ def _road_adj(rng: np.random.Generator, f: dict[str, Any]) -> str:
     elif f.get("width", 8) <= 6:
         options.append("narrow")
     adj = _pick(rng, options)
-    return f"a {adj} road" if adj else "a road"
+    return f"{'an' if adj[:1] in 'aeiou' else 'a'} {adj} road" if adj else "a road"
 
 
 ORIENTATIONS = {
@@ -166,7 +166,8 @@ STARTS = {"right": "left", "left": "right", "down": "top", "up": "bottom"}
 
 
 def _road(rng: np.random.Generator, f: dict[str, Any], extended: bool) -> list[str]:
-    place = lambda: _pick(rng, PLACES[f["place"]])  # noqa: E731
+    places = ("across the scene", "through the scene") if f["place"] == "whole" else PLACES[f["place"]]
+    place = lambda: _pick(rng, places)  # noqa: E731
     cover = f.get("cover", "bareland")
     on = lambda: _pick(rng, COVERS[cover])  # noqa: E731
     if not extended:

@@ -10,6 +10,7 @@ NDVI ~0.7, grass ~0.4, soil ~0.05, water NDWI > 0.
 from __future__ import annotations
 
 import functools
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -123,15 +124,80 @@ def _road_points(rng: np.random.Generator, size: int, orientation: str) -> np.nd
     return np.stack([u, v], 1) if orientation == "horizontal" else np.stack([v, u], 1)
 
 
-def _background(rng: np.random.Generator, size: int) -> np.ndarray:
-    """Bare / grass / trees from a smooth field, in one of four landscape themes."""
-    f = _noise(rng, size, size / 7)
-    clumps = _noise(rng, size, 3.0)
-    theme = rng.choice(["forest", "grassland", "bareland", "mixed"])
-    lo, hi = {"forest": (-1.3, -0.5), "grassland": (-1.2, 1.0), "bareland": (0.5, 1.4),
-              "mixed": (-0.5, 0.5)}[str(theme)]
+class WaveField:
+    """A smooth random field defined everywhere in scene pixels (sum of random plane waves, std ~1).
+
+    Evaluated window by window, it is continuous across tile borders, so forests, fields and bare
+    land run from one tile into the next as in a real scene.
+    """
+
+    def __init__(self, rng: np.random.Generator, wavelengths: tuple[float, float], n: int = 24) -> None:
+        angle = rng.uniform(0, 2 * np.pi, n)
+        k = 2 * np.pi / np.exp(rng.uniform(np.log(wavelengths[0]), np.log(wavelengths[1]), n))
+        self.kx, self.ky = (k * np.cos(angle)).astype(np.float32), (k * np.sin(angle)).astype(np.float32)
+        self.phase = rng.uniform(0, 2 * np.pi, n).astype(np.float32)
+        self.amp = np.float32(np.sqrt(2.0 / n))
+
+    def window(self, row_off: int, col_off: int, size: int) -> np.ndarray:
+        y = np.arange(size, dtype=np.float32) + row_off + 0.5
+        x = np.arange(size, dtype=np.float32) + col_off + 0.5
+        a, b = self.ky[:, None] * y, self.kx[:, None] * x + self.phase[:, None]  # cos(a+b), separably
+        return self.amp * (np.einsum("kh,kw->hw", np.cos(a), np.cos(b))
+                           - np.einsum("kh,kw->hw", np.sin(a), np.sin(b)))
+
+
+@dataclass
+class Scene:
+    """Scene-wide land cover fields and a sparse straight road network (pixel coordinates)."""
+
+    cover: WaveField
+    landscape: WaveField
+    grain: WaveField  # coarse texture (soil moisture, water tone): continuous across tiles too
+    roads: list[tuple[np.ndarray, float, int]]  # (2 x 2 end points x, y; width; label)
+
+    def road(self, row_off: int, col_off: int, size: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """(distance to the road edge, road label per pixel) in a window, or None when no road crosses it."""
+        best, label = None, None
+        centre = np.array([col_off + size / 2, row_off + size / 2], dtype=np.float32)
+        for pts, width, lab in self.roads:
+            (ax, ay), (bx, by) = pts
+            if abs((bx - ax) * (centre[1] - ay) - (by - ay) * (centre[0] - ax)) / np.hypot(bx - ax, by - ay) \
+                    > 0.71 * size + width:  # the road's line passes far from this window
+                continue
+            local = pts - np.array([col_off, row_off], dtype=np.float32)
+            d = _polyline_distance(local, size) - width / 2
+            if d.min() > 0:
+                continue
+            if best is None:
+                best, label = d, np.full((size, size), lab, dtype=np.uint8)
+            else:
+                label = np.where(d < best, lab, label).astype(np.uint8)
+                best = np.minimum(best, d)
+        return None if best is None else (best, label)
+
+
+def make_scene(rng: np.random.Generator, width: int, height: int) -> Scene:
+    """Fields and roads of one scene: roads every ~250-650 px in both directions."""
+    roads: list[tuple[np.ndarray, float, int]] = []
+    for axis, extent, across in (("h", height, width), ("v", width, height)):
+        pos = float(rng.uniform(60, 400))
+        while pos < extent - 30:
+            tilt = float(rng.uniform(-0.04, 0.04)) * across
+            a, b = np.array([-20.0, pos - tilt / 2]), np.array([across + 20.0, pos + tilt / 2])
+            pts = np.stack([a, b]) if axis == "h" else np.stack([a[::-1], b[::-1]])
+            label = int(rng.choice([CONCRETE, ASPHALT]))
+            roads.append((pts.astype(np.float32), float(rng.uniform(5, 10)), label))
+            pos += float(rng.uniform(250, 650))
+    return Scene(WaveField(rng, (40, 170)), WaveField(rng, (300, 1200)), WaveField(rng, (12, 40)), roads)
+
+
+def _background(rng: np.random.Generator, scene: Scene, row_off: int, col_off: int, size: int) -> np.ndarray:
+    """Bare / grass / trees from the scene's fields: forests, meadows and bare land vary smoothly."""
+    f = scene.cover.window(row_off, col_off, size)
+    g = scene.landscape.window(row_off, col_off, size)
+    lo, hi = -0.35 - 0.7 * g, 0.45 - 0.7 * g  # g > 0: wooded country, g < 0: bare, dry land
     labels = np.where(f < lo, BARE, np.where(f < hi, GRASS, TREES)).astype(np.uint8)
-    labels[(clumps > 2.0) & (labels == GRASS)] = TREES
+    labels[(_noise(rng, size, 3.0) > 2.0) & (labels == GRASS)] = TREES  # scattered tree clumps
     return labels
 
 
@@ -185,29 +251,37 @@ def _majority_cover(labels: np.ndarray, mask: np.ndarray) -> str:
     return ("bareland", "grass", "trees")[int(np.argmax(counts))]
 
 
-def make_tile(rng: np.random.Generator, kind: str, size: int) -> Tile:
-    """Draw a tile's land cover and apply the change event `kind` (one of CHANGE_TYPES)."""
-    texture = np.stack([_noise(rng, size, 1.2), _noise(rng, size, 4.0), _noise(rng, size, size / 10)])
-    base = _background(rng, size)
+#: Events that need a tile without the scene's roads (they draw their own road or a large pond).
+ROAD_FREE = ("road_built", "road_extended", "water_expanded", "water_receded")
+
+
+def make_tile(rng: np.random.Generator, kind: str, size: int, scene: Scene | None = None,
+              origin: tuple[int, int] = (0, 0)) -> Tile:
+    """Draw a tile's land cover (the window at `origin` = (row, col) of `scene`) and apply event `kind`.
+
+    Without a scene the tile is a scene of its own. Events in `ROAD_FREE` drop the scene's roads.
+    """
+    scene = scene or make_scene(rng, size, size)
+    texture = np.stack([_noise(rng, size, 1.2), _noise(rng, size, 4.0), scene.grain.window(*origin, size)])
+    base = _background(rng, scene, *origin, size)
     occupied = np.zeros((size, size), dtype=bool)
     facts: dict[str, Any] = {"type": kind}
     region = str(rng.choice(list(REGIONS)))
     keep_free = _region_mask(region, size)  # statics stay out of the event region
+    road = None if kind in ROAD_FREE else scene.road(*origin, size)
     road_dist = None
-    if kind not in ("road_built", "road_extended", "water_expanded", "water_receded") and rng.random() < 0.5:
-        width = float(rng.uniform(5, 10))
-        axis = str(rng.choice(["horizontal", "vertical"]))
-        road_dist = _polyline_distance(_road_points(rng, size, axis), size)
-        base[road_dist < width / 2] = rng.choice([CONCRETE, ASPHALT])
-        occupied |= road_dist < width / 2 + 2
-        road_dist = road_dist - width / 2
+    if road is not None:
+        road_dist, road_label = road
+        base[road_dist < 0] = road_label[road_dist < 0]
+        occupied |= road_dist < 2
     if kind not in ("water_expanded", "water_receded") and rng.random() < 0.12:
         q = _ellipse(rng, size, texture[2], [c for c in REGIONS if c != region and len(c) > 6])
         pond = (q < 1) & ~occupied & ~keep_free
         base[pond] = WATER
         occupied |= ndimage.binary_dilation(pond, iterations=2)
-    if kind not in ("buildings_built", "buildings_demolished") and rng.random() < 0.35:
-        near = road_dist < 14 if road_dist is not None else np.ones_like(occupied)
+    if kind not in ("buildings_built", "buildings_demolished") and rng.random() < (
+            0.6 if road_dist is not None else 0.15):  # houses line the roads; a few farmsteads elsewhere
+        near = (road_dist > 3) & (road_dist < 14) if road_dist is not None else np.ones_like(occupied)
         statics = _place_houses(rng, near & ~keep_free, occupied, int(rng.integers(1, 5)))
         _draw_houses(base, statics)
         occupied |= _footprint(statics, size, pad=2)
@@ -324,4 +398,5 @@ def render(labels: np.ndarray, texture: np.ndarray, radiometry: dict[str, Any],
 def write_png(path: Path, rgb: np.ndarray) -> None:
     """RGB uint8 PNG (fast compression: the world folder is written atomically as a whole)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.ascontiguousarray(rgb)).save(path, format="PNG", compress_level=1)
+    Image.fromarray(np.ascontiguousarray(rgb)).save(path, format="PNG", compress_level=1,
+                                                    compress_type=zlib.Z_RLE)  # faster and smaller here

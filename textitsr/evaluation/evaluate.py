@@ -129,5 +129,5 @@ def format_metrics(metrics: dict) -> str:
             f"no-change queries ({nc['n_queries']}): R@1 {nc['r1']:.2f}  R@5 {nc['r5']:.2f}  R@10 {nc['r10']:.2f}"
         )
     if metrics.get("map"):
-        lines.append("mAP (change type): " + "  ".join(f"{k} {v:.2f}" for k, v in metrics["map"].items()))
+        lines.append("mAP (change type): " + "  ".join(f"{k} {v:.2f}" for k, v in metrics["map"].items() if v is not None))
     return "\n".join(lines)

@@ -83,7 +83,7 @@ def retrieval_metrics(
     pair_labels: (N,) change types for mAP (None entries / None -> no mAP).
     caption_text: (C,) caption strings or integer text ids; equal texts are interchangeable in
         pair->text. None -> only a pair's own captions are relevant.
-    sim_pair_to_pair: (N, N) for pair->pair mAP.
+    sim_pair_to_pair: (N, N) for pair->pair mAP (None in the output when no pair shares a label).
     """
     sim = np.asarray(sim_text_to_pair, dtype=np.float64)
     caption_pair = np.asarray(caption_pair, dtype=np.int64)
@@ -142,7 +142,7 @@ def retrieval_metrics(
             raise InputError(f"pair_labels must have one entry per pair ({n_pairs})")
         if (labels != "").all():
             same = labels[:, None] == labels[None, :]
-            maps = {"text_to_pair": mean_average_precision(sim, same[caption_pair])}
+            maps = {"text_to_pair": mean_average_precision(sim, same[caption_pair]), "pair_to_pair": None}
             if sim_pair_to_pair is not None and n_pairs > 1:
                 spp = np.asarray(sim_pair_to_pair, dtype=np.float64)
                 # Exclude each query from its own gallery.

@@ -1,1 +1,1 @@
-"""Archive index: on-disk store (`store`), FAISS search with filters (`search`), embedding builds (`build`)."""
+"""Archive index: on-disk store (`store`), FAISS search + filters (`search`), embedding builds (`build`)."""

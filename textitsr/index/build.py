@@ -105,7 +105,9 @@ def encode_rgb_pairs(model: Any, before: list[np.ndarray], after: list[np.ndarra
         groups.setdefault(img.shape, []).append(i)
     with torch.inference_mode():
         for idx in groups.values():
-            emb = _numpy(model.encode_pairs(np.stack([before[i] for i in idx]), np.stack([after[i] for i in idx])))
+            emb = _numpy(
+                model.encode_pairs(np.stack([before[i] for i in idx]), np.stack([after[i] for i in idx]))
+            )
             for j, i in enumerate(idx):
                 out[i] = emb[j]
     return np.stack(out).astype(np.float32) if out else np.zeros((0, 0), np.float32)
@@ -161,8 +163,10 @@ def embed_pairs(
         before = [p.rgb("before") for p in batch]
         after = [p.rgb("after") for p in batch]
         if cache is not None and all(p.pair_id in cache_rows for p in batch):
-            feats = cache.pair_features(np.array([cache_rows[p.pair_id] for p in batch]),
-                                        tokens=bool(getattr(model, "uses_tokens", False)))
+            feats = cache.pair_features(
+                np.array([cache_rows[p.pair_id] for p in batch]),
+                tokens=bool(getattr(model, "uses_tokens", False)),
+            )
             with torch.inference_mode():
                 embs.append(_numpy(model.embed_pair_features(feats)))
         else:
@@ -210,7 +214,9 @@ def embed_shard(
 # --------------------------------------------------------------------------------- planning
 def shard_prefix(source: PairSource, split: str | None) -> str:
     """Stable name stem of a source's shards: its kind, split and a hash of where it lives."""
-    name = re.sub(r"[^A-Za-z0-9_-]+", "-", str(getattr(source, "name", "") or "source")).strip("-") or "source"
+    name = (
+        re.sub(r"[^A-Za-z0-9_-]+", "-", str(getattr(source, "name", "") or "source")).strip("-") or "source"
+    )
     root = getattr(source, "root", None) or getattr(source, "paths", None)
     if root is None and getattr(source, "scenes", None) and hasattr(source.scenes[0], "path"):
         root = [s.path for s in source.scenes]  # a GeoTIFF series: its scene files
@@ -288,15 +294,22 @@ def build_store(
     model = load_model(checkpoint, config.device)
     card = model_card(model, checkpoint)
     store = Store.create(
-        Path(out), checkpoint_id=card["checkpoint_id"], embed_dim=int(model.config.embed_dim),
-        dtype=config.dtype, checkpoint=str(checkpoint), model=card, thumb_size=config.thumb_size,
+        Path(out),
+        checkpoint_id=card["checkpoint_id"],
+        embed_dim=int(model.config.embed_dim),
+        dtype=config.dtype,
+        checkpoint=str(checkpoint),
+        model=card,
+        thumb_size=config.thumb_size,
     )
     prefix = prefix or shard_prefix(source, split)
     # Some sources only know an upper bound of their length (GeoTIFF tiles with nodata are skipped),
     # so slices may come out short; shard k always holds pairs [k * shard_size, (k + 1) * shard_size).
     n = count_pairs(source, split)
-    plan = [(i, min(i + config.shard_size, n), f"{prefix}-{k:05d}")
-            for k, i in enumerate(range(0, n, config.shard_size))]
+    plan = [
+        (i, min(i + config.shard_size, n), f"{prefix}-{k:05d}")
+        for k, i in enumerate(range(0, n, config.shard_size))
+    ]
     todo = [p for p in plan if not store.has_shard(p[2])]
     bar = _Progress(sum(b - a for a, b, _ in todo), progress, f"index {prefix}")
     try:
@@ -310,16 +323,27 @@ def build_store(
 
 
 def _build_local(
-    store: Store, model: Any, source: PairSource, split: str | None, prefix: str,
-    config: BuildConfig, bar: _Progress,
+    store: Store,
+    model: Any,
+    source: PairSource,
+    split: str | None,
+    prefix: str,
+    config: BuildConfig,
+    bar: _Progress,
 ) -> None:
     """One pass over the source, cut into shards; committed shards are read past, not embedded."""
     cache = None
     if config.feature_cache is not None:
         from textitsr.training.features import build_or_load
 
-        cache = build_or_load(model, source, split, Path(config.feature_cache),
-                              tokens=bool(getattr(model, "uses_tokens", False)), progress=False)
+        cache = build_or_load(
+            model,
+            source,
+            split,
+            Path(config.feature_cache),
+            tokens=bool(getattr(model, "uses_tokens", False)),
+            progress=False,
+        )
     it = iter(source.pairs(split))
     for k in itertools.count():
         start, name = k * config.shard_size, f"{prefix}-{k:05d}"
@@ -340,21 +364,43 @@ def _shard_info(source: PairSource, split: str | None, start: int, stop: int) ->
     root = getattr(source, "root", None)
     if root is None and getattr(source, "scenes", None) and hasattr(source.scenes[0], "path"):
         root = [str(s.path) for s in source.scenes]
-    return {"source": getattr(source, "name", ""), "root": root if isinstance(root, list) else
-            (str(root) if root is not None else None), "split": split, "start": start, "stop": stop}
+    return {
+        "source": getattr(source, "name", ""),
+        "root": root if isinstance(root, list) else (str(root) if root is not None else None),
+        "split": split,
+        "start": start,
+        "stop": stop,
+    }
 
 
 def _build_distributed(
-    store: Store, checkpoint: Path, source: PairSource, split: str | None,
-    todo: list[tuple[int, int, str]], config: BuildConfig, scheduler: Any, bar: _Progress,
+    store: Store,
+    checkpoint: Path,
+    source: PairSource,
+    split: str | None,
+    todo: list[tuple[int, int, str]],
+    config: BuildConfig,
+    scheduler: Any,
+    bar: _Progress,
 ) -> None:
     from distributed import Client, as_completed
 
     client = scheduler if isinstance(scheduler, Client) else Client(scheduler)
     try:
         futures = {
-            client.submit(embed_shard, checkpoint, source, split, a, b, store.root, name, config,
-                          key=f"embed-shard-{name}", pure=False): b - a
+            client.submit(
+                embed_shard,
+                checkpoint,
+                source,
+                split,
+                a,
+                b,
+                store.root,
+                name,
+                config,
+                key=f"embed-shard-{name}",
+                pure=False,
+            ): b - a
             for a, b, name in todo
         }
         for fut in as_completed(futures):

@@ -64,10 +64,12 @@ class FilterMasks:
 
     def __init__(self, metadata: pd.DataFrame) -> None:
         self.n = len(metadata)
+
         def col(name: str) -> np.ndarray:
             return pd.to_numeric(metadata[name], errors="coerce").to_numpy(np.float64, na_value=np.nan)
 
         self.west, self.south, self.east, self.north = (col(c) for c in ("west", "south", "east", "north"))
+
         def dates(name: str) -> np.ndarray:
             return pd.to_datetime(metadata[name], errors="coerce").to_numpy("datetime64[D]")
 
@@ -87,14 +89,18 @@ class FilterMasks:
             try:
                 w, s, e, n = (float(v) for v in filters.bbox)
             except (TypeError, ValueError) as err:
-                raise InputError(f"filter bbox={filters.bbox!r}: expected (west, south, east, north)") from err
+                raise InputError(
+                    f"filter bbox={filters.bbox!r}: expected (west, south, east, north)"
+                ) from err
             if not (w <= e and s <= n):
                 raise InputError(f"filter bbox={filters.bbox!r}: expected west <= east and south <= north")
             with np.errstate(invalid="ignore"):
                 keep &= (self.west <= e) & (self.east >= w) & (self.south <= n) & (self.north >= s)
         lo, hi = _date(filters.date_from, "date_from"), _date(filters.date_to, "date_to")
         if lo is not None and hi is not None and lo > hi:
-            raise InputError(f"filter dates: date_from {filters.date_from} is after date_to {filters.date_to}")
+            raise InputError(
+                f"filter dates: date_from {filters.date_from} is after date_to {filters.date_to}"
+            )
         if lo is not None:
             keep &= ~np.isnat(self.date_before) & (self.date_before >= lo)
         if hi is not None:

