@@ -13,7 +13,7 @@ import streamlit as st
 
 from textitsr import app_support as ui
 
-st.set_page_config(page_title="textitsr · change retrieval", page_icon=":material/satellite_alt:", layout="wide")
+ui.page_setup()
 
 
 def home() -> None:

@@ -43,13 +43,23 @@ def main() -> None:
     if not (world / "world.json").is_file():
         write_demo_world(world, seed=DEMO_SEED, config=world_cfg)
     t0 = time.perf_counter()
-    rows, chance = run_benchmark(BenchmarkConfig(
-        root=world, fusions=tuple(args.fusions), seeds=tuple(args.seeds), epochs=args.epochs,
-        cache_dir=args.cache_dir, out=args.cache_dir / "bench-runs", device=args.device,
-    ))
-    print(f"# Synthetic benchmark (test split, full gallery) — seeds {args.seeds}, <= {args.epochs} epochs "
-          f"with early stopping on val mR; {platform.machine()} ({os.cpu_count()} CPUs), torch {torch.__version__}, "
-          f"{dt.date.today()}, total {time.perf_counter() - t0:.0f} s\n")
+    rows, chance = run_benchmark(
+        BenchmarkConfig(
+            root=world,
+            fusions=tuple(args.fusions),
+            seeds=tuple(args.seeds),
+            epochs=args.epochs,
+            cache_dir=args.cache_dir,
+            out=args.cache_dir / "bench-runs",
+            device=args.device,
+        )
+    )
+    print(
+        f"# Synthetic benchmark (test split, full gallery) — seeds {args.seeds}, <= {args.epochs} epochs "
+        f"with early stopping on val mR; {platform.machine()} ({os.cpu_count()} CPUs), "
+        f"torch {torch.__version__}, "
+        f"{dt.date.today()}, total {time.perf_counter() - t0:.0f} s\n"
+    )
     print(markdown_table(rows, chance))
 
 

@@ -45,8 +45,12 @@ from textitsr.active.finetune import (  # noqa: E402
 from textitsr.evaluation.metrics import retrieval_metrics  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-LABELS = {"mgue": "MGUE + clustering", "bcgue": "BCGUE + clustering",
-          "uncertainty": "uncertainty only (MGUE)", "random": "random"}
+LABELS = {
+    "mgue": "MGUE + clustering",
+    "bcgue": "BCGUE + clustering",
+    "uncertainty": "uncertainty only (MGUE)",
+    "random": "random",
+}
 
 
 class Split:
@@ -69,31 +73,64 @@ def score(view: HeadView, test: Split, text_emb: np.ndarray) -> dict[str, float]
     return {"map20": pair_map_at_k(emb, test.change_types, MAP_K), "mR": float(m["mR"])}
 
 
-def run(strategy: str, seed: int, base, train: Split, test: Split, budgets: list[int], batch: int,
-        ft: FinetuneConfig) -> list[dict]:
+def run(
+    strategy: str,
+    seed: int,
+    base,
+    train: Split,
+    test: Split,
+    budgets: list[int],
+    batch: int,
+    ft: FinetuneConfig,
+) -> list[dict]:
     """One strategy, one seed: label up to max(budgets), scoring the fine-tuned model at each budget."""
     with torch.no_grad():
         test_text = base.embed_text_features(test.text_features).numpy()
-    captions = CaptionData(train.fused, train.text_features[train.caption_text], train.caption_pair, train.caption_text)
+    captions = CaptionData(
+        train.fused, train.text_features[train.caption_text], train.caption_pair, train.caption_text
+    )
     model = copy.deepcopy(base)
     labels: list[tuple[int, int, bool]] = []
     rows = []
     emb = embed_items(HeadView(model), train.fused)
     round_ = 0
     for budget in sorted(budgets):
-        while len(labels) < budget:
+        if len(labels) >= budget:
+            rows.append(
+                {
+                    "strategy": strategy,
+                    "seed": seed,
+                    "labels": budget,
+                    "similar_share": float("nan"),
+                    **score(HeadView(model), test, test_text),
+                }
+            )
+            continue
+        while len(labels) < budget:  # rounds: uncertainty re-estimated from the growing labels
             config = SelectionConfig(strategy=strategy, batch=min(batch, budget - len(labels)))
             sel = select_batch(emb, labels, config, seed=seed * 1000 + round_)
             labels += [(int(a), int(b), train.change_types[a] == train.change_types[b]) for a, b in sel.pairs]
             round_ += 1
-            model = copy.deepcopy(base)  # every update starts from the base checkpoint
-            finetune(HeadView(model), train.fused, labels, captions, FinetuneConfig(**{**vars(ft), "seed": seed}))
-            emb = embed_items(HeadView(model), train.fused)
-        sim_share = float(np.mean([s for *_, s in labels])) if labels else float("nan")
-        rows.append({"strategy": strategy, "seed": seed, "labels": budget, "similar_share": sim_share,
-                     **score(HeadView(model), test, test_text)})
-        print(f"  {strategy:12s} seed {seed} labels {budget:4d}: mAP@20 {rows[-1]['map20']:.2f}  "
-              f"mR {rows[-1]['mR']:.2f}  similar {sim_share:.2f}", file=sys.stderr, flush=True)
+        # the model is updated at each budget (fine-tuning per batch is the app's loop; too slow here)
+        model = copy.deepcopy(base)  # every update starts from the base checkpoint
+        finetune(HeadView(model), train.fused, labels, captions, FinetuneConfig(**{**vars(ft), "seed": seed}))
+        emb = embed_items(HeadView(model), train.fused)
+        sim_share = float(np.mean([s for *_, s in labels]))
+        rows.append(
+            {
+                "strategy": strategy,
+                "seed": seed,
+                "labels": budget,
+                "similar_share": sim_share,
+                **score(HeadView(model), test, test_text),
+            }
+        )
+        print(
+            f"  {strategy:12s} seed {seed} labels {budget:4d}: mAP@20 {rows[-1]['map20']:.2f}  "
+            f"mR {rows[-1]['mR']:.2f}  similar {sim_share:.2f}",
+            file=sys.stderr,
+            flush=True,
+        )
     return rows
 
 
@@ -111,21 +148,41 @@ def table(rows: list[dict], budgets: list[int], strategies: list[str]) -> str:
 
 
 def plot(rows: list[dict], strategies: list[str], path: Path) -> None:
-    import plotly.graph_objects as go
-
-    fig = go.Figure()
+    """mAP@20 against labels, mean +- std over seeds: PNG via matplotlib, else plotly HTML."""
+    curves = {}
     for s in strategies:
         budgets = sorted({r["labels"] for r in rows if r["strategy"] == s})
-        mean = [np.mean([r["map20"] for r in rows if r["strategy"] == s and r["labels"] == b]) for b in budgets]
-        std = [np.std([r["map20"] for r in rows if r["strategy"] == s and r["labels"] == b]) for b in budgets]
-        fig.add_scatter(x=budgets, y=mean, error_y={"type": "data", "array": std}, mode="lines+markers", name=LABELS[s])
-    fig.update_layout(title="ANNEAL on the synthetic benchmark", xaxis_title="labelled pairs",
-                      yaxis_title="pair->pair mAP@20 (%), test split", width=800, height=500)
+        vals = [[r["map20"] for r in rows if r["strategy"] == s and r["labels"] == b] for b in budgets]
+        curves[s] = (budgets, [float(np.mean(v)) for v in vals], [float(np.std(v)) for v in vals])
     try:
-        fig.write_image(str(path))
-    except Exception as err:  # kaleido/chrome missing: keep the HTML version
-        print(f"(PNG export unavailable: {err}; writing HTML)", file=sys.stderr)
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # matplotlib comes with leafmap; without it keep an interactive HTML plot
+        import plotly.graph_objects as go
+
+        fig = go.Figure()
+        for s, (x, y, e) in curves.items():
+            fig.add_scatter(x=x, y=y, error_y={"type": "data", "array": e}, mode="lines+markers",
+                            name=LABELS[s])
+        fig.update_layout(xaxis_title="labelled pairs", yaxis_title="pair->pair mAP@20 (%), test split")
         fig.write_html(str(path.with_suffix(".html")))
+        return
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    for s, (x, y, e) in curves.items():
+        ax.errorbar(x, y, yerr=e, marker="o", capsize=3, label=LABELS[s])
+    ax.set_xlabel("labelled pairs")
+    ax.set_ylabel("pair -> pair mAP@20 (%), test split")
+    ax.set_title("ANNEAL on the synthetic benchmark (simulated analyst)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    from textitsr.atomic import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        fig.savefig(fh, format="png")
+    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -141,7 +198,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--strategies", default="mgue,bcgue,uncertainty,random")
     p.add_argument("--steps", type=int, default=FinetuneConfig.steps)
-    p.add_argument("--work", type=Path, default=Path("data/bench-anneal"), help="world/checkpoint/cache folder")
+    p.add_argument(
+        "--work", type=Path, default=Path("data/bench-anneal"), help="world/checkpoint/cache folder"
+    )
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
@@ -154,14 +213,29 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     world = args.world or args.work / f"world-{args.n_train}-{args.n_test}"
     if args.world is None and not (world / "manifest.json").exists():
-        write_demo_world(world, config=SyntheticWorldConfig(n_train=args.n_train, n_val=max(40, args.n_test // 4),
-                                                            n_test=args.n_test))
+        write_demo_world(
+            world,
+            config=SyntheticWorldConfig(
+                n_train=args.n_train, n_val=max(40, args.n_test // 4), n_test=args.n_test
+            ),
+        )
     checkpoint = args.checkpoint or args.work / f"model-{world.name}-{args.fusion.replace(':', '_')}"
     if args.checkpoint is None and not checkpoint.exists():
         from textitsr.training.train import TrainConfig, train
 
-        train(TrainConfig(root=world, out=checkpoint, source="synthetic", fusion=args.fusion, epochs=args.epochs,
-                          batch_size=64, device="cpu", cache_dir=args.work / "cache", progress=False))
+        train(
+            TrainConfig(
+                root=world,
+                out=checkpoint,
+                source="synthetic",
+                fusion=args.fusion,
+                epochs=args.epochs,
+                batch_size=64,
+                device="cpu",
+                cache_dir=args.work / "cache",
+                progress=False,
+            )
+        )
     base = load_checkpoint(checkpoint)
     source = SyntheticSource(world)
     train_split = Split(base, build_or_load(base, source, "train", args.work / "cache", progress=False))
@@ -174,10 +248,12 @@ def main(argv: list[str] | None = None) -> None:
         for s in strategies:
             rows += run(s, seed, base, train_split, test_split, budgets, args.batch, ft)
     text = table(rows, budgets, strategies)
-    header = (f"ANNEAL benchmark, {date.today()}, {platform.machine()} {os.cpu_count()} CPUs, torch "
-              f"{torch.__version__}; world {world.name} ({len(train_split.change_types)} train / "
-              f"{len(test_split.change_types)} test pairs), checkpoint {checkpoint.name}, batch {args.batch}, "
-              f"seeds {args.seeds}, fine-tune {ft.steps} steps; {time.perf_counter() - start:.0f} s")
+    header = (
+        f"ANNEAL benchmark, {date.today()}, {platform.machine()} {os.cpu_count()} CPUs, torch "
+        f"{torch.__version__}; world {world.name} ({len(train_split.change_types)} train / "
+        f"{len(test_split.change_types)} test pairs), checkpoint {checkpoint.name}, batch {args.batch}, "
+        f"seeds {args.seeds}, fine-tune {ft.steps} steps; {time.perf_counter() - start:.0f} s"
+    )
     print(header + "\n\n" + text)
     args.out.mkdir(parents=True, exist_ok=True)
     from textitsr.atomic import atomic_write_text

@@ -9,6 +9,7 @@ from streamlit_folium import st_folium
 
 from textitsr import app_support as ui
 
+ui.page_setup("Text search")
 st.title("Text search")
 st.caption("Describe the change you are looking for; the archive's image pairs are ranked by similarity.")
 
@@ -59,7 +60,9 @@ if area_mode == "Coordinates":
 elif area_mode == "Draw on map":
     with st.expander("Area filter: draw a rectangle (the last one drawn is used)", expanded=True):
         footprints = service.footprints()
-        fmap = ui.archive_map(footprints, basemap=config.basemap, height=360)
+        clusters = ui.footprint_clusters(footprints)
+        fmap = ui.archive_map(footprints, basemap=config.basemap, height=360,
+                              clusters=clusters if len(clusters) > 1 else ())
         event = st_folium(fmap, key="filter_map", height=360, use_container_width=True,
                           returned_objects=["last_active_drawing"])
         drawn = ui.drawn_box(event or {})

@@ -11,6 +11,7 @@ from textitsr.map_assets import missing_vendor_files
 PICK_KEY = "map_pick"
 EVENT_KEY = "map_last_event"
 
+ui.page_setup("Map query")
 st.title("Map query")
 st.caption(
     "Click a tile of the archive, or draw a rectangle, to use that image pair as the query: "
@@ -44,6 +45,12 @@ if not footprints["features"]:
     st.warning("No pair in this archive has a geographic footprint, so there is nothing to show on a map.")
     st.stop()
 ids = tuple(f["properties"]["pair_id"] for f in footprints["features"])
+clusters = ui.footprint_clusters(footprints)
+with st.sidebar:
+    areas = [f"Area {i}: {c.n_pairs} pairs" for i, c in enumerate(clusters, start=1)] + ["Whole archive"]
+    area = st.selectbox("Go to", areas, key="map_area", help="Groups of neighbouring tiles, largest first.")
+whole = area == "Whole archive"
+view = None if whole else clusters[areas.index(area)].bounds
 archive_key = f"{config.store}:{len(service)}"
 
 pick: ui.MapPick | None = st.session_state.get(PICK_KEY)
@@ -59,6 +66,7 @@ with map_col:
     fmap = ui.archive_map(
         footprints, overlays, query_id=pick.pair_id if pick else None,
         hits=[h.pair_id for h in hits], basemap=config.basemap, height=600,
+        view=view, clusters=clusters if whole and len(clusters) > 1 else (),
     )
     event = st_folium(
         fmap, key="archive_map", height=600, use_container_width=True,
@@ -80,7 +88,7 @@ with list_col:
     if pick is None:
         st.info("Click a tile on the map (or draw a rectangle over one) to pick a query pair.")
         st.stop()
-    how = "clicked" if pick.how == "click" else "rectangle"
+    how = "click on the map" if pick.how == "click" else "rectangle drawn on the map"
     st.subheader(f"Query pair `{pick.pair_id}`")
     st.caption(f"picked by {how}")
     with ui.show_errors("Showing the query pair"):

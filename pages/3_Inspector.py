@@ -7,6 +7,7 @@ import streamlit as st
 from textitsr import app_support as ui
 from textitsr.errors import TextITSRError
 
+ui.page_setup("Inspector")
 st.title("Inspector")
 
 service = ui.service_or_stop()

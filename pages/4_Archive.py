@@ -8,6 +8,7 @@ from streamlit_folium import st_folium
 
 from textitsr import app_support as ui
 
+ui.page_setup("Archive")
 st.title("Archive")
 
 service = ui.service_or_stop()
@@ -36,7 +37,9 @@ with map_col:
     with ui.show_errors("Drawing the footprint map"):
         footprints = service.footprints()
         if footprints["features"]:
-            fmap = ui.archive_map(footprints, basemap=config.basemap, draw=False, height=420)
+            clusters = ui.footprint_clusters(footprints)
+            fmap = ui.archive_map(footprints, basemap=config.basemap, draw=False, height=420,
+                                  clusters=clusters if len(clusters) > 1 else ())
             st_folium(fmap, key="archive_footprints", height=420, use_container_width=True, returned_objects=[])
         else:
             st.caption("No pair has a geographic footprint.")

@@ -12,17 +12,17 @@ from torch import nn
 
 from textitsr.active.anneal import (
     SelectionConfig,
-    best_threshold,
     bcgue_uncertainty,
+    best_threshold,
     candidate_pairs,
     candidate_uncertainty,
     diverse_top,
     fit_pair_classifier,
     mgue_uncertainty,
-    split_threshold,
     pair_distances,
     pair_features,
     select_batch,
+    split_threshold,
 )
 from textitsr.active.evaluate import pair_map_at_k
 from textitsr.active.finetune import CaptionData, FinetuneConfig, embed_items, finetune
@@ -35,7 +35,9 @@ def clustered(n_per: int = 30, classes: int = 5, dim: int = 16, noise: float = 0
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((classes, dim))
     labels = np.repeat(np.arange(classes), n_per)
-    emb = centres[labels] + noise * rng.standard_normal((len(labels), dim)) * np.linalg.norm(centres, axis=1).mean() / np.sqrt(dim)
+    emb = centres[labels] + noise * rng.standard_normal((len(labels), dim)) * np.linalg.norm(
+        centres, axis=1
+    ).mean() / np.sqrt(dim)
     return (emb / np.linalg.norm(emb, axis=1, keepdims=True)).astype(np.float32), labels
 
 
@@ -234,3 +236,58 @@ def test_pair_map_at_k_perfect_and_shuffled():
     assert pair_map_at_k(emb, labels, k=20) > 99
     rng = np.random.default_rng(0)
     assert pair_map_at_k(rng.standard_normal(emb.shape), labels, k=20) < 50
+
+
+# ------------------------------------------------------------------------------ CLI round
+def test_cli_annotate_one_simulated_round_end_to_end(tiny_archive, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from textitsr.active.annotations import AnnotationLog
+    from textitsr.cli import app
+    from textitsr.index.store import Store
+
+    work = tmp_path / "anneal"
+    result = CliRunner().invoke(
+        app,
+        [
+            "annotate",
+            "--store",
+            str(tiny_archive.store),
+            "--out",
+            str(work),
+            "--strategy",
+            "bcgue",
+            "--batch",
+            "6",
+            "--rounds",
+            "1",
+            "--steps",
+            "20",
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    row = json.loads(result.output.strip().splitlines()[-1])
+    assert row["round"] == 1 and row["asked"] == 6 and row["labels"] == 6
+    assert 0 <= row["pair_map20"] <= 100 and 0 <= row["text_mR"] <= 100
+
+    log = AnnotationLog(work)
+    assert len(log.labelled()) == 6 and log.pending() == [] and len(log.updates()) == 1
+    base, tuned = Store.open(tiny_archive.store), Store.open(work / "store")
+    assert len(tuned) == len(base) and tuned.checkpoint_id != base.checkpoint_id
+    assert (work / "checkpoints" / "round-001" / "model.safetensors").is_file()
+    assert not np.allclose(tuned.pair_embeddings(), base.pair_embeddings(), atol=1e-3)
+    np.testing.assert_array_equal(tuned.caption_embeddings(), base.caption_embeddings())  # text side kept
+
+    # the fine-tuned store opens with its own checkpoint through the service
+    from textitsr.service import SearchService
+
+    hits = SearchService.open(work / "store").search_text("new buildings", k=3)
+    assert len(hits) == 3
+
+    bad = CliRunner().invoke(
+        app, ["annotate", "--store", str(tiny_archive.store), "--out", str(work), "--strategy", "greedy"]
+    )
+    assert bad.exit_code != 0

@@ -242,6 +242,12 @@ def test_rectangle_picks_the_most_covered_tile():
     assert ui.pick_query_pair({"last_active_drawing": _rect(3, 3, 4, 4)}, FP) is None
 
 
+def test_a_clicked_footprint_reported_as_drawing_is_a_click():
+    feature = {**FP["features"][2], "properties": {"pair_id": "c", "rank": ""}}
+    event = {"last_active_drawing": feature, "last_object_clicked": {"lat": 1.5, "lng": 0.5}}
+    assert ui.pick_query_pair(event, FP) == ui.MapPick("c", "click", point=(0.5, 1.5))
+
+
 def test_only_the_new_interaction_counts():
     clicked = {"last_clicked": {"lat": 0.5, "lng": 0.5}, "last_active_drawing": _rect(1.1, 0.1, 1.9, 0.9)}
     assert ui.pick_query_pair(clicked, FP).pair_id == "b"  # no history: the rectangle wins

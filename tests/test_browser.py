@@ -104,8 +104,16 @@ def page(browser, app_url):
     context.close()
 
 
+def open_page(page, app_url: str, title: str) -> None:
+    """Land on the home page (as a user does), then follow the sidebar link to `title`."""
+    page.goto(app_url)
+    page.get_by_text("Image pairs").first.wait_for()
+    page.get_by_role("link", name=title).first.click()
+    page.get_by_role("heading", name=title).first.wait_for()
+
+
 def test_text_query_shows_result_images_and_score_chart(page, app_url):
-    page.goto(f"{app_url}/Text_search")
+    open_page(page, app_url, "Text search")
     box = page.get_by_label("Describe the change", exact=True)
     box.fill("many new buildings were built")
     box.press("Enter")
@@ -115,7 +123,7 @@ def test_text_query_shows_result_images_and_score_chart(page, app_url):
         "() => [...document.querySelectorAll('[data-testid=\"stImage\"] img')]"
         ".filter(i => i.complete && i.naturalWidth > 0).length >= 4"
     )
-    results = page.locator("text=/#1 · score/").count()
+    results = page.locator("text=/— score/").count()
     assert results >= 1
     bars = page.locator(".js-plotly-plot .bars path").count()
     assert bars >= 2
@@ -123,7 +131,7 @@ def test_text_query_shows_result_images_and_score_chart(page, app_url):
 
 
 def test_map_renders_local_leaflet_with_tiles_and_a_click_gives_results(page, app_url):
-    page.goto(f"{app_url}/Map_query")
+    open_page(page, app_url, "Map query")
     frame = page.frame_locator('iframe[title*="st_folium"]')
     frame.locator(".leaflet-container").wait_for()
     tiles = frame.locator("path.leaflet-interactive")
@@ -136,18 +144,23 @@ def test_map_renders_local_leaflet_with_tiles_and_a_click_gives_results(page, ap
     tiles.nth(5).click()
     page.get_by_text("Query pair", exact=False).first.wait_for()
     page.get_by_text("Most similar pairs").wait_for()
-    page.locator("text=/#1 · score/").first.wait_for()
+    page.locator("text=/— score/").first.wait_for()
+    page.get_by_text("picked by click on the map").wait_for()
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('[data-testid=\"stImage\"] img')]"
+        ".filter(i => i.complete && i.naturalWidth > 0).length >= 6"
+    )
     frame.locator('path.leaflet-interactive[stroke="#e53e3e"]').first.wait_for()  # query outlined on the map
     page.wait_for_timeout(500)
     page.screenshot(path=str(SHOTS / "map_query_results.png"), full_page=True)
 
 
 def test_inspector_and_archive_render(page, app_url):
-    page.goto(f"{app_url}/Inspector")
+    open_page(page, app_url, "Inspector")
     page.get_by_text("Neighbours (most similar pairs)").wait_for()
     page.locator(".js-plotly-plot").first.wait_for()
     page.screenshot(path=str(SHOTS / "inspector.png"), full_page=True)
-    page.goto(f"{app_url}/Archive")
+    page.get_by_role("link", name="Archive").first.click()
     page.get_by_text("Model card").wait_for()
     page.frame_locator('iframe[title*="st_folium"]').locator("path.leaflet-interactive").first.wait_for()
     page.screenshot(path=str(SHOTS / "archive.png"), full_page=True)

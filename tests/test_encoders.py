@@ -182,3 +182,23 @@ def test_unknown_backbone_names_fail_clearly(tmp_path) -> None:
         build_image_encoder(str(tmp_path / "no-such-model"))
     with pytest.raises(InputError, match="not in the local cache"):
         build_text_encoder("someone/no-such-model-xyz")
+
+
+def test_hf_preprocessor_config_sets_normalisation(tiny_hf_models, tmp_path) -> None:
+    """image_mean/std come from preprocessor_config.json; a size the model cannot take falls back
+    to the config's image size (ViT position embeddings are fixed)."""
+    import json
+    import shutil
+
+    folder = shutil.copytree(tiny_hf_models.vit, tmp_path / "vit-with-processor")
+    processor = {
+        "image_processor_type": "ViTImageProcessor",
+        "image_mean": [0.5, 0.5, 0.5],
+        "image_std": [0.25, 0.25, 0.25],
+        "size": {"height": 48, "width": 48},
+    }
+    (folder / "preprocessor_config.json").write_text(json.dumps(processor))
+    enc = build_image_encoder(str(folder))
+    assert enc.image_size == 32 and enc.num_tokens == 16
+    white = np.full((1, 8, 8, 3), 255, dtype=np.uint8)
+    assert torch.allclose(enc.preprocess(white), torch.full((1, 3, 32, 32), 2.0))

@@ -17,8 +17,10 @@ from textitsr.training.features import EmptySplitError, build_or_load
 def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from textitsr.data.synthetic import SyntheticWorldConfig, write_demo_world
 
-    return write_demo_world(tmp_path_factory.mktemp("feat") / "world",
-                            config=SyntheticWorldConfig(n_train=6, n_val=3, n_test=5, tile_size=64))
+    return write_demo_world(
+        tmp_path_factory.mktemp("feat") / "world",
+        config=SyntheticWorldConfig(n_train=6, n_val=3, n_test=5, tile_size=64),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +28,16 @@ def model(tiny_hf_models):
     from textitsr.models.textitsr import ModelConfig, TextITSR
 
     torch.manual_seed(0)
-    return TextITSR(ModelConfig(image_encoder=str(tiny_hf_models.vit), text_encoder=str(tiny_hf_models.bert),
-                                fusion="tff", embed_dim=16, fusion_width=32, fusion_layers=1))
+    return TextITSR(
+        ModelConfig(
+            image_encoder=str(tiny_hf_models.vit),
+            text_encoder=str(tiny_hf_models.bert),
+            fusion="tff",
+            embed_dim=16,
+            fusion_width=32,
+            fusion_layers=1,
+        )
+    )
 
 
 def _source(world: Path):

@@ -120,7 +120,7 @@ def test_token_fusions_train(spec: str, feats: PairFeatures) -> None:
     params = [*fusion.parameters(), *head.parameters()]
     opt = torch.optim.Adam(params, lr=1e-2)
     losses = []
-    for _ in range(10):
+    for _ in range(12):
         loss = (1 - (head(fusion(feats)) * target).sum(-1)).mean()
         opt.zero_grad()
         loss.backward()

@@ -20,7 +20,9 @@ def test_ranks_and_recall_by_hand() -> None:
     relevant = np.eye(3, dtype=bool)
     # query 0: own item best -> 0; query 1: item 2 above -> 1; query 2: items 0, 1 above -> 2
     assert ranks_of_best_relevant(sim, relevant).tolist() == [0, 1, 2]
-    assert recall_at_k(np.array([0, 1, 2]), ks=(1, 2, 3)) == pytest.approx({"r1": 100 / 3, "r2": 200 / 3, "r3": 100})
+    assert recall_at_k(np.array([0, 1, 2]), ks=(1, 2, 3)) == pytest.approx(
+        {"r1": 100 / 3, "r2": 200 / 3, "r3": 100}
+    )
 
 
 def test_ties_count_against_the_query() -> None:
@@ -41,21 +43,29 @@ def _toy_split():
     caption_pair = np.array([0, 0, 1, 1, 2, 2])
     caption_text = ["a road", "new road", "two houses", "houses built", "no change", "no change"]
     # rows = captions, cols = pairs
-    sim = np.array([
-        [0.9, 0.1, 0.0],  # cap0 -> pair0 rank 0
-        [0.2, 0.8, 0.1],  # cap1 -> pair0 rank 1
-        [0.1, 0.7, 0.3],  # cap2 -> pair1 rank 0
-        [0.6, 0.5, 0.4],  # cap3 -> pair1 rank 1
-        [0.0, 0.1, 0.9],  # no-change cap -> pair2 rank 0
-        [0.5, 0.1, 0.3],  # no-change cap -> pair2 rank 1
-    ])
+    sim = np.array(
+        [
+            [0.9, 0.1, 0.0],  # cap0 -> pair0 rank 0
+            [0.2, 0.8, 0.1],  # cap1 -> pair0 rank 1
+            [0.1, 0.7, 0.3],  # cap2 -> pair1 rank 0
+            [0.6, 0.5, 0.4],  # cap3 -> pair1 rank 1
+            [0.0, 0.1, 0.9],  # no-change cap -> pair2 rank 0
+            [0.5, 0.1, 0.3],  # no-change cap -> pair2 rank 1
+        ]
+    )
     return sim, caption_pair, np.array([True, True, False]), caption_text
 
 
 def test_strict_protocol_by_hand() -> None:
     sim, caption_pair, changed, caption_text = _toy_split()
-    m = retrieval_metrics(sim, caption_pair, changed, pair_labels=["road", "building", "none"],
-                          caption_text=caption_text, sim_pair_to_pair=np.eye(3))
+    m = retrieval_metrics(
+        sim,
+        caption_pair,
+        changed,
+        pair_labels=["road", "building", "none"],
+        caption_text=caption_text,
+        sim_pair_to_pair=np.eye(3),
+    )
     # text->pair: only the 4 change captions query; ranks 0,1,0,1 over the full 3-pair gallery.
     assert m["text_to_pair"] == pytest.approx({"r1": 50.0, "r5": 100.0, "r10": 100.0})
     assert m["n_queries"] == 4 and m["n_pairs"] == 3 and m["n_captions"] == 6

@@ -123,9 +123,15 @@ def _learnable_cache(n: int, image_dim: int, text_dim: int, n_tokens: int, seed:
         offsets.append(len(caption_text))
     tokens = rng.normal(size=(n, n_tokens, image_dim)).astype(np.float16)
     return FeatureCache(
-        pair_ids=[f"p{i}" for i in range(n)], texts=texts, caption_text=np.array(caption_text),
-        caption_offsets=np.array(offsets), changed=changed.astype(np.int8), before_global=before,
-        after_global=after, text_features=np.array(feats), before_tokens=tokens,
+        pair_ids=[f"p{i}" for i in range(n)],
+        texts=texts,
+        caption_text=np.array(caption_text),
+        caption_offsets=np.array(offsets),
+        changed=changed.astype(np.int8),
+        before_global=before,
+        after_global=after,
+        text_features=np.array(feats),
+        before_tokens=tokens,
         after_tokens=tokens + (after - before)[:, None, :].astype(np.float16),
         change_type=["changed" if c else "none" for c in changed],
     )
@@ -136,8 +142,15 @@ def tiny_model_config(tiny_hf_models):
     from textitsr.models.textitsr import ModelConfig
 
     def make(fusion: str) -> ModelConfig:
-        return ModelConfig(image_encoder=str(tiny_hf_models.vit), text_encoder=str(tiny_hf_models.bert),
-                           fusion=fusion, embed_dim=32, fusion_width=32, fusion_layers=1, dropout=0.1)
+        return ModelConfig(
+            image_encoder=str(tiny_hf_models.vit),
+            text_encoder=str(tiny_hf_models.bert),
+            fusion=fusion,
+            embed_dim=32,
+            fusion_width=32,
+            fusion_layers=1,
+            dropout=0.1,
+        )
 
     return make
 
@@ -150,8 +163,17 @@ def _data(model) -> TrainData:
 
 
 def _config(tmp_path: Path, **kw) -> TrainConfig:
-    base = dict(root=tmp_path, out=tmp_path / "ckpt", epochs=8, batch_size=32, lr=2e-3, warmup_epochs=0.5,
-                patience=20, device="cpu", progress=False)
+    base = dict(
+        root=tmp_path,
+        out=tmp_path / "ckpt",
+        epochs=8,
+        batch_size=32,
+        lr=2e-3,
+        warmup_epochs=0.5,
+        patience=20,
+        device="cpu",
+        progress=False,
+    )
     return TrainConfig(**{**base, **kw})
 
 

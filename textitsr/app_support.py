@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 Bounds = tuple[float, float, float, float]
 
 # ------------------------------------------------------------------------------------ config
+APP_TITLE = "textitsr · change retrieval"
+APP_ICON = ":material/satellite_alt:"
 ENV_STORE = "TEXTITSR_STORE"
 ENV_CHECKPOINT = "TEXTITSR_CHECKPOINT"
 ENV_DATA_ROOTS = "TEXTITSR_DATA_ROOTS"
@@ -129,6 +131,15 @@ def get_service(config: AppConfig | None = None) -> SearchService:
 def clear_service_cache() -> None:
     """Forget the loaded service (after the archive changed on disk, e.g. scenes were added)."""
     _open_service.clear()
+
+
+def page_setup(title: str | None = None) -> None:
+    """Page config every page sets itself: a page opened directly by URL before the home page
+    has run (Streamlit then runs pages/ scripts without app.py) looks the same."""
+    import streamlit as st
+
+    st.set_page_config(page_title=f"{title} · textitsr" if title else APP_TITLE, page_icon=APP_ICON,
+                       layout="wide")
 
 
 def service_or_stop() -> SearchService:
@@ -421,6 +432,12 @@ def pick_query_pair(
     nothing new happened or the click/rectangle touches no footprint.
     """
     action = new_map_action(event, previous)
+    drawing = (event or {}).get("last_active_drawing")
+    clicked_id = ((drawing or {}).get("properties") or {}).get("pair_id") if isinstance(drawing, Mapping) else None
+    if action == "rectangle" and clicked_id is not None:
+        # st_folium reports a click on a footprint as its "active drawing": the feature itself.
+        known = {str(f.get("properties", {}).get("pair_id")) for f in footprints.get("features", [])}
+        return MapPick(str(clicked_id), "click", point=_click_point(event or {})) if str(clicked_id) in known else None
     if action == "rectangle":
         box = drawn_box(event or {})
         pid = pair_in_box(box, footprints) if box else None
@@ -469,6 +486,54 @@ def feature_bounds(footprints: Mapping[str, Any]) -> dict[str, Bounds]:
     return out
 
 
+@dataclass(frozen=True)
+class Cluster:
+    """A group of neighbouring footprints (one scene, one town): where the map should look."""
+
+    bounds: Bounds
+    n_pairs: int
+
+    @property
+    def center(self) -> tuple[float, float]:
+        """(lat, lon) of the centre."""
+        return ((self.bounds[1] + self.bounds[3]) / 2, (self.bounds[0] + self.bounds[2]) / 2)
+
+
+def footprint_clusters(footprints: Mapping[str, Any], gap_tiles: float = 4.0) -> list[Cluster]:
+    """Footprints grouped by proximity (a grid of `gap_tiles` median tile sizes), largest first.
+
+    Archives are usually a few dense scenes far apart; fitting the map to all of them shows specks.
+    """
+    boxes = list(feature_bounds(footprints).values())
+    if not boxes:
+        return []
+    size = float(np.median([max(b[2] - b[0], b[3] - b[1]) for b in boxes])) or 1e-6
+    cell = size * gap_tiles
+    keys = [(math.floor((b[0] + b[2]) / 2 / cell), math.floor((b[1] + b[3]) / 2 / cell)) for b in boxes]
+    parent: dict[tuple[int, int], tuple[int, int]] = {k: k for k in keys}
+
+    def find(k: tuple[int, int]) -> tuple[int, int]:
+        while parent[k] != k:
+            parent[k] = parent[parent[k]]
+            k = parent[k]
+        return k
+
+    for kx, ky in list(parent):
+        for dx in (-1, 0, 1):
+            for dy in (-1, 0, 1):
+                other = (kx + dx, ky + dy)
+                if other in parent:
+                    parent[find(other)] = find((kx, ky))
+    groups: dict[tuple[int, int], list[Bounds]] = {}
+    for key, box in zip(keys, boxes, strict=True):
+        groups.setdefault(find(key), []).append(box)
+    clusters = [
+        Cluster((min(b[0] for b in g), min(b[1] for b in g), max(b[2] for b in g), max(b[3] for b in g)), len(g))
+        for g in groups.values()
+    ]
+    return sorted(clusters, key=lambda c: (-c.n_pairs, c.bounds))
+
+
 # ------------------------------------------------------------------------------ map builder
 #: Most scene overlays drawn on one map (each is an inline PNG; beyond this only outlines).
 MAX_OVERLAYS = 400
@@ -499,11 +564,15 @@ def archive_map(
     basemap: str = "osm",
     draw: bool = True,
     height: int = 560,
+    view: Bounds | None = None,
+    clusters: Sequence[Cluster] = (),
 ) -> folium.Map:
     """Leaflet map (leafmap's folium backend) of the archive: scene overlays, footprints, picks.
 
     `overlays` maps pair_id -> image URL (data URL) drawn in its footprint; `query_id` is outlined
-    red and `hits` orange (numbered tooltips). With `draw` a rectangle tool is added.
+    red and `hits` orange (numbered tooltips). With `draw` a rectangle tool is added. The map
+    opens on `view` (default: everything); `clusters` get a labelled dot each, so areas stay
+    visible when zoomed out.
     """
     import folium
     import leafmap.foliumap as leafmap
@@ -519,7 +588,7 @@ def archive_map(
         zoom_start=12,
         tiles="OpenStreetMap" if basemap == "osm" else None,
         draw_control=False,
-        fullscreen_control=True,
+        fullscreen_control=False,
         layers_control=False,
         height=height,
     )
@@ -565,7 +634,14 @@ def archive_map(
             },
             edit_options={"edit": False, "remove": True},
         ).add_to(m)
-    m.fit_bounds([[bounds[1], bounds[0]], [bounds[3], bounds[2]]])
+    for i, cluster in enumerate(clusters, start=1):
+        folium.CircleMarker(
+            location=list(cluster.center), radius=7, color="#2b6cb0", fill=True, fill_opacity=0.25,
+            weight=1, tooltip=f"Area {i}: {cluster.n_pairs} pairs", interactive=True,
+        ).add_to(m)
+    plugins.Fullscreen().add_to(m)
+    w, s, e, n = view or bounds
+    m.fit_bounds([[s, w], [n, e]])
     return m
 
 
@@ -688,10 +764,10 @@ def open_inspector(pair_id: str) -> None:
 
 
 def hit_caption(hit: PairHit) -> str:
-    """One line under a result: rank, score, dates, change type."""
-    dates = " -> ".join(d for d in hit.dates if d) or "dates unknown"
-    kind = f" · {hit.change_type}" if hit.change_type else ""
-    return f"#{hit.rank} · score {hit.score:.3f} · {dates}{kind}"
+    """One line under a result: dates and (when known) the change type."""
+    dates = " → ".join(d for d in hit.dates if d) or "dates unknown"
+    kind = f" · {hit.change_type.replace('_', ' ')}" if hit.change_type else ""
+    return f"{dates}{kind}"
 
 
 def results_grid(service: SearchService, hits: Sequence[PairHit], key: str, columns: int = 2) -> None:

@@ -236,9 +236,61 @@ def search(
 
 # ------------------------------------------------------------------------------------- active
 @app.command()
-def annotate() -> None:
-    """ANNEAL active learning rounds (simulated oracle for benchmarks)."""
-    raise NotImplementedError("annotate: owned by the ANNEAL work")
+def annotate(
+    store: Annotated[Path, typer.Option(help="Store folder whose pairs are annotated (never modified).")],
+    out: Annotated[Path, typer.Option(help="Workspace: annotation log, checkpoints, re-embedded store.")],
+    checkpoint: Annotated[
+        Optional[Path], typer.Option(help="Base checkpoint (default: the store's).")
+    ] = None,
+    strategy: Annotated[str, typer.Option(help="mgue, bcgue (clustered), uncertainty, random.")] = "mgue",
+    batch: Annotated[int, typer.Option(help="Item pairs asked per round.")] = 10,
+    rounds: Annotated[int, typer.Option(help="Rounds to run (a half-answered round resumes first).")] = 1,
+    budget: Annotated[Optional[int], typer.Option(help="Stop at this many labels in total.")] = None,
+    oracle: Annotated[str, typer.Option(help="'simulated': same change type = similar.")] = "simulated",
+    root: Annotated[
+        Optional[Path],
+        typer.Option("--root", "--world", help="Dataset root with change types (default: the store's)."),
+    ] = None,
+    steps: Annotated[Optional[int], typer.Option(help="Fine-tuning steps per update.")] = None,
+    no_update: Annotated[bool, typer.Option("--no-update", help="Label only; no fine-tuning.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object per round.")] = False,
+) -> None:
+    """ANNEAL active learning rounds: select informative pairs, label them, fine-tune, re-embed."""
+    import dataclasses
+    import json
+
+    from textitsr.active.anneal import SelectionConfig
+    from textitsr.active.finetune import FinetuneConfig
+    from textitsr.active.oracle import SimulatedOracle
+    from textitsr.active.rounds import AnnealSession, simulated_rounds
+    from textitsr.errors import InputError
+
+    if oracle != "simulated":
+        raise InputError(f"--oracle: only 'simulated' answers from the command line, got {oracle!r}; "
+                         "annotate by hand on the Annotate page")
+    ft = FinetuneConfig() if steps is None else dataclasses.replace(FinetuneConfig(), steps=steps)
+    session = AnnealSession(store, out, checkpoint, SelectionConfig(strategy=strategy, batch=batch), ft)
+    if root is not None:
+        from textitsr.data.registry import open_source
+
+        answer = SimulatedOracle.from_source(open_source(root))
+    else:
+        answer = SimulatedOracle(dict(zip(session.ids, session.change_types, strict=True)))
+
+    def report(row: dict) -> None:
+        if as_json:
+            typer.echo(json.dumps(row))
+        else:
+            extra = "  ".join(f"{k} {v:.2f}" for k, v in row.items() if isinstance(v, float))
+            typer.echo(f"round {row['round']}: asked {row['asked']}, similar {row['similar']}, "
+                       f"labels {row['labels']}  {extra}")
+
+    if not as_json:
+        base = session.baseline_metrics()
+        typer.echo("base: " + "  ".join(f"{k} {v:.2f}" for k, v in base.items() if k != "n_labels"))
+    simulated_rounds(session, answer, rounds, budget, update=not no_update, report=report)
+    if not as_json:
+        typer.echo(f"log: {session.paths.log}" + ("" if no_update else f"  store: {session.paths.store}"))
 
 
 # ---------------------------------------------------------------------------------------- app

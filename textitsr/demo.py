@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from textitsr.config import DEMO_SEED, REPO_ROOT, DemoPaths
-from textitsr.errors import TextITSRError
+from textitsr.errors import CheckpointError, TextITSRError
 
 Echo = Callable[[str], None]
 
@@ -41,12 +41,16 @@ def _world_ok(world: Path) -> int:
 
 
 def _checkpoint_id(folder: Path) -> str | None:
-    """The checkpoint's id, or None when it is absent or cannot be read."""
-    from textitsr.models.checkpoint import checkpoint_id
+    """The checkpoint's id when this code can load it (a checkpoint of an older model version is
+    stale), else None. Loaded uncached, so a retrained checkpoint is never shadowed."""
+    from textitsr.models.checkpoint import checkpoint_id, load_checkpoint
 
+    if not folder.is_dir():
+        return None
     try:
-        return checkpoint_id(folder) if folder.is_dir() else None
-    except (TextITSRError, OSError, KeyError, ValueError):
+        load_checkpoint(folder)
+        return checkpoint_id(folder)
+    except (TextITSRError, OSError, KeyError, ValueError, RuntimeError):
         return None
 
 
@@ -99,8 +103,8 @@ def prepare_demo(
         built.append("world")
 
     # 2. model (retrained when the world was regenerated)
-    cid = _checkpoint_id(paths.checkpoint)
-    if cid and "world" not in built:
+    cid = None if "world" in built else _checkpoint_id(paths.checkpoint)
+    if cid:
         echo(f"[demo] model: checkpoint {cid} at {paths.checkpoint} (kept)")
     else:
         from textitsr.training.train import TrainConfig, train
@@ -114,7 +118,8 @@ def prepare_demo(
             f"in {time.perf_counter() - t0:.0f} s"
         )
         built.append("model")
-    assert cid is not None
+    if cid is None:
+        raise CheckpointError(f"{paths.checkpoint}: training finished but the checkpoint cannot be loaded")
 
     # 3. store (resumed when partial; rebuilt when it belongs to another model or is broken)
     n_store = _store_pairs(paths.store, cid)

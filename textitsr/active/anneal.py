@@ -273,8 +273,12 @@ def select_batch(
             raise InputError(f"labels: item index ({a}, {b}) outside the {n} embeddings")
     exclude = [(a, b) for a, b, _ in labels] + list(skipped)
     cands = candidate_pairs(
-        emb, config.neighbors, config.random_partners,
-        max_anchors=config.max_anchors, exclude=exclude, rng=rng,
+        emb,
+        config.neighbors,
+        config.random_partners,
+        max_anchors=config.max_anchors,
+        exclude=exclude,
+        rng=rng,
     )
     if len(cands) == 0:
         raise InputError("no unlabelled candidate pairs left: every candidate has been asked")

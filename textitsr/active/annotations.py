@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +54,7 @@ def pair_key(a: str, b: str) -> tuple[str, str]:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 class AnnotationLog:
@@ -87,10 +87,15 @@ class AnnotationLog:
         if not pairs:
             raise InputError("batch: expected at least one item pair to propose")
         round = self.current_round() + 1 if round is None else round
-        self._append({
-            "kind": "batch", "round": round, "strategy": strategy, "when": _now(),
-            "pairs": [[str(a), str(b)] for a, b in pairs],
-        })
+        self._append(
+            {
+                "kind": "batch",
+                "round": round,
+                "strategy": strategy,
+                "when": _now(),
+                "pairs": [[str(a), str(b)] for a, b in pairs],
+            }
+        )
         return round
 
     def label(self, a: str, b: str, label: str, who: str = "analyst", round: int | None = None) -> Annotation:
@@ -100,15 +105,31 @@ class AnnotationLog:
         if a == b:
             raise InputError(f"label: an item pair needs two different items, got {a!r} twice")
         ann = Annotation(str(a), str(b), label, who, _now(), self.current_round() if round is None else round)
-        self._append({"kind": "label", "a": ann.a, "b": ann.b, "label": label, "who": who,
-                      "when": ann.when, "round": ann.round})
+        self._append(
+            {
+                "kind": "label",
+                "a": ann.a,
+                "b": ann.b,
+                "label": label,
+                "who": who,
+                "when": ann.when,
+                "round": ann.round,
+            }
+        )
         return ann
 
     def record_update(self, checkpoint: str, n_labels: int, metrics: dict[str, float]) -> None:
         """Record that the model was fine-tuned on `n_labels` labels (metrics plotted over rounds)."""
-        self._append({"kind": "update", "round": self.current_round(), "when": _now(),
-                      "checkpoint": str(checkpoint), "n_labels": int(n_labels),
-                      "metrics": {k: float(v) for k, v in metrics.items()}})
+        self._append(
+            {
+                "kind": "update",
+                "round": self.current_round(),
+                "when": _now(),
+                "checkpoint": str(checkpoint),
+                "n_labels": int(n_labels),
+                "metrics": {k: float(v) for k, v in metrics.items()},
+            }
+        )
 
     # ---------------------------------------------------------------------------- reading
     def records(self) -> list[dict[str, Any]]:
@@ -133,8 +154,11 @@ class AnnotationLog:
     def annotations(self) -> list[Annotation]:
         """Every label record, in order (including skips and overridden answers)."""
         return [
-            Annotation(r["a"], r["b"], r["label"], r.get("who", ""), r.get("when", ""), int(r.get("round", 0)))
-            for r in self.records() if r["kind"] == "label"
+            Annotation(
+                r["a"], r["b"], r["label"], r.get("who", ""), r.get("when", ""), int(r.get("round", 0))
+            )
+            for r in self.records()
+            if r["kind"] == "label"
         ]
 
     def latest(self) -> dict[tuple[str, str], Annotation]:

@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from textitsr.active.annotations import AnnotationLog, pair_key
 from textitsr.active.anneal import Label, SelectionConfig, select_batch
+from textitsr.active.annotations import AnnotationLog, pair_key
 from textitsr.active.evaluate import MAP_K, pair_map_at_k
 from textitsr.active.finetune import FinetuneConfig
 from textitsr.atomic import atomic_dir, atomic_path
@@ -77,7 +77,9 @@ def _store_thumbnails(store: Any, meta: Any) -> tuple[list[np.ndarray], list[np.
     return before, after
 
 
-def store_features(store: Any, model: Any, key: str, cache: Path | None, progress: Progress | None = None) -> StoreFeatures:
+def store_features(
+    store: Any, model: Any, key: str, cache: Path | None, progress: Progress | None = None
+) -> StoreFeatures:
     """Fused features of every store item and the caption text features, cached in `cache`.
 
     Backbones run on the store's thumbnails (they are the tiles themselves up to 256 px; larger
@@ -88,8 +90,12 @@ def store_features(store: Any, model: Any, key: str, cache: Path | None, progres
     if cache is not None and cache.is_file():
         with np.load(cache, allow_pickle=False) as z:
             return StoreFeatures(
-                [str(x) for x in z["pair_ids"]], z["fused"], z["caption_pair"], z["caption_text"],
-                [str(x) for x in z["texts"]], z["text_features"],
+                [str(x) for x in z["pair_ids"]],
+                z["fused"],
+                z["caption_pair"],
+                z["caption_text"],
+                [str(x) for x in z["texts"]],
+                z["text_features"],
             )
     meta = store.metadata()
     ids = meta["pair_id"].astype(str).tolist()
@@ -102,7 +108,9 @@ def store_features(store: Any, model: Any, key: str, cache: Path | None, progres
     for rows in by_shape.values():
         for s in range(0, len(rows), 64):
             chunk = rows[s : s + 64]
-            feats = model.backbone_pair_features(np.stack([before[i] for i in chunk]), np.stack([after[i] for i in chunk]))
+            feats = model.backbone_pair_features(
+                np.stack([before[i] for i in chunk]), np.stack([after[i] for i in chunk])
+            )
             f = fuse_features(model, feats).fused.numpy()
             if fused.shape[1] == 0:
                 fused = np.zeros((len(ids), f.shape[1]), np.float32)
@@ -117,20 +125,35 @@ def store_features(store: Any, model: Any, key: str, cache: Path | None, progres
     texts, caption_text = np.unique(cap_texts, return_inverse=True)
     caption_pair = np.array([row_of[p] for p in caps["pair_id"].astype(str).to_numpy()[keep]], dtype=np.int64)
     text_features = (
-        model.backbone_text_features([str(t) for t in texts]).numpy() if len(texts) else np.zeros((0, 1), np.float32)
+        model.backbone_text_features([str(t) for t in texts]).numpy()
+        if len(texts)
+        else np.zeros((0, 1), np.float32)
     )
-    out = StoreFeatures(ids, fused, caption_pair, caption_text.astype(np.int64), [str(t) for t in texts],
-                        np.asarray(text_features, np.float32))
+    out = StoreFeatures(
+        ids,
+        fused,
+        caption_pair,
+        caption_text.astype(np.int64),
+        [str(t) for t in texts],
+        np.asarray(text_features, np.float32),
+    )
     if cache is not None:
         with atomic_path(cache) as tmp, open(tmp, "wb") as fh:
-            np.savez(fh, pair_ids=np.array(ids), fused=out.fused, caption_pair=caption_pair,
-                     caption_text=out.caption_text, texts=np.array(out.texts, dtype=str),
-                     text_features=out.text_features)
+            np.savez(
+                fh,
+                pair_ids=np.array(ids),
+                fused=out.fused,
+                caption_pair=caption_pair,
+                caption_text=out.caption_text,
+                texts=np.array(out.texts, dtype=str),
+                text_features=out.text_features,
+            )
     return out
 
 
-def write_reembedded_store(src: Any, out: Path, emb: np.ndarray, checkpoint_id: str, checkpoint: Path,
-                           card: dict[str, Any]) -> None:
+def write_reembedded_store(
+    src: Any, out: Path, emb: np.ndarray, checkpoint_id: str, checkpoint: Path, card: dict[str, Any]
+) -> None:
     """Copy store `src` to `out` with new pair embeddings (rows in store order) and model identity.
 
     Metadata, thumbnails and captions are copied as they are; caption embeddings stay valid because
@@ -146,7 +169,9 @@ def write_reembedded_store(src: Any, out: Path, emb: np.ndarray, checkpoint_id: 
         for shard in manifest["shards"]:
             name, n = shard["name"], int(shard["n_pairs"])
             shutil.copytree(src.root / SHARDS / name, tmp / SHARDS / name)
-            np.save(tmp / SHARDS / name / "pair_embeddings.npy", emb[start : start + n].astype(manifest["dtype"]))
+            np.save(
+                tmp / SHARDS / name / "pair_embeddings.npy", emb[start : start + n].astype(manifest["dtype"])
+            )
             start += n
         manifest.update(checkpoint_id=checkpoint_id, checkpoint=str(checkpoint), model=card)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
@@ -154,7 +179,10 @@ def write_reembedded_store(src: Any, out: Path, emb: np.ndarray, checkpoint_id: 
 
 # ---------------------------------------------------------------------------------- metrics
 def space_metrics(
-    emb: np.ndarray, change_types: list[str | None], feats: StoreFeatures, caption_emb: np.ndarray | None,
+    emb: np.ndarray,
+    change_types: list[str | None],
+    feats: StoreFeatures,
+    caption_emb: np.ndarray | None,
     labels: list[Label],
 ) -> dict[str, float]:
     """What the Annotate page plots over rounds (only what this store allows).
@@ -172,7 +200,9 @@ def space_metrics(
         out["pair_map20"] = pair_map_at_k(emb, change_types, MAP_K)
     if caption_emb is not None and len(feats.caption_pair):
         sim = caption_emb[feats.caption_text] @ emb.T
-        out["text_mR"] = float(retrieval_metrics(sim, feats.caption_pair, caption_text=feats.caption_text)["mR"])
+        out["text_mR"] = float(
+            retrieval_metrics(sim, feats.caption_pair, caption_text=feats.caption_text)["mR"]
+        )
     sim_lab = np.array([s for *_, s in labels], bool)
     if sim_lab.any() and not sim_lab.all():
         d = pair_distances(emb, np.array([(a, b) for a, b, _ in labels]))
@@ -212,7 +242,8 @@ class AnnealSession:
         self.ids: list[str] = meta["pair_id"].astype(str).tolist()
         self.row = {pid: i for i, pid in enumerate(self.ids)}
         self.change_types: list[str | None] = [
-            None if (t is None or (isinstance(t, float) and np.isnan(t))) else str(t) for t in meta["change_type"]
+            None if (t is None or (isinstance(t, float) and np.isnan(t))) else str(t)
+            for t in meta["change_type"]
         ]
 
     # ---------------------------------------------------------------------------- state
@@ -240,8 +271,12 @@ class AnnealSession:
     def progress(self) -> dict[str, int]:
         """Round number, answered / size of the current batch, labels in total."""
         batch = self.log.batch()
-        return {"round": self.log.current_round(), "batch": len(batch),
-                "answered": len(batch) - len(self.log.pending()), "labels": len(self.labels())}
+        return {
+            "round": self.log.current_round(),
+            "batch": len(batch),
+            "answered": len(batch) - len(self.log.pending()),
+            "labels": len(self.labels()),
+        }
 
     # ---------------------------------------------------------------------------- rounds
     def next_batch(self) -> list[tuple[str, str]]:
@@ -250,8 +285,12 @@ class AnnealSession:
         if pending:
             return pending
         labels = self.labels()
-        skipped = [(self.row[a], self.row[b]) for a, b in self.log.skipped() if a in self.row and b in self.row]
-        sel = select_batch(self.embeddings(), labels, self.selection, seed=self.log.current_round(), skipped=skipped)
+        skipped = [
+            (self.row[a], self.row[b]) for a, b in self.log.skipped() if a in self.row and b in self.row
+        ]
+        sel = select_batch(
+            self.embeddings(), labels, self.selection, seed=self.log.current_round(), skipped=skipped
+        )
         pairs = [(self.ids[a], self.ids[b]) for a, b in sel.pairs]
         self.log.propose(pairs, strategy=self.selection.strategy)
         return pairs
@@ -278,26 +317,40 @@ class AnnealSession:
         model = load_checkpoint(self.checkpoint, self.device)
         base_id = checkpoint_id(self.checkpoint)
         key = hashlib.sha256((base_id + "\n" + "\n".join(self.ids)).encode()).hexdigest()[:16]
-        feats = store_features(self.base, model, key, self.paths.features(key),
-                               lambda f, m: say(0.3 * f, m))
+        feats = store_features(self.base, model, key, self.paths.features(key), lambda f, m: say(0.3 * f, m))
         items = FusedFeatures(torch.from_numpy(feats.fused))
         captions = None
         if len(feats.caption_pair):
-            captions = CaptionData(items, torch.from_numpy(feats.text_features[feats.caption_text]),
-                                   feats.caption_pair, feats.caption_text)
+            captions = CaptionData(
+                items,
+                torch.from_numpy(feats.text_features[feats.caption_text]),
+                feats.caption_pair,
+                feats.caption_text,
+            )
         view = HeadView(model)
         finetune(view, items, labels, captions, self.finetune_config, lambda f, m: say(0.3 + 0.6 * f, m))
         round_ = self.log.current_round()
         folder = self.paths.checkpoint(round_)
-        save_checkpoint(model, folder, extra={"anneal": {
-            "base_checkpoint": str(self.checkpoint), "base_checkpoint_id": base_id, "round": round_,
-            "n_labels": len(labels), "strategy": self.selection.strategy,
-            "finetune": asdict(self.finetune_config)}})
+        save_checkpoint(
+            model,
+            folder,
+            extra={
+                "anneal": {
+                    "base_checkpoint": str(self.checkpoint),
+                    "base_checkpoint_id": base_id,
+                    "round": round_,
+                    "n_labels": len(labels),
+                    "strategy": self.selection.strategy,
+                    "finetune": asdict(self.finetune_config),
+                }
+            },
+        )
         say(0.92, "re-embedding the store")
         emb = embed_items(view, items)
         new_id = checkpoint_id(folder)
-        write_reembedded_store(self.base, self.paths.store, emb, new_id, folder.resolve(),
-                               model_card(model, folder.resolve()))
+        write_reembedded_store(
+            self.base, self.paths.store, emb, new_id, folder.resolve(), model_card(model, folder.resolve())
+        )
         caption_emb = None
         if captions is not None:
             with torch.no_grad():
@@ -321,8 +374,11 @@ class AnnealSession:
             rows = caps["pair_id"].astype(str).map(self.row)
             ok = rows.notna().to_numpy()
             sim = np.asarray(self.base.caption_embeddings(), np.float32)[ok] @ emb.T
-            out["text_mR"] = float(retrieval_metrics(
-                sim, rows[ok].astype(int).to_numpy(), caption_text=caps["text"].astype(str).to_numpy()[ok])["mR"])
+            out["text_mR"] = float(
+                retrieval_metrics(
+                    sim, rows[ok].astype(int).to_numpy(), caption_text=caps["text"].astype(str).to_numpy()[ok]
+                )["mR"]
+            )
         return out
 
     def history(self) -> list[dict[str, Any]]:
@@ -334,3 +390,45 @@ class AnnealSession:
 
     def is_labelled(self, a: str, b: str) -> bool:
         return pair_key(a, b) in self.log.latest()
+
+
+def simulated_rounds(
+    session: AnnealSession,
+    oracle: Callable[[str, str], bool],
+    rounds: int,
+    budget: int | None = None,
+    update: bool = True,
+    report: Callable[[dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Run `rounds` rounds with a simulated analyst (stops early at `budget` labels in total).
+
+    Resumes a half-answered round from the log first. Returns one row per round: round, batch
+    size, similar answers, labels in total, and the metrics after the update.
+    """
+    rows = []
+    for _ in range(rounds):
+        have = len(session.labels())
+        if budget is not None and have >= budget:
+            break
+        batch = session.next_batch()
+        if budget is not None:
+            batch = batch[: budget - have]
+        similar = 0
+        for a, b in batch:
+            same = oracle(a, b)
+            similar += int(same)
+            session.answer(a, b, "similar" if same else "dissimilar", who=getattr(oracle, "name", "oracle"))
+        for a, b in session.log.pending():  # past the budget: the rest of the batch is skipped
+            session.answer(a, b, "skip", who=getattr(oracle, "name", "oracle"))
+        row: dict[str, Any] = {
+            "round": session.log.current_round(),
+            "asked": len(batch),
+            "similar": similar,
+            "labels": len(session.labels()),
+        }
+        if update:
+            row.update({k: v for k, v in session.update_model().items() if k != "n_labels"})
+        rows.append(row)
+        if report is not None:
+            report(row)
+    return rows

@@ -67,14 +67,31 @@ def run_benchmark(config: BenchmarkConfig) -> tuple[list[BenchmarkRow], dict[str
     kind = config.source or source.name
     # Cache once, with tokens, through one model: every variant below reuses these files.
     probe = TextITSR(ModelConfig(fusion="tff"))
-    base = TrainConfig(root=config.root, out=config.out, source=kind, epochs=config.epochs,
-                       batch_size=config.batch_size, cache_dir=config.cache_dir, device=config.device,
-                       progress=config.progress, **config.train_options)
+    base = TrainConfig(
+        root=config.root,
+        out=config.out,
+        source=kind,
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        cache_dir=config.cache_dir,
+        device=config.device,
+        progress=config.progress,
+        **config.train_options,
+    )
     for split in ("train", "val", "test"):
-        build_or_load(probe, source, split, config.cache_dir, root=config.root, kind=kind, tokens=True,
-                      progress=config.progress)
-    test = build_or_load(probe, source, "test", config.cache_dir, root=config.root, kind=kind, tokens=True,
-                         progress=False)
+        build_or_load(
+            probe,
+            source,
+            split,
+            config.cache_dir,
+            root=config.root,
+            kind=kind,
+            tokens=True,
+            progress=config.progress,
+        )
+    test = build_or_load(
+        probe, source, "test", config.cache_dir, root=config.root, kind=kind, tokens=True, progress=False
+    )
     encoders = {"image_encoder": probe.image_encoder, "text_encoder": probe.text_encoder}
     device = resolve_device(config.device)
 
@@ -84,8 +101,14 @@ def run_benchmark(config: BenchmarkConfig) -> tuple[list[BenchmarkRow], dict[str
         for seed in config.seeds:
             seed_everything(seed)
             model = TextITSR(ModelConfig(fusion=fusion), **encoders)  # backbones shared, not reloaded
-            run_cfg = TrainConfig(**{**base.__dict__, "fusion": fusion, "seed": seed,
-                                     "out": config.out / f"{fusion.replace(':', '_').replace('+', '-')}-s{seed}"})
+            run_cfg = TrainConfig(
+                **{
+                    **base.__dict__,
+                    "fusion": fusion,
+                    "seed": seed,
+                    "out": config.out / f"{fusion.replace(':', '_').replace('+', '-')}-s{seed}",
+                }
+            )
             data = prepare_data(model, source, run_cfg, kind)
             t0 = time.perf_counter()
             result = fit(model.to(device), data, run_cfg, dataset={"kind": kind, "root": str(config.root)})
@@ -93,15 +116,20 @@ def run_benchmark(config: BenchmarkConfig) -> tuple[list[BenchmarkRow], dict[str
             metrics = evaluate_cache(model, test)
             runs.append({**flatten_metrics(metrics), "train_seconds": seconds, "epochs": result.epochs_run})
         rows.append(BenchmarkRow(fusion, runs))
-    chance = random_baseline(test.caption_pair, None if (test.changed < 0).any() else test.changed.astype(bool),
-                             caption_text=test.caption_text)
+    chance = random_baseline(
+        test.caption_pair,
+        None if (test.changed < 0).any() else test.changed.astype(bool),
+        caption_text=test.caption_text,
+    )
     return rows, chance
 
 
 def markdown_table(rows: list[BenchmarkRow], chance: dict[str, float] | None = None) -> str:
     """Mean ± std over seeds of R@1/5/10 in both directions, mR, and training time."""
-    head = ("| fusion | T→P R@1 | T→P R@5 | T→P R@10 | P→T R@1 | P→T R@5 | P→T R@10 | mR | train (s) |\n"
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    head = (
+        "| fusion | T→P R@1 | T→P R@5 | T→P R@10 | P→T R@1 | P→T R@5 | P→T R@10 | mR | train (s) |\n"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    )
     lines = [head]
     for row in rows:
         cells = []

@@ -45,13 +45,17 @@ def embed_cache(
         text_idx = np.arange(len(cache.texts)) if text_idx is None else np.asarray(text_idx)
         device = model.device
         pairs = [
-            model.embed_pair_features(cache.pair_features(pair_idx[i : i + batch_size], device, model.uses_tokens))
+            model.embed_pair_features(
+                cache.pair_features(pair_idx[i : i + batch_size], device, model.uses_tokens)
+            )
             .float()
             .cpu()
             for i in range(0, len(pair_idx), batch_size)
         ]
         texts = [
-            model.embed_text_features(cache.text_features(text_idx[i : i + 4 * batch_size], device)).float().cpu()
+            model.embed_text_features(cache.text_features(text_idx[i : i + 4 * batch_size], device))
+            .float()
+            .cpu()
             for i in range(0, len(text_idx), 4 * batch_size)
         ]
     finally:
@@ -62,9 +66,7 @@ def embed_cache(
     return pair_emb, text_emb
 
 
-def evaluate_cache(
-    model: torch.nn.Module, cache: FeatureCache, pair_idx: np.ndarray | None = None
-) -> dict:
+def evaluate_cache(model: torch.nn.Module, cache: FeatureCache, pair_idx: np.ndarray | None = None) -> dict:
     """Full-gallery metrics of `model` on the cached split (or on the subset `pair_idx` of it)."""
     pair_idx = np.arange(cache.n_pairs) if pair_idx is None else np.sort(np.asarray(pair_idx))
     offsets = cache.caption_offsets
@@ -105,8 +107,9 @@ def evaluate_checkpoint(
     dev = resolve_device(device)
     model = load_checkpoint(Path(checkpoint), device=str(dev))
     source = open_source(Path(root), kind)
-    cache = build_or_load(model, source, split, cache_dir, root=Path(root), kind=kind or source.name,
-                          progress=progress)
+    cache = build_or_load(
+        model, source, split, cache_dir, root=Path(root), kind=kind or source.name, progress=progress
+    )
     metrics = evaluate_cache(model, cache)
     metrics["split"] = split
     metrics["source"] = kind or source.name
@@ -126,8 +129,12 @@ def format_metrics(metrics: dict) -> str:
     nc = metrics.get("no_change")
     if nc:
         lines.append(
-            f"no-change queries ({nc['n_queries']}): R@1 {nc['r1']:.2f}  R@5 {nc['r5']:.2f}  R@10 {nc['r10']:.2f}"
+            f"no-change queries ({nc['n_queries']}): "
+            f"R@1 {nc['r1']:.2f}  R@5 {nc['r5']:.2f}  R@10 {nc['r10']:.2f}"
         )
     if metrics.get("map"):
-        lines.append("mAP (change type): " + "  ".join(f"{k} {v:.2f}" for k, v in metrics["map"].items() if v is not None))
+        lines.append(
+            "mAP (change type): "
+            + "  ".join(f"{k} {v:.2f}" for k, v in metrics["map"].items() if v is not None)
+        )
     return "\n".join(lines)

@@ -182,8 +182,12 @@ def random_baseline(
     caption_pair = np.asarray(caption_pair)
     n_pairs = int(caption_pair.max()) + 1 if pair_changed is None else len(pair_changed)
     runs = [
-        retrieval_metrics(rng.standard_normal((len(caption_pair), n_pairs)), caption_pair, pair_changed,
-                          caption_text=caption_text)
+        retrieval_metrics(
+            rng.standard_normal((len(caption_pair), n_pairs)),
+            caption_pair,
+            pair_changed,
+            caption_text=caption_text,
+        )
         for _ in range(trials)
     ]
     flat = [flatten_metrics(r) for r in runs]

@@ -89,7 +89,7 @@ def load_checkpoint(folder: Path, device: str = "cpu") -> TextITSR:
     config = read_checkpoint_config(folder)
     try:
         model_config = ModelConfig.from_dict(config["model"])
-    except (InputError, TypeError) as exc:
+    except (ValueError, TypeError) as exc:  # InputError is a ValueError
         raise CheckpointError(f"checkpoint {folder / CONFIG_FILE}: bad 'model' section: {exc}") from exc
     try:
         model = TextITSR(model_config)

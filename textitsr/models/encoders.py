@@ -175,36 +175,39 @@ def _masked_mean(hidden: Tensor, mask: Tensor) -> Tensor:
 class _ConvBN(nn.Module):
     """A 'same'-padded conv with its eval-mode batch-norm folded in, optionally followed by ReLU6.
 
-    Folding removes the batch-norm pass and symmetric padding moves into the convolution itself:
-    about twice as fast on a CPU as the reference graph, with the same outputs.
+    Folding removes the batch-norm pass, and the padding moves into the convolution itself. The
+    TensorFlow-style asymmetric padding of stride-2 convs (one more zero at the end than at the
+    start) equals symmetric padding with the kernel grown by one leading zero row and column, so
+    no padded copy of the input is ever made. About twice as fast on a CPU as the reference graph,
+    with the same outputs.
     """
 
     def __init__(self, conv: nn.Conv2d, bn: nn.BatchNorm2d, act: bool) -> None:
         super().__init__()
-        pad = getattr(getattr(conv, "static_padding", None), "padding", (0, 0, 0, 0))
-        left, right, top, bottom = pad
-        symmetric = left == right and top == bottom
+        left, right, top, bottom = getattr(getattr(conv, "static_padding", None), "padding", (0, 0, 0, 0))
+        grow_h, grow_w = bottom - top, right - left
+        if grow_h not in (0, 1) or grow_w not in (0, 1):
+            raise InputError(f"image encoder: unsupported padding {(left, right, top, bottom)}")
+        kh, kw = conv.kernel_size
         plain = nn.Conv2d(
             conv.in_channels,
             conv.out_channels,
-            conv.kernel_size,
+            (kh + grow_h, kw + grow_w),
             conv.stride,
-            padding=(top, left) if symmetric else 0,
+            padding=(bottom, right),
             groups=conv.groups,
             bias=True,
         )
         scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
         with torch.no_grad():
-            plain.weight.copy_(conv.weight * scale.view(-1, 1, 1, 1))
+            plain.weight.zero_()
+            plain.weight[:, :, grow_h:, grow_w:] = conv.weight * scale.view(-1, 1, 1, 1)
             base = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
             plain.bias.copy_((base - bn.running_mean) * scale + bn.bias)
         self.conv = plain
-        self.pad = None if symmetric else tuple(pad)
         self.act = act
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.pad is not None:
-            x = F.pad(x, self.pad)
         x = self.conv(x)
         return F.relu6(x, inplace=True) if self.act else x
 
@@ -354,13 +357,24 @@ class HFImageEncoder(ImageEncoder):
         self.is_clip = config.model_type in _CLIP_TYPES
         self.model = _load_hf(CLIPVisionModel if self.is_clip else AutoModel, name, "image encoder")
         vision = getattr(config, "vision_config", None) or config
-        self.image_size = int(getattr(vision, "image_size", None) or proc_size or 224)
-        patch = getattr(vision, "patch_size", None)
-        self._num_patches = (self.image_size // int(patch)) ** 2 if patch else None
+        self._patch = getattr(vision, "patch_size", None)
         _freeze(self)
-        # One dummy forward settles the token count and width for any architecture.
-        with torch.inference_mode():
-            glob, tokens = self(torch.zeros(1, 3, self.image_size, self.image_size))
+        # The preprocessor's size is what the model was trained at (DINOv2 configs say 518, use 224);
+        # models with fixed position embeddings only take the config's size. One dummy forward
+        # settles the usable size, the token count and the width for any architecture.
+        sizes = [int(v) for v in dict.fromkeys((proc_size, getattr(vision, "image_size", None), 224)) if v]
+        errors = []
+        for size in sizes:
+            self.image_size = size
+            self._num_patches = (size // int(self._patch)) ** 2 if self._patch else None
+            try:
+                with torch.inference_mode():
+                    _, tokens = self(torch.zeros(1, 3, size, size))
+                break
+            except Exception as exc:  # noqa: BLE001 - any failure means: try the next size
+                errors.append(f"{size}px: {exc}")
+        else:
+            raise InputError(f"image encoder {name!r}: cannot run on an image ({'; '.join(errors)})")
         self.dim = int(tokens.shape[-1])
         self.num_tokens = int(tokens.shape[1])
 

@@ -15,7 +15,7 @@ class ProjectionHead(nn.Module):
 
     def __init__(self, in_dim: int, out_dim: int = 256, hidden_dim: int | None = None, dropout: float = 0.1):
         super().__init__()
-        hidden = hidden_dim or max(out_dim, min(in_dim, 1024))
+        hidden = hidden_dim or 2 * out_dim
         self.in_dim, self.out_dim = in_dim, out_dim
         self.net = nn.Sequential(
             nn.LayerNorm(in_dim),

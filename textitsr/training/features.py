@@ -241,7 +241,9 @@ def source_fingerprint(
             if excl is not None and excl in p.parents:
                 continue
             st = p.stat()
-            h.update(f"{p.relative_to(root) if p != root else p.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+            h.update(
+                f"{p.relative_to(root) if p != root else p.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode()
+            )
     else:
         for pair in source.pairs(split):
             h.update(pair.pair_id.encode() + b"\n")
@@ -338,11 +340,16 @@ def _write_arrays(
         for i in range(0, len(texts), 256):
             text_feats.append(model.backbone_text_features(texts[i : i + 256]).float().cpu().numpy())
     text_dim = text_feats[0].shape[1] if text_feats else 0
-    np.save(out / "text_features.npy", np.concatenate(text_feats) if text_feats else np.zeros((0, text_dim), np.float32))
+    np.save(
+        out / "text_features.npy",
+        np.concatenate(text_feats) if text_feats else np.zeros((0, text_dim), np.float32),
+    )
     np.save(out / "caption_text.npy", np.asarray(caption_text, dtype=np.int32))
     np.save(out / "caption_offsets.npy", np.asarray(offsets, dtype=np.int64))
     np.save(out / "changed.npy", np.asarray(changed, dtype=np.int8))
-    (out / "pairs.json").write_text(json.dumps({"pair_ids": pair_ids, "change_type": change_type, "captions": captions}))
+    (out / "pairs.json").write_text(
+        json.dumps({"pair_ids": pair_ids, "change_type": change_type, "captions": captions})
+    )
     (out / "texts.json").write_text(json.dumps(texts))
     meta = {
         "n_pairs": len(pair_ids),
@@ -408,4 +415,11 @@ def cache_size_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in Path(folder).iterdir() if p.is_file())
 
 
-__all__ = ["DEFAULT_CACHE_DIR", "EmptySplitError", "FeatureCache", "build_or_load", "source_fingerprint", "cache_size_bytes"]
+__all__ = [
+    "DEFAULT_CACHE_DIR",
+    "EmptySplitError",
+    "FeatureCache",
+    "build_or_load",
+    "source_fingerprint",
+    "cache_size_bytes",
+]

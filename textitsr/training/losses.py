@@ -27,7 +27,9 @@ def info_nce(
     both softmaxes, so the loss neither pushes apart nor rewards them. The diagonal is never masked.
     """
     if pair_emb.shape != text_emb.shape or pair_emb.ndim != 2:
-        raise ValueError(f"pair {tuple(pair_emb.shape)} and text {tuple(text_emb.shape)} embeddings must be (B, d)")
+        raise ValueError(
+            f"pair {tuple(pair_emb.shape)} and text {tuple(text_emb.shape)} embeddings must be (B, d)"
+        )
     scale = logit_scale.clamp(0.0, MAX_LOGIT_SCALE).exp()
     logits = scale * pair_emb @ text_emb.t()  # (B pairs, B texts)
     if false_negatives is not None:

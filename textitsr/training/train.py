@@ -140,8 +140,9 @@ def prepare_data(model: torch.nn.Module, source: Any, config: TrainConfig, kind:
     """Feature caches for training and validation: the "val" split, else a hold-out of "train"."""
 
     def cache(split: str | None) -> FeatureCache:
-        return build_or_load(model, source, split, config.cache_dir, root=config.root, kind=kind,
-                             progress=config.progress)
+        return build_or_load(
+            model, source, split, config.cache_dir, root=config.root, kind=kind, progress=config.progress
+        )
 
     try:
         train_cache, val_cache = cache("train"), None
@@ -165,15 +166,21 @@ def prepare_data(model: torch.nn.Module, source: Any, config: TrainConfig, kind:
 
 
 # ------------------------------------------------------------------------------------ the loop
-def fit(model: torch.nn.Module, data: TrainData, config: TrainConfig, dataset: dict | None = None) -> TrainResult:
+def fit(
+    model: torch.nn.Module, data: TrainData, config: TrainConfig, dataset: dict | None = None
+) -> TrainResult:
     """The training loop on cached features (used by `train` and by benchmarks with shared caches)."""
     from textitsr.models.checkpoint import save_checkpoint
 
     console = Console(stderr=True, quiet=not config.progress)
     device = model.device
     sampler = CaptionSampler(
-        data.train.caption_offsets, data.train.caption_text, data.train.changed,
-        batch_size=min(config.batch_size, max(2, len(data.train_idx))), seed=config.seed, pairs=data.train_idx,
+        data.train.caption_offsets,
+        data.train.caption_text,
+        data.train.changed,
+        batch_size=min(config.batch_size, max(2, len(data.train_idx))),
+        seed=config.seed,
+        pairs=data.train_idx,
     )
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.ndim >= 2]
@@ -188,8 +195,16 @@ def fit(model: torch.nn.Module, data: TrainData, config: TrainConfig, dataset: d
     warmup = int(round(config.warmup_epochs * steps_per_epoch))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(warmup, total_steps))
 
-    state = {"epoch": 0, "step": 0, "best_mR": -1.0, "best_epoch": 0, "best_val": {}, "bad_epochs": 0,
-             "history": [], "train_seconds": 0.0}
+    state = {
+        "epoch": 0,
+        "step": 0,
+        "best_mR": -1.0,
+        "best_epoch": 0,
+        "best_val": {},
+        "bad_epochs": 0,
+        "history": [],
+        "train_seconds": 0.0,
+    }
     best_weights = {k: v.detach().clone() for k, v in model.trainable_state_dict().items()}
     last = config.out / LAST_DIR
     if config.resume and (last / "state.json").is_file():
@@ -206,8 +221,9 @@ def fit(model: torch.nn.Module, data: TrainData, config: TrainConfig, dataset: d
             feats = data.train.pair_features(batch.pair_idx, device, tokens=model.uses_tokens)
             pair_emb = model.embed_pair_features(feats)
             text_emb = model.embed_text_features(data.train.text_features(batch.text_idx, device))
-            loss = info_nce(pair_emb, text_emb, model.logit_scale,
-                            torch.from_numpy(batch.false_negatives).to(device))
+            loss = info_nce(
+                pair_emb, text_emb, model.logit_scale, torch.from_numpy(batch.false_negatives).to(device)
+            )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
@@ -225,10 +241,15 @@ def fit(model: torch.nn.Module, data: TrainData, config: TrainConfig, dataset: d
         else:
             state["bad_epochs"] += 1
         state["epoch"] = epoch
-        row = {"epoch": epoch, "loss": float(np.mean(losses)), "seconds": round(epoch_seconds, 2),
-               "cpu_seconds": round(epoch_cpu, 2),
-               "lr": scheduler.get_last_lr()[0], "temperature": float(1.0 / model.scale().detach()),
-               **{f"val_{k}": round(v, 2) for k, v in flatten_metrics(val).items()}}
+        row = {
+            "epoch": epoch,
+            "loss": float(np.mean(losses)),
+            "seconds": round(epoch_seconds, 2),
+            "cpu_seconds": round(epoch_cpu, 2),
+            "lr": scheduler.get_last_lr()[0],
+            "temperature": float(1.0 / model.scale().detach()),
+            **{f"val_{k}": round(v, 2) for k, v in flatten_metrics(val).items()},
+        }
         state["history"].append(row)
         console.print(
             f"epoch {epoch}/{config.epochs}  loss {row['loss']:.4f}  val mR {val['mR']:.2f} "
@@ -259,8 +280,14 @@ def fit(model: torch.nn.Module, data: TrainData, config: TrainConfig, dataset: d
     # save_checkpoint replaced the folder: put the resumable state back (with the last, not best, weights).
     _save_last(last, model, optimizer, scheduler, state, best_weights, config, weights=current)
     console.print(f"best val mR {state['best_mR']:.2f} at epoch {state['best_epoch']} -> {config.out}")
-    return TrainResult(config.out, state["best_epoch"], state["best_val"], state["epoch"],
-                       state["train_seconds"], state["history"])
+    return TrainResult(
+        config.out,
+        state["best_epoch"],
+        state["best_val"],
+        state["epoch"],
+        state["train_seconds"],
+        state["history"],
+    )
 
 
 def _warmup_cosine(warmup: int, total: int):
@@ -311,27 +338,35 @@ def _save_last(
 
 
 def _load_last(
-    folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, config: TrainConfig
+    folder: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    config: TrainConfig,
 ) -> tuple[dict, dict[str, torch.Tensor]]:
     try:
         meta = json.loads((folder / "state.json").read_text())
         tensors = load_file(str(folder / "state.safetensors"))
     except (OSError, ValueError) as err:
-        raise CheckpointError(f"{folder}: unreadable training state ({err}); delete it to start over") from err
+        raise CheckpointError(
+            f"{folder}: unreadable training state ({err}); delete it to start over"
+        ) from err
     if meta.get("version") != STATE_VERSION:
-        raise CheckpointError(f"{folder}/state.json: version {meta.get('version')!r}, expected {STATE_VERSION}")
+        raise CheckpointError(
+            f"{folder}/state.json: version {meta.get('version')!r}, expected {STATE_VERSION}"
+        )
     if meta["model_config"] != model.config.to_dict():
         raise CheckpointError(
             f"{folder}: saved with model config {meta['model_config']}, but this run asks for "
             f"{model.config.to_dict()}; use the same --fusion/options or another --out"
         )
     device = model.device
-    weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    weights = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
     missing, unexpected = model.load_state_dict(weights, strict=False)
     expected = set(model.trainable_state_dict())
     if set(weights) != expected or unexpected:
         raise CheckpointError(f"{folder}: saved weights do not match the model (unexpected {unexpected[:5]})")
-    best = {k[len("best."):]: v.to(device) for k, v in tensors.items() if k.startswith("best.")}
+    best = {k[len("best.") :]: v.to(device) for k, v in tensors.items() if k.startswith("best.")}
     opt_state: dict = {}
     for k, v in tensors.items():
         if k.startswith("optim."):

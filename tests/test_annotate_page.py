@@ -1,0 +1,65 @@
+"""The Annotate page headless (AppTest) on the tiny archive: start a round, answer, the log grows."""
+
+from __future__ import annotations
+
+import pytest
+
+from textitsr import app_support as ui
+from textitsr.active.annotations import AnnotationLog
+from textitsr.config import REPO_ROOT
+
+AppTest = pytest.importorskip("streamlit.testing.v1").AppTest
+
+PAGE = str(REPO_ROOT / "pages" / "5_Annotate.py")
+
+
+@pytest.fixture(scope="module")
+def page_env(tiny_archive, tmp_path_factory):
+    work = tmp_path_factory.mktemp("annotate")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(ui.ENV_STORE, str(tiny_archive.store))
+        mp.setenv(ui.ENV_CHECKPOINT, str(tiny_archive.checkpoint))
+        mp.setenv(ui.ENV_BASEMAP, "none")
+        mp.setenv("TEXTITSR_ANNOTATIONS", str(work))
+        yield work
+
+
+def clean(at: AppTest) -> AppTest:
+    assert not at.exception, [e.message for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    return at
+
+
+def button(at: AppTest, key: str):
+    return next(b for b in at.button if b.key == key)
+
+
+def test_annotate_round_similar_dissimilar_skip_and_update(page_env):
+    log = AnnotationLog(page_env)
+    at = clean(AppTest.from_file(PAGE, default_timeout=120).run())
+    assert any("Start a round" in i.value for i in at.info)
+    assert [b.key for b in at.button if b.key.startswith("annotate-")] == [
+        "annotate-start",
+        "annotate-update",
+    ]
+
+    at = clean(button(at, "annotate-start").click().run())
+    batch = log.batch()
+    assert log.current_round() == 1 and len(batch) == 8
+    assert len(at.image) == 4  # before/after of both items side by side
+
+    at = clean(button(at, "annotate-similar").click().run())
+    assert [a.label for a in log.annotations()] == ["similar"]
+    at = clean(button(at, "annotate-dissimilar").click().run())
+    at = clean(button(at, "annotate-skip").click().run())
+    anns = log.annotations()
+    assert [a.label for a in anns] == ["similar", "dissimilar", "skip"]
+    assert [a.key for a in anns] == [tuple(sorted(p)) for p in batch[:3]]
+    assert len(log.pending()) == 5
+    assert "3 of 8 answered" in at.get("progress")[0].proto.text
+
+    at = clean(button(at, "annotate-update").click().run())
+    assert len(log.updates()) == 1 and log.updates()[0]["n_labels"] == 2
+    assert any("Fine-tuned on 2 labels" in s.value for s in at.success)
+    assert (page_env / "store" / "manifest.json").is_file()
+    assert len(at.get("plotly_chart")) == 1

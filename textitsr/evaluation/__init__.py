@@ -1,0 +1,1 @@
+"""Retrieval metrics (strict full-gallery protocol), checkpoint evaluation, benchmark tables."""

@@ -1,0 +1,1 @@
+"""Contrastive training on cached frozen-backbone features: cache, sampler, loss, loop."""
