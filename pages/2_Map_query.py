@@ -109,7 +109,8 @@ with list_col:
 
 st.subheader("Most similar pairs")
 if hits:
-    st.plotly_chart(ui.score_chart(hits, title="Similarity to the query pair"), key="map_scores", width="stretch")
+    st.plotly_chart(ui.score_chart(hits, title="Similarity to the query pair"), key="map_scores",
+                    width="stretch")
     ui.results_grid(service, hits, key="map", columns=3)
 else:
     st.caption("No other pairs in the archive.")

@@ -46,8 +46,8 @@ if record.get("bounds"):
 st.markdown(" · ".join(facts))
 
 left, right = st.columns(2)
-left.image(before, caption=f"before ({dates[0] or 'date unknown'})", width="stretch")
-right.image(after, caption=f"after ({dates[1] or 'date unknown'})", width="stretch")
+left.image(before, caption=f"before ({dates[0] or 'date unknown'})", width=480)
+right.image(after, caption=f"after ({dates[1] or 'date unknown'})", width=480)
 
 swipe_tab, blink_tab, diff_tab = st.tabs(["Swipe", "Blink", "Difference"])
 with swipe_tab, ui.show_errors("Swipe view"):

@@ -15,11 +15,12 @@ service = ui.service_or_stop()
 config = ui.load_config()
 stats = service.stats()
 
-cols = st.columns(4)
+cols = st.columns(5)
 cols[0].metric("Image pairs", f"{stats.n_pairs:,}")
 cols[1].metric("Captions", f"{stats.n_captions:,}")
 cols[2].metric("Sources", len(stats.sources))
-cols[3].metric("Dates", f"{stats.date_range[0] or '?'} → {stats.date_range[1] or '?'}")
+cols[3].metric("First date", stats.date_range[0] or "?")
+cols[4].metric("Last date", stats.date_range[1] or "?")
 
 src_col, split_col = st.columns(2)
 with src_col:
@@ -40,7 +41,8 @@ with map_col:
             clusters = ui.footprint_clusters(footprints)
             fmap = ui.archive_map(footprints, basemap=config.basemap, draw=False, height=420,
                                   clusters=clusters if len(clusters) > 1 else ())
-            st_folium(fmap, key="archive_footprints", height=420, use_container_width=True, returned_objects=[])
+            st_folium(fmap, key="archive_footprints", height=420, use_container_width=True,
+                      returned_objects=[])
         else:
             st.caption("No pair has a geographic footprint.")
     if stats.bounds:
@@ -50,7 +52,8 @@ with card_col:
     st.subheader("Model card")
     card = dict(stats.model)
     summary = {k: card.pop(k) for k in ("checkpoint_id", "embed_dim", "index", "store") if k in card}
-    st.dataframe([{"field": k, "value": str(v)} for k, v in summary.items()], hide_index=True, width="stretch")
+    rows = [{"field": k, "value": str(v)} for k, v in summary.items()]
+    st.dataframe(rows, hide_index=True, width="stretch")
     st.json(card, expanded=1)
 
 # ---------------------------------------------------------------------------- add scenes
@@ -58,7 +61,8 @@ st.subheader("Add a GeoTIFF scene pair")
 st.caption(
     "Two GeoTIFF scenes of the same place at two dates are tiled into pairs, embedded with the "
     f"archive's model and appended to the archive. Paths must lie inside: "
-    f"{', '.join(f'`{r}`' for r in config.data_roots)}. Uploads are limited to {config.max_upload_mb} MB a file."
+    f"{', '.join(f'`{r}`' for r in config.data_roots)}. "
+    f"Uploads are limited to {config.max_upload_mb} MB a file."
 )
 
 

@@ -329,3 +329,17 @@ def test_map_html_uses_only_local_leaflet(service):
     assert "/app/static/vendor/leaflet-draw/leaflet.draw.js" in html
     external = re.findall(r'(?:src|href)="(https?://[^"]+)"', html)
     assert external == [], external
+
+
+def test_demo_keeps_valid_artifacts_and_commands_bind_locally(tiny_archive):
+    from textitsr.demo import app_environment, prepare_demo, streamlit_command
+
+    lines: list[str] = []
+    result = prepare_demo(DemoPaths(tiny_archive.world.parent), echo=lines.append)
+    assert result.built == ()  # world, model and store are all current: nothing is rebuilt
+    assert sum("(kept)" in line for line in lines) == 3
+    cmd = streamlit_command(port=8765)
+    assert cmd[cmd.index("--server.address") + 1] == "127.0.0.1" and cmd[-1] == "8765"
+    env = app_environment(tiny_archive.store, None, [tiny_archive.world], base={})
+    assert ui.load_config(env).store == tiny_archive.store.resolve()
+    assert env["HF_HUB_OFFLINE"] == "1"

@@ -23,7 +23,8 @@ from textitsr.demo import app_environment, streamlit_command
 pytestmark = pytest.mark.browser
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking",
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 SHOTS = REPO_ROOT / "test-output"
 STARTUP_S = 90
@@ -150,7 +151,9 @@ def test_map_renders_local_leaflet_with_tiles_and_a_click_gives_results(page, ap
         "() => [...document.querySelectorAll('[data-testid=\"stImage\"] img')]"
         ".filter(i => i.complete && i.naturalWidth > 0).length >= 6"
     )
-    frame.locator('path.leaflet-interactive[stroke="#e53e3e"]').first.wait_for()  # query outlined on the map
+    page.mouse.move(5, 5)  # un-hover the clicked tile (hover restyles it)
+    frame.locator('path.leaflet-interactive[stroke="#e53e3e"]').first.wait_for()  # query outlined in red
+    assert frame.locator('path.leaflet-interactive[stroke="#f6ad55"]').count() >= 1  # similar pairs, orange
     page.wait_for_timeout(500)
     page.screenshot(path=str(SHOTS / "map_query_results.png"), full_page=True)
 
@@ -162,5 +165,8 @@ def test_inspector_and_archive_render(page, app_url):
     page.screenshot(path=str(SHOTS / "inspector.png"), full_page=True)
     page.get_by_role("link", name="Archive").first.click()
     page.get_by_text("Model card").wait_for()
-    page.frame_locator('iframe[title*="st_folium"]').locator("path.leaflet-interactive").first.wait_for()
+    archive_map = page.frame_locator('iframe[title*="st_folium"]')
+    archive_map.locator(".leaflet-container").wait_for()
+    archive_map.locator("path.leaflet-interactive").first.wait_for(state="attached")  # footprints drawn
+    page.wait_for_timeout(1000)
     page.screenshot(path=str(SHOTS / "archive.png"), full_page=True)

@@ -15,14 +15,14 @@ import math
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from textitsr.config import DATA_DIR, REPO_ROOT, DemoPaths
+from textitsr.config import DATA_DIR, DemoPaths
 from textitsr.errors import InputError, TextITSRError
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -433,11 +433,14 @@ def pick_query_pair(
     """
     action = new_map_action(event, previous)
     drawing = (event or {}).get("last_active_drawing")
-    clicked_id = ((drawing or {}).get("properties") or {}).get("pair_id") if isinstance(drawing, Mapping) else None
+    props = (drawing.get("properties") or {}) if isinstance(drawing, Mapping) else {}
+    clicked_id = props.get("pair_id")
     if action == "rectangle" and clicked_id is not None:
         # st_folium reports a click on a footprint as its "active drawing": the feature itself.
         known = {str(f.get("properties", {}).get("pair_id")) for f in footprints.get("features", [])}
-        return MapPick(str(clicked_id), "click", point=_click_point(event or {})) if str(clicked_id) in known else None
+        if str(clicked_id) not in known:
+            return None
+        return MapPick(str(clicked_id), "click", point=_click_point(event or {}))
     if action == "rectangle":
         box = drawn_box(event or {})
         pid = pair_in_box(box, footprints) if box else None
@@ -528,7 +531,8 @@ def footprint_clusters(footprints: Mapping[str, Any], gap_tiles: float = 4.0) ->
     for key, box in zip(keys, boxes, strict=True):
         groups.setdefault(find(key), []).append(box)
     clusters = [
-        Cluster((min(b[0] for b in g), min(b[1] for b in g), max(b[2] for b in g), max(b[3] for b in g)), len(g))
+        Cluster((min(b[0] for b in g), min(b[1] for b in g), max(b[2] for b in g), max(b[3] for b in g)),
+                len(g))
         for g in groups.values()
     ]
     return sorted(clusters, key=lambda c: (-c.n_pairs, c.bounds))
@@ -616,7 +620,7 @@ def archive_map(
         pid = props.get("pair_id")
         dates = props.get("dates") or (props.get("date_before"), props.get("date_after"))
         props["dates"] = " → ".join(str(d) for d in dates if d) or "?"
-        props["rank"] = ("query" if pid == query_id else f"#{rank[pid]}") if pid in rank or pid == query_id else ""
+        props["rank"] = "query" if pid == query_id else (f"#{rank[pid]}" if pid in rank else "")
         feats.append({**feat, "properties": props})
     folium.GeoJson(
         {"type": "FeatureCollection", "features": feats},
@@ -688,7 +692,8 @@ def difference_heatmap(before: np.ndarray, after: np.ndarray) -> go.Figure:
         difference_map(before, after), color_continuous_scale="Inferno", zmin=0, zmax=1,
         labels={"color": "|after - before|"},
     )
-    fig.update_layout(title="Difference (mean |after - before|, RGB)", margin={"l": 0, "r": 0, "t": 40, "b": 0})
+    fig.update_layout(title="Difference (mean |after - before|, RGB)",
+                      margin={"l": 0, "r": 0, "t": 40, "b": 0})
     fig.update_xaxes(showticklabels=False)
     fig.update_yaxes(showticklabels=False)
     return fig

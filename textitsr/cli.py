@@ -300,7 +300,9 @@ def demo(
     port: Annotated[int, typer.Option(help="Port of the app.")] = 8501,
     address: Annotated[str, typer.Option(help="Address to bind; 127.0.0.1 keeps it local.")] = "127.0.0.1",
     epochs: Annotated[Optional[int], typer.Option(help="Training epochs (default: TrainConfig's).")] = None,
-    prepare_only: Annotated[bool, typer.Option("--prepare-only", help="Build the artifacts, do not serve.")] = False,
+    prepare_only: Annotated[
+        bool, typer.Option("--prepare-only", help="Build the artifacts, do not serve.")
+    ] = False,
 ) -> None:
     """Prepare the embedded demo (world -> model -> store; cached steps are skipped), then serve the app."""
     from textitsr.config import DemoPaths

@@ -138,7 +138,8 @@ def prepare_demo(
         built.append("store")
 
     seconds = time.perf_counter() - started
-    echo(f"[demo] ready in {seconds:.0f} s" + (f" (built: {', '.join(built)})" if built else " (nothing to build)"))
+    done = f"built: {', '.join(built)}" if built else "nothing to build"
+    echo(f"[demo] ready in {seconds:.0f} s ({done})")
     return DemoResult(paths, tuple(built), seconds)
 
 

@@ -42,6 +42,7 @@ class VendorAsset:
 
 _JSD = "https://cdn.jsdelivr.net"
 _CDNJS = "https://cdnjs.cloudflare.com/ajax/libs"
+_AWESOME = f"{_CDNJS}/Leaflet.awesome-markers/2.0.2/leaflet.awesome-markers"
 
 VENDOR_ASSETS: tuple[VendorAsset, ...] = (
     VendorAsset(
@@ -66,8 +67,7 @@ VENDOR_ASSETS: tuple[VendorAsset, ...] = (
     VendorAsset(
         "leaflet.awesome-markers", "awesome-markers",
         ("dist/leaflet.awesome-markers.js", "dist/leaflet.awesome-markers.css"), ("dist/images",),
-        {f"{_CDNJS}/Leaflet.awesome-markers/2.0.2/leaflet.awesome-markers.js": "leaflet.awesome-markers.js",
-         f"{_CDNJS}/Leaflet.awesome-markers/2.0.2/leaflet.awesome-markers.css": "leaflet.awesome-markers.css"},
+        {f"{_AWESOME}.js": "leaflet.awesome-markers.js", f"{_AWESOME}.css": "leaflet.awesome-markers.css"},
     ),
     VendorAsset(
         "@fortawesome/fontawesome-free", "fontawesome", ("css/all.min.css",), ("webfonts",),
@@ -103,9 +103,8 @@ def _dest_file(asset: VendorAsset, rel: str) -> str:
 
 def vendor_url_map(prefix: str = STATIC_URL) -> dict[str, str]:
     """CDN URL -> local URL under the app's static serving."""
-    return {
-        cdn: f"{prefix}/{a.dest}/{_dest_file(a, rel)}" for a in VENDOR_ASSETS for cdn, rel in a.replaces.items()
-    }
+    return {cdn: f"{prefix}/{a.dest}/{_dest_file(a, rel)}"
+            for a in VENDOR_ASSETS for cdn, rel in a.replaces.items()}
 
 
 def missing_vendor_files(vendor_dir: Path = VENDOR_DIR) -> list[Path]:
@@ -171,7 +170,8 @@ def install(repo: Path = REPO_ROOT, force: bool = False) -> bool:
             pass
     node_modules = repo / "node_modules"
     installed_lock = node_modules / ".package-lock.json"
-    if force or not installed_lock.is_file() or installed_lock.stat().st_mtime < (repo / "package-lock.json").stat().st_mtime:
+    lock_mtime = (repo / "package-lock.json").stat().st_mtime
+    if force or not installed_lock.is_file() or installed_lock.stat().st_mtime < lock_mtime:
         npm = shutil.which("npm")
         if npm is None:
             raise InputError("npm: not found; install Node.js (npm) to fetch the map assets")
