@@ -43,6 +43,4 @@ PAGES = [
     for e in ui.discover_pages(Path(__file__).parent / "pages")
 ]
 navigation = st.navigation([st.Page(home, title="Home", icon=":material/home:", default=True), *PAGES])
-config = ui.load_config()
-st.sidebar.caption(f"Archive: `{config.store}`")
 navigation.run()

@@ -34,7 +34,25 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--cache-dir", type=Path, default=DATA_DIR / "cache")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--token-epochs", type=int, default=None,
+                    help="max epochs of the token fusions (tff, concat-transformer); default --epochs")
+    ap.add_argument("--patience", type=int, default=None, help="early-stopping patience (TrainConfig's)")
+    ap.add_argument("--lr", type=float, default=None, help="learning rate (TrainConfig's)")
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                    help="backbone precision of the feature cache")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--out-md", type=Path, default=None, help="also write the table (+ header) here")
+    ap.add_argument("--out-json", type=Path, default=None, help="raw runs incl. learning curves")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    train_options = {k: v for k, v in (("patience", args.patience), ("lr", args.lr)) if v is not None}
+    token_fusions = ("tff", "concat-transformer")
+    fusion_options = (
+        {f: {"epochs": args.token_epochs} for f in args.fusions if f in token_fusions}
+        if args.token_epochs else {}
+    )
 
     from textitsr.data.synthetic import SyntheticWorldConfig, write_demo_world
 
@@ -49,18 +67,41 @@ def main() -> None:
             fusions=tuple(args.fusions),
             seeds=tuple(args.seeds),
             epochs=args.epochs,
+            batch_size=args.batch_size,
             cache_dir=args.cache_dir,
             out=args.cache_dir / "bench-runs",
             device=args.device,
+            precision=args.precision,
+            train_options=train_options,
+            fusion_options=fusion_options,
+            verbose=True,
         )
     )
-    print(
-        f"# Synthetic benchmark (test split, full gallery) — seeds {args.seeds}, <= {args.epochs} epochs "
-        f"with early stopping on val mR; {platform.machine()} ({os.cpu_count()} CPUs), "
-        f"torch {torch.__version__}, "
-        f"{dt.date.today()}, total {time.perf_counter() - t0:.0f} s\n"
+    epochs = f"<= {args.epochs} epochs" + (
+        f" (token fusions <= {args.token_epochs})" if args.token_epochs else ""
     )
-    print(markdown_table(rows, chance))
+    header = (
+        f"# Synthetic benchmark (test split, full gallery) — seeds {args.seeds}, {epochs} "
+        f"with early stopping on val mR (patience {args.patience or 'default'}), batch {args.batch_size}, "
+        f"lr {args.lr or 'default'}, {args.precision} feature cache; {platform.machine()} "
+        f"({os.cpu_count()} CPUs), torch {torch.__version__}, {dt.datetime.now():%Y-%m-%d %H:%M}, "
+        f"load average at end {os.getloadavg()[0]:.1f}, total {time.perf_counter() - t0:.0f} s\n"
+    )
+    table = markdown_table(rows, chance)
+    print(header)
+    print(table)
+    from textitsr.atomic import atomic_write_text
+
+    if args.out_md:
+        atomic_write_text(args.out_md, header + "\n" + table + "\n")
+    if args.out_json:
+        import json
+
+        atomic_write_text(
+            args.out_json,
+            json.dumps({"header": header, "chance": chance,
+                        "rows": [{"fusion": r.fusion, "runs": r.runs} for r in rows]}, indent=1),
+        )
 
 
 if __name__ == "__main__":

@@ -51,7 +51,7 @@ with st.sidebar:
     area = st.selectbox("Go to", areas, key="map_area", help="Groups of neighbouring tiles, largest first.")
 whole = area == "Whole archive"
 view = None if whole else clusters[areas.index(area)].bounds
-archive_key = f"{config.store}:{len(service)}"
+archive_key = f"{service.store.root}:{len(service)}"
 
 pick: ui.MapPick | None = st.session_state.get(PICK_KEY)
 hits, sentences = [], []

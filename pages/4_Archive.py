@@ -64,6 +64,17 @@ st.caption(
     f"{', '.join(f'`{r}`' for r in config.data_roots)}. "
     f"Uploads are limited to {config.max_upload_mb} MB a file."
 )
+base = ui.get_base_service(config)  # scenes always go into the base archive
+if base is not service:
+    st.caption("Scenes are added to the base archive; update the model on the Annotate page afterwards "
+               "to search them with the fine-tuned model.")
+store_tile = base.tile_size()
+tile_size = st.number_input(
+    "Tile size (px)", min_value=8, max_value=4096, value=store_tile or ui.DEFAULT_TILE_SIZE, step=16,
+    key="tile_size",
+    help=(f"The archive's pairs are {store_tile} px tiles. " if store_tile else "")
+    + "Each scene is cut into squares of this size; a scene smaller than one tile is refused.",
+)
 
 
 def _add(paths: list) -> None:
@@ -72,11 +83,11 @@ def _add(paths: list) -> None:
     def progress(fraction: float, message: str) -> None:
         bar.progress(min(max(float(fraction), 0.0), 1.0), text=message or "Embedding...")
 
-    added = service.add_scenes(paths, progress=progress)
+    added = base.add_scenes(paths, progress=progress, tile_size=int(tile_size))
     bar.progress(1.0, text="Done")
     st.cache_data.clear()
     if added:
-        st.success(f"Added {added} pairs to the archive (now {len(service):,}).")
+        st.success(f"Added {added} pairs of {int(tile_size)} px to the archive (now {len(base):,}).")
     else:
         st.info("These scenes are already in the archive; nothing was added.")
 

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import plotly.graph_objects as go
 import streamlit as st
 
@@ -13,7 +10,7 @@ from textitsr.active.anneal import STRATEGIES, SelectionConfig
 from textitsr.active.rounds import AnnealSession
 from textitsr.errors import TextITSRError
 
-ENV_ANNOTATIONS = "TEXTITSR_ANNOTATIONS"
+UPDATED_KEY = "annotate-updated"
 STRATEGY_NAMES = {
     "mgue": "MGUE + clustering",
     "bcgue": "BCGUE + clustering",
@@ -28,11 +25,9 @@ st.caption(
     "current metric space is least sure about (ANNEAL); **Update model** fine-tunes it on your answers."
 )
 
-service = ui.service_or_stop()
+service = ui.service_or_stop(base=True)  # the items asked about are the base archive's pairs
 config = ui.load_config()
-workdir = Path(os.environ.get(ENV_ANNOTATIONS) or config.store.parent / f"{config.store.name}-annotations")
-if config.store.name == "store":
-    workdir = Path(os.environ.get(ENV_ANNOTATIONS) or config.store.parent / "annotations")
+workdir = config.annotations_dir
 
 with st.sidebar:
     strategy = st.selectbox("Selection", STRATEGIES, format_func=STRATEGY_NAMES.get, key="annotate-strategy")
@@ -117,10 +112,36 @@ if st.button(
     except TextITSRError as err:
         st.error(f"Update failed: {err}")
     else:
-        st.success(
-            f"Fine-tuned on {int(metrics['n_labels'])} labels; re-embedded archive in "
-            f"`{session.paths.store}` (search it with {ui.ENV_STORE}={session.paths.store})."
+        using = ui.archive_choice(config) == ui.FINE_TUNED
+        st.session_state[UPDATED_KEY] = (
+            f"Fine-tuned on {int(metrics['n_labels'])} labels and re-embedded the archive. "
+            + ("Search now uses the new model." if using
+               else "Turn on “Use the fine-tuned model for search” to search with it.")
         )
+        st.rerun()  # the sidebar and the switch below reflect the new model
+if UPDATED_KEY in st.session_state:
+    st.success(st.session_state.pop(UPDATED_KEY))
+
+
+def _use_fine_tuned() -> None:
+    ui.set_archive_choice(config, ui.FINE_TUNED if st.session_state["annotate-use-tuned"] else ui.BASE)
+
+
+tuned = ui.fine_tuned_store(config)
+st.toggle(
+    "Use the fine-tuned model for search",
+    value=tuned is not None and ui.archive_choice(config) == ui.FINE_TUNED,
+    key="annotate-use-tuned",
+    on_change=_use_fine_tuned,
+    disabled=tuned is None,
+    help="Text search, map query and the inspector then rank pairs with the model fine-tuned on your "
+    "answers (its re-embedded copy of the archive); off: the base model.",
+)
+active = ui.active_archive(config)
+st.caption(
+    f"Search uses the **{active.label}**."
+    + ("" if tuned is not None else " Update the model first to search with a fine-tuned one.")
+)
 
 with ui.show_errors("The metric over rounds"):
     history = session.history()

@@ -63,3 +63,57 @@ def test_annotate_round_similar_dissimilar_skip_and_update(page_env):
     assert any("Fine-tuned on 2 labels" in s.value for s in at.success)
     assert (page_env / "store" / "manifest.json").is_file()
     assert len(at.get("plotly_chart")) == 1
+
+
+TEXT_PAGE = str(REPO_ROOT / "pages" / "1_Text_search.py")
+
+
+def text_search(query: str) -> tuple[AppTest, list[tuple[str, float]]]:
+    """Run the Text search page on `query`; (page, [(pair id, score)] of the result cards)."""
+    import re
+
+    at = AppTest.from_file(TEXT_PAGE, default_timeout=120)
+    at.session_state["query"] = query
+    at.session_state["k"] = 5
+    at = clean(at.run())
+    cards = [re.search(r"`([^`]+)` — score \*\*(-?[0-9.]+)\*\*", m.value) for m in at.markdown]
+    return at, [(c[1], float(c[2])) for c in cards if c]
+
+
+def test_after_an_update_search_switches_to_the_fine_tuned_model(tiny_archive, tmp_path, monkeypatch):
+    from textitsr.active.rounds import AnnealSession
+    from textitsr.service import SearchService
+
+    work = tmp_path / "work"
+    monkeypatch.setenv(ui.ENV_STORE, str(tiny_archive.store))
+    monkeypatch.setenv(ui.ENV_CHECKPOINT, str(tiny_archive.checkpoint))
+    monkeypatch.setenv("TEXTITSR_ANNOTATIONS", str(work))
+    query = "many new buildings were built"
+    _, base_hits = text_search(query)
+
+    at = clean(AppTest.from_file(PAGE, default_timeout=120).run())
+    switch = at.toggle(key="annotate-use-tuned")
+    assert switch.disabled and not switch.value  # nothing fine-tuned yet
+    assert "base model" in " ".join(c.value for c in at.sidebar.caption)
+
+    session = AnnealSession(tiny_archive.store, work, tiny_archive.checkpoint)
+    for (a, b), label in zip(session.next_batch(), ["similar", "dissimilar"] * 4, strict=False):
+        session.answer(a, b, label)
+    session.update_model()
+
+    at = clean(at.run())
+    switch = at.toggle(key="annotate-use-tuned")
+    assert not switch.disabled and not switch.value
+    at = clean(switch.set_value(True).run())
+    assert ui.active_archive().kind == ui.FINE_TUNED
+    assert "fine-tuned model" in " ".join(c.value for c in at.sidebar.caption)
+
+    page, tuned_hits = text_search(query)
+    assert "fine-tuned model" in " ".join(c.value for c in page.sidebar.caption)
+    expected = SearchService.open(work / "store").search_text(query, k=5)
+    assert [pid for pid, _ in tuned_hits] == [h.pair_id for h in expected]
+    assert [s for _, s in tuned_hits] == pytest.approx([h.score for h in expected], abs=1e-3)
+    assert [s for _, s in tuned_hits] != pytest.approx([s for _, s in base_hits], abs=1e-3)
+
+    at = clean(at.toggle(key="annotate-use-tuned").set_value(False).run())
+    assert text_search(query)[1] == base_hits

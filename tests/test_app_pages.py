@@ -203,6 +203,28 @@ def test_archive_page_adds_a_scene_pair_from_a_path(app_env, tmp_path, monkeypat
     assert len(Store.open(app_env.store)) == n0  # the shared tiny store is untouched
 
 
+def test_archive_page_tiles_demo_scenes_at_the_archive_tile_size(app_env, service, tmp_path, monkeypatch):
+    store = tmp_path / "store"
+    shutil.copytree(app_env.store, store)
+    monkeypatch.setenv(ui.ENV_STORE, str(store))
+    scenes = app_env.world / "scenes" / "val"  # 192 x 192 px: smaller than one 256 px tile
+    at = run_page("pages/4_Archive.py")
+    assert at.number_input(key="tile_size").value == service.tile_size() == 64  # the archive's tiles
+    at.text_input(key="before_path").input(str(scenes / "before.tif"))
+    at.text_input(key="after_path").input(str(scenes / "after.tif"))
+    at.number_input(key="tile_size").set_value(256)
+    at.button[0].click().run()
+    assert not at.exception and not at.success
+    assert at.error and "192x192 px" in at.error[0].value and "256 px tile" in at.error[0].value
+    assert len(Store.open(store)) == len(service)  # refused before anything was written
+
+    at.number_input(key="tile_size").set_value(96)
+    at.button[0].click().run()
+    assert_clean(at)
+    assert at.success and "Added 4 pairs of 96 px" in at.success[0].value  # 2 x 2 tiles
+    assert len(Store.open(store)) == len(service) + 4
+
+
 def test_home_page_links_every_page(app_env):
     at = run_page("app.py")
     assert_clean(at)
@@ -265,6 +287,38 @@ def test_config_from_environment(tmp_path):
     assert cfg.max_upload_bytes == 5 * 2**20
     with pytest.raises(InputError, match="TEXTITSR_MAX_UPLOAD_MB"):
         ui.load_config({ui.ENV_MAX_UPLOAD_MB: "lots"})
+
+
+def test_active_archive_is_the_fine_tuned_store_only_when_chosen_and_current(tmp_path):
+    import json
+
+    def manifest(folder: Path, n_pairs: int, cid: str) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "manifest.json").write_text(json.dumps({"n_pairs": n_pairs, "checkpoint_id": cid}))
+
+    manifest(tmp_path / "store", 40, "base")
+    cfg = ui.load_config({ui.ENV_STORE: str(tmp_path / "store")})
+    assert cfg.annotations_dir == tmp_path / "annotations"
+    assert ui.active_archive(cfg) == ui.Archive(ui.BASE, tmp_path / "store")
+    ui.set_archive_choice(cfg, ui.FINE_TUNED)  # chosen, but nothing fine-tuned yet
+    active = ui.active_archive(cfg)
+    assert active.kind == ui.BASE and "No fine-tuned model" in active.note
+    manifest(tmp_path / "annotations" / "store", 40, "tuned-1")
+    active = ui.active_archive(cfg)
+    assert (active.kind, active.store, active.stamp) == (ui.FINE_TUNED, tmp_path / "annotations" / "store",
+                                                         "tuned-1")
+    manifest(tmp_path / "store", 52, "base")  # scenes added since the update: the tuned copy is stale
+    active = ui.active_archive(cfg)
+    assert active.kind == ui.BASE and "52" in active.note and "40" in active.note
+    ui.set_archive_choice(cfg, ui.BASE)
+    assert ui.active_archive(cfg).note is None
+    with pytest.raises(InputError, match="archive choice"):
+        ui.set_archive_choice(cfg, "latest")
+    (tmp_path / "annotations" / ui.ARCHIVE_CHOICE_FILE).write_text("{not json")
+    assert ui.archive_choice(cfg) == ui.BASE
+    other = ui.load_config({ui.ENV_STORE: str(tmp_path / "demo"), ui.ENV_ANNOTATIONS: str(tmp_path / "w")})
+    assert other.annotations_dir == tmp_path / "w"
+    assert ui.load_config({ui.ENV_STORE: str(tmp_path / "demo")}).annotations_dir == tmp_path / "demo-annotations"
 
 
 def test_typed_paths_must_stay_inside_the_data_roots(tmp_path):

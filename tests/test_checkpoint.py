@@ -192,3 +192,33 @@ def test_corrupt_weights_file(saved) -> None:
     (folder / WEIGHTS_FILE).write_bytes(data[: len(data) // 3])
     with pytest.raises(CheckpointError, match="unreadable safetensors"):
         load_checkpoint(folder)
+
+
+def test_save_keeps_named_entries_and_a_failed_save_changes_nothing(saved, monkeypatch) -> None:
+    import textitsr.models.checkpoint as checkpoint_module
+
+    model, folder = saved
+    (folder / "last").mkdir()
+    (folder / "last" / "state.json").write_text('{"epoch": 2}')
+    (folder / "stray.txt").write_text("not kept")
+    first = checkpoint_id(folder)
+    with torch.no_grad():
+        model.logit_scale.fill_(1.0)
+    save_checkpoint(model, folder, extra={"epochs": 4}, keep=["last"])
+    assert sorted(p.name for p in folder.iterdir()) == [CONFIG_FILE, "last", WEIGHTS_FILE]
+    assert (folder / "last" / "state.json").read_text() == '{"epoch": 2}'
+    assert load_checkpoint(folder).logit_scale.item() == pytest.approx(1.0)
+    second = checkpoint_id(folder)
+    assert second != first
+
+    def broken_save_file(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(checkpoint_module, "save_file", broken_save_file)
+    with torch.no_grad():
+        model.logit_scale.fill_(2.0)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(model, folder, extra={"epochs": 5}, keep=["last"])
+    assert checkpoint_id(folder) == second and read_checkpoint_config(folder)["extra"] == {"epochs": 4}
+    assert (folder / "last" / "state.json").read_text() == '{"epoch": 2}'
+    assert sorted(p.name for p in folder.parent.iterdir()) == ["ckpt"]  # no temp folders left

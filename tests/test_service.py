@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -23,6 +24,16 @@ def copy_store(tiny_archive, tmp_path: Path) -> Path:
     dest = tmp_path / "store"
     shutil.copytree(tiny_archive.store, dest)
     return dest
+
+
+def folder_digest(root: Path) -> str:
+    """Hash of every path and file's bytes under `root`: equal digests = the store is untouched."""
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*")):
+        digest.update(str(path.relative_to(root)).encode())
+        if path.is_file():
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
 
 
 def test_search_text_ranks_the_archive_by_cosine_similarity(service: SearchService) -> None:
@@ -148,22 +159,31 @@ def test_empty_store_gives_empty_results(tiny_archive, tmp_path: Path) -> None:
         embed_dim=256,
         checkpoint=str(tiny_archive.checkpoint),
     )
+    digest = folder_digest(tmp_path / "empty")
     svc = SearchService.open(tmp_path / "empty")
     assert svc.search_text("road") == [] and svc.stats().n_pairs == 0
+    assert svc.search_text("road", k=10**9) == [] and svc.tile_size() is None
     assert svc.footprints()["features"] == [] and svc.stats().date_range == (None, None)
     with pytest.raises(InputError):
         svc.search_text(" ")
+    with pytest.raises(InputError, match="k="):
+        svc.search_text("road", k=0)
+    assert folder_digest(tmp_path / "empty") == digest
 
 
 def test_corrupt_manifest_and_shard_are_store_errors(tiny_archive, tmp_path: Path) -> None:
     store = copy_store(tiny_archive, tmp_path)
     shard = sorted((store / "shards").iterdir())[1]
     (shard / "pair_embeddings.npy").write_bytes(b"\x93NUMPY garbage")
+    digest = folder_digest(store)
     with pytest.raises(StoreError, match=f"{shard.name}.*pair_embeddings.npy"):
         SearchService.open(store)
+    assert folder_digest(store) == digest  # refused as it is: nothing "repaired" or deleted
     (store / "manifest.json").write_text('{"format": "textitsr-store", "ver')
+    digest = folder_digest(store)
     with pytest.raises(StoreError, match="manifest.json"):
         SearchService.open(store)
+    assert folder_digest(store) == digest
     with pytest.raises(StoreError, match="not found"):
         SearchService.open(tmp_path / "missing")
 
@@ -173,8 +193,50 @@ def test_store_of_another_model_is_refused(tiny_archive, tmp_path: Path) -> None
     manifest = json.loads((store / "manifest.json").read_text())
     manifest["checkpoint_id"] = "0123456789abcdef"  # as if built before the model was retrained
     (store / "manifest.json").write_text(json.dumps(manifest))
+    digest = folder_digest(store)
     with pytest.raises(StoreError, match="another|not comparable"):
         SearchService.open(store)
+    assert folder_digest(store) == digest
+
+
+def test_bad_queries_leave_the_store_untouched_and_the_service_working(tiny_archive, tmp_path: Path) -> None:
+    store = copy_store(tiny_archive, tmp_path)
+    digest = folder_digest(store)
+    svc = SearchService.open(store)
+    reference = svc.search_text("new buildings along the road", k=5)
+    for bad in (
+        lambda: svc.search_text(""),
+        lambda: svc.search_text(" \n\t"),
+        lambda: svc.search_text(None),  # type: ignore[arg-type]
+        lambda: svc.search_text("road", k=0),
+        lambda: svc.search_text("road", k=-5),
+        lambda: svc.search_pair("train_000004", k=0),
+        lambda: svc.describe_pair("train_000004", k=-1),
+        lambda: svc.search_pair("no-such-pair"),
+        lambda: svc.add_scenes([store / "manifest.json"]),
+        lambda: svc.add_scenes([tmp_path / "a.tif", tmp_path / "b.tif"]),
+    ):
+        with pytest.raises(InputError):
+            bad()
+    assert len(svc.search_text("x" * 10_000, k=3)) == 3
+    assert len(svc.search_text("新しい建物が道路沿いに建てられた", k=3)) == 3
+    assert len(svc.search_text("road", k=10**12)) == 40
+    assert svc.search_text("new buildings along the road", k=5) == reference  # still answers the same
+    assert folder_digest(store) == digest
+
+
+def test_a_scene_smaller_than_a_tile_is_refused_with_both_sizes(tiny_archive, tmp_path: Path) -> None:
+    store = copy_store(tiny_archive, tmp_path)
+    svc = SearchService.open(store)
+    assert svc.tile_size() == 64  # the tiny world's tiles
+    digest = folder_digest(store)
+    scenes = [tiny_archive.world / "scenes" / "val" / f"{d}.tif" for d in ("before", "after")]
+    with pytest.raises(InputError, match=r"192x192 px.*256 px tile"):
+        svc.add_scenes(scenes)  # the loader's default tile size
+    with pytest.raises(InputError, match="tile_size"):
+        svc.add_scenes(scenes, tile_size="64")
+    assert folder_digest(store) == digest and len(svc) == 40
+    assert svc.add_scenes(scenes, tile_size=svc.tile_size()) == 9  # 3 x 3 tiles of 64 px
 
 
 def write_scene_pair(folder: Path) -> list[Path]:

@@ -18,11 +18,13 @@ from rasterio.windows import Window
 from typer.testing import CliRunner
 
 from textitsr.cli import app
+from textitsr.data import synthetic_landcover as lc
 from textitsr.data.pairs import SPLITS, BitemporalPair, PairSource
 from textitsr.data.synthetic import (
     CHANGE_TYPES,
     SyntheticSource,
     SyntheticWorldConfig,
+    _type_schedule,
     write_demo_world,
 )
 from textitsr.data.synthetic_captions import NO_CHANGE_SENTENCES, captions_for, place_of_mask
@@ -30,16 +32,21 @@ from textitsr.errors import InputError
 
 SMALL = SyntheticWorldConfig(n_train=36, n_val=12, n_test=18)
 
-#: Words a caption of each change type must use to name what changed.
-OBJECT_WORDS = {
-    "buildings_built": ("house", "building", "villa"),
-    "buildings_demolished": ("house", "building", "villa"),
-    "road_built": ("road",),
-    "road_extended": ("road",),
-    "vegetation_cleared": ("tree", "woods", "forest", "vegetation"),
-    "vegetation_grown": ("tree", "grass", "vegetation", "plants", "green", "forest", "meadow"),
-    "water_expanded": ("water", "pond", "lake"),
-    "water_receded": ("water", "pond", "lake"),
+HOUSE = ("house", "building", "villa")
+TREE = ("tree", "woods", "forest", "vegetation", "woodland")
+#: Words a caption of each change type must use to name what changed: one of each group (combined
+#: events name both of their parts in every sentence).
+OBJECT_WORDS: dict[str, tuple[tuple[str, ...], ...]] = {
+    "buildings_built": (HOUSE,),
+    "buildings_demolished": (HOUSE,),
+    "road_built": (("road",),),
+    "road_extended": (("road",),),
+    "vegetation_cleared": (TREE,),
+    "vegetation_grown": (("tree", "grass", "vegetation", "plants", "green", "forest", "meadow"),),
+    "water_expanded": (("water", "pond", "lake"),),
+    "water_receded": (("water", "pond", "lake"),),
+    "road_and_buildings_built": (("road",), HOUSE),
+    "vegetation_cleared_for_buildings": (TREE, HOUSE),
 }
 
 
@@ -105,11 +112,15 @@ def test_splits_are_disjoint_worlds(source, pairs) -> None:
 
 
 def test_every_split_covers_every_change_type(pairs) -> None:
+    assert set(OBJECT_WORDS) == set(CHANGE_TYPES) - {"none"}
     for split in SPLITS:
         kinds = Counter(p.change_type for p in pairs if p.split == split)
         assert set(kinds) == set(CHANGE_TYPES), split
         assert kinds["none"] >= max(v for k, v in kinds.items() if k != "none")
     assert all(p.changed == (p.change_type != "none") for p in pairs)
+    default = SyntheticWorldConfig()
+    schedule = _type_schedule(default.n_train, default.none_weight, np.random.default_rng(0))
+    assert schedule.count("none") == default.n_train // 5  # 20% of tiles stay unchanged
 
 
 def test_captions_are_five_varied_and_grounded(source, pairs) -> None:
@@ -120,16 +131,17 @@ def test_captions_are_five_varied_and_grounded(source, pairs) -> None:
             assert set(p.captions) <= set(NO_CHANGE_SENTENCES)
             continue
         assert not set(p.captions) & set(NO_CHANGE_SENTENCES)
-        words = OBJECT_WORDS[p.change_type]
         for cap in p.captions:
-            assert any(w in cap for w in words), (p.change_type, cap)
+            for words in OBJECT_WORDS[p.change_type]:
+                assert any(w in cap for w in words), (p.change_type, cap)
         place = facts[p.pair_id]["place"]
         corner = place in ("top_left", "top_right", "bottom_left", "bottom_right")
         if corner and p.change_type != "road_extended":
             horizontal = place.split("_")[1]
             assert any(horizontal in c for c in p.captions), (place, p.captions)
-        if p.change_type.startswith("buildings"):
+        if "count" in facts[p.pair_id]:  # every event with houses
             n = facts[p.pair_id]["count"]
+            assert n >= 1, p.pair_id
             if n == 1:
                 assert not any(w in " ".join(p.captions) for w in ("houses", "buildings", "villas"))
             else:
@@ -189,7 +201,7 @@ def test_pixel_change_is_where_the_event_is(pairs) -> None:
         diff = np.abs(p.after - p.before).mean(axis=2)
         assert diff[mask].mean() > 3 * diff[~mask].mean(), (p.pair_id, p.change_type)
         assert diff[mask].mean() > 2 * max(none_diff)
-        if p.change_type == "vegetation_cleared":
+        if p.change_type in ("vegetation_cleared", "vegetation_cleared_for_buildings"):
             assert (_ndi(p, "before", "nir", "red") - _ndi(p, "after", "nir", "red"))[mask].mean() > 0.3
         if p.change_type == "vegetation_grown":
             assert (_ndi(p, "after", "nir", "red") - _ndi(p, "before", "nir", "red"))[mask].mean() > 0.2
@@ -198,6 +210,32 @@ def test_pixel_change_is_where_the_event_is(pairs) -> None:
             assert ndwi_rise > 0.4
         if p.change_type == "water_receded":
             assert ndwi_rise < -0.4
+
+
+def test_combined_events_draw_both_parts_where_the_mask_is() -> None:
+    roofs = [lab for pair in lc.ROOFS for lab in pair]
+    for seed in range(12):
+        tile = lc.make_tile(np.random.default_rng(seed), "road_and_buildings_built", 128)
+        new = tile.after[tile.mask]
+        assert np.isin(new, (lc.CONCRETE, lc.ASPHALT)).sum() > 300, seed  # a road crossing the tile
+        assert np.isin(new, roofs).any() and tile.facts["count"] >= 1
+        assert not np.isin(tile.before[tile.mask], roofs + [lc.CONCRETE, lc.ASPHALT]).any()
+        tile = lc.make_tile(np.random.default_rng(seed), "vegetation_cleared_for_buildings", 128)
+        assert np.isin(tile.after[tile.mask], roofs).sum() >= 81 * tile.facts["count"] >= 81
+        assert (tile.before[tile.mask] == lc.TREES).mean() > 0.8  # the houses stand where trees were
+
+
+def test_tiny_tiles_still_have_objects_and_captions(tmp_path: Path) -> None:
+    cfg = SyntheticWorldConfig(n_train=44, n_val=11, n_test=11, tile_size=32, export_levircc=False)
+    src = SyntheticSource(write_demo_world(tmp_path / "w", seed=7, config=cfg))
+    for rec in src.records():
+        assert len(set(rec["captions"])) == 5, rec["pair_id"]
+        if "count" in rec["facts"]:
+            assert rec["facts"]["count"] >= 1, rec["pair_id"]
+        assert (rec["change_fraction"] > 0) == rec["changed"], rec["pair_id"]
+    for seed in range(30):  # crowded tiny tiles: an event always has at least one house
+        for kind in ("buildings_built", "buildings_demolished", "vegetation_cleared_for_buildings"):
+            assert lc.make_tile(np.random.default_rng(seed), kind, 32).facts["count"] >= 1
 
 
 def test_levircc_export_follows_the_official_schema(world, pairs) -> None:

@@ -243,3 +243,109 @@ def test_resume_continues_from_the_saved_epoch(tmp_path: Path, tiny_model_config
         torch.testing.assert_close(resumed_model.trainable_state_dict()[k], v, rtol=1e-5, atol=1e-6)
     state = json.loads((tmp_path / "cut" / "last" / "state.json").read_text())
     assert state["state"]["epoch"] == 4
+
+
+def _spy_on_checkpoint_saves(monkeypatch, out: Path, crash_after_save: int | None = None) -> list[dict]:
+    """Record every save_checkpoint call of `fit` with the epoch of `last/` before and after it;
+    optionally crash right after the n-th save (before `last/` is rewritten for that epoch)."""
+    import textitsr.models.checkpoint as checkpoint_module
+
+    saves: list[dict] = []
+    real_save = checkpoint_module.save_checkpoint
+
+    def last_epoch() -> int | None:
+        return load_training_state(out)["state"]["epoch"] if (out / "last" / "state.json").is_file() else None
+
+    def spying_save(model, folder, extra=None, **kwargs):
+        before = last_epoch()
+        real_save(model, folder, extra, **kwargs)
+        saves.append({**extra["training"], "last_before": before, "last_after": last_epoch()})
+        if len(saves) == crash_after_save:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoint_module, "save_checkpoint", spying_save)
+    return saves
+
+
+def test_interrupted_run_leaves_the_best_so_far_checkpoint(
+    tmp_path: Path, tiny_model_config, monkeypatch
+) -> None:
+    """The best checkpoint is saved whenever val mR improves, each save keeps `last/`, and a run
+    killed mid-way leaves a checkpoint that loads and is exactly the best model so far."""
+    from safetensors.torch import load_file
+
+    import textitsr.training.train as train_module
+    from textitsr.evaluation.evaluate import evaluate_cache
+    from textitsr.models.checkpoint import load_checkpoint, read_checkpoint_config
+    from textitsr.models.textitsr import TextITSR
+
+    out = tmp_path / "cut"
+    saves = _spy_on_checkpoint_saves(monkeypatch, out)
+    calls = {"n": 0}
+    real_eval = train_module.evaluate_cache
+
+    def crashing_eval(*args, **kwargs):  # killed during epoch 4's validation
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return real_eval(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "evaluate_cache", crashing_eval)
+    torch.manual_seed(0)
+    model = TextITSR(tiny_model_config("gff:after+diff"))
+    data = _data(model)
+    with pytest.raises(KeyboardInterrupt):
+        fit(model, data, _config(tmp_path, out=out, epochs=6, lr=5e-3), dataset={"kind": "random-learnable"})
+
+    state = load_training_state(out)["state"]
+    assert state["epoch"] == 3
+    # One save per new best (epoch 1 always is one), each right at the improving epoch.
+    assert len(saves) >= 2, "the test needs a best save while last/ exists"
+    assert [s["epochs"] for s in saves] == [s["best_epoch"] for s in saves]
+    assert saves[0]["epochs"] == 1 and saves[-1]["best_epoch"] == state["best_epoch"]
+    mrs = [s["best_val_mR"] for s in saves]
+    assert mrs == sorted(mrs) and len(set(mrs)) == len(mrs)
+    # Every save after epoch 1 found last/ from the epoch before and left it in place.
+    assert (saves[0]["last_before"], saves[0]["last_after"]) == (None, None)
+    assert all(s["last_before"] == s["last_after"] == s["epochs"] - 1 for s in saves[1:])
+
+    # The interrupted run's checkpoint loads and is the best model so far, marked unfinished.
+    reloaded = load_checkpoint(out)
+    summary = read_checkpoint_config(out)["extra"]["training"]
+    assert summary["finished"] is False and summary["best_epoch"] == state["best_epoch"]
+    assert summary["dataset"] == {"kind": "random-learnable"}
+    tensors = load_file(str(out / "last" / "state.safetensors"))
+    for k, v in reloaded.trainable_state_dict().items():
+        torch.testing.assert_close(v, tensors[f"best.{k}"], rtol=0, atol=0)
+    assert evaluate_cache(reloaded, data.val)["mR"] == pytest.approx(state["best_mR"], abs=1e-6)
+
+
+def test_crash_right_after_a_best_save_resumes_and_finishes(
+    tmp_path: Path, tiny_model_config, monkeypatch
+) -> None:
+    """Killed between epoch 2's checkpoint save and its `last/` rewrite: the checkpoint (epoch 2's
+    best) is already usable, `last/` still holds epoch 1, and a resume reruns epoch 2 and finishes."""
+    from textitsr.models.checkpoint import load_checkpoint, read_checkpoint_config
+    from textitsr.models.textitsr import TextITSR
+
+    out = tmp_path / "cut"
+
+    def run(resume: bool):
+        torch.manual_seed(0)
+        model = TextITSR(tiny_model_config("gff:after+diff"))
+        return fit(model, _data(model), _config(tmp_path, out=out, epochs=3, resume=resume))
+
+    saves = _spy_on_checkpoint_saves(monkeypatch, out, crash_after_save=2)
+    with pytest.raises(KeyboardInterrupt):
+        run(resume=False)
+    assert saves[-1]["epochs"] == 2 and load_training_state(out)["state"]["epoch"] == 1
+    assert read_checkpoint_config(out)["extra"]["training"]["best_epoch"] == 2
+    load_checkpoint(out)
+
+    monkeypatch.undo()
+    result = run(resume=True)
+    assert [h["epoch"] for h in result.history] == [1, 2, 3]
+    assert load_training_state(out)["state"]["epoch"] == 3  # the final save kept last/
+    summary = read_checkpoint_config(out)["extra"]["training"]
+    assert summary["finished"] is True and summary["best_epoch"] == result.best_epoch
+    load_checkpoint(out)

@@ -15,7 +15,7 @@ import math
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from textitsr.config import DATA_DIR, DemoPaths
+from textitsr.data.geotiff import GeoTiffOptions
 from textitsr.errors import InputError, TextITSRError
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -43,6 +44,10 @@ ENV_CHECKPOINT = "TEXTITSR_CHECKPOINT"
 ENV_DATA_ROOTS = "TEXTITSR_DATA_ROOTS"
 ENV_MAX_UPLOAD_MB = "TEXTITSR_MAX_UPLOAD_MB"
 ENV_BASEMAP = "TEXTITSR_BASEMAP"
+ENV_ANNOTATIONS = "TEXTITSR_ANNOTATIONS"
+
+#: Tile size offered for new scenes when the archive's own is unknown (the GeoTIFF loader's default).
+DEFAULT_TILE_SIZE: int = GeoTiffOptions.tile_size
 
 #: Example queries offered as one-click buttons on the text search page.
 EXAMPLE_QUERIES: tuple[str, ...] = (
@@ -70,6 +75,8 @@ class AppConfig:
     max_upload_mb: int = 200
     #: "osm" shows OpenStreetMap tiles under the archive when reachable; "none" for no basemap.
     basemap: str = "osm"
+    #: ANNEAL workspace (annotation log, fine-tuned checkpoints and store); None -> next to the store.
+    annotations: Path | None = None
 
     @property
     def max_upload_bytes(self) -> int:
@@ -78,6 +85,14 @@ class AppConfig:
     @property
     def upload_dir(self) -> Path:
         return self.data_roots[0] / "uploads"
+
+    @property
+    def annotations_dir(self) -> Path:
+        """The ANNEAL workspace: `annotations/` beside a store named `store`, else `<store>-annotations/`."""
+        if self.annotations is not None:
+            return self.annotations
+        name = "annotations" if self.store.name == "store" else f"{self.store.name}-annotations"
+        return self.store.parent / name
 
 
 def load_config(env: Mapping[str, str] | None = None) -> AppConfig:
@@ -105,7 +120,102 @@ def load_config(env: Mapping[str, str] | None = None) -> AppConfig:
         if basemap not in ("osm", "none"):
             raise InputError(f"{ENV_BASEMAP}={basemap!r}: expected 'osm' or 'none'")
         kwargs["basemap"] = basemap
+    if env.get(ENV_ANNOTATIONS):
+        kwargs["annotations"] = Path(env[ENV_ANNOTATIONS]).expanduser()
     return AppConfig(**{**base.__dict__, **kwargs})
+
+
+# -------------------------------------------------------------------------- active archive
+BASE = "base"
+FINE_TUNED = "fine-tuned"
+#: In the ANNEAL workspace: which archive the search pages use ({"archive": "base" | "fine-tuned"}).
+ARCHIVE_CHOICE_FILE = "search.json"
+
+
+@dataclass(frozen=True)
+class Archive:
+    """The store (and model) the search pages query: the base archive, or the ANNEAL re-embedded one.
+
+    `stamp` changes whenever the store is rewritten behind the app's back (every "update model"),
+    so the cached service is reopened; `note` says why the fine-tuned one was chosen but not used.
+    """
+
+    kind: str
+    store: Path
+    checkpoint: Path | None = None
+    stamp: str = ""
+    note: str | None = None
+
+    @property
+    def label(self) -> str:
+        return "fine-tuned model (ANNEAL)" if self.kind == FINE_TUNED else "base model"
+
+
+def fine_tuned_store(config: AppConfig) -> Path | None:
+    """The store the Annotate page's last "update model" re-embedded, or None when there is none."""
+    path = config.annotations_dir / "store"
+    return path if (path / "manifest.json").is_file() else None
+
+
+def archive_choice(config: AppConfig) -> str:
+    """The persisted choice (BASE or FINE_TUNED); BASE when unset or unreadable."""
+    import json
+
+    try:
+        choice = json.loads((config.annotations_dir / ARCHIVE_CHOICE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return BASE
+    return FINE_TUNED if isinstance(choice, dict) and choice.get("archive") == FINE_TUNED else BASE
+
+
+def set_archive_choice(config: AppConfig, kind: str) -> None:
+    """Persist which archive the search pages use (shared by every session of this workspace)."""
+    import json
+
+    from textitsr.atomic import atomic_write_text
+
+    if kind not in (BASE, FINE_TUNED):
+        raise InputError(f"archive choice {kind!r}: expected {BASE!r} or {FINE_TUNED!r}")
+    atomic_write_text(config.annotations_dir / ARCHIVE_CHOICE_FILE, json.dumps({"archive": kind}))
+
+
+def _manifest(store: Path) -> dict[str, Any] | None:
+    import json
+
+    try:
+        manifest = json.loads((store / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) else None
+
+
+def base_archive(config: AppConfig) -> Archive:
+    return Archive(BASE, config.store, config.checkpoint)
+
+
+def active_archive(config: AppConfig | None = None) -> Archive:
+    """The archive the search pages use now: the fine-tuned store when chosen and current, else base.
+
+    A fine-tuned store that no longer holds the base archive's pairs (scenes were added since the
+    update) is not used: searching it would silently miss the new pairs.
+    """
+    config = config or load_config()
+    base = base_archive(config)
+    if archive_choice(config) != FINE_TUNED:
+        return base
+    tuned = fine_tuned_store(config)
+    manifest = _manifest(tuned) if tuned is not None else None
+    if tuned is None or manifest is None:
+        return replace(base, note="No fine-tuned model yet: update the model on the Annotate page.")
+    base_manifest = _manifest(config.store) or {}
+    n_base, n_tuned = base_manifest.get("n_pairs"), manifest.get("n_pairs")
+    if n_base is not None and n_tuned != n_base:
+        return replace(
+            base,
+            note=f"The fine-tuned archive holds {n_tuned} pairs, the base archive {n_base}; searching the "
+            "base archive. Update the model again on the Annotate page.",
+        )
+    return Archive(FINE_TUNED, tuned, None, stamp=str(manifest.get("checkpoint_id", "")))
 
 
 # ------------------------------------------------------------------------- service (cached)
@@ -115,17 +225,27 @@ def _cache_resource(**kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..
     return st.cache_resource(**kwargs)
 
 
-@_cache_resource(show_spinner="Loading the model and the archive (once per server process)...")
-def _open_service(store: str, checkpoint: str | None) -> SearchService:
+@_cache_resource(show_spinner="Loading the model and the archive (once per server process)...",
+                 max_entries=4)
+def _open_service(store: str, checkpoint: str | None, stamp: str = "") -> SearchService:
+    """`stamp` only keys the cache (a re-embedded store at the same path is opened afresh)."""
     from textitsr.service import SearchService
 
     return SearchService.open(Path(store), Path(checkpoint) if checkpoint else None)
 
 
-def get_service(config: AppConfig | None = None) -> SearchService:
-    """The process-wide SearchService for `config` (loaded on first use, shared by sessions)."""
+def get_service(config: AppConfig | None = None, *, archive: Archive | None = None) -> SearchService:
+    """The process-wide SearchService of `archive` (default: the active one), shared by sessions."""
     config = config or load_config()
-    return _open_service(str(config.store), str(config.checkpoint) if config.checkpoint else None)
+    archive = archive or active_archive(config)
+    return _open_service(str(archive.store), str(archive.checkpoint) if archive.checkpoint else None,
+                         archive.stamp)
+
+
+def get_base_service(config: AppConfig | None = None) -> SearchService:
+    """The base archive's service: where scenes are added and ANNEAL takes its items from."""
+    config = config or load_config()
+    return get_service(config, archive=base_archive(config))
 
 
 def clear_service_cache() -> None:
@@ -142,12 +262,20 @@ def page_setup(title: str | None = None) -> None:
                        layout="wide")
 
 
-def service_or_stop() -> SearchService:
-    """The service, or a clear error on the page (and the page stops) when it cannot be loaded."""
+def service_or_stop(*, base: bool = False) -> SearchService:
+    """The active archive's service (the base one with `base`), or a clear error and the page stops.
+
+    Also shows in the sidebar which archive and model the search pages use.
+    """
     import streamlit as st
 
     try:
-        return get_service()
+        config = load_config()
+        archive = active_archive(config)
+        st.sidebar.caption(f"Searching with the **{archive.label}**  \n`{archive.store}`")
+        if archive.note:
+            st.sidebar.warning(archive.note)
+        return get_service(config, archive=base_archive(config) if base else archive)
     except TextITSRError as err:
         st.error(f"Could not open the archive: {err}")
         st.info(

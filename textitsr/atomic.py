@@ -9,8 +9,15 @@ import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+
+# mkstemp/mkdtemp create 0600/0700 entries; give results the mode a plain open()/mkdir() would have,
+# so stores and checkpoints stay readable by the other users/workers that share them.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+FILE_MODE = 0o666 & ~_UMASK
+DIR_MODE = 0o777 & ~_UMASK
 
 
 @contextlib.contextmanager
@@ -21,6 +28,7 @@ def atomic_path(dest: str | os.PathLike[str]) -> Iterator[Path]:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
     os.close(fd)
     tmp = Path(tmp_name)
+    os.chmod(tmp, FILE_MODE)
     try:
         yield tmp
         os.replace(tmp, dest)
@@ -39,23 +47,63 @@ def atomic_write_text(dest: str | os.PathLike[str], text: str) -> None:
 
 
 @contextlib.contextmanager
-def atomic_dir(dest: str | os.PathLike[str]) -> Iterator[Path]:
+def atomic_dir(dest: str | os.PathLike[str], keep: Iterable[str] = ()) -> Iterator[Path]:
     """Yield a fresh temporary folder beside `dest`; on success it takes `dest`'s place.
 
     An existing `dest` is moved aside first and removed only after the new folder is in place.
+    `keep` names entries of the old `dest` (e.g. a training state living inside a checkpoint folder)
+    that carry over into the new one unless the block wrote an entry of that name itself. They are
+    hard-linked (copied where links are impossible), not moved, so the old folder stays whole until
+    the swap: an exception at any point leaves `dest` as it was, and a crash at any point leaves
+    every kept entry in the old folder or the new one (never only in the temporary one).
     """
     dest = Path(dest)
+    keep = tuple(keep)
+    for name in keep:
+        if name in ("", ".", "..") or Path(name).name != name:
+            raise ValueError(f"atomic_dir {dest}: keep entries must be plain names, got {name!r}")
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    os.chmod(tmp, DIR_MODE)
     try:
         yield tmp
+        for name in keep:
+            if (dest / name).exists() and not (tmp / name).exists():
+                _link_tree(dest / name, tmp / name)
         old = None
         if dest.exists():
-            old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
-            os.replace(dest, old)
-        os.replace(tmp, dest)
+            # A unique empty folder that `dest` is renamed over: no clash with a crashed run's leftover.
+            old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".old", dir=dest.parent))
+            try:
+                os.replace(dest, old)
+            except OSError:
+                old.rmdir()
+                raise
+        try:
+            os.replace(tmp, dest)
+        except BaseException:
+            if old is not None:  # put the old folder back rather than leave `dest` missing
+                os.replace(old, dest)
+            raise
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _link_tree(src: Path, dst: Path) -> None:
+    """Recreate `src` at `dst` sharing file contents (hard links), so nothing is copied or moved."""
+    if src.is_dir() and not src.is_symlink():
+        shutil.copytree(src, dst, symlinks=True, copy_function=_link_or_copy)
+    elif src.is_symlink():
+        os.symlink(os.readlink(src), dst)
+    else:
+        _link_or_copy(src, dst)
+
+
+def _link_or_copy(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # a filesystem without hard links
+        shutil.copy2(src, dst)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -24,7 +24,7 @@ app = typer.Typer(
 )
 
 SourceKind = Annotated[
-    Optional[str],
+    str | None,
     typer.Option(
         "--source",
         "--kind",
@@ -38,9 +38,9 @@ SourceKind = Annotated[
 def demo_data(
     out: Annotated[Path, typer.Option(help="Folder to write the synthetic world into.")],
     seed: Annotated[int, typer.Option(help="World seed; same seed, same world.")] = DEMO_SEED,
-    train_pairs: Annotated[Optional[int], typer.Option(help="Train pairs (default: the demo size).")] = None,
-    val_pairs: Annotated[Optional[int], typer.Option(help="Val pairs (default: the demo size).")] = None,
-    test_pairs: Annotated[Optional[int], typer.Option(help="Test pairs (default: the demo size).")] = None,
+    train_pairs: Annotated[int | None, typer.Option(help="Train pairs (default: the demo size).")] = None,
+    val_pairs: Annotated[int | None, typer.Option(help="Val pairs (default: the demo size).")] = None,
+    test_pairs: Annotated[int | None, typer.Option(help="Test pairs (default: the demo size).")] = None,
 ) -> None:
     """Write the synthetic georeferenced demo world (GeoTIFF scenes + LEVIR-CC layout dataset)."""
     import dataclasses
@@ -120,18 +120,18 @@ def train(
     out: Annotated[Path, typer.Option(help="Checkpoint folder to write (resumable state in OUT/last/).")],
     source: SourceKind = None,
     fusion: Annotated[
-        Optional[str], typer.Option(help="Fusion: tff, concat-transformer, or a GFF spec (gff:after+diff).")
+        str | None, typer.Option(help="Fusion: tff, concat-transformer, or a GFF spec (gff:after+diff).")
     ] = None,
-    epochs: Annotated[Optional[int], typer.Option(help="Maximum epochs.")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Random seed.")] = None,
-    device: Annotated[Optional[str], typer.Option(help="cpu, cuda, or auto.")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Pairs per batch.")] = None,
-    lr: Annotated[Optional[float], typer.Option(help="Peak learning rate (AdamW).")] = None,
-    patience: Annotated[Optional[int], typer.Option(help="Stop after N epochs without a better mR.")] = None,
-    cache_dir: Annotated[Optional[Path], typer.Option(help="Folder of backbone feature caches.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Maximum epochs.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, or auto.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Pairs per batch.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate (AdamW).")] = None,
+    patience: Annotated[int | None, typer.Option(help="Stop after N epochs without a better mR.")] = None,
+    cache_dir: Annotated[Path | None, typer.Option(help="Folder of backbone feature caches.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/last/ if present.")] = False,
-    image_encoder: Annotated[Optional[str], typer.Option(help="Image backbone name, HF id or path.")] = None,
-    text_encoder: Annotated[Optional[str], typer.Option(help="Text backbone name, HF id or path.")] = None,
+    image_encoder: Annotated[str | None, typer.Option(help="Image backbone name, HF id or path.")] = None,
+    text_encoder: Annotated[str | None, typer.Option(help="Text backbone name, HF id or path.")] = None,
 ) -> None:
     """Train the text-ITSR model contrastively on (pair, caption) data."""
     from textitsr.training.train import TrainConfig
@@ -158,7 +158,7 @@ def evaluate(
     split: Annotated[str, typer.Option(help="Split to evaluate (the whole split is the gallery).")] = "test",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     device: Annotated[str, typer.Option(help="cpu, cuda, or auto.")] = "auto",
-    cache_dir: Annotated[Optional[Path], typer.Option(help="Folder of backbone feature caches.")] = None,
+    cache_dir: Annotated[Path | None, typer.Option(help="Folder of backbone feature caches.")] = None,
 ) -> None:
     """Evaluate text->pair and pair->text retrieval (R@1/5/10, mR, mAP) over the whole split."""
     import json
@@ -177,12 +177,16 @@ def index(
     root: Annotated[Path, typer.Option(help="Dataset root or GeoTIFF folder.")],
     out: Annotated[Path, typer.Option(help="Store folder to write or extend.")],
     source: SourceKind = None,
-    scheduler: Annotated[Optional[str], typer.Option(help="Dask scheduler address, e.g. tcp://HOST:8786.")] = None,
-    split: Annotated[Optional[str], typer.Option(help="Only this split (default: all).")] = None,
-    batch_size: Annotated[int, typer.Option(help="Pairs per encoder batch.")] = 32,
-    shard_size: Annotated[int, typer.Option(help="Pairs per shard (unit of resume and of Dask work).")] = 512,
+    scheduler: Annotated[
+        str | None, typer.Option(help="Dask scheduler address, e.g. tcp://HOST:8786.")
+    ] = None,
+    split: Annotated[str | None, typer.Option(help="Only this split (default: all).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Pairs per encoder batch.")] = None,
+    shard_size: Annotated[
+        int | None, typer.Option(help="Pairs per shard (unit of resume and of Dask work).")
+    ] = None,
     feature_cache: Annotated[
-        Optional[Path], typer.Option(help="Reuse the training feature cache in this folder (local builds).")
+        Path | None, typer.Option(help="Reuse the training feature cache in this folder (local builds).")
     ] = None,
 ) -> None:
     """Embed a source into a searchable archive store (resumes; appends new sources as new shards)."""
@@ -190,7 +194,8 @@ def index(
     from textitsr.index.build import BuildConfig, build_store
 
     pairs = open_source(root, source)
-    config = BuildConfig(batch_size=batch_size, shard_size=shard_size, feature_cache=feature_cache)
+    overrides = {"batch_size": batch_size, "shard_size": shard_size, "feature_cache": feature_cache}
+    config = BuildConfig(**{name: value for name, value in overrides.items() if value is not None})
     store = build_store(checkpoint, pairs, out, split=split, scheduler=scheduler, config=config)
     typer.echo(f"{out}: {len(store)} pairs in {len(store.shard_names)} shard(s), "
                f"{store.manifest['n_captions']} captions, model {store.checkpoint_id}")
@@ -203,7 +208,7 @@ def search(
     k: Annotated[int, typer.Option("-k", "--k", help="Number of results.")] = 10,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
     checkpoint: Annotated[
-        Optional[Path], typer.Option(help="Checkpoint folder (default: the one the store was built with).")
+        Path | None, typer.Option(help="Checkpoint folder (default: the one the store was built with).")
     ] = None,
 ) -> None:
     """Search an archive by text and print the best-matching pairs."""
@@ -240,18 +245,18 @@ def annotate(
     store: Annotated[Path, typer.Option(help="Store folder whose pairs are annotated (never modified).")],
     out: Annotated[Path, typer.Option(help="Workspace: annotation log, checkpoints, re-embedded store.")],
     checkpoint: Annotated[
-        Optional[Path], typer.Option(help="Base checkpoint (default: the store's).")
+        Path | None, typer.Option(help="Base checkpoint (default: the store's).")
     ] = None,
     strategy: Annotated[str, typer.Option(help="mgue, bcgue (clustered), uncertainty, random.")] = "mgue",
     batch: Annotated[int, typer.Option(help="Item pairs asked per round.")] = 10,
     rounds: Annotated[int, typer.Option(help="Rounds to run (a half-answered round resumes first).")] = 1,
-    budget: Annotated[Optional[int], typer.Option(help="Stop at this many labels in total.")] = None,
+    budget: Annotated[int | None, typer.Option(help="Stop at this many labels in total.")] = None,
     oracle: Annotated[str, typer.Option(help="'simulated': same change type = similar.")] = "simulated",
     root: Annotated[
-        Optional[Path],
+        Path | None,
         typer.Option("--root", "--world", help="Dataset root with change types (default: the store's)."),
     ] = None,
-    steps: Annotated[Optional[int], typer.Option(help="Fine-tuning steps per update.")] = None,
+    steps: Annotated[int | None, typer.Option(help="Fine-tuning steps per update.")] = None,
     no_update: Annotated[bool, typer.Option("--no-update", help="Label only; no fine-tuning.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object per round.")] = False,
 ) -> None:
@@ -296,10 +301,10 @@ def annotate(
 # ---------------------------------------------------------------------------------------- app
 @app.command()
 def demo(
-    root: Annotated[Optional[Path], typer.Option(help="Demo artifacts folder (default data/demo).")] = None,
+    root: Annotated[Path | None, typer.Option(help="Demo artifacts folder (default data/demo).")] = None,
     port: Annotated[int, typer.Option(help="Port of the app.")] = 8501,
     address: Annotated[str, typer.Option(help="Address to bind; 127.0.0.1 keeps it local.")] = "127.0.0.1",
-    epochs: Annotated[Optional[int], typer.Option(help="Training epochs (default: TrainConfig's).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Training epochs (default: TrainConfig's).")] = None,
     prepare_only: Annotated[
         bool, typer.Option("--prepare-only", help="Build the artifacts, do not serve.")
     ] = False,
@@ -317,9 +322,9 @@ def demo(
 @app.command()
 def serve(
     store: Annotated[Path, typer.Option(help="Store folder to search.")],
-    checkpoint: Annotated[Optional[Path], typer.Option(help="Checkpoint (default: the store's).")] = None,
+    checkpoint: Annotated[Path | None, typer.Option(help="Checkpoint (default: the store's).")] = None,
     data_root: Annotated[
-        Optional[list[Path]], typer.Option(help="Folder typed scene paths and uploads may use (repeatable).")
+        list[Path] | None, typer.Option(help="Folder typed scene paths and uploads may use (repeatable).")
     ] = None,
     port: Annotated[int, typer.Option(help="Port of the app.")] = 8501,
     address: Annotated[str, typer.Option(help="Address to bind; 127.0.0.1 keeps it local.")] = "127.0.0.1",

@@ -372,6 +372,22 @@ class SearchService:
         """(pair ids, (N, d) float32 copy of their embeddings), in store order (for ANNEAL)."""
         return self._meta["pair_id"].astype(str).tolist(), self._pairs.vectors.copy()
 
+    def tile_size(self, sample: int = 1000) -> int | None:
+        """Side (px) of most of the archive's square tiles (from up to `sample` rows' pixel windows),
+        or None when no row records one: the size new scenes should be cut into to match."""
+        if "location" not in self._meta or len(self) == 0:
+            return None
+        rows = np.unique(np.linspace(0, len(self) - 1, min(sample, len(self))).astype(int))
+        sizes: dict[int, int] = {}
+        for text in self._meta["location"].iloc[rows]:
+            try:
+                window = json.loads(text).get("window") if _none(text) else None
+            except (ValueError, AttributeError):
+                window = None
+            if isinstance(window, list) and len(window) == 4 and window[2] == window[3]:
+                sizes[int(window[2])] = sizes.get(int(window[2]), 0) + 1
+        return max(sizes, key=sizes.__getitem__) if sizes else None
+
     # ------------------------------------------------------------------------------- writing
     def add_scenes(
         self, paths: list[Path], progress: Callable[[float, str], None] | None = None, **options: Any
@@ -392,6 +408,10 @@ class SearchService:
         for p in paths:
             if not p.is_file():
                 raise InputError(f"{p}: scene file not found")
+        for name in ("tile_size", "stride"):
+            value = options.get(name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))):
+                raise InputError(f"{name}={value!r}: expected a whole number of pixels")
         with self._lock:
             source = open_source(paths, kind="geotiff", **options)
             before = len(self)

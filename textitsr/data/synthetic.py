@@ -45,8 +45,7 @@ from textitsr.errors import InputError
 
 #: Ground-truth change events (one per tile, applied at the after date):
 #:   none                  nothing; the dates differ only by radiometry (gain, season) and sensor noise
-#:   buildings_built       1-8 houses (roof + shadow) appear on bare land, grass or cleared trees,
-#:                         often along a road
+#:   buildings_built       1-8 houses (roof + shadow) appear on bare land or grass, often along a road
 #:   buildings_demolished  1-8 houses are replaced by rubble / bare soil
 #:   road_built            a new straight, diagonal or winding road crosses the tile
 #:   road_extended         a road ending mid-tile continues to the opposite edge
@@ -54,6 +53,11 @@ from textitsr.errors import InputError
 #:   vegetation_grown      bare soil in one part of the tile becomes trees or grass
 #:   water_expanded        a pond grows to about 1.5-1.9 times its radius
 #:   water_receded         a pond shrinks, leaving a ring of wet soil
+#: Combined events (analysts' queries combine changes: "a new road and several houses are built"):
+#:   road_and_buildings_built          a new road crosses bare land or cleared trees and 2-8 houses
+#:                                     are built along it
+#:   vegetation_cleared_for_buildings  trees in one part of the tile are cut down and 2-8 houses are
+#:                                     built in the clearing
 CHANGE_TYPES: tuple[str, ...] = (
     "none",
     "buildings_built",
@@ -64,6 +68,8 @@ CHANGE_TYPES: tuple[str, ...] = (
     "vegetation_grown",
     "water_expanded",
     "water_receded",
+    "road_and_buildings_built",
+    "vegetation_cleared_for_buildings",
 )
 BANDS = ("red", "green", "blue", "nir")
 MANIFEST = "world.json"
@@ -92,8 +98,8 @@ class SyntheticWorldConfig:
     tile_size: int = 128
     pixel_size: float = 1.0
     crs: str = "EPSG:32614"
-    #: Weight of "none" relative to 1 for each change type (2 -> 20% of tiles unchanged).
-    none_weight: float = 2.0
+    #: Weight of "none" relative to 1 for each change type; the default keeps 20% of tiles unchanged.
+    none_weight: float = (len(CHANGE_TYPES) - 1) / 4
     export_levircc: bool = True
 
     def count(self, split: str) -> int:

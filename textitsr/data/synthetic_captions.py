@@ -80,6 +80,8 @@ def place_of_mask(mask: np.ndarray) -> str:
 
 def _count_phrase(rng: np.random.Generator, n: int, noun: str, definite: bool = False) -> str:
     """'a house' / 'two villas' / 'several buildings' / 'many houses' (LEVIR-CC counting habits)."""
+    if n < 1:  # the generator guarantees objects; a count of 0 is a bug upstream, not a phrase
+        raise ValueError(f"count of {noun}s: expected >= 1, got {n}")
     plural = noun + "s"
     if n == 1:
         options = [f"the {noun}"] if definite else [f"a {noun}", f"a new {noun}", f"one {noun}"]
@@ -95,6 +97,12 @@ def _count_phrase(rng: np.random.Generator, n: int, noun: str, definite: bool = 
 
 def _pick(rng: np.random.Generator, options: tuple[str, ...] | list[str]) -> str:
     return str(rng.choice(list(options)))
+
+
+def _cover_is(rng: np.random.Generator, cover: str, place: str) -> str:
+    """'the forest at the top is' / 'the trees at the top are': the verb agrees with the noun drawn."""
+    noun = _pick(rng, COVER_NOUNS[cover])
+    return f"{noun} {place} {'are' if noun in ('the trees', 'the woods') else 'is'}"
 
 
 def _buildings(rng: np.random.Generator, f: dict[str, Any], built: bool) -> list[str]:
@@ -115,15 +123,12 @@ def _buildings(rng: np.random.Generator, f: dict[str, Any], built: bool) -> list
             f"{c()} {be} constructed {on()}",
             f"{c()} {have} been built {place()}",
             f"{c()} {'shows' if n == 1 else 'show'} up {place()}",
-            f"{_pick(rng, COVER_NOUNS[cover])} {place()} {'are' if cover == 'trees' else 'is'} "
-            f"replaced by {c()}",
+            f"{_cover_is(rng, cover, place())} replaced by {c()}",
         ]
         if road:
             s += [f"{c()} {be} built along the road", f"{c()} {appear} beside the road {place()}"]
             if n >= 3:
                 s.append(f"a row of {noun()}s is built along the road")
-        if cover == "trees":
-            s.append(f"some trees are removed and {c()} {be} built {place()}")
         return s
     c = lambda: _count_phrase(rng, n, noun(), definite=True)  # noqa: E731
     disappear = "disappears" if n == 1 else "disappear"
@@ -135,6 +140,45 @@ def _buildings(rng: np.random.Generator, f: dict[str, Any], built: bool) -> list
         f"{c()} {be} gone and the ground {place()} is bare",
         f"{_count_phrase(rng, n, noun())} {be} demolished {place()}",
     ] + ([f"{c()} along the road {have} been demolished"] if road else [])
+
+
+def _road_and_buildings(rng: np.random.Generator, f: dict[str, Any]) -> list[str]:
+    """A new road and houses along it; every sentence names both (the place is where the houses are)."""
+    n = int(f["count"])
+    c = lambda: _count_phrase(rng, n, _pick(rng, ("house", "building", "villa", "house")))  # noqa: E731
+    road = lambda: _road_adj(rng, f)  # noqa: E731
+    place = lambda: _pick(rng, PLACES[f["place"]])  # noqa: E731
+    be, appear = ("is", "appears") if n == 1 else ("are", "appear")
+    cover = f.get("cover", "bareland")
+    s = [
+        f"{road()} and {c()} are built {_pick(rng, COVERS[cover])} {place()}",
+        f"{c()} {appear} along the new road {place()}",
+        f"{road()} is built and {c()} {be} constructed beside it {place()}",
+        f"{c()} and {road()} have been built {place()}",
+        f"{_cover_is(rng, cover, place())} replaced by {c()} and a road",
+        f"{road()} appears {_pick(rng, ORIENTATIONS[f['orientation']])} with {c()} {place()} along it",
+        f"{c()} {be} built {place()} beside a newly built road",
+    ]
+    if cover == "trees":
+        s.append(f"some trees are removed and {road()} and {c()} are built {place()}")
+    return s
+
+
+def _clearing_for_buildings(rng: np.random.Generator, f: dict[str, Any]) -> list[str]:
+    """Trees cut down for houses; every sentence names both the vegetation and the buildings."""
+    n = int(f["count"])
+    c = lambda: _count_phrase(rng, n, _pick(rng, ("house", "building", "villa", "house")))  # noqa: E731
+    place = lambda: _pick(rng, PLACES[f["place"]])  # noqa: E731
+    be, appear = ("is", "appears") if n == 1 else ("are", "appear")
+    return [
+        f"the trees {place()} are replaced by {c()}",
+        f"the woods {place()} are cut down and {c()} {be} built",
+        f"{c()} {be} built where the forest was {place()}",
+        f"some trees {place()} are removed and {c()} {be} built",
+        f"the forest {place()} is cleared to make room for {c()}",
+        f"{c()} {appear} on the cleared woodland {place()}",
+        f"the vegetation {place()} is cleared and {c()} {appear}",
+    ]
 
 
 def _road_adj(rng: np.random.Generator, f: dict[str, Any]) -> str:
@@ -257,6 +301,10 @@ def captions_for(facts: dict[str, Any], rng: np.random.Generator) -> list[str]:
         pool = list(NO_CHANGE_SENTENCES)
     elif kind in ("buildings_built", "buildings_demolished"):
         pool = _buildings(rng, facts, built=kind == "buildings_built")
+    elif kind == "road_and_buildings_built":
+        pool = _road_and_buildings(rng, facts)
+    elif kind == "vegetation_cleared_for_buildings":
+        pool = _clearing_for_buildings(rng, facts)
     elif kind in ("road_built", "road_extended"):
         pool = _road(rng, facts, extended=kind == "road_extended")
     elif kind in ("vegetation_cleared", "vegetation_grown"):

@@ -202,8 +202,8 @@ def _background(rng: np.random.Generator, scene: Scene, row_off: int, col_off: i
 
 
 def _place_houses(rng: np.random.Generator, allowed: np.ndarray, occupied: np.ndarray, count: int,
-                  ) -> list[tuple[int, int, int, int, int]]:
-    """Non-overlapping axis-aligned houses (y0, x0, h, w, roof) centred on allowed pixels."""
+                  sides: tuple[int, int] = (9, 17)) -> list[tuple[int, int, int, int, int]]:
+    """Non-overlapping axis-aligned houses (y0, x0, h, w, roof) centred on allowed pixels (may be fewer)."""
     size = allowed.shape[0]
     ys, xs = np.nonzero(allowed & ~occupied)
     taken = occupied.copy()
@@ -212,7 +212,7 @@ def _place_houses(rng: np.random.Generator, allowed: np.ndarray, occupied: np.nd
         if len(houses) == count or ys.size == 0:
             break
         k = int(rng.integers(ys.size))
-        h, w = (int(v) for v in rng.integers(9, 17, size=2))
+        h, w = (int(v) for v in rng.integers(*sides, size=2))
         y0, x0 = int(ys[k]) - h // 2, int(xs[k]) - w // 2
         if y0 < 2 or x0 < 2 or y0 + h + 5 > size or x0 + w + 5 > size:
             continue
@@ -221,6 +221,24 @@ def _place_houses(rng: np.random.Generator, allowed: np.ndarray, occupied: np.nd
         taken[y0 - 2:y0 + h + 5, x0 - 2:x0 + w + 5] = True
         houses.append((y0, x0, h, w, int(rng.integers(len(ROOFS)))))
     return houses
+
+
+def _event_houses(rng: np.random.Generator, allowed: np.ndarray, occupied: np.ndarray, count: int,
+                  ) -> list[tuple[int, int, int, int, int]]:
+    """Up to `count` houses for a buildings event, never none: an event without objects has no caption.
+
+    Falls back from the allowed area to anywhere free, then to small houses, and on a crowded tiny
+    tile to one small house in the freest spot (it may cover part of a static object).
+    """
+    everywhere = np.ones_like(occupied)
+    for where, n, sides in ((allowed, count, (9, 17)), (everywhere, 1, (9, 17)), (everywhere, 1, (6, 9))):
+        houses = _place_houses(rng, where, occupied, n, sides)
+        if houses:
+            return houses
+    size, side = occupied.shape[0], 6
+    room = ndimage.distance_transform_edt(~occupied)[2:size - side - 4, 2:size - side - 4]
+    y, x = np.unravel_index(int(np.argmax(room)), room.shape)
+    return [(int(y) + 2, int(x) + 2, side, side, int(rng.integers(len(ROOFS))))]
 
 
 def _draw_houses(labels: np.ndarray, houses: list[tuple[int, int, int, int, int]]) -> None:
@@ -242,8 +260,8 @@ def _footprint(houses: list[tuple[int, int, int, int, int]], size: int, pad: int
     return mask
 
 
-def _count(rng: np.random.Generator) -> int:
-    return int(rng.choice([1, 2, 2, 3, 3, 4, 4, 5, 6, 7, 8]))
+def _count(rng: np.random.Generator, several: bool = False) -> int:
+    return int(rng.choice([2, 3, 3, 4, 4, 5, 6, 7, 8] if several else [1, 2, 2, 3, 3, 4, 4, 5, 6, 7, 8]))
 
 
 def _majority_cover(labels: np.ndarray, mask: np.ndarray) -> str:
@@ -252,7 +270,10 @@ def _majority_cover(labels: np.ndarray, mask: np.ndarray) -> str:
 
 
 #: Events that need a tile without the scene's roads (they draw their own road or a large pond).
-ROAD_FREE = ("road_built", "road_extended", "water_expanded", "water_receded")
+ROAD_FREE = ("road_built", "road_extended", "road_and_buildings_built", "water_expanded", "water_receded")
+#: Events that draw their own houses: no static houses in those tiles (counts stay exact).
+_OWN_HOUSES = ("buildings_built", "buildings_demolished", "road_and_buildings_built",
+               "vegetation_cleared_for_buildings")
 
 
 def make_tile(rng: np.random.Generator, kind: str, size: int, scene: Scene | None = None,
@@ -274,12 +295,12 @@ def make_tile(rng: np.random.Generator, kind: str, size: int, scene: Scene | Non
         road_dist, road_label = road
         base[road_dist < 0] = road_label[road_dist < 0]
         occupied |= road_dist < 2
-    if kind not in ("water_expanded", "water_receded") and rng.random() < 0.12:
+    if kind not in ("water_expanded", "water_receded", "road_and_buildings_built") and rng.random() < 0.12:
         q = _ellipse(rng, size, texture[2], [c for c in REGIONS if c != region and len(c) > 6])
         pond = (q < 1) & ~occupied & ~keep_free
         base[pond] = WATER
         occupied |= ndimage.binary_dilation(pond, iterations=2)
-    if kind not in ("buildings_built", "buildings_demolished") and rng.random() < (
+    if kind not in _OWN_HOUSES and rng.random() < (
             0.6 if road_dist is not None else 0.15):  # houses line the roads; a few farmsteads elsewhere
         near = (road_dist > 3) & (road_dist < 14) if road_dist is not None else np.ones_like(occupied)
         statics = _place_houses(rng, near & ~keep_free, occupied, int(rng.integers(1, 5)))
@@ -294,11 +315,10 @@ def make_tile(rng: np.random.Generator, kind: str, size: int, scene: Scene | Non
         if near_road:
             band = (road_dist > 3) & (road_dist < 14)
             allowed = band & allowed if (band & allowed).sum() > 200 else band
-        houses = _place_houses(rng, allowed, occupied, _count(rng)) or _place_houses(
-            rng, np.ones_like(occupied), occupied, 1)
+        houses = _event_houses(rng, allowed, occupied, _count(rng))
         foot = _footprint(houses, size, pad=2)
-        if kind == "buildings_built":
-            cover = str(rng.choice(["bareland", "bareland", "grass", "trees"]))
+        if kind == "buildings_built":  # trees -> houses is `vegetation_cleared_for_buildings`
+            cover = str(rng.choice(["bareland", "bareland", "grass"]))
             site = ndimage.binary_dilation(foot, iterations=4) & ~occupied
             before[site] = COVER_LABEL[cover]
             after[site] = COVER_LABEL[cover]
@@ -337,6 +357,10 @@ def make_tile(rng: np.random.Generator, kind: str, size: int, scene: Scene | Non
                          ("vertical", True): "down", ("vertical", False): "up"}[(orientation, forward)]
             facts.update(direction=direction, width=round(width, 1), material=material,
                          cover=_majority_cover(before, road & ~old))
+    elif kind == "road_and_buildings_built":
+        facts.update(_road_and_buildings(rng, before, after, occupied, region))
+    elif kind == "vegetation_cleared_for_buildings":
+        facts.update(_clearing_for_buildings(rng, before, after, occupied, region, wobble))
     elif kind in ("vegetation_cleared", "vegetation_grown"):
         patch = _region_mask(region, size, wobble) & ~occupied
         if kind == "vegetation_cleared":
@@ -360,6 +384,43 @@ def make_tile(rng: np.random.Generator, kind: str, size: int, scene: Scene | Non
     if kind != "none" and "place" not in facts:
         facts["place"] = place_of_mask(mask)
     return Tile(before=before, after=after, texture=texture, mask=mask, facts=facts)
+
+
+def _road_and_buildings(rng: np.random.Generator, before: np.ndarray, after: np.ndarray,
+                        occupied: np.ndarray, region: str) -> dict[str, Any]:
+    """A new road with several houses along it, on bare land or on cleared trees (edits the maps)."""
+    size = before.shape[0]
+    orientation = str(rng.choice(["horizontal", "vertical", "diagonal", "curved"]))
+    pts = _road_points(rng, size, orientation)
+    width = float(rng.uniform(5, 9))
+    material = str(rng.choice(["concrete", "asphalt"]))
+    dist = _polyline_distance(pts, size) - width / 2
+    road = dist < 0
+    band = (dist > 7) & (dist < 17)  # house centres: lots front the road, a verge in between
+    side = band & _region_mask(region, size)  # often one side of the road only
+    allowed = side if side.sum() > 200 else band
+    houses = _event_houses(rng, allowed, occupied | (dist < 2), _count(rng, several=True))
+    foot = _footprint(houses, size)
+    cover = str(rng.choice(["bareland", "bareland", "trees"]))
+    site = ndimage.binary_dilation(road | foot, iterations=6) & ~occupied
+    before[site] = COVER_LABEL[cover]
+    after[site] = BARE  # the building site: bare either way, trees are cleared
+    after[road] = CONCRETE if material == "concrete" else ASPHALT
+    _draw_houses(after, houses)
+    return {"count": len(houses), "cover": cover, "near_road": True, "orientation": orientation,
+            "width": round(width, 1), "material": material, "place": place_of_mask(foot)}
+
+
+def _clearing_for_buildings(rng: np.random.Generator, before: np.ndarray, after: np.ndarray,
+                            occupied: np.ndarray, region: str, wobble: np.ndarray) -> dict[str, Any]:
+    """Trees in one part of the tile are cut down and houses are built in the clearing (edits the maps)."""
+    patch = _region_mask(region, before.shape[0], wobble) & ~occupied
+    inner = ndimage.binary_erosion(patch, iterations=6)  # houses stand inside the clearing
+    houses = _event_houses(rng, inner if inner.sum() > 50 else patch, occupied, _count(rng, several=True))
+    before[patch] = TREES
+    after[patch] = BARE
+    _draw_houses(after, houses)
+    return {"count": len(houses), "cover": "trees"}
 
 
 def _ellipse(rng: np.random.Generator, size: int, wobble: np.ndarray, regions: list[str],

@@ -42,7 +42,14 @@ class BenchmarkConfig:
     out: Path = Path("data/benchmark")
     device: str = "auto"
     progress: bool = False
+    #: One line per finished run (fusion, seed, test mR, epochs, seconds) on stdout.
+    verbose: bool = False
+    #: Backbone precision of the feature cache: "fp32" or "bf16" autocast (faster where the CPU has bf16).
+    precision: str = "fp32"
+    #: Extra TrainConfig fields for every run (lr, patience, weight_decay, ...).
     train_options: dict = field(default_factory=dict)
+    #: Per-fusion TrainConfig overrides, e.g. {"tff": {"epochs": 12}}: token fusions cost ~10x an epoch.
+    fusion_options: dict[str, dict] = field(default_factory=dict)
 
 
 @dataclass
@@ -87,6 +94,7 @@ def run_benchmark(config: BenchmarkConfig) -> tuple[list[BenchmarkRow], dict[str
             root=config.root,
             kind=kind,
             tokens=True,
+            precision=config.precision,
             progress=config.progress,
         )
     test = build_or_load(
@@ -107,6 +115,7 @@ def run_benchmark(config: BenchmarkConfig) -> tuple[list[BenchmarkRow], dict[str
                     "fusion": fusion,
                     "seed": seed,
                     "out": config.out / f"{fusion.replace(':', '_').replace('+', '-')}-s{seed}",
+                    **config.fusion_options.get(fusion, {}),
                 }
             )
             data = prepare_data(model, source, run_cfg, kind)
@@ -114,7 +123,22 @@ def run_benchmark(config: BenchmarkConfig) -> tuple[list[BenchmarkRow], dict[str
             result = fit(model.to(device), data, run_cfg, dataset={"kind": kind, "root": str(config.root)})
             seconds = time.perf_counter() - t0
             metrics = evaluate_cache(model, test)
-            runs.append({**flatten_metrics(metrics), "train_seconds": seconds, "epochs": result.epochs_run})
+            runs.append(
+                {
+                    **flatten_metrics(metrics),
+                    "train_seconds": seconds,
+                    "epochs": result.epochs_run,
+                    "best_epoch": result.best_epoch,
+                    "history": [{k: h[k] for k in ("epoch", "loss", "seconds", "val_mR") if k in h}
+                                for h in result.history],
+                }
+            )
+            if config.progress or config.verbose:
+                print(
+                    f"  {fusion} seed {seed}: test mR {runs[-1]['mR']:.2f}, {result.epochs_run} epochs "
+                    f"(best {result.best_epoch}), {seconds:.0f} s",
+                    flush=True,
+                )
         rows.append(BenchmarkRow(fusion, runs))
     chance = random_baseline(
         test.caption_pair,

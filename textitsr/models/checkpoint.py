@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
@@ -37,8 +38,14 @@ WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 
 
-def save_checkpoint(model: TextITSR, folder: Path, extra: dict | None = None) -> Path:
-    """Write `model`'s trainable weights + config to `folder` atomically (replacing it); returns it."""
+def save_checkpoint(
+    model: TextITSR, folder: Path, extra: dict | None = None, *, keep: Iterable[str] = ()
+) -> Path:
+    """Write `model`'s trainable weights + config to `folder` atomically (replacing it); returns it.
+
+    `keep` names entries of the existing folder that survive the replacement (training keeps its
+    resumable state `last/` inside the checkpoint folder); everything else in it is replaced.
+    """
     folder = Path(folder)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.trainable_state_dict().items()}
     config = {
@@ -52,7 +59,7 @@ def save_checkpoint(model: TextITSR, folder: Path, extra: dict | None = None) ->
         text = json.dumps(config, indent=2, sort_keys=True)
     except TypeError as exc:
         raise InputError(f"checkpoint {folder}: `extra` must be JSON-serialisable: {exc}") from exc
-    with atomic_dir(folder) as tmp:
+    with atomic_dir(folder, keep=keep) as tmp:
         save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
         (tmp / CONFIG_FILE).write_text(text + "\n", encoding="utf-8")
     return folder

@@ -10,8 +10,11 @@ Resumability: after every epoch `out/last/` is rewritten atomically with `state.
 (trainable weights, the best weights so far, optimizer moments, torch RNG) and `state.json` (epoch,
 step, scheduler, history, config) — no pickles. `resume=True` continues from it; batches are a pure
 function of (seed, epoch), so a resumed run sees the same batches the uninterrupted one would.
-The best model is written with `save_checkpoint(out, extra=summary)` at the end (the checkpoint
-folder is replaced by that call, so `last/` is rewritten right after it).
+The best model is written with `save_checkpoint(out, extra=summary)` whenever validation mR improves
+(so an interrupted run still leaves a loadable best-so-far checkpoint, its summary marked
+`finished: false`) and once more at the end with the final summary. `last/` lives inside the
+checkpoint folder and is passed as `keep` to the save, which carries it into the new folder before
+the swap: no moment exists at which a crash loses it.
 """
 
 from __future__ import annotations
@@ -211,6 +214,11 @@ def fit(
         state, best_weights = _load_last(last, model, optimizer, scheduler, config)
         console.print(f"resuming from {last} after epoch {state['epoch']}")
 
+    def save_best(finished: bool) -> None:
+        """The model's current weights as the checkpoint; `last/` is carried over, never dropped."""
+        summary = _summary(state, config, data, dataset, finished)
+        save_checkpoint(model, config.out, extra=summary, keep=[LAST_DIR])
+
     bar_kw = {"disable": not config.progress, "leave": False, "unit": "batch"}
     while state["epoch"] < config.epochs and state["bad_epochs"] < config.patience:
         epoch = state["epoch"] + 1
@@ -256,12 +264,31 @@ def fit(
             f"(t2p R@1 {val['text_to_pair']['r1']:.1f}, p2t R@1 {val['pair_to_text']['r1']:.1f})"
             f"{'  *best*' if improved else ''}  {epoch_seconds:.1f}s"
         )
+        if improved:  # the model holds the best weights right now: make them loadable at once
+            save_best(finished=False)
         _save_last(last, model, optimizer, scheduler, state, best_weights, config)
 
+    model.load_state_dict(best_weights, strict=False)
+    save_best(finished=True)
+    model.eval()
+    console.print(f"best val mR {state['best_mR']:.2f} at epoch {state['best_epoch']} -> {config.out}")
+    return TrainResult(
+        config.out,
+        state["best_epoch"],
+        state["best_val"],
+        state["epoch"],
+        state["train_seconds"],
+        state["history"],
+    )
+
+
+def _summary(state: dict, config: TrainConfig, data: TrainData, dataset: dict | None, finished: bool) -> dict:
+    """The training summary stored in the checkpoint's `extra` (the model card shows it)."""
     stopped_early = state["bad_epochs"] >= config.patience and state["epoch"] < config.epochs
-    summary = {
+    return {
         "training": {
             "epochs": state["epoch"],
+            "finished": finished,
             "best_epoch": state["best_epoch"],
             "best_val_mR": round(state["best_mR"], 3),
             "best_val": {k: round(v, 3) for k, v in flatten_metrics(state["best_val"]).items()},
@@ -273,21 +300,6 @@ def fit(
             "config": {k: v for k, v in config.to_json().items() if k not in ("progress", "resume")},
         }
     }
-    current = {k: v.detach().clone() for k, v in model.trainable_state_dict().items()}
-    model.load_state_dict(best_weights, strict=False)
-    save_checkpoint(model, config.out, extra=summary)
-    model.eval()
-    # save_checkpoint replaced the folder: put the resumable state back (with the last, not best, weights).
-    _save_last(last, model, optimizer, scheduler, state, best_weights, config, weights=current)
-    console.print(f"best val mR {state['best_mR']:.2f} at epoch {state['best_epoch']} -> {config.out}")
-    return TrainResult(
-        config.out,
-        state["best_epoch"],
-        state["best_val"],
-        state["epoch"],
-        state["train_seconds"],
-        state["history"],
-    )
 
 
 def _warmup_cosine(warmup: int, total: int):
@@ -309,10 +321,8 @@ def _save_last(
     state: dict,
     best_weights: dict[str, torch.Tensor],
     config: TrainConfig,
-    weights: dict[str, torch.Tensor] | None = None,
 ) -> None:
-    weights = weights if weights is not None else model.trainable_state_dict()
-    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in weights.items()}
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.trainable_state_dict().items()}
     tensors.update({f"best.{k}": v.detach().cpu().contiguous() for k, v in best_weights.items()})
     opt = optimizer.state_dict()
     opt_scalars: dict[str, dict] = {}
