@@ -42,6 +42,7 @@ def main() -> None:
     ap.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                     help="backbone precision of the feature cache")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--progress", action="store_true", help="per-epoch lines and progress bars (stderr)")
     ap.add_argument("--out-md", type=Path, default=None, help="also write the table (+ header) here")
     ap.add_argument("--out-json", type=Path, default=None, help="raw runs incl. learning curves")
     args = ap.parse_args()
@@ -75,6 +76,7 @@ def main() -> None:
             train_options=train_options,
             fusion_options=fusion_options,
             verbose=True,
+            progress=args.progress,
         )
     )
     epochs = f"<= {args.epochs} epochs" + (

@@ -206,13 +206,13 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    from textitsr.data.synthetic import SyntheticSource, SyntheticWorldConfig, write_demo_world
+    from textitsr.data.synthetic import MANIFEST, SyntheticSource, SyntheticWorldConfig, write_demo_world
     from textitsr.models.checkpoint import load_checkpoint
     from textitsr.training.features import build_or_load
 
     start = time.perf_counter()
     world = args.world or args.work / f"world-{args.n_train}-{args.n_test}"
-    if args.world is None and not (world / "manifest.json").exists():
+    if args.world is None and not (world / MANIFEST).exists():
         write_demo_world(
             world,
             config=SyntheticWorldConfig(

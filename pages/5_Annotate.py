@@ -73,11 +73,16 @@ if pending:
         col_a, col_b = st.columns(2, gap="large")
         show_item(col_a, a, "A")
         show_item(col_b, b, "B")
+    # Similar and dissimilar look alike (no colour nudging the answer); skip is the quiet one.
     buttons = st.columns(3)
-    for col, label, kind in zip(
-        buttons, ("similar", "dissimilar", "skip"), ("primary", "secondary", "tertiary"), strict=True
+    for col, label, kind, icon in zip(
+        buttons,
+        ("similar", "dissimilar", "skip"),
+        ("secondary", "secondary", "tertiary"),
+        (":material/check:", ":material/close:", ":material/skip_next:"),
+        strict=True,
     ):
-        if col.button(label.capitalize(), key=f"annotate-{label}", type=kind, width="stretch"):
+        if col.button(label.capitalize(), key=f"annotate-{label}", type=kind, icon=icon, width="stretch"):
             session.answer(a, b, label, who=who.strip() or "analyst")
             st.rerun()
 else:

@@ -39,7 +39,13 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def app_url(tiny_archive):
+def annotations(tmp_path_factory) -> Path:
+    """The ANNEAL workspace of the app under test (its own, so other tests' labels do not leak in)."""
+    return tmp_path_factory.mktemp("browser-annotations")
+
+
+@pytest.fixture(scope="module")
+def app_url(tiny_archive, annotations):
     """Base URL of a streamlit server on the tiny archive (stopped after the module)."""
     if not CHROMIUM.exists() and shutil.which("chromium") is None:
         pytest.skip("chromium is not installed (`make browser` installs Debian's chromium)")
@@ -47,6 +53,7 @@ def app_url(tiny_archive):
     port = _free_port()
     env = app_environment(tiny_archive.store, tiny_archive.checkpoint, [tiny_archive.world])
     env["TEXTITSR_BASEMAP"] = "none"
+    env["TEXTITSR_ANNOTATIONS"] = str(annotations)
     log = (SHOTS / "streamlit.log")
     SHOTS.mkdir(exist_ok=True)
     with log.open("w") as out:
@@ -170,3 +177,33 @@ def test_inspector_and_archive_render(page, app_url):
     archive_map.locator("path.leaflet-interactive").first.wait_for(state="attached")  # footprints drawn
     page.wait_for_timeout(1000)
     page.screenshot(path=str(SHOTS / "archive.png"), full_page=True)
+
+
+def test_annotate_round_answers_move_the_progress(page, app_url, annotations):
+    from textitsr.active.annotations import AnnotationLog
+
+    open_page(page, app_url, "Annotate")
+    page.get_by_text("Start a round to get the first questions").wait_for()
+    page.get_by_role("button", name="Start round 1").click()
+    page.get_by_text("Round 1: 0 of 8 answered").wait_for()
+    page.wait_for_function(  # before/after of both items
+        "() => [...document.querySelectorAll('[data-testid=\"stImage\"] img')]"
+        ".filter(i => i.complete && i.naturalWidth > 0).length >= 4"
+    )
+    page.get_by_role("button", name="Similar", exact=True).click()
+    page.get_by_text("Round 1: 1 of 8 answered").wait_for()
+    page.get_by_role("button", name="Dissimilar", exact=True).click()
+    page.get_by_text("Round 1: 2 of 8 answered").wait_for()
+    page.get_by_text("6 left in this round").wait_for()
+    assert [a.label for a in AnnotationLog(annotations).annotations()] == ["similar", "dissimilar"]
+    page.locator(".js-plotly-plot").first.wait_for()
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(SHOTS / "annotate.png"), full_page=True)
+
+    page.get_by_role("button", name="Update model").click()
+    page.get_by_text("Fine-tuned on 2 labels").wait_for()
+    page.get_by_text("Use the fine-tuned model for search").click()
+    page.get_by_text("Searching with the fine-tuned model").wait_for()  # sidebar, every page
+    assert (annotations / "store" / "manifest.json").is_file()
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(SHOTS / "annotate_updated.png"), full_page=True)

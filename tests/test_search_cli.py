@@ -87,5 +87,28 @@ def test_index_command_builds_a_searchable_store(tiny_archive, tmp_path: Path, m
     result = runner.invoke(cli.app, ["search", "road", "--store", str(out), "-k", "50", "--json"])
     rows = json.loads(result.stdout)
     assert len(rows) == 8 and {r["pair_id"][:3] for r in rows} == {"val"}
-    code, _, err = run_main(monkeypatch, capsys, *args[:-4], "--root", str(tmp_path / "missing"))
+    missing = [str(tmp_path / "missing") if a == str(tiny_archive.world) else a for a in args[:-4]]
+    code, _, err = run_main(monkeypatch, capsys, *missing)
     assert code == 1 and "missing" in err
+
+
+def test_index_command_takes_the_same_source_options_as_ingest(
+    tiny_archive, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """A GeoTIFF scene pair indexed with a chosen tile size gives one pair per full tile, georeferenced."""
+    import rasterio
+
+    scenes = tiny_archive.world / "scenes" / "test"
+    with rasterio.open(scenes / "before.tif") as ds:
+        expected = (ds.width // 32) * (ds.height // 32)
+    out = tmp_path / "scene-store"
+    code, stdout, err = run_main(
+        monkeypatch, capsys, "index", "--checkpoint", str(tiny_archive.checkpoint), "--source", "geotiff",
+        "--root", str(scenes / "before.tif"), "--root", str(scenes / "after.tif"), "--out", str(out),
+        "--tile-size", "32", "--band-names", "red,green,blue,nir",
+    )
+    assert code == 0, err
+    assert f"{expected} pairs" in stdout
+    result = runner.invoke(cli.app, ["search", "road", "--store", str(out), "-k", "3", "--json"])
+    rows = json.loads(result.stdout)
+    assert len(rows) == 3 and all(r["bounds"] is not None for r in rows)

@@ -55,42 +55,49 @@ def demo_data(
     typer.echo(summary(root, seconds=time.perf_counter() - start))
 
 
-@app.command()
-def ingest(
-    source: Annotated[list[Path], typer.Argument(help="Dataset root, GeoTIFF folder, or GeoTIFF files.")],
-    out: Annotated[Path, typer.Option(help="Parquet file with one row per pair.")],
-    kind: SourceKind = None,
-    split: Annotated[str | None, typer.Option(help="Only this split (train, val, test).")] = None,
-    skip_missing: Annotated[
-        bool, typer.Option(help="LEVIR-CC/Dubai-CCD/folder: leave out pairs whose images are missing.")
-    ] = False,
-    tile_size: Annotated[int | None, typer.Option(help="GeoTIFF: tile side in px [default 256].")] = None,
-    pairing: Annotated[
-        str | None, typer.Option(help="GeoTIFF: consecutive (default), all, or 'I,J;I,J' (date order).")
-    ] = None,
-    band_names: Annotated[
-        str | None, typer.Option(help="Names of the file's bands, e.g. swir1,nir,red,green.")
-    ] = None,
-    bands: Annotated[str | None, typer.Option(help="GeoTIFF: bands to keep, e.g. red,green,blue.")] = None,
-    display: Annotated[
-        str | None, typer.Option(help="Display composite: rgb, false-colour, cir, or three band names.")
-    ] = None,
-    stretch: Annotated[
-        str | None, typer.Option(help="GeoTIFF scaling per scene: gain (default), percentile, none.")
-    ] = None,
-    max_nodata: Annotated[
-        float | None, typer.Option(help="GeoTIFF: skip tiles with a larger nodata fraction [default 0.01].")
-    ] = None,
-) -> None:
-    """Read a source into pairs and write their catalogue (id, split, dates, bounds, CRS, ...)."""
-    from textitsr.data.catalog import write_catalog
+# Source options shared by every command that reads a source (ingest, index): one definition each.
+SplitOption = Annotated[str | None, typer.Option(help="Only this split (train, val, test).")]
+SkipMissing = Annotated[
+    bool, typer.Option(help="LEVIR-CC/Dubai-CCD/folder: leave out pairs whose images are missing.")
+]
+TileSize = Annotated[int | None, typer.Option(help="GeoTIFF: tile side in px [default 256].")]
+Pairing = Annotated[
+    str | None, typer.Option(help="GeoTIFF: consecutive (default), all, or 'I,J;I,J' (date order).")
+]
+BandNames = Annotated[str | None, typer.Option(help="Names of the file's bands, e.g. swir1,nir,red,green.")]
+Bands = Annotated[str | None, typer.Option(help="GeoTIFF: bands to keep, e.g. red,green,blue.")]
+Display = Annotated[
+    str | None, typer.Option(help="Display composite: rgb, false-colour, cir, or three band names.")
+]
+Stretch = Annotated[
+    str | None, typer.Option(help="GeoTIFF scaling per scene: gain (default), percentile, none.")
+]
+MaxNodata = Annotated[
+    float | None, typer.Option(help="GeoTIFF: skip tiles with a larger nodata fraction [default 0.01].")
+]
+
+
+def _open_source(
+    paths: Path | list[Path],
+    kind: str | None,
+    *,
+    skip_missing: bool = False,
+    tile_size: int | None = None,
+    pairing: str | None = None,
+    band_names: str | None = None,
+    bands: str | None = None,
+    display: str | None = None,
+    stretch: str | None = None,
+    max_nodata: float | None = None,
+):
+    """Open a source from command-line text options; unset options keep the loaders' defaults."""
     from textitsr.data.registry import detect_kind, open_source
     from textitsr.errors import InputError
 
     def names(text: str | None) -> tuple[str, ...] | None:
         return tuple(p.strip() for p in text.split(",") if p.strip()) if text else None
 
-    root = source[0] if len(source) == 1 else source
+    root = paths[0] if isinstance(paths, list) and len(paths) == 1 else paths
     kind = kind or detect_kind(root)
     options: dict = {}
     if kind == "geotiff":
@@ -108,7 +115,30 @@ def ingest(
         options = {"on_missing": "skip" if skip_missing else "error"}
         if kind != "levircc":
             options |= {"band_names": names(band_names), "display": display}
-    src = open_source(root, kind=kind, **options)
+    return kind, open_source(root, kind=kind, **options)
+
+
+@app.command()
+def ingest(
+    source: Annotated[list[Path], typer.Argument(help="Dataset root, GeoTIFF folder, or GeoTIFF files.")],
+    out: Annotated[Path, typer.Option(help="Parquet file with one row per pair.")],
+    kind: SourceKind = None,
+    split: SplitOption = None,
+    skip_missing: SkipMissing = False,
+    tile_size: TileSize = None,
+    pairing: Pairing = None,
+    band_names: BandNames = None,
+    bands: Bands = None,
+    display: Display = None,
+    stretch: Stretch = None,
+    max_nodata: MaxNodata = None,
+) -> None:
+    """Read a source into pairs and write their catalogue (id, split, dates, bounds, CRS, ...)."""
+    from textitsr.data.catalog import write_catalog
+
+    kind, src = _open_source(source, kind, skip_missing=skip_missing, tile_size=tile_size, pairing=pairing,
+                             band_names=band_names, bands=bands, display=display, stretch=stretch,
+                             max_nodata=max_nodata)
     n = write_catalog(src, out, split=split)
     typer.echo(f"ingested {n} pairs from {kind} source {', '.join(map(str, source))} -> {out}")
 
@@ -174,13 +204,23 @@ def evaluate(
 @app.command()
 def index(
     checkpoint: Annotated[Path, typer.Option(help="Checkpoint folder.")],
-    root: Annotated[Path, typer.Option(help="Dataset root or GeoTIFF folder.")],
+    root: Annotated[
+        list[Path], typer.Option(help="Dataset root, GeoTIFF folder, or GeoTIFF files (repeat --root).")
+    ],
     out: Annotated[Path, typer.Option(help="Store folder to write or extend.")],
     source: SourceKind = None,
     scheduler: Annotated[
         str | None, typer.Option(help="Dask scheduler address, e.g. tcp://HOST:8786.")
     ] = None,
-    split: Annotated[str | None, typer.Option(help="Only this split (default: all).")] = None,
+    split: SplitOption = None,
+    skip_missing: SkipMissing = False,
+    tile_size: TileSize = None,
+    pairing: Pairing = None,
+    band_names: BandNames = None,
+    bands: Bands = None,
+    display: Display = None,
+    stretch: Stretch = None,
+    max_nodata: MaxNodata = None,
     batch_size: Annotated[int | None, typer.Option(help="Pairs per encoder batch.")] = None,
     shard_size: Annotated[
         int | None, typer.Option(help="Pairs per shard (unit of resume and of Dask work).")
@@ -190,10 +230,11 @@ def index(
     ] = None,
 ) -> None:
     """Embed a source into a searchable archive store (resumes; appends new sources as new shards)."""
-    from textitsr.data.registry import open_source
     from textitsr.index.build import BuildConfig, build_store
 
-    pairs = open_source(root, source)
+    _, pairs = _open_source(root, source, skip_missing=skip_missing, tile_size=tile_size, pairing=pairing,
+                            band_names=band_names, bands=bands, display=display, stretch=stretch,
+                            max_nodata=max_nodata)
     overrides = {"batch_size": batch_size, "shard_size": shard_size, "feature_cache": feature_cache}
     config = BuildConfig(**{name: value for name, value in overrides.items() if value is not None})
     store = build_store(checkpoint, pairs, out, split=split, scheduler=scheduler, config=config)
