@@ -161,7 +161,7 @@ with ui.show_errors("The metric over rounds"):
         if pts:
             fig.add_scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines+markers", name=name)
     fig.update_layout(
-        xaxis_title="round (0 = base model)",
+        xaxis={"title": "round (0 = base model)", "dtick": 1, "tickformat": "d"},  # whole rounds only
         yaxis_title="%",
         height=360,
         margin={"l": 10, "r": 10, "t": 30, "b": 10},

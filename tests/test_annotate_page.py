@@ -81,7 +81,6 @@ def text_search(query: str) -> tuple[AppTest, list[tuple[str, float]]]:
 
 
 def test_after_an_update_search_switches_to_the_fine_tuned_model(tiny_archive, tmp_path, monkeypatch):
-    from textitsr.active.rounds import AnnealSession
     from textitsr.service import SearchService
 
     work = tmp_path / "work"
@@ -96,12 +95,11 @@ def test_after_an_update_search_switches_to_the_fine_tuned_model(tiny_archive, t
     assert switch.disabled and not switch.value  # nothing fine-tuned yet
     assert "base model" in " ".join(c.value for c in at.sidebar.caption)
 
-    session = AnnealSession(tiny_archive.store, work, tiny_archive.checkpoint)
-    for (a, b), label in zip(session.next_batch(), ["similar", "dissimilar"] * 4, strict=False):
-        session.answer(a, b, label)
-    session.update_model()
-
-    at = clean(at.run())
+    at = clean(button(at, "annotate-start").click().run())
+    at = clean(button(at, "annotate-similar").click().run())
+    at = clean(button(at, "annotate-dissimilar").click().run())
+    at = clean(button(at, "annotate-update").click().run())
+    assert any("Turn on “Use the fine-tuned model for search”" in s.value for s in at.success)
     switch = at.toggle(key="annotate-use-tuned")
     assert not switch.disabled and not switch.value
     at = clean(switch.set_value(True).run())

@@ -318,7 +318,8 @@ def test_active_archive_is_the_fine_tuned_store_only_when_chosen_and_current(tmp
     assert ui.archive_choice(cfg) == ui.BASE
     other = ui.load_config({ui.ENV_STORE: str(tmp_path / "demo"), ui.ENV_ANNOTATIONS: str(tmp_path / "w")})
     assert other.annotations_dir == tmp_path / "w"
-    assert ui.load_config({ui.ENV_STORE: str(tmp_path / "demo")}).annotations_dir == tmp_path / "demo-annotations"
+    demo = ui.load_config({ui.ENV_STORE: str(tmp_path / "demo")})
+    assert demo.annotations_dir == tmp_path / "demo-annotations"
 
 
 def test_typed_paths_must_stay_inside_the_data_roots(tmp_path):

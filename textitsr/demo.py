@@ -20,6 +20,13 @@ from textitsr.errors import CheckpointError, TextITSRError
 
 Echo = Callable[[str], None]
 
+#: The demo's model: the best global-feature fusion of benchmarks/results/accuracy.md. The token
+#: fusions (tff, concat-transformer) cost ~15-40 s per epoch on 2 shared cores against < 1-4 s, and
+#: cache 7x7 patch tokens (~250 KB per pair): they would break the 10-minute first-run target.
+DEMO_FUSION = "gff:before+after+diff"
+#: Max epochs (early stopping on val mR still applies); GFF's val mR levels off by ~10-18 epochs.
+DEMO_EPOCHS = 20
+
 
 @dataclass(frozen=True)
 class DemoResult:
@@ -76,8 +83,9 @@ def prepare_demo(
 ) -> DemoResult:
     """Make sure the demo world, checkpoint and store exist and agree; build what is missing.
 
-    `epochs` overrides the training default (TrainConfig); `world_config` a SyntheticWorldConfig
-    (tests use a tiny one). Every artifact is written atomically by its own layer.
+    `epochs` overrides DEMO_EPOCHS; `world_config` a SyntheticWorldConfig (tests use a tiny one).
+    Backbone features are cached under the demo root, so deleting the root starts from nothing.
+    Every artifact is written atomically by its own layer.
     """
     import shutil
 
@@ -110,8 +118,16 @@ def prepare_demo(
         from textitsr.training.train import TrainConfig, train
 
         t0 = step(f"model: training the default model on the world's train split into {paths.checkpoint}")
-        options = {"epochs": epochs} if epochs is not None else {}
-        result = train(TrainConfig(root=paths.world, out=paths.checkpoint, source="synthetic", **options))
+        result = train(
+            TrainConfig(
+                root=paths.world,
+                out=paths.checkpoint,
+                source="synthetic",
+                fusion=DEMO_FUSION,
+                epochs=epochs if epochs is not None else DEMO_EPOCHS,
+                cache_dir=paths.root / "cache",
+            )
+        )
         cid = _checkpoint_id(paths.checkpoint)
         echo(
             f"[demo] model: {result.epochs_run} epochs, best val mR {result.best_val_mR:.1f} "
