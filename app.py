@@ -27,12 +27,7 @@ def home() -> None:
     service = ui.service_or_stop()
     with ui.show_errors("Reading archive statistics"):
         stats = service.stats()
-        cols = st.columns(5)
-        cols[0].metric("Image pairs", f"{stats.n_pairs:,}")
-        cols[1].metric("Captions", f"{stats.n_captions:,}")
-        cols[2].metric("Sources", len(stats.sources))
-        cols[3].metric("First date", stats.date_range[0] or "?")
-        cols[4].metric("Last date", stats.date_range[1] or "?")
+        ui.archive_metrics(stats)
     st.subheader("Pages")
     for page in PAGES:
         st.page_link(page)

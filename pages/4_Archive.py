@@ -15,12 +15,7 @@ service = ui.service_or_stop()
 config = ui.load_config()
 stats = service.stats()
 
-cols = st.columns(5)
-cols[0].metric("Image pairs", f"{stats.n_pairs:,}")
-cols[1].metric("Captions", f"{stats.n_captions:,}")
-cols[2].metric("Sources", len(stats.sources))
-cols[3].metric("First date", stats.date_range[0] or "?")
-cols[4].metric("Last date", stats.date_range[1] or "?")
+ui.archive_metrics(stats)
 
 src_col, split_col = st.columns(2)
 with src_col:

@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     import folium
     import plotly.graph_objects as go
 
-    from textitsr.service import PairHit, SearchFilters, SearchService
+    from textitsr.service import ArchiveStats, PairHit, SearchFilters, SearchService
 
 log = logging.getLogger(__name__)
 
@@ -288,6 +288,18 @@ def service_or_stop(*, base: bool = False) -> SearchService:
         st.error(f"Could not open the archive ({type(err).__name__}: {err}).")
         st.stop()
     raise AssertionError("unreachable")  # st.stop() raises
+
+
+def archive_metrics(stats: ArchiveStats) -> None:
+    """The archive's headline numbers in one row (home page and Archive page show the same)."""
+    import streamlit as st
+
+    cols = st.columns(5)
+    cols[0].metric("Image pairs", f"{stats.n_pairs:,}")
+    cols[1].metric("Captions", f"{stats.n_captions:,}")
+    cols[2].metric("Sources", len(stats.sources))
+    cols[3].metric("First date", stats.date_range[0] or "?")
+    cols[4].metric("Last date", stats.date_range[1] or "?")
 
 
 @contextlib.contextmanager
