@@ -33,7 +33,6 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from textitsr.active.anneal import SelectionConfig, select_batch  # noqa: E402
-from textitsr.active.evaluate import MAP_K, pair_map_at_k  # noqa: E402
 from textitsr.active.finetune import (  # noqa: E402
     CaptionData,
     FinetuneConfig,
@@ -42,7 +41,11 @@ from textitsr.active.finetune import (  # noqa: E402
     finetune,
     fuse_features,
 )
-from textitsr.evaluation.metrics import retrieval_metrics  # noqa: E402
+from textitsr.evaluation.metrics import (  # noqa: E402
+    MAP_K,
+    pair_map_at_k,
+    retrieval_metrics,  # noqa: E402
+)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 LABELS = {

@@ -24,10 +24,10 @@ from textitsr.active.anneal import (
     select_batch,
     split_threshold,
 )
-from textitsr.active.evaluate import pair_map_at_k
 from textitsr.active.finetune import CaptionData, FinetuneConfig, embed_items, finetune
 from textitsr.active.oracle import SimulatedOracle
 from textitsr.errors import InputError
+from textitsr.evaluation.metrics import pair_map_at_k
 
 
 def clustered(n_per: int = 30, classes: int = 5, dim: int = 16, noise: float = 0.35, seed: int = 0):

@@ -26,10 +26,10 @@ import numpy as np
 
 from textitsr.active.anneal import Label, SelectionConfig, select_batch
 from textitsr.active.annotations import AnnotationLog, pair_key
-from textitsr.active.evaluate import MAP_K, pair_map_at_k
 from textitsr.active.finetune import FinetuneConfig
 from textitsr.atomic import atomic_dir, atomic_path
 from textitsr.errors import InputError, StoreError
+from textitsr.evaluation.metrics import MAP_K, pair_map_at_k
 
 Progress = Callable[[float, str], None]
 
