@@ -130,3 +130,25 @@ def test_evaluate_missing_checkpoint_is_a_clear_error(world: Path, tmp_path: Pat
     )
     assert isinstance(result.exception, CheckpointError)  # main() turns it into one line + exit 1
     assert "nope" in str(result.exception)
+
+
+def test_same_commands_on_the_official_levircc_layout(world: Path, tmp_path: Path, tiny_hf_models) -> None:
+    """`--source levircc --root PATH` trains and evaluates on the official layout (the world's export)."""
+    runner = CliRunner()
+    root, ckpt, cache = world / "levircc", tmp_path / "ckpt", tmp_path / "cache"
+    common = ["--source", "levircc", "--root", str(root), "--device", "cpu", "--cache-dir", str(cache)]
+    result = runner.invoke(
+        app,
+        ["train", *common, "--fusion", "gff:before+after+diff", "--out", str(ckpt), "--epochs", "1",
+         "--batch-size", "4", "--image-encoder", str(tiny_hf_models.vit),
+         "--text-encoder", str(tiny_hf_models.bert)],
+    )
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["evaluate", "--checkpoint", str(ckpt), *common, "--split", "test", "--json"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout)
+    images = json.loads((root / "LevirCCcaptions.json").read_text())["images"]
+    test = [im for im in images if im["split"] == "test"]
+    assert metrics["n_pairs"] == len(test) == 6
+    assert metrics["n_queries"] == 5 * sum(im["changeflag"] for im in test)  # changeflag drives the protocol
+    assert 0.0 <= metrics["mR"] <= 100.0
