@@ -1,6 +1,6 @@
 """Accuracy table on the synthetic demo benchmark: every fusion variant and baseline, 3 seeds.
 
-Full run (writes the demo world into data/cache/bench-world if missing; ~1 h on 2 busy cores):
+Full run (writes the demo world into data/bench-world if missing):
 
     .venv/bin/python benchmarks/accuracy.py
 
@@ -45,7 +45,13 @@ def main() -> None:
     ap.add_argument("--progress", action="store_true", help="per-epoch lines and progress bars (stderr)")
     ap.add_argument("--out-md", type=Path, default=None, help="also write the table (+ header) here")
     ap.add_argument("--out-json", type=Path, default=None, help="raw runs incl. learning curves")
+    ap.add_argument("--from-json", type=Path, nargs="+", default=None,
+                    help="no training: print one table from earlier --out-json files (a later file's "
+                         "rows replace an earlier file's rows of the same fusion)")
     args = ap.parse_args()
+    if args.from_json:
+        print(merged_table(args.from_json))
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
     train_options = {k: v for k, v in (("patience", args.patience), ("lr", args.lr)) if v is not None}
@@ -58,7 +64,9 @@ def main() -> None:
     from textitsr.data.synthetic import SyntheticWorldConfig, write_demo_world
 
     world_cfg = SyntheticWorldConfig(n_train=100, n_val=20, n_test=40, tile_size=64) if args.small else None
-    world = args.world or args.cache_dir / ("bench-world-small" if args.small else "bench-world")
+    # Not inside --cache-dir: the cache fingerprint skips files under the cache dir, so a world there
+    # would not invalidate its caches when regenerated.
+    world = args.world or DATA_DIR / ("bench-world-small" if args.small else "bench-world")
     if not (world / "world.json").is_file():
         write_demo_world(world, seed=DEMO_SEED, config=world_cfg)
     t0 = time.perf_counter()
@@ -104,6 +112,22 @@ def main() -> None:
             json.dumps({"header": header, "chance": chance,
                         "rows": [{"fusion": r.fusion, "runs": r.runs} for r in rows]}, indent=1),
         )
+
+
+def merged_table(files: list[Path]) -> str:
+    """One table from several --out-json runs (e.g. the token fusions re-run with more epochs)."""
+    import json
+
+    from textitsr.evaluation.benchmark import BenchmarkRow
+
+    rows: dict[str, BenchmarkRow] = {}
+    chance = None
+    for f in files:
+        data = json.loads(Path(f).read_text())
+        chance = data.get("chance") or chance
+        for r in data["rows"]:
+            rows[r["fusion"]] = BenchmarkRow(r["fusion"], r["runs"])
+    return markdown_table(list(rows.values()), chance)
 
 
 if __name__ == "__main__":

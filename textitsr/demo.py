@@ -23,7 +23,7 @@ Echo = Callable[[str], None]
 #: The demo's model: the best global-feature fusion of benchmarks/results/accuracy.md. The token
 #: fusions (tff, concat-transformer) cost ~15-40 s per epoch on 2 shared cores against < 1-4 s, and
 #: cache 7x7 patch tokens (~250 KB per pair): they would break the 10-minute first-run target.
-DEMO_FUSION = "gff:before+after+diff"
+DEMO_FUSION = "gff:concat+absdiff"
 #: Max epochs (early stopping on val mR still applies); GFF's val mR levels off by ~10-18 epochs.
 DEMO_EPOCHS = 20
 
