@@ -345,7 +345,9 @@ def demo(
     root: Annotated[Path | None, typer.Option(help="Demo artifacts folder (default data/demo).")] = None,
     port: Annotated[int, typer.Option(help="Port of the app.")] = 8501,
     address: Annotated[str, typer.Option(help="Address to bind; 127.0.0.1 keeps it local.")] = "127.0.0.1",
-    epochs: Annotated[int | None, typer.Option(help="Training epochs (default: TrainConfig's).")] = None,
+    epochs: Annotated[
+        int | None, typer.Option(help="Training epochs (default: DEMO_EPOCHS in textitsr/demo.py).")
+    ] = None,
     prepare_only: Annotated[
         bool, typer.Option("--prepare-only", help="Build the artifacts, do not serve.")
     ] = False,
