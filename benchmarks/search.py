@@ -96,17 +96,22 @@ def main() -> None:
         x = clustered_unit_vectors(n, args.dim)
         mem0 = rss_mb()
         t = time.perf_counter()
-        flat = VectorIndex(x, SearchConfig(hnsw_threshold=n + 1))
-        flat_build = time.perf_counter() - t
-        t = time.perf_counter()
-        hnsw = VectorIndex(x, SearchConfig(hnsw_threshold=0))
-        hnsw_build = time.perf_counter() - t
-        hnsw_mem = faiss.serialize_index(hnsw.index).nbytes / 2**20
-        lat: dict[str, list[float]] = {"numpy": [], "exact": [], "hnsw": []}
+        indexes, builds = {}, {}
+        for name, config in (
+            ("exact", SearchConfig(scan_threshold=n + 1, hnsw_threshold=n + 1)),
+            ("scan", SearchConfig(scan_threshold=0, hnsw_threshold=n + 1)),
+            ("hnsw", SearchConfig(hnsw_threshold=0)),
+        ):
+            t = time.perf_counter()
+            indexes[name] = VectorIndex(x, config)
+            builds[name] = time.perf_counter() - t
+        mems = {"exact": x.nbytes / 2**20, "scan": x.nbytes / 2**21,
+                "hnsw": faiss.serialize_index(indexes["hnsw"].index).nbytes / 2**20}
+        lat: dict[str, list[float]] = {"numpy": [], "exact": [], "scan": [], "hnsw": []}
         hits = []
         for i in range(args.queries):
             text = SENTENCES[i % len(SENTENCES)] + f" {i}"
-            for name in ("numpy", "exact", "hnsw"):
+            for name in lat:
                 t = time.perf_counter()
                 q = encode(text)
                 if name == "numpy":
@@ -114,12 +119,15 @@ def main() -> None:
                     top = np.argpartition(-sims, 10)[:10]
                     top = top[np.argsort(-sims[top])]
                 else:
-                    _, ids = (flat if name == "exact" else hnsw).search(q, 10)
+                    _, ids = indexes[name].search(q, 10)
                     top = ids[0]
                 lat[name].append((time.perf_counter() - t) * 1000)
                 hits.append((name, i, top))
         exact = {i: set(t.tolist()) for name, i, t in hits if name == "exact"}
-        recall = np.mean([len(set(t.tolist()) & exact[i]) / 10 for name, i, t in hits if name == "hnsw"])
+        recall = {
+            key: np.mean([len(set(t.tolist()) & exact[i]) / 10 for name, i, t in hits if name == key])
+            for key in indexes
+        }
         enc_ms = percentiles(
             [
                 (lambda t0: (encode("a road is built"), (time.perf_counter() - t0) * 1000)[1])(
@@ -128,17 +136,13 @@ def main() -> None:
                 for _ in range(50)
             ]
         )[0]
-        for name, idx, build, mem in (
-            ("exact (IndexFlatIP)", flat, flat_build, x.nbytes / 2**20),
-            ("hnsw (M=32)", hnsw, hnsw_build, hnsw_mem),
-        ):
-            key = "exact" if idx is flat else "hnsw"
+        labels = {"exact": "exact (IndexFlatIP)", "scan": "fp16 scan (IndexScalarQuantizer)",
+                  "hnsw": "hnsw (M=32, efSearch 512)"}
+        np_med = percentiles(lat["numpy"])[0]
+        for key, label in labels.items():
             med, p95 = percentiles(lat[key])
-            np_med = percentiles(lat["numpy"])[0]
-            rows.append(
-                (f"{n:,}", name, med, p95, np_med / med, recall if key == "hnsw" else 1.0, build, mem)
-            )
-        del flat, hnsw, x
+            rows.append((f"{n:,}", label, med, p95, np_med / med, recall[key], builds[key], mems[key]))
+        del indexes, x
         print(
             f"# done {n:,} (text encoding alone: median {enc_ms:.1f} ms; "
             f"peak RSS {max(rss_mb(), mem0):.0f} MB)",

@@ -152,3 +152,39 @@ def test_filter_masks() -> None:
 def test_bad_filters_are_input_errors(filters: Filters, message: str) -> None:
     with pytest.raises(InputError, match=message):
         FilterMasks(metadata()).mask(filters)
+
+
+def test_mid_size_archive_scans_float16_codes_exactly() -> None:
+    """The scan tier returns the exact top-k (up to float16 rounding), also for broad filters."""
+    rng = np.random.default_rng(3)
+    x, q = unit(rng, 6_000, 64), unit(rng, 20, 64)
+    x = x.astype(np.float16).astype(np.float32)  # what a store keeps
+    index = VectorIndex(x, SearchConfig(scan_threshold=5_000, exact_subset_max=100))
+    assert index.kind == "scan"
+    scores, ids = index.search(q, 10)
+    np.testing.assert_array_equal(ids, brute_force(x, q, 10))
+    np.testing.assert_allclose(scores, np.take_along_axis(q @ x.T, ids, axis=1), atol=1e-3)
+    mask = np.zeros(len(x), bool)
+    mask[1::3] = True  # 2,000 rows > exact_subset_max: the FAISS selector path
+    _, ids = index.search(q, 10, mask=mask)
+    assert mask[ids].all()
+    np.testing.assert_array_equal(ids, brute_force(x, q, 10, rows=np.flatnonzero(mask)))
+
+
+def test_single_queries_run_faiss_on_query_threads_and_restore_the_setting() -> None:
+    import faiss
+
+    rng = np.random.default_rng(4)
+    index = VectorIndex(unit(rng, 1_000, 16), SearchConfig(query_threads=1))
+    seen: list[int] = []
+    real_search = index.index.search
+
+    def spy(*args, **kwargs):
+        seen.append(faiss.omp_get_max_threads())
+        return real_search(*args, **kwargs)
+
+    index.index.search = spy  # type: ignore[method-assign]
+    before = faiss.omp_get_max_threads()
+    index.search(unit(rng, 1, 16), 5)
+    index.search(unit(rng, 50, 16), 5)
+    assert seen == [1, before] and faiss.omp_get_max_threads() == before

@@ -1,7 +1,15 @@
 """Top-k inner-product search over L2-normalised embeddings (FAISS), with metadata filters.
 
-Below `SearchConfig.hnsw_threshold` vectors an exact `IndexFlatIP` is both exact and fast enough;
-above it an HNSW graph (`IndexHNSWFlat`, inner-product metric) answers in about a millisecond.
+Three tiers, by archive size (measured by benchmarks/search.py on 2 cores):
+- below `scan_threshold`: an exact `IndexFlatIP`;
+- up to `hnsw_threshold`: an exhaustive scan over float16 codes (`IndexScalarQuantizer`, QT_fp16).
+  Stores keep float16 embeddings, so this is exact for what is stored, reads half the bytes of
+  float32, builds in about a second and answers a query over 1M pairs in about 20 ms. It also stays
+  exact for text queries, which lie away from the pair embeddings (the modality gap) and are where
+  graph indexes lose recall;
+- above: an HNSW graph (`IndexHNSWFlat`, inner-product metric), about a millisecond a query.
+A single query (or a few) runs FAISS on `query_threads` threads: splitting one scan over both cores
+costs more in OpenMP hand-over, and in spinning threads fighting the text encoder's, than it saves.
 Filters (bbox / dates / source) become a boolean mask over rows. A selective mask is answered by an
 exact scan of just the selected rows (always correct, and cheap because the subset is small); a
 broad one goes through FAISS with an `IDSelectorBitmap`, so filtered results are still the top-k of
@@ -10,6 +18,8 @@ the *selected* rows, never "top-k then drop".
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,14 +36,19 @@ from textitsr.errors import InputError
 class SearchConfig:
     """Index choice and HNSW parameters (defaults measured by benchmarks/search.py)."""
 
-    #: Archives with at least this many vectors get an HNSW graph instead of exact search.
-    hnsw_threshold: int = 50_000
+    #: Archives with at least this many vectors are scanned over float16 codes instead of float32.
+    scan_threshold: int = 50_000
+    #: Archives with at least this many vectors get an HNSW graph instead of a scan.
+    hnsw_threshold: int = 5_000_000
     hnsw_m: int = 32
     ef_construction: int = 64
     #: 512 keeps recall@10 >= 0.95 even on isotropic random 256-d vectors (the hardest case).
     ef_search: int = 512
     #: A filter selecting at most this many rows is answered by an exact scan of those rows.
     exact_subset_max: int = 20_000
+    #: Query batches up to `small_batch` rows search on this many FAISS threads.
+    query_threads: int = 1
+    small_batch: int = 8
 
 
 @dataclass(frozen=True)
@@ -124,11 +139,19 @@ class VectorIndex:
         self.config = config or SearchConfig()
         self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         n, d = self.vectors.shape
-        self.kind = "hnsw" if n >= self.config.hnsw_threshold else "flat"
+        if n >= self.config.hnsw_threshold:
+            self.kind = "hnsw"
+        else:
+            self.kind = "scan" if n >= self.config.scan_threshold else "flat"
         if self.kind == "flat":
             self.index = faiss.IndexFlatIP(d)
             if n:
                 self.index.add(self.vectors)
+            return
+        if self.kind == "scan":
+            fp16 = faiss.ScalarQuantizer.QT_fp16
+            self.index = faiss.IndexScalarQuantizer(d, fp16, faiss.METRIC_INNER_PRODUCT)
+            self.index.add(self.vectors)
             return
         index = _read_index(cache, n, d) if cache is not None else None
         if index is None:
@@ -169,7 +192,9 @@ class VectorIndex:
                 params = faiss.SearchParameters(sel=sel)
         elif self.kind == "hnsw" and k > self.config.ef_search:
             params = faiss.SearchParametersHNSW(efSearch=k)
-        scores, ids = self.index.search(q, k, params=params)
+        threads = self.config.query_threads if q.shape[0] <= self.config.small_batch else None
+        with _faiss_threads(threads):
+            scores, ids = self.index.search(q, k, params=params)
         return _drop_missing(scores, ids)
 
     def _exact_subset(self, q: np.ndarray, k: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -178,6 +203,20 @@ class VectorIndex:
         top_s = np.take_along_axis(sims, top, axis=1)
         order = np.argsort(-top_s, axis=1, kind="stable")
         return np.take_along_axis(top_s, order, axis=1), rows[np.take_along_axis(top, order, axis=1)]
+
+
+@contextlib.contextmanager
+def _faiss_threads(threads: int | None) -> Iterator[None]:
+    """Run the block with FAISS on `threads` OpenMP threads (None: unchanged), then restore."""
+    if threads is None:
+        yield
+        return
+    previous = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(threads)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(previous)
 
 
 def _read_index(path: Path, n: int, d: int) -> faiss.Index | None:
