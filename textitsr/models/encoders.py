@@ -49,7 +49,31 @@ __all__ = [
 # --------------------------------------------------------------------------------------------------
 
 
-class ImageEncoder(nn.Module):
+class Backbone(nn.Module):
+    """Frozen by default; `unfreeze_last(n)` fine-tunes the last n blocks, the rest stays frozen."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._unfrozen: list[nn.Module] = []
+
+    def blocks(self) -> list[nn.Module]:
+        """The backbone's blocks in order; `unfreeze_last(n)` unfreezes the last n."""
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def unfreeze_last(self, n: int) -> None:
+        """Make the last `n` blocks trainable (0 keeps the encoder fully frozen)."""
+        self._unfrozen = _unfreeze(self, self.blocks(), n)
+
+    @property
+    def unfrozen(self) -> bool:
+        return bool(self._unfrozen)
+
+    def train(self, mode: bool = True) -> Backbone:
+        # Frozen parts stay in eval mode (batch-norm statistics, dropout) whatever the caller asks.
+        return _train_only_unfrozen(self, self._unfrozen, mode)
+
+
+class ImageEncoder(Backbone):
     """uint8 RGB batch -> (global (B,D), tokens (B,N,D)); subclasses set the attributes below."""
 
     name: str
@@ -61,7 +85,6 @@ class ImageEncoder(nn.Module):
         super().__init__()
         self.register_buffer("pixel_mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
-        self._unfrozen: list[nn.Module] = []
 
     def preprocess(self, images: np.ndarray | Tensor) -> Tensor:
         """uint8 (B,H,W,3) -> normalised float (B,3,S,S), channels-last, on the encoder's device."""
@@ -82,48 +105,16 @@ class ImageEncoder(nn.Module):
     def forward(self, pixels: Tensor) -> tuple[Tensor, Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def blocks(self) -> list[nn.Module]:
-        """The backbone's blocks in order; `unfreeze_last(n)` unfreezes the last n."""
-        raise NotImplementedError  # pragma: no cover - abstract
-
-    def unfreeze_last(self, n: int) -> None:
-        """Make the last `n` blocks trainable (0 keeps the encoder fully frozen)."""
-        self._unfrozen = _unfreeze(self, self.blocks(), n)
-
-    @property
-    def unfrozen(self) -> bool:
-        return bool(self._unfrozen)
-
-    def train(self, mode: bool = True) -> ImageEncoder:
-        # Frozen parts stay in eval mode (batch-norm statistics, dropout) whatever the caller asks.
-        return _train_only_unfrozen(self, self._unfrozen, mode)
 
 
-class TextEncoder(nn.Module):
+class TextEncoder(Backbone):
     """list[str] -> (B,D) sentence features."""
 
     name: str
     dim: int
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._unfrozen: list[nn.Module] = []
-
     def forward(self, texts: list[str]) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
-
-    def blocks(self) -> list[nn.Module]:
-        raise NotImplementedError  # pragma: no cover - abstract
-
-    def unfreeze_last(self, n: int) -> None:
-        self._unfrozen = _unfreeze(self, self.blocks(), n)
-
-    @property
-    def unfrozen(self) -> bool:
-        return bool(self._unfrozen)
-
-    def train(self, mode: bool = True) -> TextEncoder:
-        return _train_only_unfrozen(self, self._unfrozen, mode)
 
 
 def check_images(images: np.ndarray | Tensor, field: str) -> None:
