@@ -99,13 +99,7 @@ with list_col:
         if st.button("Inspect query pair", key="inspect-query"):
             ui.open_inspector(pick.pair_id)
     st.subheader("Sentences that describe it")
-    if sentences:
-        st.dataframe(
-            [{"rank": s.rank, "score": round(s.score, 3), "sentence": s.text} for s in sentences],
-            hide_index=True, width="stretch",
-        )
-    else:
-        st.caption("The archive holds no sentences.")
+    ui.sentence_table(sentences)
 
 st.subheader("Most similar pairs")
 if hits:

@@ -76,14 +76,7 @@ with stats_col:
 with text_col:
     st.subheader("Sentences that describe it best")
     with ui.show_errors("Describing the pair"):
-        sentences = service.describe_pair(pair_id, k=8)
-        if sentences:
-            st.dataframe(
-                [{"rank": c.rank, "score": round(c.score, 3), "sentence": c.text} for c in sentences],
-                hide_index=True, width="stretch",
-            )
-        else:
-            st.caption("The archive holds no sentences.")
+        ui.sentence_table(service.describe_pair(pair_id, k=8))
 
 st.subheader("Neighbours (most similar pairs)")
 with ui.show_errors("Finding neighbours"):

@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     import folium
     import plotly.graph_objects as go
 
-    from textitsr.service import ArchiveStats, PairHit, SearchFilters, SearchService
+    from textitsr.service import ArchiveStats, CaptionHit, PairHit, SearchFilters, SearchService
 
 log = logging.getLogger(__name__)
 
@@ -913,6 +913,19 @@ def hit_caption(hit: PairHit) -> str:
     dates = " → ".join(d for d in hit.dates if d) or "dates unknown"
     kind = f" · {hit.change_type.replace('_', ' ')}" if hit.change_type else ""
     return f"{dates}{kind}"
+
+
+def sentence_table(sentences: Sequence[CaptionHit]) -> None:
+    """The sentences that best describe a pair, with their scores (Map query and Inspector)."""
+    import streamlit as st
+
+    if not sentences:
+        st.caption("The archive holds no sentences.")
+        return
+    st.dataframe(
+        [{"rank": c.rank, "score": round(c.score, 3), "sentence": c.text} for c in sentences],
+        hide_index=True, width="stretch",
+    )
 
 
 def results_grid(service: SearchService, hits: Sequence[PairHit], key: str, columns: int = 2) -> None:
