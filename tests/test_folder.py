@@ -103,3 +103,11 @@ def test_different_sizes_and_missing_folders(tmp_path):
     (corrupt / "after" / "c.png").write_bytes(b"not an image")
     with pytest.raises(InputError, match=r"after/c.png: not a readable image"):
         list(FolderSource(corrupt).pairs())
+
+
+def test_band_names_must_match_the_channel_count(tmp_path):
+    root = make_folder(tmp_path)  # 3-channel PNGs
+    with pytest.raises(InputError, match=r"a\.png: 3 bands but band names \['red', 'green', 'blue', 'nir'\]"):
+        next(iter(FolderSource(root, band_names=("red", "green", "blue", "nir")).pairs()))
+    pair = next(iter(FolderSource(root, band_names=("blue", "green", "red")).pairs()))
+    assert pair.bands == ("blue", "green", "red")

@@ -17,7 +17,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from textitsr.data.imageio import default_band_names, normalise_band_name, read_pair_images, resolve_display
+from textitsr.data.imageio import (
+    normalise_band_name,
+    read_pair_images,
+    resolve_band_names,
+    resolve_display,
+)
 from textitsr.data.levircc import CaptionRecord, parse_caption_json
 from textitsr.data.pairs import BitemporalPair
 from textitsr.errors import InputError
@@ -76,14 +81,6 @@ class DubaiCCDSource:
     def __len__(self) -> int:
         return len(self.records)
 
-    def _bands(self, names: tuple[str, ...] | None, count: int, where: Path) -> tuple[str, ...]:
-        bands = self.band_names or names or (ETM_BANDS if count == 6 else default_band_names(count))
-        if len(bands) != count:
-            raise InputError(
-                f"{where}: {count} bands but band names {list(bands)}; expected {len(bands)} bands"
-            )
-        return bands
-
     def pairs(self, split: str | None = None) -> Iterator[BitemporalPair]:
         for rec in self.records:
             if split is not None and rec.split != split:
@@ -97,7 +94,7 @@ class DubaiCCDSource:
                     )
             pair_id = f"dubaiccd_{Path(rec.filename).stem}"
             a, b, names = read_pair_images(before, after, pair_id)
-            bands = self._bands(names, a.shape[2], before)
+            bands = resolve_band_names(a.shape[2], self.band_names, names, before, {6: ETM_BANDS})
             yield BitemporalPair(
                 pair_id=pair_id,
                 before=a,

@@ -20,9 +20,9 @@ from pathlib import Path
 
 from textitsr.data.imageio import (
     IMAGE_SUFFIXES,
-    default_band_names,
     normalise_band_name,
     read_pair_images,
+    resolve_band_names,
     resolve_display,
 )
 from textitsr.data.pairs import SPLITS, BitemporalPair
@@ -142,9 +142,7 @@ class FolderSource:
             before, after = self.root / "before" / name, self.root / "after" / name
             pair_id = f"folder_{Path(name).stem}"
             a, b, names = read_pair_images(before, after, pair_id)
-            bands = self.band_names or names or default_band_names(a.shape[2])
-            if len(bands) != a.shape[2]:
-                raise InputError(f"{before}: {a.shape[2]} bands but band names {list(bands)}")
+            bands = resolve_band_names(a.shape[2], self.band_names, names, before)
             yield BitemporalPair(
                 pair_id=pair_id,
                 before=a,

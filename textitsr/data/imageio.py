@@ -9,7 +9,7 @@ rule, so the two dates stay comparable.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +64,24 @@ def normalise_band_name(name: str) -> str:
 
 def default_band_names(count: int) -> tuple[str, ...]:
     return DEFAULT_BAND_NAMES.get(count, tuple(f"b{i + 1}" for i in range(count)))
+
+
+def resolve_band_names(
+    count: int,
+    given: Sequence[str] | None,
+    from_file: Sequence[str] | None,
+    where: Path | str,
+    defaults: Mapping[int, tuple[str, ...]] | None = None,
+) -> tuple[str, ...]:
+    """Band names for `count` channels: the user's, else the file's, else the defaults by count.
+
+    `defaults` lets a dataset override the generic names for a band count it knows (Dubai-CCD:
+    6 bands are Landsat-7 ETM+). Names that do not match the channel count are an input error.
+    """
+    bands = tuple(given or from_file or (defaults or {}).get(count) or default_band_names(count))
+    if len(bands) != count:
+        raise InputError(f"{where}: {count} bands but band names {list(bands)}; expected {len(bands)} bands")
+    return bands
 
 
 def default_display(bands: Sequence[str]) -> tuple[str, str, str]:
