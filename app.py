@@ -2,7 +2,7 @@
 
 Run with `textitsr demo` (builds the demo archive first) or `textitsr serve` /
 `streamlit run app.py`. The archive is chosen with TEXTITSR_STORE / TEXTITSR_CHECKPOINT; see
-textitsr/app_support.py. Every page under pages/ (N_Title.py) is picked up by the navigation.
+textitsr/app/. Every page under pages/ (N_Title.py) is picked up by the navigation.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from textitsr import app_support as ui
+from textitsr.app import navigation, services, widgets
 
-ui.page_setup()
+widgets.page_setup()
 
 
 def home() -> None:
@@ -24,10 +24,10 @@ def home() -> None:
         "like *“many new buildings were built”*, or pick a tile on the map to find similar changes and "
         "the sentences that describe it best."
     )
-    service = ui.service_or_stop()
-    with ui.show_errors("Reading archive statistics"):
+    service = services.service_or_stop()
+    with widgets.show_errors("Reading archive statistics"):
         stats = service.stats()
-        ui.archive_metrics(stats)
+        widgets.archive_metrics(stats)
     st.subheader("Pages")
     for page in PAGES:
         st.page_link(page)
@@ -35,7 +35,7 @@ def home() -> None:
 
 PAGES = [
     st.Page(f"pages/{e.path.name}", title=e.title, icon=e.icon, url_path=e.url_path)
-    for e in ui.discover_pages(Path(__file__).parent / "pages")
+    for e in navigation.discover_pages(Path(__file__).parent / "pages")
 ]
 navigation = st.navigation([st.Page(home, title="Home", icon=":material/home:", default=True), *PAGES])
 navigation.run()

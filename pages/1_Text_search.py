@@ -7,15 +7,17 @@ import time
 import streamlit as st
 from streamlit_folium import st_folium
 
-from textitsr import app_support as ui
+from textitsr.app import figures, filters, map_events, maps, services, widgets
+from textitsr.app.config import EXAMPLE_QUERIES, load_config
+from textitsr.app.footprints import footprint_clusters
 
-ui.page_setup("Text search")
+widgets.page_setup("Text search")
 st.title("Text search")
 st.caption("Describe the change you are looking for; the archive's image pairs are ranked by similarity.")
 
-service = ui.service_or_stop()
+service = services.service_or_stop()
 stats = service.stats()
-config = ui.load_config()
+config = load_config()
 
 
 def _use_example(text: str) -> None:
@@ -29,8 +31,8 @@ st.text_input(
     help="Press Enter to search.",
 )
 st.caption("Examples:")
-example_cols = st.columns(len(ui.EXAMPLE_QUERIES))
-for col, example in zip(example_cols, ui.EXAMPLE_QUERIES, strict=True):
+example_cols = st.columns(len(EXAMPLE_QUERIES))
+for col, example in zip(example_cols, EXAMPLE_QUERIES, strict=True):
     col.button(example, key=f"example-{example}", on_click=_use_example, args=(example,), width="stretch")
 
 # ------------------------------------------------------------------------------ filters
@@ -39,7 +41,7 @@ with st.sidebar:
     k = st.slider("Results (k)", min_value=1, max_value=max(1, min(50, stats.n_pairs)),
                   value=min(10, max(1, stats.n_pairs)), key="k")
     area_mode = st.radio("Area", ["Whole archive", "Coordinates", "Draw on map"], key="area_mode")
-    first, last = ui.parse_iso_date(stats.date_range[0]), ui.parse_iso_date(stats.date_range[1])
+    first, last = filters.parse_iso_date(stats.date_range[0]), filters.parse_iso_date(stats.date_range[1])
     use_dates = st.checkbox("Limit dates", key="use_dates", disabled=first is None)
     date_range = None
     if use_dates and first and last:
@@ -60,12 +62,11 @@ if area_mode == "Coordinates":
 elif area_mode == "Draw on map":
     with st.expander("Area filter: draw a rectangle (the last one drawn is used)", expanded=True):
         footprints = service.footprints()
-        clusters = ui.footprint_clusters(footprints)
-        fmap = ui.archive_map(footprints, basemap=config.basemap, height=360,
-                              clusters=clusters if len(clusters) > 1 else ())
+        fmap = (maps.ArchiveMap(basemap=config.basemap, height=360).add_footprints(footprints)
+                .add_areas(footprint_clusters(footprints)).add_rectangle_tool().zoom_to_footprints(footprints))
         event = st_folium(fmap, key="filter_map", height=360, use_container_width=True,
                           returned_objects=["last_active_drawing"])
-        drawn = ui.drawn_box(event or {})
+        drawn = map_events.drawn_box(event or {})
         if drawn is not None:
             st.session_state["filter_bbox"] = drawn
         bbox = st.session_state.get("filter_bbox")
@@ -77,8 +78,8 @@ if not query.strip():
     st.info("Type a description of a change (or click an example) to search the archive.")
     st.stop()
 
-with ui.show_errors("Search"):
-    filters = ui.make_filters(bbox=bbox, date_range=date_range or None, sources=sources or None)
+with widgets.show_errors("Search"):
+    filters = filters.make_filters(bbox=bbox, date_range=date_range or None, sources=sources or None)
     started = time.perf_counter()
     hits = service.search_text(query, k=k, filters=filters)
     elapsed = time.perf_counter() - started
@@ -88,6 +89,6 @@ with ui.show_errors("Search"):
         st.caption(f"{len(hits)} pairs for “{query.strip()}” in {elapsed * 1000:.0f} ms")
         grid, chart = st.columns([3, 2])
         with chart:
-            st.plotly_chart(ui.score_chart(hits), key="score_chart", width="stretch")
+            st.plotly_chart(figures.score_chart(hits), key="score_chart", width="stretch")
         with grid:
-            ui.results_grid(service, hits, key="text")
+            widgets.results_grid(service, hits, key="text")

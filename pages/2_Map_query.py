@@ -5,21 +5,23 @@ from __future__ import annotations
 import streamlit as st
 from streamlit_folium import st_folium
 
-from textitsr import app_support as ui
+from textitsr.app import figures, map_events, maps, services, widgets
+from textitsr.app.config import load_config
+from textitsr.app.footprints import footprint_clusters
 from textitsr.map_assets import missing_vendor_files
 
 PICK_KEY = "map_pick"
 EVENT_KEY = "map_last_event"
 
-ui.page_setup("Map query")
+widgets.page_setup("Map query")
 st.title("Map query")
 st.caption(
     "Click a tile of the archive, or draw a rectangle, to use that image pair as the query: "
     "the most similar pairs (pair → pair) and the sentences that describe it best (pair → text)."
 )
 
-service = ui.service_or_stop()
-config = ui.load_config()
+service = services.service_or_stop()
+config = load_config()
 if missing_vendor_files():
     st.warning("Map assets are not installed (run `make assets`); the map needs internet to load Leaflet.")
 
@@ -28,9 +30,9 @@ if missing_vendor_files():
 def overlay_urls(_service: object, archive_key: str, pair_ids: tuple[str, ...], when: str) -> dict[str, str]:
     """pair_id -> inline PNG of its before or after thumbnail (cached per archive and date)."""
     urls = {}
-    for pid in pair_ids[: ui.MAX_OVERLAYS]:
+    for pid in pair_ids[: maps.MAX_OVERLAYS]:
         before, after = _service.thumbnails(pid)  # type: ignore[attr-defined]
-        urls[pid] = ui.png_data_url(before if when == "before" else after, max_side=128)
+        urls[pid] = figures.png_data_url(before if when == "before" else after, max_side=128)
     return urls
 
 
@@ -45,7 +47,7 @@ if not footprints["features"]:
     st.warning("No pair in this archive has a geographic footprint, so there is nothing to show on a map.")
     st.stop()
 ids = tuple(f["properties"]["pair_id"] for f in footprints["features"])
-clusters = ui.footprint_clusters(footprints)
+clusters = footprint_clusters(footprints)
 with st.sidebar:
     areas = [f"Area {i}: {c.n_pairs} pairs" for i, c in enumerate(clusters, start=1)] + ["Whole archive"]
     area = st.selectbox("Go to", areas, key="map_area", help="Groups of neighbouring tiles, largest first.")
@@ -53,28 +55,30 @@ whole = area == "Whole archive"
 view = None if whole else clusters[areas.index(area)].bounds
 archive_key = f"{service.store.root}:{len(service)}"
 
-pick: ui.MapPick | None = st.session_state.get(PICK_KEY)
+pick: map_events.MapPick | None = st.session_state.get(PICK_KEY)
 hits, sentences = [], []
 if pick is not None:
-    with ui.show_errors("Querying with the picked pair"):
+    with widgets.show_errors("Querying with the picked pair"):
         hits = service.search_pair(pick.pair_id, k=k)
         sentences = service.describe_pair(pick.pair_id, k=n_sentences)
 
 map_col, list_col = st.columns([3, 2])
 with map_col:
     overlays = None if when == "outlines only" else overlay_urls(service, archive_key, ids, when)
-    fmap = ui.archive_map(
-        footprints, overlays, query_id=pick.pair_id if pick else None,
-        hits=[h.pair_id for h in hits], basemap=config.basemap, height=600,
-        view=view, clusters=clusters if whole and len(clusters) > 1 else (),
-    )
+    fmap = maps.ArchiveMap(basemap=config.basemap, height=600)
+    if overlays:
+        fmap.add_overlays(overlays, footprints)
+    fmap.add_footprints(footprints).add_areas(clusters if whole else ()).add_rectangle_tool()
+    fmap.zoom_to_footprints(footprints, view)
     event = st_folium(
         fmap, key="archive_map", height=600, use_container_width=True,
+        feature_group_to_add=maps.picks_layer(footprints, pick.pair_id if pick else None,
+                                              [h.pair_id for h in hits]),
         returned_objects=["last_object_clicked", "last_clicked", "last_active_drawing"],
     )
     previous = st.session_state.get(EVENT_KEY)
-    action = ui.new_map_action(event, previous)
-    new_pick = ui.pick_query_pair(event, footprints, previous=previous)
+    action = map_events.new_map_action(event, previous)
+    new_pick = map_events.pick_query_pair(event, footprints, previous=previous)
     st.session_state[EVENT_KEY] = event
     if new_pick is not None and new_pick != pick:
         st.session_state[PICK_KEY] = new_pick
@@ -91,20 +95,20 @@ with list_col:
     how = "click on the map" if pick.how == "click" else "rectangle drawn on the map"
     st.subheader(f"Query pair `{pick.pair_id}`")
     st.caption(f"picked by {how}")
-    with ui.show_errors("Showing the query pair"):
+    with widgets.show_errors("Showing the query pair"):
         before, after = service.thumbnails(pick.pair_id)
         left, right = st.columns(2)
         left.image(before, caption="before", width="stretch")
         right.image(after, caption="after", width="stretch")
         if st.button("Inspect query pair", key="inspect-query"):
-            ui.open_inspector(pick.pair_id)
+            widgets.open_inspector(pick.pair_id)
     st.subheader("Sentences that describe it")
-    ui.sentence_table(sentences)
+    widgets.sentence_table(sentences)
 
 st.subheader("Most similar pairs")
 if hits:
-    st.plotly_chart(ui.score_chart(hits, title="Similarity to the query pair"), key="map_scores",
+    st.plotly_chart(figures.score_chart(hits, title="Similarity to the query pair"), key="map_scores",
                     width="stretch")
-    ui.results_grid(service, hits, key="map", columns=3)
+    widgets.results_grid(service, hits, key="map", columns=3)
 else:
     st.caption("No other pairs in the archive.")

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import streamlit as st
 
-from textitsr import app_support as ui
+from textitsr.app import figures, services, widgets
 from textitsr.errors import TextITSRError
 
-ui.page_setup("Inspector")
+widgets.page_setup("Inspector")
 st.title("Inspector")
 
-service = ui.service_or_stop()
+service = services.service_or_stop()
 
-requested = st.session_state.get(ui.INSPECT_KEY) or st.query_params.get("pair")
+requested = st.session_state.get(widgets.INSPECT_KEY) or st.query_params.get("pair")
 if requested is None:
     features = service.footprints(limit=1)["features"]
     requested = features[0]["properties"]["pair_id"] if features else None
@@ -22,7 +22,7 @@ if not pair_id:
     st.info("Pick a result on the Text search or Map query page, or type a pair id.")
     st.stop()
 if pair_id != requested:
-    st.session_state[ui.INSPECT_KEY] = pair_id
+    st.session_state[widgets.INSPECT_KEY] = pair_id
 st.query_params["pair"] = pair_id
 
 try:
@@ -50,21 +50,21 @@ left.image(before, caption=f"before ({dates[0] or 'date unknown'})", width=480)
 right.image(after, caption=f"after ({dates[1] or 'date unknown'})", width=480)
 
 swipe_tab, blink_tab, diff_tab = st.tabs(["Swipe", "Blink", "Difference"])
-with swipe_tab, ui.show_errors("Swipe view"):
-    st.plotly_chart(ui.swipe_figure(before, after), key="swipe", width="stretch")
+with swipe_tab, widgets.show_errors("Swipe view"):
+    st.plotly_chart(figures.swipe_figure(before, after), key="swipe", width="stretch")
 with blink_tab:
     shown = st.segmented_control("Show", ["before", "after"], default="before", key="blink")
     st.image(after if shown == "after" else before, caption=shown or "before", width=512)
-with diff_tab, ui.show_errors("Difference heatmap"):
-    st.plotly_chart(ui.difference_heatmap(before, after), key="diff", width="stretch")
+with diff_tab, widgets.show_errors("Difference heatmap"):
+    st.plotly_chart(figures.difference_heatmap(before, after), key="diff", width="stretch")
 
 stats_col, text_col = st.columns(2)
 with stats_col:
     st.subheader("Spectral change statistics")
-    with ui.show_errors("Change statistics"):
+    with widgets.show_errors("Change statistics"):
         stats = service.change_stats(pair_id)
         if stats:
-            st.dataframe(ui.stats_frame_rows(stats), hide_index=True, width="stretch")
+            st.dataframe(figures.stats_frame_rows(stats), hide_index=True, width="stretch")
         else:
             st.caption("Not available: this imagery has no near-infrared/short-wave bands.")
     st.subheader("Captions")
@@ -75,13 +75,13 @@ with stats_col:
         st.caption("This pair has no captions.")
 with text_col:
     st.subheader("Sentences that describe it best")
-    with ui.show_errors("Describing the pair"):
-        ui.sentence_table(service.describe_pair(pair_id, k=8))
+    with widgets.show_errors("Describing the pair"):
+        widgets.sentence_table(service.describe_pair(pair_id, k=8))
 
 st.subheader("Neighbours (most similar pairs)")
-with ui.show_errors("Finding neighbours"):
+with widgets.show_errors("Finding neighbours"):
     neighbours = service.search_pair(pair_id, k=6)
     if neighbours:
-        ui.results_grid(service, neighbours, key="neighbours", columns=3)
+        widgets.results_grid(service, neighbours, key="neighbours", columns=3)
     else:
         st.caption("No other pairs in the archive.")

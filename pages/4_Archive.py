@@ -6,16 +6,19 @@ import plotly.express as px
 import streamlit as st
 from streamlit_folium import st_folium
 
-from textitsr import app_support as ui
+from textitsr.app import maps, services, uploads, widgets
+from textitsr.app.config import DEFAULT_TILE_SIZE, load_config
+from textitsr.app.footprints import footprint_clusters
+from textitsr.errors import InputError
 
-ui.page_setup("Archive")
+widgets.page_setup("Archive")
 st.title("Archive")
 
-service = ui.service_or_stop()
-config = ui.load_config()
+service = services.service_or_stop()
+config = load_config()
 stats = service.stats()
 
-ui.archive_metrics(stats)
+widgets.archive_metrics(stats)
 
 src_col, split_col = st.columns(2)
 with src_col:
@@ -30,12 +33,11 @@ with split_col:
 map_col, card_col = st.columns([3, 2])
 with map_col:
     st.subheader("Footprints")
-    with ui.show_errors("Drawing the footprint map"):
+    with widgets.show_errors("Drawing the footprint map"):
         footprints = service.footprints()
         if footprints["features"]:
-            clusters = ui.footprint_clusters(footprints)
-            fmap = ui.archive_map(footprints, basemap=config.basemap, draw=False, height=420,
-                                  clusters=clusters if len(clusters) > 1 else ())
+            fmap = (maps.ArchiveMap(basemap=config.basemap, height=420).add_footprints(footprints)
+                    .add_areas(footprint_clusters(footprints)).zoom_to_footprints(footprints))
             st_folium(fmap, key="archive_footprints", height=420, use_container_width=True,
                       returned_objects=[])
         else:
@@ -59,13 +61,13 @@ st.caption(
     f"{', '.join(f'`{r}`' for r in config.data_roots)}. "
     f"Uploads are limited to {config.max_upload_mb} MB a file."
 )
-base = ui.get_base_service(config)  # scenes always go into the base archive
+base = services.get_base_service(config)  # scenes always go into the base archive
 if base is not service:
     st.caption("Scenes are added to the base archive; update the model on the Annotate page afterwards "
                "to search them with the fine-tuned model.")
 store_tile = base.tile_size()
 tile_size = st.number_input(
-    "Tile size (px)", min_value=8, max_value=4096, value=store_tile or ui.DEFAULT_TILE_SIZE, step=16,
+    "Tile size (px)", min_value=8, max_value=4096, value=store_tile or DEFAULT_TILE_SIZE, step=16,
     key="tile_size",
     help=(f"The archive's pairs are {store_tile} px tiles. " if store_tile else "")
     + "Each scene is cut into squares of this size; a scene smaller than one tile is refused.",
@@ -92,9 +94,9 @@ with path_tab, st.form("add_by_path"):
     before_text = st.text_input("Before scene (GeoTIFF path)", key="before_path")
     after_text = st.text_input("After scene (GeoTIFF path)", key="after_path")
     if st.form_submit_button("Add scene pair"):
-        with ui.show_errors("Adding the scenes"):
-            paths = [ui.check_scene_path(before_text, config.data_roots),
-                     ui.check_scene_path(after_text, config.data_roots)]
+        with widgets.show_errors("Adding the scenes"):
+            paths = [uploads.check_scene_path(before_text, config.data_roots),
+                     uploads.check_scene_path(after_text, config.data_roots)]
             _add(paths)
 with upload_tab, st.form("add_by_upload", clear_on_submit=True):
     before_file = st.file_uploader("Before scene", type=["tif", "tiff"], key="before_upload",
@@ -102,13 +104,13 @@ with upload_tab, st.form("add_by_upload", clear_on_submit=True):
     after_file = st.file_uploader("After scene", type=["tif", "tiff"], key="after_upload",
                                   max_upload_size=config.max_upload_mb)
     if st.form_submit_button("Upload and add"):
-        with ui.show_errors("Adding the uploaded scenes"):
+        with widgets.show_errors("Adding the uploaded scenes"):
             if before_file is None or after_file is None:
-                raise ui.InputError("upload: choose both a before and an after GeoTIFF scene")
+                raise InputError("upload: choose both a before and an after GeoTIFF scene")
             files = [(f.name, f.getvalue()) for f in (before_file, after_file)]
             for name, data in files:  # everything is checked before anything is written
-                ui.validate_upload(name, data, config.max_upload_bytes)
-            stamp = ui.upload_stamp()
-            paths = [ui.store_upload(f"{when}-{name}", data, config.upload_dir, stamp)
+                uploads.validate_upload(name, data, config.max_upload_bytes)
+            stamp = uploads.upload_stamp()
+            paths = [uploads.store_upload(f"{when}-{name}", data, config.upload_dir, stamp)
                      for when, (name, data) in zip(("before", "after"), files, strict=True)]
             _add(paths)

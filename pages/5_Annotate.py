@@ -5,9 +5,10 @@ from __future__ import annotations
 import plotly.graph_objects as go
 import streamlit as st
 
-from textitsr import app_support as ui
 from textitsr.active.anneal import STRATEGIES, SelectionConfig
 from textitsr.active.rounds import AnnealSession
+from textitsr.app import services, widgets
+from textitsr.app.config import load_config
 from textitsr.errors import TextITSRError
 
 UPDATED_KEY = "annotate-updated"
@@ -18,15 +19,15 @@ STRATEGY_NAMES = {
     "random": "random",
 }
 
-ui.page_setup("Annotate")
+widgets.page_setup("Annotate")
 st.title("Annotate")
 st.caption(
     "Answer whether two archive items show a similar change. The pairs asked are the ones the "
     "current metric space is least sure about (ANNEAL); **Update model** fine-tunes it on your answers."
 )
 
-service = ui.service_or_stop(base=True)  # the items asked about are the base archive's pairs
-config = ui.load_config()
+service = services.service_or_stop(base=True)  # the items asked about are the base archive's pairs
+config = load_config()
 workdir = config.annotations_dir
 
 with st.sidebar:
@@ -69,7 +70,7 @@ def show_item(col, pair_id: str, title: str) -> None:
 if pending:
     a, b = pending[0]
     st.subheader(f"Is the change in A similar to the change in B?  ({len(pending)} left in this round)")
-    with ui.show_errors("The item pair"):
+    with widgets.show_errors("The item pair"):
         col_a, col_b = st.columns(2, gap="large")
         show_item(col_a, a, "A")
         show_item(col_b, b, "B")
@@ -117,7 +118,7 @@ if st.button(
     except TextITSRError as err:
         st.error(f"Update failed: {err}")
     else:
-        using = ui.archive_choice(config) == ui.FINE_TUNED
+        using = services.archive_choice(config) == services.FINE_TUNED
         st.session_state[UPDATED_KEY] = (
             f"Fine-tuned on {int(metrics['n_labels'])} labels and re-embedded the archive. "
             + ("Search now uses the new model." if using
@@ -129,26 +130,27 @@ if UPDATED_KEY in st.session_state:
 
 
 def _use_fine_tuned() -> None:
-    ui.set_archive_choice(config, ui.FINE_TUNED if st.session_state["annotate-use-tuned"] else ui.BASE)
+    chosen = services.FINE_TUNED if st.session_state["annotate-use-tuned"] else services.BASE
+    services.set_archive_choice(config, chosen)
 
 
-tuned = ui.fine_tuned_store(config)
+tuned = services.fine_tuned_store(config)
 st.toggle(
     "Use the fine-tuned model for search",
-    value=tuned is not None and ui.archive_choice(config) == ui.FINE_TUNED,
+    value=tuned is not None and services.archive_choice(config) == services.FINE_TUNED,
     key="annotate-use-tuned",
     on_change=_use_fine_tuned,
     disabled=tuned is None,
     help="Text search, map query and the inspector then rank pairs with the model fine-tuned on your "
     "answers (its re-embedded copy of the archive); off: the base model.",
 )
-active = ui.active_archive(config)
+active = services.active_archive(config)
 st.caption(
     f"Search uses the **{active.label}**."
     + ("" if tuned is not None else " Update the model first to search with a fine-tuned one.")
 )
 
-with ui.show_errors("The metric over rounds"):
+with widgets.show_errors("The metric over rounds"):
     history = session.history()
     names = {
         "pair_map20": "pair→pair mAP@20 (change type)",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from textitsr import app_support as ui
 from textitsr.active.annotations import AnnotationLog
+from textitsr.app import config, services
 from textitsr.config import REPO_ROOT
 
 AppTest = pytest.importorskip("streamlit.testing.v1").AppTest
@@ -17,9 +17,9 @@ PAGE = str(REPO_ROOT / "pages" / "5_Annotate.py")
 def page_env(tiny_archive, tmp_path_factory):
     work = tmp_path_factory.mktemp("annotate")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(ui.ENV_STORE, str(tiny_archive.store))
-        mp.setenv(ui.ENV_CHECKPOINT, str(tiny_archive.checkpoint))
-        mp.setenv(ui.ENV_BASEMAP, "none")
+        mp.setenv(config.ENV_STORE, str(tiny_archive.store))
+        mp.setenv(config.ENV_CHECKPOINT, str(tiny_archive.checkpoint))
+        mp.setenv(config.ENV_BASEMAP, "none")
         mp.setenv("TEXTITSR_ANNOTATIONS", str(work))
         yield work
 
@@ -84,8 +84,8 @@ def test_after_an_update_search_switches_to_the_fine_tuned_model(tiny_archive, t
     from textitsr.service import SearchService
 
     work = tmp_path / "work"
-    monkeypatch.setenv(ui.ENV_STORE, str(tiny_archive.store))
-    monkeypatch.setenv(ui.ENV_CHECKPOINT, str(tiny_archive.checkpoint))
+    monkeypatch.setenv(config.ENV_STORE, str(tiny_archive.store))
+    monkeypatch.setenv(config.ENV_CHECKPOINT, str(tiny_archive.checkpoint))
     monkeypatch.setenv("TEXTITSR_ANNOTATIONS", str(work))
     query = "many new buildings were built"
     _, base_hits = text_search(query)
@@ -103,7 +103,7 @@ def test_after_an_update_search_switches_to_the_fine_tuned_model(tiny_archive, t
     switch = at.toggle(key="annotate-use-tuned")
     assert not switch.disabled and not switch.value
     at = clean(switch.set_value(True).run())
-    assert ui.active_archive().kind == ui.FINE_TUNED
+    assert services.active_archive().kind == services.FINE_TUNED
     assert "fine-tuned model" in " ".join(c.value for c in at.sidebar.caption)
 
     page, tuned_hits = text_search(query)

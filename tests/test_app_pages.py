@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from textitsr import app_support as ui
+from textitsr.app import config, figures, map_events, maps, navigation, services, uploads, widgets
 from textitsr.config import REPO_ROOT, DemoPaths
 from textitsr.errors import InputError
 from textitsr.index.store import Store
@@ -24,16 +24,16 @@ TIMEOUT = 120
 def app_env(tiny_archive):
     """TEXTITSR_* pointing the app at the tiny archive (and its world as the only data root)."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(ui.ENV_STORE, str(tiny_archive.store))
-        mp.setenv(ui.ENV_CHECKPOINT, str(tiny_archive.checkpoint))
-        mp.setenv(ui.ENV_DATA_ROOTS, str(tiny_archive.world))
-        mp.setenv(ui.ENV_BASEMAP, "none")
+        mp.setenv(config.ENV_STORE, str(tiny_archive.store))
+        mp.setenv(config.ENV_CHECKPOINT, str(tiny_archive.checkpoint))
+        mp.setenv(config.ENV_DATA_ROOTS, str(tiny_archive.world))
+        mp.setenv(config.ENV_BASEMAP, "none")
         yield tiny_archive
 
 
 @pytest.fixture(scope="module")
 def service(app_env):
-    return ui.get_service()
+    return services.get_service()
 
 
 def run_page(name: str, **state) -> AppTest:
@@ -87,9 +87,9 @@ def test_text_search_returns_scored_results(app_env, service):
 def test_example_button_and_k(app_env):
     at = run_page("pages/1_Text_search.py")
     at.slider(key="k").set_value(3).run()
-    at.button(key=f"example-{ui.EXAMPLE_QUERIES[1]}").click().run()
+    at.button(key=f"example-{config.EXAMPLE_QUERIES[1]}").click().run()
     assert_clean(at)
-    assert at.text_input(key="query").value == ui.EXAMPLE_QUERIES[1]
+    assert at.text_input(key="query").value == config.EXAMPLE_QUERIES[1]
     assert len(result_scores(at)) == 3
 
 
@@ -122,7 +122,7 @@ def test_map_page_click_on_a_tile_gives_similar_pairs_and_sentences(app_env, ser
     target = footprints["features"][3]
     (w, s), _, (e, n) = target["geometry"]["coordinates"][0][:3]
     event = {"last_clicked": {"lat": (s + n) / 2, "lng": (w + e) / 2}, "last_active_drawing": None}
-    pick = ui.pick_query_pair(event, footprints)
+    pick = map_events.pick_query_pair(event, footprints)
     assert pick is not None and pick.pair_id == target["properties"]["pair_id"] and pick.how == "click"
 
     at.session_state["map_pick"] = pick
@@ -139,7 +139,7 @@ def test_map_page_click_on_a_tile_gives_similar_pairs_and_sentences(app_env, ser
 
 def test_inspector_shows_one_pair_in_full(app_env, service):
     pair_id = service.footprints()["features"][0]["properties"]["pair_id"]
-    at = run_page("pages/3_Inspector.py", **{ui.INSPECT_KEY: pair_id})
+    at = run_page("pages/3_Inspector.py", **{widgets.INSPECT_KEY: pair_id})
     assert_clean(at)
     assert at.text_input[0].value == pair_id
     assert count(at, "plotly_chart") == 2  # swipe + difference heatmap
@@ -190,23 +190,23 @@ def test_archive_page_adds_a_scene_pair_from_a_path(app_env, tmp_path, monkeypat
     roots = tmp_path / "roots"
     write_scene(roots / "scenes" / "2019-05-01.tif", seed=1)
     write_scene(roots / "scenes" / "2021-05-01.tif", seed=2)
-    monkeypatch.setenv(ui.ENV_STORE, str(store))
-    monkeypatch.setenv(ui.ENV_DATA_ROOTS, str(roots))
-    n0 = len(ui.get_service())
+    monkeypatch.setenv(config.ENV_STORE, str(store))
+    monkeypatch.setenv(config.ENV_DATA_ROOTS, str(roots))
+    n0 = len(services.get_service())
     at = run_page("pages/4_Archive.py")
     at.text_input(key="before_path").input("scenes/2019-05-01.tif")
     at.text_input(key="after_path").input(str(roots / "scenes" / "2021-05-01.tif"))
     at.button[0].click().run()
     assert_clean(at)
     assert at.success and "Added" in at.success[0].value
-    assert len(ui.get_service()) > n0
+    assert len(services.get_service()) > n0
     assert len(Store.open(app_env.store)) == n0  # the shared tiny store is untouched
 
 
 def test_archive_page_tiles_demo_scenes_at_the_archive_tile_size(app_env, service, tmp_path, monkeypatch):
     store = tmp_path / "store"
     shutil.copytree(app_env.store, store)
-    monkeypatch.setenv(ui.ENV_STORE, str(store))
+    monkeypatch.setenv(config.ENV_STORE, str(store))
     scenes = app_env.world / "scenes" / "val"  # 192 x 192 px: smaller than one 256 px tile
     at = run_page("pages/4_Archive.py")
     assert at.number_input(key="tile_size").value == service.tile_size() == 64  # the archive's tiles
@@ -250,43 +250,43 @@ def _rect(w, s, e, n):
 
 
 def test_click_picks_the_tile_under_it_and_misses_outside():
-    assert ui.pick_query_pair({"last_clicked": {"lat": 0.5, "lng": 1.5}}, FP).pair_id == "b"
-    assert ui.pick_query_pair({"last_object_clicked": {"lat": 1.5, "lng": 0.2}}, FP).pair_id == "c"
-    assert ui.pick_query_pair({"last_clicked": {"lat": 5.0, "lng": 5.0}}, FP) is None
-    assert ui.new_map_action({"last_clicked": {"lat": 5.0, "lng": 5.0}}) == "click"
-    assert ui.pick_query_pair(None, FP) is None and ui.pick_query_pair({}, FP) is None
+    assert map_events.pick_query_pair({"last_clicked": {"lat": 0.5, "lng": 1.5}}, FP).pair_id == "b"
+    assert map_events.pick_query_pair({"last_object_clicked": {"lat": 1.5, "lng": 0.2}}, FP).pair_id == "c"
+    assert map_events.pick_query_pair({"last_clicked": {"lat": 5.0, "lng": 5.0}}, FP) is None
+    assert map_events.new_map_action({"last_clicked": {"lat": 5.0, "lng": 5.0}}) == "click"
+    assert map_events.pick_query_pair(None, FP) is None and map_events.pick_query_pair({}, FP) is None
 
 
 def test_rectangle_picks_the_most_covered_tile():
     event = {"last_active_drawing": _rect(0.6, 0.1, 1.9, 0.9)}  # mostly over b
-    pick = ui.pick_query_pair(event, FP)
-    assert pick == ui.MapPick("b", "rectangle", bbox=(0.6, 0.1, 1.9, 0.9))
-    assert ui.pick_query_pair({"last_active_drawing": _rect(3, 3, 4, 4)}, FP) is None
+    pick = map_events.pick_query_pair(event, FP)
+    assert pick == map_events.MapPick("b", "rectangle", bbox=(0.6, 0.1, 1.9, 0.9))
+    assert map_events.pick_query_pair({"last_active_drawing": _rect(3, 3, 4, 4)}, FP) is None
 
 
 def test_a_clicked_footprint_reported_as_drawing_is_a_click():
     feature = {**FP["features"][2], "properties": {"pair_id": "c", "rank": ""}}
     event = {"last_active_drawing": feature, "last_object_clicked": {"lat": 1.5, "lng": 0.5}}
-    assert ui.pick_query_pair(event, FP) == ui.MapPick("c", "click", point=(0.5, 1.5))
+    assert map_events.pick_query_pair(event, FP) == map_events.MapPick("c", "click", point=(0.5, 1.5))
 
 
 def test_only_the_new_interaction_counts():
     clicked = {"last_clicked": {"lat": 0.5, "lng": 0.5}, "last_active_drawing": _rect(1.1, 0.1, 1.9, 0.9)}
-    assert ui.pick_query_pair(clicked, FP).pair_id == "b"  # no history: the rectangle wins
-    assert ui.pick_query_pair(clicked, FP, previous=clicked) is None  # nothing new
+    assert map_events.pick_query_pair(clicked, FP).pair_id == "b"  # no history: the rectangle wins
+    assert map_events.pick_query_pair(clicked, FP, previous=clicked) is None  # nothing new
     moved = {**clicked, "last_clicked": {"lat": 1.5, "lng": 0.5}}
-    assert ui.pick_query_pair(moved, FP, previous=clicked).pair_id == "c"  # the new click wins
+    assert map_events.pick_query_pair(moved, FP, previous=clicked).pair_id == "c"  # the new click wins
 
 
 def test_config_from_environment(tmp_path):
-    cfg = ui.load_config({})
+    cfg = config.load_config({})
     assert cfg.store == DemoPaths().store and cfg.checkpoint is None
-    cfg = ui.load_config({ui.ENV_STORE: str(tmp_path), ui.ENV_DATA_ROOTS: f"{tmp_path}:/srv/x",
-                          ui.ENV_MAX_UPLOAD_MB: "5"})
+    cfg = config.load_config({config.ENV_STORE: str(tmp_path), config.ENV_DATA_ROOTS: f"{tmp_path}:/srv/x",
+                          config.ENV_MAX_UPLOAD_MB: "5"})
     assert cfg.store == tmp_path and cfg.data_roots == (tmp_path, Path("/srv/x"))
     assert cfg.max_upload_bytes == 5 * 2**20
     with pytest.raises(InputError, match="TEXTITSR_MAX_UPLOAD_MB"):
-        ui.load_config({ui.ENV_MAX_UPLOAD_MB: "lots"})
+        config.load_config({config.ENV_MAX_UPLOAD_MB: "lots"})
 
 
 def test_active_archive_is_the_fine_tuned_store_only_when_chosen_and_current(tmp_path):
@@ -297,28 +297,29 @@ def test_active_archive_is_the_fine_tuned_store_only_when_chosen_and_current(tmp
         (folder / "manifest.json").write_text(json.dumps({"n_pairs": n_pairs, "checkpoint_id": cid}))
 
     manifest(tmp_path / "store", 40, "base")
-    cfg = ui.load_config({ui.ENV_STORE: str(tmp_path / "store")})
+    cfg = config.load_config({config.ENV_STORE: str(tmp_path / "store")})
     assert cfg.annotations_dir == tmp_path / "annotations"
-    assert ui.active_archive(cfg) == ui.Archive(ui.BASE, tmp_path / "store")
-    ui.set_archive_choice(cfg, ui.FINE_TUNED)  # chosen, but nothing fine-tuned yet
-    active = ui.active_archive(cfg)
-    assert active.kind == ui.BASE and "No fine-tuned model" in active.note
+    assert services.active_archive(cfg) == services.Archive(services.BASE, tmp_path / "store")
+    services.set_archive_choice(cfg, services.FINE_TUNED)  # chosen, but nothing fine-tuned yet
+    active = services.active_archive(cfg)
+    assert active.kind == services.BASE and "No fine-tuned model" in active.note
     manifest(tmp_path / "annotations" / "store", 40, "tuned-1")
-    active = ui.active_archive(cfg)
-    assert (active.kind, active.store, active.stamp) == (ui.FINE_TUNED, tmp_path / "annotations" / "store",
-                                                         "tuned-1")
+    active = services.active_archive(cfg)
+    tuned = tmp_path / "annotations" / "store"
+    assert (active.kind, active.store, active.stamp) == (services.FINE_TUNED, tuned, "tuned-1")
     manifest(tmp_path / "store", 52, "base")  # scenes added since the update: the tuned copy is stale
-    active = ui.active_archive(cfg)
-    assert active.kind == ui.BASE and "52" in active.note and "40" in active.note
-    ui.set_archive_choice(cfg, ui.BASE)
-    assert ui.active_archive(cfg).note is None
+    active = services.active_archive(cfg)
+    assert active.kind == services.BASE and "52" in active.note and "40" in active.note
+    services.set_archive_choice(cfg, services.BASE)
+    assert services.active_archive(cfg).note is None
     with pytest.raises(InputError, match="archive choice"):
-        ui.set_archive_choice(cfg, "latest")
-    (tmp_path / "annotations" / ui.ARCHIVE_CHOICE_FILE).write_text("{not json")
-    assert ui.archive_choice(cfg) == ui.BASE
-    other = ui.load_config({ui.ENV_STORE: str(tmp_path / "demo"), ui.ENV_ANNOTATIONS: str(tmp_path / "w")})
+        services.set_archive_choice(cfg, "latest")
+    (tmp_path / "annotations" / services.ARCHIVE_CHOICE_FILE).write_text("{not json")
+    assert services.archive_choice(cfg) == services.BASE
+    other = config.load_config({config.ENV_STORE: str(tmp_path / "demo"),
+                                config.ENV_ANNOTATIONS: str(tmp_path / "w")})
     assert other.annotations_dir == tmp_path / "w"
-    demo = ui.load_config({ui.ENV_STORE: str(tmp_path / "demo")})
+    demo = config.load_config({config.ENV_STORE: str(tmp_path / "demo")})
     assert demo.annotations_dir == tmp_path / "demo-annotations"
 
 
@@ -327,38 +328,38 @@ def test_typed_paths_must_stay_inside_the_data_roots(tmp_path):
     (root / "sub").mkdir(parents=True)
     (tmp_path / "secret.tif").write_bytes(b"II*\x00")
     (root / "link.tif").symlink_to(tmp_path / "secret.tif")
-    assert ui.resolve_data_path("sub/a.tif", [root]) == (root / "sub" / "a.tif").resolve()
+    assert uploads.resolve_data_path("sub/a.tif", [root]) == (root / "sub" / "a.tif").resolve()
     for bad in ("../secret.tif", str(tmp_path / "secret.tif"), "link.tif", "sub/../../secret.tif"):
         with pytest.raises(InputError, match="outside the configured data roots"):
-            ui.resolve_data_path(bad, [root])
+            uploads.resolve_data_path(bad, [root])
     with pytest.raises(InputError, match="empty"):
-        ui.resolve_data_path("  ", [root])
+        uploads.resolve_data_path("  ", [root])
 
 
 def test_uploads_are_validated_in_memory(tiny_archive, tmp_path):
     tif = (tiny_archive.world / "scenes" / "test" / "before.tif").read_bytes()
-    facts = ui.validate_upload("before.tif", tif, max_bytes=len(tif))
+    facts = uploads.validate_upload("before.tif", tif, max_bytes=len(tif))
     assert facts["crs"] and facts["width"] > 0
     with pytest.raises(InputError, match="upload limit"):
-        ui.validate_upload("before.tif", tif, max_bytes=len(tif) - 1)
+        uploads.validate_upload("before.tif", tif, max_bytes=len(tif) - 1)
     with pytest.raises(InputError, match="GeoTIFF"):
-        ui.validate_upload("notes.txt", b"hello", max_bytes=100)
+        uploads.validate_upload("notes.txt", b"hello", max_bytes=100)
     with pytest.raises(InputError, match="bad header"):
-        ui.validate_upload("fake.tif", b"<html>" * 10, max_bytes=1000)
+        uploads.validate_upload("fake.tif", b"<html>" * 10, max_bytes=1000)
     from PIL import Image
 
     buf = io.BytesIO()
     Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(buf, format="TIFF")
     with pytest.raises(InputError, match="not georeferenced"):
-        ui.validate_upload("plain.tif", buf.getvalue(), max_bytes=10**6)
-    written = ui.store_upload("../../evil name.tif", tif, tmp_path / "uploads", stamp="s1")
+        uploads.validate_upload("plain.tif", buf.getvalue(), max_bytes=10**6)
+    written = uploads.store_upload("../../evil name.tif", tif, tmp_path / "uploads", stamp="s1")
     assert written == tmp_path / "uploads" / "s1" / "evil_name.tif" and written.read_bytes() == tif
 
 
 def test_pages_are_discovered_in_order(tmp_path):
     for name in ("2_Map_query.py", "1_Text_search.py", "5_Annotate.py", "_shared.py", "10_Extra_tools.py"):
         (tmp_path / name).write_text("")
-    pages = ui.discover_pages(tmp_path)
+    pages = navigation.discover_pages(tmp_path)
     assert [p.title for p in pages] == ["Text search", "Map query", "Annotate", "Extra tools"]
     assert [p.url_path for p in pages] == ["Text_search", "Map_query", "Annotate", "Extra_tools"]
 
@@ -366,12 +367,12 @@ def test_pages_are_discovered_in_order(tmp_path):
 def test_figures_and_swipe():
     before = np.zeros((20, 30, 3), np.uint8)
     after = np.full((20, 30, 3), 255, np.uint8)
-    diff = ui.difference_map(before, after)
+    diff = figures.difference_map(before, after)
     assert diff.shape == (20, 30) and float(diff.min()) == 1.0
-    frames = ui.swipe_frames(before, after, steps=3)
+    frames = figures.swipe_frames(before, after, steps=3)
     assert frames[0].max() == 0 and frames[-1].min() == 255 and frames[1][:, :14].min() == 255
     with pytest.raises(InputError):
-        ui.difference_map(before, after[:10])
+        figures.difference_map(before, after[:10])
 
 
 def test_map_html_uses_only_local_leaflet(service):
@@ -379,7 +380,9 @@ def test_map_html_uses_only_local_leaflet(service):
 
     missing = missing_vendor_files()
     assert not missing, f"map assets not installed ({missing[0]}); run `make assets`"
-    html = ui.archive_map(service.footprints(), basemap="none").get_root().render()
+    footprints = service.footprints()
+    fmap = maps.ArchiveMap(basemap="none").add_footprints(footprints).add_rectangle_tool()
+    html = fmap.zoom_to_footprints(footprints).get_root().render()
     assert "/app/static/vendor/leaflet/leaflet.js" in html
     assert "/app/static/vendor/leaflet-draw/leaflet.draw.js" in html
     external = re.findall(r'(?:src|href)="(https?://[^"]+)"', html)
@@ -396,5 +399,5 @@ def test_demo_keeps_valid_artifacts_and_commands_bind_locally(tiny_archive):
     cmd = streamlit_command(port=8765)
     assert cmd[cmd.index("--server.address") + 1] == "127.0.0.1" and cmd[-1] == "8765"
     env = app_environment(tiny_archive.store, None, [tiny_archive.world], base={})
-    assert ui.load_config(env).store == tiny_archive.store.resolve()
+    assert config.load_config(env).store == tiny_archive.store.resolve()
     assert env["HF_HUB_OFFLINE"] == "1"

@@ -166,8 +166,8 @@ APP_FILE = REPO_ROOT / "app.py"
 def app_environment(
     store: Path, checkpoint: Path | None = None, data_roots: Sequence[Path] = (), base: dict | None = None
 ) -> dict[str, str]:
-    """Environment for the app process: the TEXTITSR_* settings app_support reads, offline hubs."""
-    from textitsr.app_support import ENV_CHECKPOINT, ENV_DATA_ROOTS, ENV_STORE
+    """Environment for the app process: the TEXTITSR_* settings textitsr.app.config reads, offline hubs."""
+    from textitsr.app.config import ENV_CHECKPOINT, ENV_DATA_ROOTS, ENV_STORE
 
     env = dict(os.environ if base is None else base)
     env[ENV_STORE] = str(Path(store).resolve())

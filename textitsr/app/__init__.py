@@ -1,0 +1,16 @@
+"""Streamlit helpers the pages share, one job per module.
+
+- `config`: the app's settings from TEXTITSR_* environment variables.
+- `services`: which archive the pages search (base or ANNEAL fine-tuned), opened once per process.
+- `uploads`: typed scene paths and uploaded GeoTIFFs, checked before anything is written.
+- `filters`: the search pages' widgets -> `SearchFilters`.
+- `footprints`: pair footprints as geometry: hit tests, bounds, areas.
+- `map_events`: what a click or a drawn rectangle on the map picked.
+- `maps`: `ArchiveMap`, the Leaflet map of an archive.
+- `figures`: plotly charts and images (scores, difference, swipe).
+- `widgets`: Streamlit building blocks (page set-up, error boxes, result cards).
+- `navigation`: the pages/ scripts as st.navigation entries.
+
+Nothing here holds model or search logic: the pages reach the archive through
+`textitsr.service.SearchService`.
+"""

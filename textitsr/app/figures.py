@@ -1,0 +1,130 @@
+"""Plotly figures and image arrays the pages show: result scores, change difference, swipe."""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from textitsr.errors import InputError
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    import plotly.graph_objects as go
+
+    from textitsr.service import PairHit
+
+
+def png_data_url(image: np.ndarray, max_side: int = 256) -> str:
+    """An RGB uint8 array as an inline PNG data URL (downscaled to max_side)."""
+    from PIL import Image
+
+    img = Image.fromarray(np.ascontiguousarray(image))
+    if max(img.size) > max_side:
+        img.thumbnail((max_side, max_side))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def score_chart(hits: Sequence[PairHit], title: str = "Similarity of the results") -> go.Figure:
+    """Horizontal bar chart of result scores, best on top."""
+    import plotly.graph_objects as go
+
+    labels = [f"#{h.rank} {h.pair_id}" for h in hits]
+    fig = go.Figure(
+        go.Bar(
+            x=[h.score for h in hits],
+            y=labels,
+            orientation="h",
+            marker_color="#2b6cb0",
+            hovertemplate="%{y}<br>score %{x:.3f}<extra></extra>",
+            text=[f"{h.score:.3f}" for h in hits],
+            textposition="auto",
+        )
+    )
+    fig.update_layout(
+        title=title,
+        xaxis_title="cosine similarity",
+        yaxis={"autorange": "reversed"},
+        height=max(220, 32 * len(hits) + 100),
+        margin={"l": 10, "r": 10, "t": 40, "b": 40},
+    )
+    return fig
+
+
+def difference_map(before: np.ndarray, after: np.ndarray) -> np.ndarray:
+    """Per-pixel change magnitude in [0, 1]: mean absolute RGB difference."""
+    if before.shape != after.shape:
+        raise InputError(f"difference: before {before.shape} and after {after.shape} differ in size")
+    diff = np.abs(after.astype(np.float32) - before.astype(np.float32)).mean(axis=-1)
+    return diff / 255.0
+
+
+def difference_heatmap(before: np.ndarray, after: np.ndarray) -> go.Figure:
+    """Plotly heatmap of |after - before| (mean over RGB)."""
+    import plotly.express as px
+
+    fig = px.imshow(
+        difference_map(before, after), color_continuous_scale="Inferno", zmin=0, zmax=1,
+        labels={"color": "|after - before|"},
+    )
+    fig.update_layout(title="Difference (mean |after - before|, RGB)",
+                      margin={"l": 0, "r": 0, "t": 40, "b": 0})
+    fig.update_xaxes(showticklabels=False)
+    fig.update_yaxes(showticklabels=False)
+    return fig
+
+
+def swipe_frames(before: np.ndarray, after: np.ndarray, steps: int = 11) -> list[np.ndarray]:
+    """Composites with 'after' on the left up to a moving split line, 'before' to its right."""
+    if before.shape != after.shape:
+        raise InputError(f"swipe: before {before.shape} and after {after.shape} differ in size")
+    width = before.shape[1]
+    frames = []
+    for i in range(steps):
+        cut = round(width * i / (steps - 1))
+        comp = before.copy()
+        comp[:, :cut] = after[:, :cut]
+        if 0 < cut < width:
+            comp[:, max(cut - 1, 0) : cut] = (255, 255, 255)
+        frames.append(comp)
+    return frames
+
+
+def swipe_figure(before: np.ndarray, after: np.ndarray, steps: int = 11) -> go.Figure:
+    """Plotly swipe view: a slider moves the split between after (left) and before (right)."""
+    import plotly.graph_objects as go
+
+    frames = swipe_frames(before, after, steps)
+    urls = [png_data_url(f, max_side=512) for f in frames]
+    start = steps // 2
+    fig = go.Figure(go.Image(source=urls[start]))
+    fig.frames = [go.Frame(data=[go.Image(source=u)], name=str(i)) for i, u in enumerate(urls)]
+    fig.update_layout(
+        title="Swipe: after | before",
+        margin={"l": 0, "r": 0, "t": 40, "b": 0},
+        sliders=[{
+            "active": start,
+            "currentvalue": {"prefix": "after shown up to ", "suffix": "%"},
+            "steps": [
+                {
+                    "label": str(round(100 * i / (steps - 1))),
+                    "method": "animate",
+                    "args": [[str(i)], {"mode": "immediate", "frame": {"duration": 0, "redraw": True},
+                                        "transition": {"duration": 0}}],
+                }
+                for i in range(steps)
+            ],
+        }],
+    )
+    fig.update_xaxes(showticklabels=False)
+    fig.update_yaxes(showticklabels=False)
+    return fig
+
+
+def stats_frame_rows(stats: Mapping[str, float]) -> list[dict[str, Any]]:
+    """Spectral change statistics as table rows (name, value)."""
+    return [{"statistic": k.replace("_", " "), "value": round(float(v), 4)} for k, v in stats.items()]

@@ -1,0 +1,169 @@
+"""Which archive the pages search (the base one or the ANNEAL fine-tuned copy), opened once per process.
+
+The choice is persisted in the ANNEAL workspace so every session of the app agrees on it; the
+`SearchService` of each archive is cached with `st.cache_resource` and shared by all sessions.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from textitsr.app.config import ENV_CHECKPOINT, ENV_STORE, AppConfig, load_config
+from textitsr.errors import InputError, TextITSRError
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from textitsr.service import SearchService
+
+log = logging.getLogger(__name__)
+
+BASE = "base"
+FINE_TUNED = "fine-tuned"
+#: In the ANNEAL workspace: which archive the search pages use ({"archive": "base" | "fine-tuned"}).
+ARCHIVE_CHOICE_FILE = "search.json"
+
+
+@dataclass(frozen=True)
+class Archive:
+    """The store (and model) the search pages query: the base archive, or the ANNEAL re-embedded one.
+
+    `stamp` changes whenever the store is rewritten behind the app's back (every "update model"),
+    so the cached service is reopened; `note` says why the fine-tuned one was chosen but not used.
+    """
+
+    kind: str
+    store: Path
+    checkpoint: Path | None = None
+    stamp: str = ""
+    note: str | None = None
+
+    @property
+    def label(self) -> str:
+        return "fine-tuned model (ANNEAL)" if self.kind == FINE_TUNED else "base model"
+
+
+def fine_tuned_store(config: AppConfig) -> Path | None:
+    """The store the Annotate page's last "update model" re-embedded, or None when there is none."""
+    path = config.annotations_dir / "store"
+    return path if (path / "manifest.json").is_file() else None
+
+
+def archive_choice(config: AppConfig) -> str:
+    """The persisted choice (BASE or FINE_TUNED); BASE when unset or unreadable."""
+    try:
+        choice = json.loads((config.annotations_dir / ARCHIVE_CHOICE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return BASE
+    return FINE_TUNED if isinstance(choice, dict) and choice.get("archive") == FINE_TUNED else BASE
+
+
+def set_archive_choice(config: AppConfig, kind: str) -> None:
+    """Persist which archive the search pages use (shared by every session of this workspace)."""
+    from textitsr.atomic import atomic_write_text
+
+    if kind not in (BASE, FINE_TUNED):
+        raise InputError(f"archive choice {kind!r}: expected {BASE!r} or {FINE_TUNED!r}")
+    atomic_write_text(config.annotations_dir / ARCHIVE_CHOICE_FILE, json.dumps({"archive": kind}))
+
+
+def _manifest(store: Path) -> dict[str, Any] | None:
+    try:
+        manifest = json.loads((store / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) else None
+
+
+def base_archive(config: AppConfig) -> Archive:
+    return Archive(BASE, config.store, config.checkpoint)
+
+
+def active_archive(config: AppConfig | None = None) -> Archive:
+    """The archive the search pages use now: the fine-tuned store when chosen and current, else base.
+
+    A fine-tuned store that no longer holds the base archive's pairs (scenes were added since the
+    update) is not used: searching it would silently miss the new pairs.
+    """
+    config = config or load_config()
+    base = base_archive(config)
+    if archive_choice(config) != FINE_TUNED:
+        return base
+    tuned = fine_tuned_store(config)
+    manifest = _manifest(tuned) if tuned is not None else None
+    if tuned is None or manifest is None:
+        return replace(base, note="No fine-tuned model yet: update the model on the Annotate page.")
+    base_manifest = _manifest(config.store) or {}
+    n_base, n_tuned = base_manifest.get("n_pairs"), manifest.get("n_pairs")
+    if n_base is not None and n_tuned != n_base:
+        return replace(
+            base,
+            note=f"The fine-tuned archive holds {n_tuned} pairs, the base archive {n_base}; searching the "
+            "base archive. Update the model again on the Annotate page.",
+        )
+    return Archive(FINE_TUNED, tuned, None, stamp=str(manifest.get("checkpoint_id", "")))
+
+
+def _cache_resource(**kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    import streamlit as st
+
+    return st.cache_resource(**kwargs)
+
+
+@_cache_resource(show_spinner="Loading the model and the archive (once per server process)...",
+                 max_entries=4)
+def _open_service(store: str, checkpoint: str | None, stamp: str = "") -> SearchService:
+    """`stamp` only keys the cache (a re-embedded store at the same path is opened afresh)."""
+    from textitsr.service import SearchService
+
+    return SearchService.open(Path(store), Path(checkpoint) if checkpoint else None)
+
+
+def get_service(config: AppConfig | None = None, *, archive: Archive | None = None) -> SearchService:
+    """The process-wide SearchService of `archive` (default: the active one), shared by sessions."""
+    config = config or load_config()
+    archive = archive or active_archive(config)
+    return _open_service(str(archive.store), str(archive.checkpoint) if archive.checkpoint else None,
+                         archive.stamp)
+
+
+def get_base_service(config: AppConfig | None = None) -> SearchService:
+    """The base archive's service: where scenes are added and ANNEAL takes its items from."""
+    config = config or load_config()
+    return get_service(config, archive=base_archive(config))
+
+
+def clear_service_cache() -> None:
+    """Forget the loaded service (after the archive changed on disk, e.g. scenes were added)."""
+    _open_service.clear()
+
+
+def service_or_stop(*, base: bool = False) -> SearchService:
+    """The active archive's service (the base one with `base`), or a clear error and the page stops.
+
+    Also shows in the sidebar which archive and model the search pages use.
+    """
+    import streamlit as st
+
+    try:
+        config = load_config()
+        archive = active_archive(config)
+        st.sidebar.caption(f"Searching with the **{archive.label}**  \n`{archive.store}`")
+        if archive.note:
+            st.sidebar.warning(archive.note)
+        return get_service(config, archive=base_archive(config) if base else archive)
+    except TextITSRError as err:
+        st.error(f"Could not open the archive: {err}")
+        st.info(
+            "Run `textitsr demo` (or `make run`) to build the demo archive, or point the app at "
+            f"another store with {ENV_STORE}=/path/to/store (and {ENV_CHECKPOINT} if needed)."
+        )
+        st.stop()
+    except Exception as err:  # noqa: BLE001 - the page must show a message, never a traceback
+        log.exception("opening the search service failed")
+        st.error(f"Could not open the archive ({type(err).__name__}: {err}).")
+        st.stop()
+    raise AssertionError("unreachable")  # st.stop() raises

@@ -1,0 +1,114 @@
+"""Scenes users point the app at: typed paths confined to the data roots, uploads checked in memory.
+
+Nothing is written until every check has passed; uploads are then written atomically under the
+first data root.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from textitsr.errors import InputError
+
+GEOTIFF_SUFFIXES = (".tif", ".tiff")
+_TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def resolve_data_path(text: str, roots: Sequence[Path]) -> Path:
+    """A user-typed path, resolved (symlinks and '..' followed) and required to lie in a data root.
+
+    Relative paths are taken relative to the first root. Nothing is opened here.
+    """
+    text = (text or "").strip()
+    if not text:
+        raise InputError("scene path: empty; expected a GeoTIFF path inside the data roots")
+    if "\x00" in text:
+        raise InputError("scene path: contains a NUL character")
+    if not roots:
+        raise InputError("no data roots are configured; set TEXTITSR_DATA_ROOTS")
+    raw = Path(text).expanduser()
+    candidate = raw if raw.is_absolute() else roots[0] / raw
+    resolved = candidate.resolve()
+    for root in roots:
+        if resolved.is_relative_to(root.resolve()):
+            return resolved
+    allowed = ", ".join(str(r) for r in roots)
+    raise InputError(f"scene path {text!r}: outside the configured data roots ({allowed})")
+
+
+def check_scene_path(text: str, roots: Sequence[Path]) -> Path:
+    """A typed scene path that is inside the data roots, exists, and names a GeoTIFF file."""
+    path = resolve_data_path(text, roots)
+    if path.suffix.lower() not in GEOTIFF_SUFFIXES:
+        raise InputError(f"scene path {text!r}: expected a .tif/.tiff GeoTIFF file")
+    if not path.is_file():
+        raise InputError(f"scene path {text!r}: no such file")
+    with path.open("rb") as fh:
+        if fh.read(4) not in _TIFF_MAGICS:
+            raise InputError(f"scene path {text!r}: not a TIFF file (bad header)")
+    return path
+
+
+def safe_upload_name(name: str) -> str:
+    """A file name reduced to [A-Za-z0-9._-] with no directory part (never trusted as given)."""
+    stem = _SAFE_NAME.sub("_", Path(name or "").name).strip("._")
+    return stem or "scene.tif"
+
+
+def validate_upload(name: str, data: bytes, max_bytes: int) -> dict[str, Any]:
+    """Check an uploaded GeoTIFF entirely in memory; returns its basic facts. Nothing is written.
+
+    Checks: extension, size limit, TIFF header, that GDAL can read it, and that it carries a CRS
+    and a geotransform (a scene the archive can tile needs both).
+    """
+    label = f"upload {name!r}"
+    if Path(name).suffix.lower() not in GEOTIFF_SUFFIXES:
+        raise InputError(f"{label}: expected a .tif/.tiff GeoTIFF file")
+    if len(data) == 0:
+        raise InputError(f"{label}: the file is empty")
+    if len(data) > max_bytes:
+        raise InputError(
+            f"{label}: {len(data) / 2**20:.1f} MB is over the {max_bytes / 2**20:.0f} MB upload limit"
+        )
+    if data[:4] not in _TIFF_MAGICS:
+        raise InputError(f"{label}: not a TIFF file (bad header)")
+    import rasterio
+    from rasterio.errors import RasterioError
+    from rasterio.io import MemoryFile
+
+    try:
+        with MemoryFile(data) as mem, mem.open() as ds:
+            facts = {
+                "width": ds.width,
+                "height": ds.height,
+                "count": ds.count,
+                "dtype": ds.dtypes[0],
+                "crs": ds.crs.to_string() if ds.crs else None,
+                "bounds": tuple(ds.bounds),
+                "identity_transform": ds.transform == rasterio.Affine.identity(),
+            }
+    except RasterioError as err:
+        raise InputError(f"{label}: GDAL cannot read it as a GeoTIFF ({err})") from err
+    if not facts["crs"] or facts["identity_transform"]:
+        raise InputError(f"{label}: not georeferenced (no CRS/geotransform); expected a GeoTIFF scene")
+    return facts
+
+
+def upload_stamp() -> str:
+    """Folder name for one batch of uploads (time-ordered, unique enough for one user action)."""
+    return datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+
+
+def store_upload(name: str, data: bytes, upload_dir: Path, stamp: str | None = None) -> Path:
+    """Write an already-validated upload under `upload_dir/<stamp>/` (atomically); returns its path."""
+    from textitsr.atomic import atomic_write_bytes
+
+    stamp = stamp or upload_stamp()
+    dest = upload_dir / stamp / safe_upload_name(name)
+    atomic_write_bytes(dest, data)
+    return dest
