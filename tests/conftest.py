@@ -113,6 +113,9 @@ def tiny_archive(tmp_path_factory: pytest.TempPathFactory) -> TinyArchive:
         train(TrainConfig(root=world, out=checkpoint, source="synthetic", fusion="gff:before+after+diff",
                           epochs=3, batch_size=8, cache_dir=root / "cache", device="cpu", progress=False))
     store = root / "store"
-    build_store(checkpoint, open_source(world, "synthetic"), store, shard_size=16, batch_size=16,
-                progress=False)
+    built = build_store(checkpoint, open_source(world, "synthetic"), store, shard_size=16, batch_size=16,
+                        progress=False)
+    from textitsr.index.tiles import tile_store
+
+    tile_store(built)  # map tiles of the world's scenes, as `textitsr index` and the demo write them
     return TinyArchive(world=world, checkpoint=checkpoint, store=store)

@@ -238,6 +238,9 @@ def index(
     overrides = {"batch_size": batch_size, "shard_size": shard_size, "feature_cache": feature_cache}
     config = BuildConfig(**{name: value for name, value in overrides.items() if value is not None})
     store = build_store(checkpoint, pairs, out, split=split, scheduler=scheduler, config=config)
+    from textitsr.index.tiles import tile_store
+
+    tile_store(store)
     typer.echo(f"{out}: {len(store)} pairs in {len(store.shard_names)} shard(s), "
                f"{store.manifest['n_captions']} captions, model {store.checkpoint_id}")
 

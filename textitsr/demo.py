@@ -153,6 +153,22 @@ def prepare_demo(
         echo(f"[demo] store: {len(store)} pairs in {time.perf_counter() - t0:.0f} s")
         built.append("store")
 
+    # 4. map tiles of the world's scenes (only scenes not tiled yet)
+    from textitsr.index.store import Store
+    from textitsr.index.tiles import TileIndex, store_scene_paths, tile_store
+
+    store = Store.open(paths.store)
+    index = TileIndex.read(store.tiles_dir)
+    if all(str(p) in index.paths for p in store_scene_paths(store)):
+        echo(f"[demo] tiles: {len(index.scenes)} scene pyramids at {store.tiles_dir} (kept)")
+    else:
+        t0 = step(f"tiles: map tiles of the world's scenes into {store.tiles_dir}")
+        index = tile_store(store)
+        n_tiles = sum(t.n_tiles for t in index.scenes.values())
+        took = time.perf_counter() - t0
+        echo(f"[demo] tiles: {len(index.scenes)} scenes, {n_tiles:,} tiles in {took:.0f} s")
+        built.append("tiles")
+
     seconds = time.perf_counter() - started
     done = f"built: {', '.join(built)}" if built else "nothing to build"
     echo(f"[demo] ready in {seconds:.0f} s ({done})")

@@ -8,6 +8,7 @@ Layout of a store folder::
     shards/<name>/thumbnails.parquet  pair_id + before/after PNG bytes (small, for display)
     shards/<name>/captions.parquet    text, pair_id: the archive's captions (for pair -> text)
     shards/<name>/caption_embeddings.npy
+    tiles/index.json, tiles/<key>/{z}/{x}/{y}.webp   map tiles of the scenes (textitsr.index.tiles)
 
 A shard is written into a temporary folder and renamed into place; the manifest is rewritten
 atomically *after* that, so it only ever lists complete shards. A build killed midway leaves the
@@ -40,6 +41,7 @@ FORMAT = "textitsr-store"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 SHARDS = "shards"
+TILES = "tiles"
 DTYPES = ("float16", "float32")
 
 #: Default longest side (px) of stored thumbnails: enough for the inspector, small on disk.
@@ -303,6 +305,11 @@ class Store:
                 "`textitsr index` for this checkpoint (or re-embed it)."
             )
         return cls(root, manifest)
+
+    @property
+    def tiles_dir(self) -> Path:
+        """Where the scenes' map tile pyramids live (see `textitsr.index.tiles`)."""
+        return self.root / TILES
 
     @property
     def checkpoint_id(self) -> str:
