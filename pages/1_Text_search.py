@@ -7,7 +7,7 @@ import time
 import streamlit as st
 from streamlit_folium import st_folium
 
-from textitsr.app import figures, filters, map_events, maps, services, widgets
+from textitsr.app import exports, figures, filters, map_events, maps, services, widgets
 from textitsr.app.config import EXAMPLE_QUERIES, load_config
 from textitsr.app.footprints import footprint_clusters
 
@@ -31,9 +31,7 @@ st.text_input(
     help="Press Enter to search.",
 )
 st.caption("Examples:")
-example_cols = st.columns(len(EXAMPLE_QUERIES))
-for col, example in zip(example_cols, EXAMPLE_QUERIES, strict=True):
-    col.button(example, key=f"example-{example}", on_click=_use_example, args=(example,), width="stretch")
+widgets.example_buttons(EXAMPLE_QUERIES, _use_example)
 
 # ------------------------------------------------------------------------------ filters
 with st.sidebar:
@@ -48,6 +46,9 @@ with st.sidebar:
         date_range = st.date_input("Both dates of a pair within", value=(first, last), key="date_range")
     sources = st.multiselect("Sources", sorted(stats.sources), key="sources",
                              help="Empty: all sources.") if len(stats.sources) > 1 else None
+    dates = service.acquisition_dates()
+    with st.expander(f"Acquisition dates ({len(dates)})"):
+        st.caption(widgets.date_summary(dates, shown=50) if dates else "The archive records no dates.")
 
 bbox = None
 if area_mode == "Coordinates":
@@ -62,8 +63,12 @@ if area_mode == "Coordinates":
 elif area_mode == "Draw on map":
     with st.expander("Area filter: draw a rectangle (the last one drawn is used)", expanded=True):
         footprints = service.footprints()
-        fmap = (maps.ArchiveMap(basemap=config.basemap, height=360).add_footprints(footprints)
-                .add_areas(footprint_clusters(footprints)).add_rectangle_tool().zoom_to_footprints(footprints))
+        layers = services.map_layers(config)
+        fmap = maps.ArchiveMap(basemap=config.basemap, height=360)
+        fmap.add_scene_tiles(layers.areas, layers.tiles_url, switch=False)
+        fmap.add_footprints(footprints, url=layers.footprints_url)
+        fmap.add_areas(layers.areas or footprint_clusters(footprints)).add_rectangle_tool()
+        fmap.zoom_to_footprints(footprints).stable_ids()
         event = st_folium(fmap, key="filter_map", height=360, use_container_width=True,
                           returned_objects=["last_active_drawing"])
         drawn = map_events.drawn_box(event or {})
@@ -79,16 +84,36 @@ if not query.strip():
     st.stop()
 
 with widgets.show_errors("Search"):
-    filters = filters.make_filters(bbox=bbox, date_range=date_range or None, sources=sources or None)
+    search_filters = filters.make_filters(bbox=bbox, date_range=date_range or None, sources=sources or None)
     started = time.perf_counter()
-    hits = service.search_text(query, k=k, filters=filters)
+    hits = service.search_text(query, k=k, filters=search_filters)
     elapsed = time.perf_counter() - started
     if not hits:
         st.warning("No image pairs match these filters. Widen the area or the date range.")
-    else:
-        st.caption(f"{len(hits)} pairs for “{query.strip()}” in {elapsed * 1000:.0f} ms")
-        grid, chart = st.columns([3, 2])
-        with chart:
-            st.plotly_chart(figures.score_chart(hits), key="score_chart", width="stretch")
-        with grid:
-            widgets.results_grid(service, hits, key="text")
+        st.stop()
+    found = widgets.plural(len(hits), "pair")
+    st.caption(f"{found} for “{widgets.shorten(query)}” in {elapsed * 1000:.0f} ms")
+    calibration = service.match_calibration()
+    if calibration.is_low(hits[0].score):
+        st.warning(
+            f"Nothing in the archive matches this description well: the best score is {hits[0].score:.2f}, "
+            f"while the archive's own descriptions find their best match at {calibration.median:.2f} "
+            f"(and above {calibration.low:.2f} for nearly all). These are the closest pairs anyway.",
+            icon=":material/help:",
+        )
+    grid, side = st.columns([3, 2])
+    with side:
+        st.plotly_chart(figures.score_chart(hits), key="score_chart", width="stretch")
+        layers = services.map_layers(config)
+        results_map = maps.results_map(hits, layers.areas, layers.tiles_url, basemap=config.basemap)
+        if results_map is not None:
+            st_folium(results_map, key="results_map", height=320, use_container_width=True,
+                      returned_objects=[])
+        csv_col, geo_col = st.columns(2)
+        csv_col.download_button("Export CSV", exports.hits_csv(hits), "textitsr-results.csv", "text/csv",
+                                key="export-csv", width="stretch", icon=":material/download:")
+        geo_col.download_button("Export GeoJSON", exports.hits_geojson(hits, query),
+                                "textitsr-results.geojson", "application/geo+json", key="export-geojson",
+                                width="stretch", icon=":material/download:")
+    with grid:
+        widgets.results_grid(service, hits, key="text")

@@ -12,6 +12,7 @@ from textitsr.map_assets import missing_vendor_files
 
 PICK_KEY = "map_pick"
 EVENT_KEY = "map_last_event"
+MAP_KEY = "archive_map"
 
 widgets.page_setup("Map query")
 st.title("Map query")
@@ -25,20 +26,8 @@ config = load_config()
 if missing_vendor_files():
     st.warning("Map assets are not installed (run `make assets`); the map needs internet to load Leaflet.")
 
-
-@st.cache_data(show_spinner="Drawing the scenes on the map...", max_entries=4)
-def overlay_urls(_service: object, archive_key: str, pair_ids: tuple[str, ...], when: str) -> dict[str, str]:
-    """pair_id -> inline PNG of its before or after thumbnail (cached per archive and date)."""
-    urls = {}
-    for pid in pair_ids[: maps.MAX_OVERLAYS]:
-        before, after = _service.thumbnails(pid)  # type: ignore[attr-defined]
-        urls[pid] = figures.png_data_url(before if when == "before" else after, max_side=128)
-    return urls
-
-
 with st.sidebar:
     st.header("Map options")
-    when = st.radio("Scenes shown", ["before", "after", "outlines only"], key="map_when", horizontal=True)
     k = st.slider("Similar pairs (k)", 1, 30, 8, key="map_k")
     n_sentences = st.slider("Sentences", 1, 15, 5, key="map_sentences")
 
@@ -46,14 +35,36 @@ footprints = service.footprints()
 if not footprints["features"]:
     st.warning("No pair in this archive has a geographic footprint, so there is nothing to show on a map.")
     st.stop()
-ids = tuple(f["properties"]["pair_id"] for f in footprints["features"])
-clusters = footprint_clusters(footprints)
+layers = services.map_layers(config)
+if any(a.before is None or a.after is None for a in layers.areas):
+    st.info("Some scenes have no map tiles yet, so only their outlines show.")
+    if st.button("Write the missing map tiles", key="write-tiles"):
+        bar = st.progress(0.0, text="Writing map tiles...")
+        with widgets.show_errors("Writing map tiles"):
+            services.get_base_service(config).write_tiles(lambda f, m: bar.progress(min(max(f, 0.0), 1.0), m))
+            services.clear_map_cache()
+            st.rerun()
+areas = layers.areas or footprint_clusters(footprints)
 with st.sidebar:
-    areas = [f"Area {i}: {c.n_pairs} pairs" for i, c in enumerate(clusters, start=1)] + ["Whole archive"]
-    area = st.selectbox("Go to", areas, key="map_area", help="Groups of neighbouring tiles, largest first.")
-whole = area == "Whole archive"
-view = None if whole else clusters[areas.index(area)].bounds
-archive_key = f"{service.store.root}:{len(service)}"
+    names = [f"{getattr(a, 'name', '') or f'Area {i}'} ({widgets.plural(a.n_pairs, 'pair')})"
+             for i, a in enumerate(areas, start=1)]
+    area = st.selectbox("Go to", [*names, "Whole archive"], key="map_area",
+                        help="The archive's scenes, largest first.")
+view = None if area == "Whole archive" else areas[names.index(area)].bounds
+
+
+def _on_map_event() -> None:
+    """A click or rectangle on the map: pick the query pair before the page runs (one run per click)."""
+    event = st.session_state.get(MAP_KEY) or {}
+    previous = st.session_state.get(EVENT_KEY)
+    st.session_state[EVENT_KEY] = event
+    pick = map_events.pick_query_pair(event, footprints, previous=previous)
+    if pick is not None:
+        st.session_state[PICK_KEY] = pick
+    else:
+        action = map_events.new_map_action(event, previous)
+        st.session_state["map_missed"] = action
+
 
 pick: map_events.MapPick | None = st.session_state.get(PICK_KEY)
 hits, sentences = [], []
@@ -64,29 +75,22 @@ if pick is not None:
 
 map_col, list_col = st.columns([3, 2])
 with map_col:
-    overlays = None if when == "outlines only" else overlay_urls(service, archive_key, ids, when)
     fmap = maps.ArchiveMap(basemap=config.basemap, height=600)
-    if overlays:
-        fmap.add_overlays(overlays, footprints)
-    fmap.add_footprints(footprints).add_areas(clusters if whole else ()).add_rectangle_tool()
-    fmap.zoom_to_footprints(footprints, view)
-    event = st_folium(
-        fmap, key="archive_map", height=600, use_container_width=True,
+    fmap.add_scene_tiles(layers.areas, layers.tiles_url).add_footprints(footprints, url=layers.footprints_url)
+    fmap.add_areas(areas if view is None else ()).add_rectangle_tool()
+    fmap.zoom_to_footprints(footprints, view).stable_ids()
+    st_folium(
+        fmap, key=MAP_KEY, height=600, use_container_width=True, on_change=_on_map_event,
         feature_group_to_add=maps.picks_layer(footprints, pick.pair_id if pick else None,
                                               [h.pair_id for h in hits]),
         returned_objects=["last_object_clicked", "last_clicked", "last_active_drawing"],
     )
-    previous = st.session_state.get(EVENT_KEY)
-    action = map_events.new_map_action(event, previous)
-    new_pick = map_events.pick_query_pair(event, footprints, previous=previous)
-    st.session_state[EVENT_KEY] = event
-    if new_pick is not None and new_pick != pick:
-        st.session_state[PICK_KEY] = new_pick
-        st.rerun()
-    elif action is not None and new_pick is None:
-        st.info("That " + ("rectangle does not touch" if action == "rectangle" else "spot is outside")
+    missed = st.session_state.pop("map_missed", None)
+    if missed is not None:
+        st.info("That " + ("rectangle does not touch" if missed == "rectangle" else "spot is outside")
                 + " the archive's tiles: click inside a tile outline.")
-    st.caption("Red: query pair · orange: similar pairs (hover for rank) · blue: other tiles.")
+    st.caption("Red: query pair · orange, numbered: similar pairs by rank · blue: other tiles. "
+               "Switch before/after imagery at the top right of the map.")
 
 with list_col:
     if pick is None:
@@ -96,10 +100,7 @@ with list_col:
     st.subheader(f"Query pair `{pick.pair_id}`")
     st.caption(f"picked by {how}")
     with widgets.show_errors("Showing the query pair"):
-        before, after = service.thumbnails(pick.pair_id)
-        left, right = st.columns(2)
-        left.image(before, caption="before", width="stretch")
-        right.image(after, caption="after", width="stretch")
+        widgets.before_after(service, pick.pair_id)
         if st.button("Inspect query pair", key="inspect-query"):
             widgets.open_inspector(pick.pair_id)
     st.subheader("Sentences that describe it")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from textitsr.app import figures, services, widgets
+from textitsr.app.config import load_config
 from textitsr.errors import TextITSRError
 
 widgets.page_setup("Inspector")
@@ -12,18 +13,11 @@ st.title("Inspector")
 
 service = services.service_or_stop()
 
-requested = st.session_state.get(widgets.INSPECT_KEY) or st.query_params.get("pair")
-if requested is None:
-    features = service.footprints(limit=1)["features"]
-    requested = features[0]["properties"]["pair_id"] if features else None
-pair_id = st.text_input("Pair id", value=requested or "", key=f"inspector-id-{requested}",
-                        help="Results on the search pages open here; or paste any pair id.").strip()
+first = service.footprints(limit=1)["features"]
+pair_id = widgets.inspector_pair_box(default=first[0]["properties"]["pair_id"] if first else None)
 if not pair_id:
     st.info("Pick a result on the Text search or Map query page, or type a pair id.")
     st.stop()
-if pair_id != requested:
-    st.session_state[widgets.INSPECT_KEY] = pair_id
-st.query_params["pair"] = pair_id
 
 try:
     record = service.pair(pair_id)
@@ -45,16 +39,24 @@ if record.get("bounds"):
     facts.append(f"footprint W {w:.4f} S {s:.4f} E {e:.4f} N {n:.4f}")
 st.markdown(" · ".join(facts))
 
-left, right = st.columns(2)
-left.image(before, caption=f"before ({dates[0] or 'date unknown'})", width=480)
-right.image(after, caption=f"after ({dates[1] or 'date unknown'})", width=480)
+left, right, where = st.columns([2, 2, 1.4])
+left.image(before, caption=f"before ({dates[0] or 'date unknown'})", width="stretch")
+right.image(after, caption=f"after ({dates[1] or 'date unknown'})", width="stretch")
+with where:
+    if record.get("bounds"):
+        config = load_config()
+        widgets.footprint_minimap(record["bounds"], pair_id, services.map_layers(config),
+                                  basemap=config.basemap)
+    else:
+        st.caption("This pair has no geographic footprint.")
 
 swipe_tab, blink_tab, diff_tab = st.tabs(["Swipe", "Blink", "Difference"])
 with swipe_tab, widgets.show_errors("Swipe view"):
     st.plotly_chart(figures.swipe_figure(before, after), key="swipe", width="stretch")
 with blink_tab:
     shown = st.segmented_control("Show", ["before", "after"], default="before", key="blink")
-    st.image(after if shown == "after" else before, caption=shown or "before", width=512)
+    blink, _ = st.columns(2)
+    blink.image(after if shown == "after" else before, caption=shown or "before", width="stretch")
 with diff_tab, widgets.show_errors("Difference heatmap"):
     st.plotly_chart(figures.difference_heatmap(before, after), key="diff", width="stretch")
 
@@ -64,7 +66,8 @@ with stats_col:
     with widgets.show_errors("Change statistics"):
         stats = service.change_stats(pair_id)
         if stats:
-            st.dataframe(figures.stats_frame_rows(stats), hide_index=True, width="stretch")
+            st.dataframe(figures.stats_frame_rows(stats), hide_index=True, width="stretch",
+                         column_config={"value": st.column_config.NumberColumn(format="%.3f")})
         else:
             st.caption("Not available: this imagery has no near-infrared/short-wave bands.")
     st.subheader("Captions")

@@ -36,8 +36,11 @@ with map_col:
     with widgets.show_errors("Drawing the footprint map"):
         footprints = service.footprints()
         if footprints["features"]:
-            fmap = (maps.ArchiveMap(basemap=config.basemap, height=420).add_footprints(footprints)
-                    .add_areas(footprint_clusters(footprints)).zoom_to_footprints(footprints))
+            layers = services.map_layers(config)
+            fmap = maps.ArchiveMap(basemap=config.basemap, height=420)
+            fmap.add_scene_tiles(layers.areas, layers.tiles_url)
+            fmap.add_footprints(footprints, url=layers.footprints_url)
+            fmap.add_areas(layers.areas or footprint_clusters(footprints)).zoom_to_footprints(footprints)
             st_folium(fmap, key="archive_footprints", height=420, use_container_width=True,
                       returned_objects=[])
         else:
@@ -74,13 +77,14 @@ tile_size = st.number_input(
 )
 
 
-def _add(paths: list) -> None:
+def _add(paths: list, place: str | None = None) -> None:
     bar = st.progress(0.0, text="Tiling and embedding...")
 
     def progress(fraction: float, message: str) -> None:
         bar.progress(min(max(float(fraction), 0.0), 1.0), text=message or "Embedding...")
 
-    added = base.add_scenes(paths, progress=progress, tile_size=int(tile_size))
+    options = {"place": place} if place else {}
+    added = base.add_scenes(paths, progress=progress, tile_size=int(tile_size), **options)
     bar.progress(1.0, text="Done")
     st.cache_data.clear()
     if added:
@@ -110,7 +114,9 @@ with upload_tab, st.form("add_by_upload", clear_on_submit=True):
             files = [(f.name, f.getvalue()) for f in (before_file, after_file)]
             for name, data in files:  # everything is checked before anything is written
                 uploads.validate_upload(name, data, config.max_upload_bytes)
+            names = [name for name, _ in files]
+            base.check_new_scenes([uploads.content_key(data) for _, data in files], names)
             stamp = uploads.upload_stamp()
-            paths = [uploads.store_upload(f"{when}-{name}", data, config.upload_dir, stamp)
-                     for when, (name, data) in zip(("before", "after"), files, strict=True)]
-            _add(paths)
+            paths = [uploads.store_upload(name, data, config.upload_dir, stamp)
+                     for name, (_, data) in zip(uploads.upload_names(names), files, strict=True)]
+            _add(paths, place=uploads.place_name(names))

@@ -121,6 +121,7 @@ if st.button(
         using = services.archive_choice(config) == services.FINE_TUNED
         st.session_state[UPDATED_KEY] = (
             f"Fine-tuned on {int(metrics['n_labels'])} labels and re-embedded the archive. "
+            + widgets.agreement_note(metrics) + " "
             + ("Search now uses the new model." if using
                else "Turn on “Use the fine-tuned model for search” to search with it.")
         )
@@ -155,7 +156,7 @@ with widgets.show_errors("The metric over rounds"):
     names = {
         "pair_map20": "pair→pair mAP@20 (change type)",
         "text_mR": "text↔pair mR",
-        "label_agreement": "agreement with your labels",
+        "heldout_agreement": "agreement with held-out labels",
     }
     fig = go.Figure()
     for key, name in names.items():

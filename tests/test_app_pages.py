@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from textitsr.app import config, figures, map_events, maps, navigation, services, uploads, widgets
+from textitsr.app import config, exports, figures, map_events, maps, navigation, services, uploads, widgets
 from textitsr.config import REPO_ROOT, DemoPaths
 from textitsr.errors import InputError
 from textitsr.index.store import Store
@@ -129,9 +129,9 @@ def test_map_page_click_on_a_tile_gives_similar_pairs_and_sentences(app_env, ser
     at.run()
     assert_clean(at)
     assert f"Query pair `{pick.pair_id}`" in [h.value for h in at.subheader]
-    sentences = at.dataframe[0].value
+    sentences = at.table[0].value
     assert len(sentences) == at.slider(key="map_sentences").value
-    assert sentences["score"].is_monotonic_decreasing
+    assert sentences["score"].astype(float).is_monotonic_decreasing
     scores = result_scores(at)
     assert len(scores) == at.slider(key="map_k").value
     assert f"`{pick.pair_id}`" not in " ".join(m.value for m in at.markdown)  # the query is excluded
@@ -207,7 +207,10 @@ def test_archive_page_tiles_demo_scenes_at_the_archive_tile_size(app_env, servic
     store = tmp_path / "store"
     shutil.copytree(app_env.store, store)
     monkeypatch.setenv(config.ENV_STORE, str(store))
-    scenes = app_env.world / "scenes" / "val"  # 192 x 192 px: smaller than one 256 px tile
+    monkeypatch.setenv(config.ENV_DATA_ROOTS, str(tmp_path))
+    scenes = tmp_path / "scenes"  # 192 x 192 px: smaller than one 256 px tile
+    write_scene(scenes / "before.tif", seed=3, size=192)
+    write_scene(scenes / "after.tif", seed=4, size=192)
     at = run_page("pages/4_Archive.py")
     assert at.number_input(key="tile_size").value == service.tile_size() == 64  # the archive's tiles
     at.text_input(key="before_path").input(str(scenes / "before.tif"))
@@ -222,6 +225,12 @@ def test_archive_page_tiles_demo_scenes_at_the_archive_tile_size(app_env, servic
     at.button[0].click().run()
     assert_clean(at)
     assert at.success and "Added 4 pairs of 96 px" in at.success[0].value  # 2 x 2 tiles
+    assert len(Store.open(store)) == len(service) + 4
+
+    at.number_input(key="tile_size").set_value(64)  # the same scenes again, even cut otherwise
+    at.button[0].click().run()
+    assert not at.exception and not at.success
+    assert at.error and "already in the archive" in at.error[0].value
     assert len(Store.open(store)) == len(service) + 4
 
 
@@ -373,6 +382,34 @@ def test_figures_and_swipe():
     assert frames[0].max() == 0 and frames[-1].min() == 255 and frames[1][:, :14].min() == 255
     with pytest.raises(InputError):
         figures.difference_map(before, after[:10])
+    assert float(figures.difference_map(after, before).max()) == -1.0  # darker after: negative
+    fig = figures.difference_heatmap(after, before)
+    assert fig.data[0].zmid == 0 and fig.data[0].zmin == -fig.data[0].zmax
+
+
+def test_statistics_carry_units():
+    rows = {r["statistic"]: r for r in figures.stats_frame_rows(
+        {"ndvi_before": 0.41, "ndvi_delta": -0.2, "vegetation_loss": 0.125})}
+    assert rows["ndvi before"]["unit"].startswith("mean NDVI")
+    assert "change" in rows["ndvi delta"]["unit"]
+    assert rows["vegetation loss"]["value"] == 12.5 and rows["vegetation loss"]["unit"].startswith("%")
+
+
+def test_result_exports_and_wording(service):
+    import csv
+    import json
+
+    hits = service.search_text("many new buildings were built", k=3)
+    rows = list(csv.DictReader(io.StringIO(exports.hits_csv(hits))))
+    assert [r["pair_id"] for r in rows] == [h.pair_id for h in hits]
+    assert float(rows[0]["west"]) == hits[0].bounds[0]
+    geo = json.loads(exports.hits_geojson(hits, "q"))
+    assert geo["query"] == "q" and [f["properties"]["rank"] for f in geo["features"]] == [1, 2, 3]
+    assert geo["features"][0]["geometry"]["coordinates"][0][0] == [hits[0].bounds[0], hits[0].bounds[1]]
+    assert widgets.plural(1, "pair") == "1 pair" and widgets.plural(1200, "pair") == "1,200 pairs"
+    assert widgets.shorten("x" * 500, 80).endswith("…") and len(widgets.shorten("x" * 500, 80)) == 80
+    assert uploads.place_name(["m_3807_20180601.tif", "m_3807_20200601.tif"]) == "m_3807"
+    assert uploads.upload_names(["a.tif", "a.tif"]) == ["before-a.tif", "after-a.tif"]
 
 
 def test_map_html_uses_only_local_leaflet(service):
@@ -381,12 +418,22 @@ def test_map_html_uses_only_local_leaflet(service):
     missing = missing_vendor_files()
     assert not missing, f"map assets not installed ({missing[0]}); run `make assets`"
     footprints = service.footprints()
-    fmap = maps.ArchiveMap(basemap="none").add_footprints(footprints).add_rectangle_tool()
-    html = fmap.zoom_to_footprints(footprints).get_root().render()
+    areas = service.scene_areas()
+    fmap = maps.ArchiveMap(basemap="none").add_scene_tiles(areas, "/app/static/tiles/x")
+    fmap.add_footprints(footprints, url="/app/static/tiles/x/footprints.json").add_rectangle_tool()
+    html = fmap.zoom_to_footprints(footprints).stable_ids().get_root().render()
     assert "/app/static/vendor/leaflet/leaflet.js" in html
     assert "/app/static/vendor/leaflet-draw/leaflet.draw.js" in html
     external = re.findall(r'(?:src|href)="(https?://[^"]+)"', html)
     assert external == [], external
+    for area in areas:  # imagery comes as tiles, footprints by URL: the map itself stays small
+        assert f"/app/static/tiles/x/{area.before.key}/{{z}}/{{x}}/{{y}}.webp" in html
+        assert f"/app/static/tiles/x/{area.after.key}/{{z}}/{{x}}/{{y}}.webp" in html
+    assert "data:image" not in html and footprints["features"][0]["properties"]["pair_id"] not in html
+    assert len(html) < 40_000
+    again = maps.ArchiveMap(basemap="none").add_scene_tiles(areas, "/app/static/tiles/x")
+    again.add_footprints(footprints, url="/app/static/tiles/x/footprints.json").add_rectangle_tool()
+    assert again.zoom_to_footprints(footprints).stable_ids().get_root().render() == html  # same text
 
 
 def test_demo_keeps_valid_artifacts_and_commands_bind_locally(tiny_archive):
@@ -395,7 +442,7 @@ def test_demo_keeps_valid_artifacts_and_commands_bind_locally(tiny_archive):
     lines: list[str] = []
     result = prepare_demo(DemoPaths(tiny_archive.world.parent), echo=lines.append)
     assert result.built == ()  # world, model and store are all current: nothing is rebuilt
-    assert sum("(kept)" in line for line in lines) == 3
+    assert sum("(kept)" in line for line in lines) == 4  # world, model, store, map tiles
     cmd = streamlit_command(port=8765)
     assert cmd[cmd.index("--server.address") + 1] == "127.0.0.1" and cmd[-1] == "8765"
     env = app_environment(tiny_archive.store, None, [tiny_archive.world], base={})

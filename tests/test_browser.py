@@ -7,6 +7,7 @@ static/vendor/ (a missing `make assets` fails here). Screenshots land in test-ou
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -45,13 +46,21 @@ def annotations(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def app_url(tiny_archive, annotations):
-    """Base URL of a streamlit server on the tiny archive (stopped after the module)."""
+def app_store(tiny_archive, tmp_path_factory) -> Path:
+    """This module's own copy of the tiny store (the Archive test adds scenes to it)."""
+    store = tmp_path_factory.mktemp("browser-store") / "store"
+    shutil.copytree(tiny_archive.store, store)
+    return store
+
+
+@pytest.fixture(scope="module")
+def app_url(tiny_archive, app_store, annotations):
+    """Base URL of a streamlit server on a copy of the tiny archive (stopped after the module)."""
     if not CHROMIUM.exists() and shutil.which("chromium") is None:
         pytest.skip("chromium is not installed (`make browser` installs Debian's chromium)")
     pytest.importorskip("playwright.sync_api")
     port = _free_port()
-    env = app_environment(tiny_archive.store, tiny_archive.checkpoint, [tiny_archive.world])
+    env = app_environment(app_store, tiny_archive.checkpoint, [tiny_archive.world])
     env["TEXTITSR_BASEMAP"] = "none"
     env["TEXTITSR_ANNOTATIONS"] = str(annotations)
     log = (SHOTS / "streamlit.log")
@@ -145,7 +154,7 @@ def test_map_renders_local_leaflet_with_tiles_and_a_click_gives_results(page, ap
     tiles = frame.locator("path.leaflet-interactive")
     tiles.first.wait_for()
     assert tiles.count() >= 10  # the tiny archive's footprints
-    frame.locator("img.leaflet-image-layer").first.wait_for()  # scene overlays
+    frame.locator("img.leaflet-tile-loaded").first.wait_for()  # scene imagery, as map tiles
     assert any("/app/static/vendor/leaflet/leaflet.js" in u for u in page.requested)
     page.screenshot(path=str(SHOTS / "map_query.png"), full_page=True)
 
@@ -204,3 +213,183 @@ def test_annotate_round_answers_move_the_progress(page, app_url, annotations):
     chart.scroll_into_view_if_needed()
     chart.locator(".scatterlayer .trace").first.wait_for()  # the metric over rounds (round 0: base)
     chart.screenshot(path=str(SHOTS / "annotate_history.png"))
+
+
+# ------------------------------------------------------------------- issue 10: fixed bugs
+IMAGES_LOADED = ("n => [...document.querySelectorAll('[data-testid=\"stImage\"] img')]"
+                 ".filter(i => i.complete && i.naturalWidth > 0).length >= n")
+
+
+def search(page, app_url: str, query: str) -> None:
+    """Open Text search, type `query`, press Enter, wait for the result cards."""
+    open_page(page, app_url, "Text search")
+    box = page.get_by_label("Describe the change", exact=True)
+    box.fill(query)
+    box.press("Enter")
+    page.locator("text=/— score/").first.wait_for()
+
+
+def test_inspector_takes_every_pair_id_typed(page, app_url):
+    page.goto(f"{app_url}/Inspector?pair=test_000003")
+    box = page.get_by_label("Pair id")
+    page.get_by_text("Neighbours (most similar pairs)").wait_for()
+    assert box.input_value() == "test_000003"
+    for pair_id in ("train_000006", "train_000007", "train_000008"):
+        box.fill(pair_id)
+        box.press("Enter")
+        page.wait_for_url(f"**pair={pair_id}")
+        page.get_by_text("Neighbours (most similar pairs)").wait_for()
+        page.wait_for_timeout(300)
+        assert box.input_value() == pair_id  # the old page reverted every second id
+
+
+def test_inspector_images_fit_columns_difference_is_diverging_and_footprint_is_mapped(browser, app_url):
+    context = browser.new_context(viewport={"width": 820, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(SLOW_MS)
+    page.goto(f"{app_url}/Inspector?pair=train_000002")
+    page.get_by_text("Neighbours (most similar pairs)").wait_for()
+    page.wait_for_function(IMAGES_LOADED, arg=2)
+    overflow = page.evaluate(
+        "() => [...document.querySelectorAll('[data-testid=\"stImage\"] img')].slice(0, 2).map(img => {"
+        "  const col = img.closest('[data-testid=\"stColumn\"]').getBoundingClientRect();"
+        "  const box = img.getBoundingClientRect(); return box.right - col.right; })"
+    )
+    assert len(overflow) == 2 and max(overflow) <= 1, overflow  # was 480 px wide whatever the column
+
+    minimap = page.frame_locator('iframe[title*="st_folium"]').first
+    minimap.locator('path.leaflet-interactive[stroke="#e53e3e"]').first.wait_for(state="attached")
+
+    page.get_by_role("tab", name="Difference").click()
+    heatmap = page.locator(".js-plotly-plot").nth(1)
+    heatmap.wait_for()
+    trace = page.evaluate("el => { const t = el.data[0]; return {zmin: t.zmin, zmid: t.zmid, zmax: t.zmax,"
+                          " ticks: t.colorbar.ticktext}; }", heatmap.element_handle())
+    assert trace["zmid"] == 0 and trace["zmin"] == -trace["zmax"]  # zero sits in the neutral middle
+    assert any("no change" in t for t in trace["ticks"])
+    page.get_by_text("% of the tile's pixels").first.wait_for()  # statistics carry their units
+    page.screenshot(path=str(SHOTS / "inspector_narrow.png"), full_page=True)
+    context.close()
+
+
+def test_text_search_flags_weak_matches_and_cuts_long_queries(page, app_url, tiny_archive):
+    from textitsr.index.store import Store
+
+    caption = str(Store.open(tiny_archive.store).captions()["text"].iloc[0])
+    search(page, app_url, caption)
+    page.wait_for_timeout(500)
+    assert page.get_by_text("Nothing in the archive matches").count() == 0
+
+    long_query = "zq " * 700 + "🦄🦄🦄"
+    box = page.get_by_label("Describe the change", exact=True)
+    box.fill(long_query)
+    box.press("Enter")
+    page.get_by_text("Nothing in the archive matches this description well").wait_for()
+    echoed = page.locator("text=/pairs? for “/").first.inner_text()
+    assert len(echoed) < 140 and "…" in echoed  # the 2,100-character query is not echoed in full
+    page.screenshot(path=str(SHOTS / "text_search_low_confidence.png"), full_page=True)
+
+
+def test_text_search_buttons_cards_plurals_dates_exports_and_map(browser, app_url, tmp_path):
+    import csv
+    import json
+
+    context = browser.new_context(viewport={"width": 1100, "height": 1000}, accept_downloads=True)
+    page = context.new_page()
+    page.set_default_timeout(SLOW_MS)
+    search(page, app_url, "many new buildings were built")
+    cut = page.evaluate(
+        "() => [...document.querySelectorAll('button')].filter(b => b.innerText.includes(' '))"
+        ".filter(b => [...b.querySelectorAll('p, div, span')].some(e => e.scrollWidth > e.clientWidth + 1))"
+        ".map(b => b.innerText)"
+    )
+    assert cut == [], cut  # example buttons show their whole text
+
+    slider = page.get_by_role("slider").first
+    slider.focus()
+    slider.press("ArrowLeft")  # k 10 -> 9: an odd number of results on a two-column grid
+    page.get_by_text("9 pairs for").wait_for()
+    page.wait_for_function(IMAGES_LOADED, arg=18)
+    empty = page.evaluate(
+        "() => [...document.querySelectorAll("
+        "'[data-testid=\"stVerticalBlock\"], [data-testid=\"stColumn\"]')]"
+        ".filter(e => getComputedStyle(e).borderTopStyle !== 'none'"
+        " && getComputedStyle(e).borderTopWidth !== '0px')"
+        ".filter(e => !e.innerText.includes('score')).length"
+    )
+    assert empty == 0  # no empty bordered card after the last result
+
+    results_map = page.frame_locator('iframe[title*="st_folium"]').first
+    results_map.locator(".textitsr-rank").first.wait_for()
+    assert results_map.locator(".textitsr-rank").count() == 9  # results numbered on a map
+
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Export CSV").click()
+    rows = list(csv.DictReader(open(download.value.path(), encoding="utf-8")))
+    assert [int(r["rank"]) for r in rows] == list(range(1, 10)) and float(rows[0]["score"]) > 0
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Export GeoJSON").click()
+    collection = json.loads(open(download.value.path(), encoding="utf-8").read())
+    assert len(collection["features"]) == 9
+    assert collection["features"][0]["geometry"]["type"] == "Polygon"
+    assert collection["features"][0]["properties"]["score"] == float(rows[0]["score"])
+
+    page.get_by_text("Acquisition dates").click()
+    page.get_by_text(re.compile(r"\d{4}-\d{2}-\d{2} \(\d+ pairs?\)")).first.wait_for()
+
+    slider.focus()
+    slider.press("Home")  # k = 1
+    page.get_by_text("1 pair for").wait_for()
+    assert page.get_by_text("1 pairs").count() == 0
+    page.screenshot(path=str(SHOTS / "text_search_one.png"), full_page=True)
+    context.close()
+
+
+def test_archive_refuses_the_same_scenes_twice_and_names_pairs_readably(
+    page, app_url, app_store, tiny_archive, tmp_path
+):
+    from textitsr.index.store import Store
+
+    scenes = tiny_archive.world / "scenes" / "val"
+    files = [tmp_path / "riverside_2019-05-01.tif", tmp_path / "riverside_2021-05-01.tif"]
+    shutil.copyfile(scenes / "before.tif", files[0])
+    shutil.copyfile(scenes / "after.tif", files[1])
+    n0 = len(Store.open(app_store))
+    open_page(page, app_url, "Archive")
+    page.get_by_role("tab", name="Upload").click()
+    inputs = page.locator('input[type="file"]')
+    inputs.nth(0).set_input_files(str(files[0]))
+    inputs.nth(1).set_input_files(str(files[1]))
+    page.get_by_role("button", name="Upload and add").click()
+    page.get_by_text("already in the archive").wait_for()  # the val scenes were indexed with the world
+    assert len(Store.open(app_store)) == n0
+
+    fresh = [tmp_path / "lakeside_2019-05-01.tif", tmp_path / "lakeside_2021-05-01.tif"]
+    write_scene(fresh[0], seed=1)
+    write_scene(fresh[1], seed=2)
+    for attempt in range(2):
+        inputs = page.locator('input[type="file"]')
+        inputs.nth(0).set_input_files(str(fresh[0]))
+        inputs.nth(1).set_input_files(str(fresh[1]))
+        page.get_by_role("button", name="Upload and add").click()
+        if attempt == 0:
+            page.get_by_text("Added").wait_for()
+        else:
+            page.get_by_text("already in the archive").wait_for()
+    before = set(Store.open(tiny_archive.store).metadata()["pair_id"])
+    ids = set(Store.open(app_store).metadata()["pair_id"]) - before
+    assert ids and all(re.fullmatch(r"lakeside_20190501_20210501_r\d+_c\d+", i) for i in ids), sorted(ids)[:3]
+    page.screenshot(path=str(SHOTS / "archive_duplicate.png"), full_page=True)
+
+
+def write_scene(path: Path, seed: int, size: int = 128) -> Path:
+    """A small 3-band uint8 GeoTIFF in UTM 14N, away from the tiny world."""
+    import numpy as np
+    import rasterio
+    from rasterio.transform import from_origin
+
+    pixels = np.random.default_rng(seed).integers(0, 255, (3, size, size), dtype=np.uint8)
+    with rasterio.open(path, "w", driver="GTiff", width=size, height=size, count=3, dtype="uint8",
+                       crs="EPSG:32614", transform=from_origin(640000.0, 3360000.0, 1.0, 1.0)) as dst:
+        dst.write(pixels)
+    return path

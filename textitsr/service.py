@@ -19,11 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from textitsr.data.pairs import Bounds
 from textitsr.errors import InputError, StoreError
+from textitsr.index.calibration import MatchCalibration
 from textitsr.index.search import FilterMasks, Filters, SearchConfig, VectorIndex
 from textitsr.index.store import Store, read_manifest
+from textitsr.index.tiles import SceneArea
 
 #: Longer queries are cut before tokenising (the text encoder keeps only its first tokens anyway).
 MAX_QUERY_CHARS = 2_000
@@ -147,6 +150,8 @@ class SearchService:
         self._cap_text = caps["text"].to_numpy()[first].tolist()
         self._cap_pair = caps["pair_id"].to_numpy()[first].tolist()
         self._captions = VectorIndex(emb[first], self.search_config, cache=self._cache_path("captions"))
+        self._calibration: MatchCalibration | None = None
+        self._areas: list[SceneArea] | None = None
 
     def _cache_path(self, what: str) -> Path | None:
         """Where the HNSW graph of this exact shard list is kept (None: small store, or read-only)."""
@@ -248,6 +253,14 @@ class SearchService:
         mask = self._filters(filters)
         vec = self.encode_query(query)
         return self._query_pairs(vec, k, mask)
+
+    def match_calibration(self) -> MatchCalibration:
+        """What the archive's own captions score as queries (computed once): flags weak text matches."""
+        if self._calibration is None:
+            from textitsr.index.calibration import calibrate_text_matches
+
+            self._calibration = calibrate_text_matches(self._captions.vectors, self._pairs.vectors)
+        return self._calibration
 
     def search_pair(
         self,
@@ -368,6 +381,20 @@ class SearchService:
             model=model,
         )
 
+    def acquisition_dates(self) -> dict[str, int]:
+        """ISO date -> number of pairs with an image taken that day (before or after), in date order."""
+        dates = pd.concat([self._meta["date_before"], self._meta["date_after"]]).dropna().astype(str)
+        counts = dates.str[:10].value_counts()
+        return {str(d): int(counts[d]) for d in sorted(counts.index)}
+
+    def scene_areas(self) -> list[SceneArea]:
+        """The archive's areas (one per before/after scene pair), largest first, with their map tiles."""
+        if self._areas is None:
+            from textitsr.index.tiles import TileIndex, scene_areas
+
+            self._areas = scene_areas(self._meta, TileIndex.read(self.store.tiles_dir))
+        return self._areas
+
     def pair_embeddings(self) -> tuple[list[str], np.ndarray]:
         """(pair ids, (N, d) float32 copy of their embeddings), in store order (for ANNEAL)."""
         return self._meta["pair_id"].astype(str).tolist(), self._pairs.vectors.copy()
@@ -389,6 +416,25 @@ class SearchService:
         return max(sizes, key=sizes.__getitem__) if sizes else None
 
     # ------------------------------------------------------------------------------- writing
+    def write_tiles(self, progress: Callable[[float, str], None] | None = None) -> None:
+        """Write the map tiles of scenes that have none yet (stores built before tiles existed)."""
+        from textitsr.index.tiles import tile_store
+
+        with self._lock:
+            tile_store(self.store, progress)
+            self._areas = None
+
+    def check_new_scenes(self, keys: list[str], names: list[str]) -> None:
+        """Refuse scenes whose content (`textitsr.index.tiles.tile_key` of their bytes) is all in the
+        archive already: adding them again would only duplicate pairs."""
+        from textitsr.index.tiles import scene_keys
+
+        if keys and set(keys) <= scene_keys(self.store):
+            raise InputError(
+                f"{' and '.join(names)}: these scenes are already in the archive (files with the same "
+                "content were added before, possibly under other names); nothing was added"
+            )
+
     def add_scenes(
         self, paths: list[Path], progress: Callable[[float, str], None] | None = None, **options: Any
     ) -> int:
@@ -399,6 +445,7 @@ class SearchService:
         """
         from textitsr.data.registry import open_source
         from textitsr.index.build import build_store
+        from textitsr.index.tiles import file_digest, tile_key, tile_store
 
         paths = [Path(p) for p in paths]
         if len(paths) < 2:
@@ -408,6 +455,7 @@ class SearchService:
         for p in paths:
             if not p.is_file():
                 raise InputError(f"{p}: scene file not found")
+        self.check_new_scenes([tile_key(file_digest(p)) for p in paths], [p.name for p in paths])
         for name in ("tile_size", "stride"):
             value = options.get(name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))):
@@ -416,7 +464,9 @@ class SearchService:
             source = open_source(paths, kind="geotiff", **options)
             before = len(self)
             build_store(self.checkpoint, source, self.store.root, progress=progress or False)
-            self._load(Store.open(self.store.root, checkpoint_id=self.store.checkpoint_id))
+            store = Store.open(self.store.root, checkpoint_id=self.store.checkpoint_id)
+            tile_store(store, progress)
+            self._load(store)
             return len(self) - before
 
 

@@ -55,26 +55,39 @@ def score_chart(hits: Sequence[PairHit], title: str = "Similarity of the results
     return fig
 
 
+#: Diverging colours of the difference map: darker after (blue), no change (white), brighter (red).
+DIFFERENCE_COLORS = "RdBu_r"
+
+
 def difference_map(before: np.ndarray, after: np.ndarray) -> np.ndarray:
-    """Per-pixel change magnitude in [0, 1]: mean absolute RGB difference."""
+    """Per-pixel signed brightness change in [-1, 1]: mean over RGB of (after - before) / 255."""
     if before.shape != after.shape:
         raise InputError(f"difference: before {before.shape} and after {after.shape} differ in size")
-    diff = np.abs(after.astype(np.float32) - before.astype(np.float32)).mean(axis=-1)
+    diff = (after.astype(np.float32) - before.astype(np.float32)).mean(axis=-1)
     return diff / 255.0
 
 
 def difference_heatmap(before: np.ndarray, after: np.ndarray) -> go.Figure:
-    """Plotly heatmap of |after - before| (mean over RGB)."""
-    import plotly.express as px
+    """Diverging heatmap of after - before: white is no change, red brighter, blue darker.
 
-    fig = px.imshow(
-        difference_map(before, after), color_continuous_scale="Inferno", zmin=0, zmax=1,
-        labels={"color": "|after - before|"},
-    )
-    fig.update_layout(title="Difference (mean |after - before|, RGB)",
+    The colour range is symmetric around zero and follows the strongest change (at least 0.1),
+    so small changes stay visible and zero always sits in the neutral middle.
+    """
+    import plotly.graph_objects as go
+
+    diff = difference_map(before, after)
+    top = max(float(np.percentile(np.abs(diff), 99.5)) if diff.size else 0.0, 0.1)
+    fig = go.Figure(go.Heatmap(
+        z=diff, zmin=-top, zmid=0.0, zmax=top, colorscale=DIFFERENCE_COLORS,
+        hovertemplate="after - before: %{z:+.2f}<extra></extra>",
+        colorbar={"title": {"text": "after − before<br>(brightness, 0-1)"},
+                  "tickvals": [-top, 0.0, top],
+                  "ticktext": [f"−{top:.2f} darker", "0 no change", f"+{top:.2f} brighter"]},
+    ))
+    fig.update_layout(title="Difference: after − before (mean of R, G, B)",
                       margin={"l": 0, "r": 0, "t": 40, "b": 0})
-    fig.update_xaxes(showticklabels=False)
-    fig.update_yaxes(showticklabels=False)
+    fig.update_xaxes(showticklabels=False, constrain="domain")
+    fig.update_yaxes(showticklabels=False, autorange="reversed", scaleanchor="x")
     return fig
 
 
@@ -125,6 +138,25 @@ def swipe_figure(before: np.ndarray, after: np.ndarray, steps: int = 11) -> go.F
     return fig
 
 
+def stat_unit(name: str) -> tuple[str, float]:
+    """(unit, factor) of a spectral change statistic (`textitsr.data.describe.change_stats` names).
+
+    Index means (NDVI/NDWI/NDBI before, after, delta) are unitless on -1..1 (delta: -2..2); every
+    other statistic is a fraction of the tile's valid pixels, shown in percent.
+    """
+    index = name.split("_")[0].upper()
+    if name.endswith("_delta"):
+        return (f"{index} change (after − before, −2 to 2)", 1.0)
+    if index in ("NDVI", "NDWI", "NDBI"):
+        return (f"mean {index} (−1 to 1)", 1.0)
+    return ("% of the tile's pixels", 100.0)
+
+
 def stats_frame_rows(stats: Mapping[str, float]) -> list[dict[str, Any]]:
-    """Spectral change statistics as table rows (name, value)."""
-    return [{"statistic": k.replace("_", " "), "value": round(float(v), 4)} for k, v in stats.items()]
+    """Spectral change statistics as table rows (statistic, value, unit)."""
+    rows = []
+    for name, value in stats.items():
+        unit, factor = stat_unit(name)
+        rows.append({"statistic": name.replace("_", " "), "value": round(float(value) * factor, 4),
+                     "unit": unit})
+    return rows

@@ -16,6 +16,20 @@ import numpy as np
 Bounds = tuple[float, float, float, float]
 
 
+def box_polygon(bounds: Bounds) -> dict[str, Any]:
+    """A GeoJSON Polygon of a (west, south, east, north) box."""
+    w, s, e, n = bounds
+    return {"type": "Polygon", "coordinates": [[[w, s], [e, s], [e, n], [w, n], [w, s]]]}
+
+
+def box_features(boxes: Mapping[str, Bounds]) -> dict[str, Any]:
+    """A FeatureCollection of pair_id -> box footprints."""
+    return {"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {"pair_id": pid}, "geometry": box_polygon(box)}
+        for pid, box in boxes.items()
+    ]}
+
+
 def rings(geometry: Mapping[str, Any]) -> list[list[tuple[float, float]]]:
     """Outer rings (lon, lat) of a Polygon / MultiPolygon geometry."""
     kind = geometry.get("type")

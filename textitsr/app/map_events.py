@@ -66,10 +66,12 @@ def pick_query_pair(
     clicked_id = props.get("pair_id")
     if action == "rectangle" and clicked_id is not None:
         # st_folium reports a click on a footprint as its "active drawing": the feature itself.
+        # Its id may be HTML-escaped for the tooltip, so the click point says which pair it is.
+        point = _click_point(event or {})
+        pid = pair_at_point(point[0], point[1], footprints) if point else None
         known = {str(f.get("properties", {}).get("pair_id")) for f in footprints.get("features", [])}
-        if str(clicked_id) not in known:
-            return None
-        return MapPick(str(clicked_id), "click", point=_click_point(event or {}))
+        pid = pid or (str(clicked_id) if str(clicked_id) in known else None)
+        return MapPick(pid, "click", point=point) if pid else None
     if action == "rectangle":
         box = drawn_box(event or {})
         pid = pair_in_box(box, footprints) if box else None

@@ -9,18 +9,24 @@ from __future__ import annotations
 
 import html
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import folium
 import leafmap.foliumap as leafmap
 from folium import plugins
 
-from textitsr.app.footprints import Bounds, Cluster, feature_bounds, footprints_bounds
+from textitsr.app.footprints import Bounds, Cluster, box_features, feature_bounds, footprints_bounds, union
 from textitsr.map_assets import use_local_map_assets
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from textitsr.index.tiles import SceneArea
+    from textitsr.service import PairHit
 
 #: Most scene overlays drawn on one map (each is an inline PNG; beyond this only outlines).
 MAX_OVERLAYS = 400
 
+#: Deepest zoom the maps allow (imagery past a scene's native zoom is shown enlarged).
+MAX_MAP_ZOOM = 22
 FOOTPRINT_STYLE = {"color": "#2b6cb0", "weight": 1.5, "fillOpacity": 0.0}
 QUERY_STYLE = {"color": "#e53e3e", "weight": 4, "fillOpacity": 0.0}
 HIT_STYLE = {"color": "#f6ad55", "weight": 3, "fillOpacity": 0.0}
@@ -28,14 +34,17 @@ RANK_CSS = (".textitsr-rank{background:#f6ad55;color:#1a202c;border:1px solid #7
             "width:22px;height:22px;line-height:20px;text-align:center;font:bold 12px sans-serif}")
 
 
-def _labelled(footprints: Mapping[str, Any]) -> dict[str, Any]:
-    """Footprints with a readable `dates` property for tooltips."""
+def labelled_footprints(footprints: Mapping[str, Any]) -> dict[str, Any]:
+    """Footprints as the map draws them: id, readable dates (escaped: tooltips are HTML) and style."""
     feats = []
     for feat in footprints.get("features", []):
-        props = dict(feat.get("properties") or {})
+        props = feat.get("properties") or {}
         dates = props.get("dates") or (props.get("date_before"), props.get("date_after"))
-        props["dates"] = " → ".join(str(d) for d in dates if d) or "?"
-        feats.append({**feat, "properties": props})
+        feats.append({"type": "Feature", "geometry": feat.get("geometry"), "properties": {
+            "pair_id": html.escape(str(props.get("pair_id"))),
+            "dates": html.escape(" → ".join(str(d) for d in dates if d) or "?"),
+            "style": FOOTPRINT_STYLE,
+        }})
     return {"type": "FeatureCollection", "features": feats}
 
 
@@ -47,24 +56,76 @@ class ArchiveMap(leafmap.Map):
         super().__init__(
             location=[0.0, 0.0],
             zoom_start=12,
-            tiles="OpenStreetMap" if basemap == "osm" else None,
+            tiles=None,
             draw_control=False,
             fullscreen_control=False,
             layers_control=False,
             height=height,
+            max_zoom=MAX_MAP_ZOOM,
         )
+        if basemap == "osm":  # always under the imagery, not one of the before/after choices
+            folium.TileLayer("OpenStreetMap", overlay=True, control=False, max_zoom=MAX_MAP_ZOOM,
+                             max_native_zoom=19).add_to(self)
         plugins.Fullscreen().add_to(self)
         self.get_root().header.add_child(folium.Element(f"<style>{RANK_CSS}</style>"))
 
-    def add_footprints(self, footprints: Mapping[str, Any], *, name: str = "footprints") -> ArchiveMap:
-        """Every pair's outline, with its id and dates on hover."""
-        folium.GeoJson(
-            _labelled(footprints),
-            name=name,
-            style_function=lambda _f: FOOTPRINT_STYLE,
-            highlight_function=lambda _f: {"weight": 4, "color": "#805ad5"},
+    def add_scene_tiles(
+        self, areas: Sequence[SceneArea], tiles_url: str, *, show: str = "after", switch: bool = True
+    ) -> ArchiveMap:
+        """Each area's before and after imagery as XYZ tile layers, switched in the map (no rerun).
+
+        "before" and "after" are the map's two base layers (a radio in the layer control; without
+        `switch` only `show` is drawn): the browser fetches only the tiles on screen, and imagery
+        shows at every zoom (tiles are enlarged past their native zoom and reduced below their
+        coarsest).
+        """
+        groups = {}
+        for when in ("before", "after") if switch else (show,):
+            groups[when] = folium.FeatureGroup(name=f"{when} imagery", overlay=False, show=when == show)
+            for area in areas:
+                tiles = getattr(area, when)
+                if tiles is None:
+                    continue
+                w, s, e, n = tiles.bounds
+                folium.TileLayer(
+                    tiles=tiles.url(tiles_url), attr="textitsr scenes", name=html.escape(area.name),
+                    overlay=True, control=False, bounds=[[s, w], [n, e]], min_zoom=0, max_zoom=MAX_MAP_ZOOM,
+                    min_native_zoom=tiles.minzoom, max_native_zoom=tiles.maxzoom, tile_size=256,
+                    keep_buffer=1,
+                ).add_to(groups[when])
+            groups[when].add_to(self)
+        if switch:
+            folium.LayerControl(position="topright", collapsed=False).add_to(self)
+        return self
+
+    def add_footprints(self, footprints: Mapping[str, Any], *, url: str | None = None) -> ArchiveMap:
+        """Every pair's outline, with its id and dates on hover.
+
+        With `url` (where `labelled_footprints(footprints)` is served) the browser fetches them, so
+        the map itself stays small; otherwise they are written into the map.
+        """
+        layer = folium.GeoJson(
+            labelled_footprints(footprints),
+            name="footprints",
+            control=False,
             tooltip=folium.GeoJsonTooltip(fields=["pair_id", "dates"], aliases=["pair", "dates"]),
-        ).add_to(self)
+        )
+        if url is not None:
+            layer.embed, layer.embed_link = False, url
+        layer.add_to(self)
+        return self
+
+    def stable_ids(self) -> ArchiveMap:
+        """Number every element in order instead of random ids: the same map renders the same text,
+        so Streamlit can send a reference instead of the map on a rerun."""
+        counter = iter(range(1, 1 << 30))
+
+        def walk(element: Any) -> None:
+            element._id = f"{next(counter):08x}"
+            for child in list(element._children.values()):
+                walk(child)
+
+        walk(self)
         return self
 
     def add_overlays(self, overlays: Mapping[str, str], footprints: Mapping[str, Any]) -> ArchiveMap:
@@ -80,14 +141,17 @@ class ArchiveMap(leafmap.Map):
         scenes.add_to(self)
         return self
 
-    def add_areas(self, clusters: Sequence[Cluster]) -> ArchiveMap:
+    def add_areas(self, areas: Sequence[Cluster | SceneArea]) -> ArchiveMap:
         """A labelled dot per area, so areas stay visible when zoomed out (none for a single area)."""
-        if len(clusters) < 2:
+        if len(areas) < 2:
             return self
-        for i, cluster in enumerate(clusters, start=1):
+        for i, area in enumerate(areas, start=1):
+            w, s, e, n = area.bounds
+            name = getattr(area, "name", "") or f"Area {i}"
+            pairs = f"{area.n_pairs:,} pair" + ("" if area.n_pairs == 1 else "s")
             folium.CircleMarker(
-                location=list(cluster.center), radius=7, color="#2b6cb0", fill=True, fill_opacity=0.25,
-                weight=1, tooltip=f"Area {i}: {cluster.n_pairs} pairs", interactive=True,
+                location=[(s + n) / 2, (w + e) / 2], radius=7, color="#2b6cb0", fill=True, fill_opacity=0.25,
+                weight=1, tooltip=html.escape(f"{name}: {pairs}"), interactive=False,
             ).add_to(self)
         return self
 
@@ -135,3 +199,22 @@ def _outline(box: Bounds, style: Mapping[str, Any], tooltip: str) -> folium.Rect
     w, s, e, n = box
     return folium.Rectangle([[s, w], [n, e]], color=style["color"], weight=style["weight"], fill=False,
                             tooltip=tooltip, interactive=False)
+
+
+def results_map(
+    hits: Sequence[PairHit], areas: Sequence[SceneArea] = (), tiles_url: str = "", *, basemap: str = "osm",
+    height: int = 320,
+) -> ArchiveMap | None:
+    """The results' footprints numbered by rank on the after imagery; None when no result has a footprint."""
+    boxes = {h.pair_id: h.bounds for h in hits if h.bounds is not None}
+    if not boxes:
+        return None
+    fmap = ArchiveMap(basemap=basemap, height=height)
+    if areas:
+        fmap.add_scene_tiles(areas, tiles_url, switch=False)
+    picks_layer(box_features(boxes), None, [h.pair_id for h in hits]).add_to(fmap)
+    w, s, e, n = union(list(boxes.values()))
+    pad = 0.1 * max(e - w, n - s, 1e-4)
+    fmap.zoom_to_bounds((w - pad, s - pad, e + pad, n + pad))
+    return fmap
+

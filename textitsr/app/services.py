@@ -17,6 +17,7 @@ from textitsr.app.config import ENV_CHECKPOINT, ENV_STORE, AppConfig, load_confi
 from textitsr.errors import InputError, TextITSRError
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
+    from textitsr.index.tiles import SceneArea
     from textitsr.service import SearchService
 
 log = logging.getLogger(__name__)
@@ -167,3 +168,42 @@ def service_or_stop(*, base: bool = False) -> SearchService:
         st.error(f"Could not open the archive ({type(err).__name__}: {err}).")
         st.stop()
     raise AssertionError("unreachable")  # st.stop() raises
+
+
+@dataclass(frozen=True)
+class MapLayers:
+    """What the maps draw for the base archive: its areas, and where the browser fetches imagery
+    tiles and footprints (Streamlit static serving)."""
+
+    areas: list[SceneArea]
+    tiles_url: str
+    footprints_url: str
+
+
+@_cache_resource(show_spinner="Publishing the map tiles (once per server process)...", max_entries=4)
+def _publish_map(store: str, n_pairs: int, tiles_stamp: float, _service: SearchService) -> MapLayers:
+    """`n_pairs` and `tiles_stamp` only key the cache (scenes added -> published again)."""
+    from textitsr.app.maps import labelled_footprints
+    from textitsr.app.static_files import publish_json, publish_tree
+    from textitsr.index.store import TILES
+
+    tiles_url = publish_tree(Path(store) / TILES, Path(store))
+    footprints_url = publish_json(labelled_footprints(_service.footprints()), Path(store), "footprints")
+    return MapLayers(_service.scene_areas(), tiles_url, footprints_url)
+
+
+def clear_map_cache() -> None:
+    """Publish the map layers afresh on the next call (tiles were written)."""
+    _publish_map.clear()
+
+
+def map_layers(config: AppConfig | None = None) -> MapLayers:
+    """The base archive's map layers, published under static/ (once per archive state)."""
+    from textitsr.index.store import TILES
+    from textitsr.index.tiles import INDEX
+
+    config = config or load_config()
+    base = get_base_service(config)
+    index = config.store / TILES / INDEX
+    stamp = index.stat().st_mtime if index.is_file() else 0.0
+    return _publish_map(str(config.store), len(base), stamp, base)

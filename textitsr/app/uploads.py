@@ -17,6 +17,7 @@ from textitsr.errors import InputError
 GEOTIFF_SUFFIXES = (".tif", ".tiff")
 _TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+_DATE = re.compile(r"(?<![0-9])(?:19|20)\d{2}(?:[-_]?\d{2}[-_]?\d{2})?(?![0-9])")
 
 
 def resolve_data_path(text: str, roots: Sequence[Path]) -> Path:
@@ -97,6 +98,36 @@ def validate_upload(name: str, data: bytes, max_bytes: int) -> dict[str, Any]:
     if not facts["crs"] or facts["identity_transform"]:
         raise InputError(f"{label}: not georeferenced (no CRS/geotransform); expected a GeoTIFF scene")
     return facts
+
+
+def place_name(names: Sequence[str]) -> str:
+    """A readable place for uploaded scenes' pair ids: the file names' common part without dates
+    (`naip_2018.tif`, `naip_2020.tif` -> `naip`), else the first file's name."""
+    stems = [_DATE.sub("", Path(safe_upload_name(n)).stem) for n in names]
+    prefix = stems[0]
+    for stem in stems[1:]:
+        while not stem.startswith(prefix):
+            prefix = prefix[:-1]
+    place = re.sub(r"[^A-Za-z0-9]+", "_", prefix).strip("_")
+    return place if len(place) >= 3 else re.sub(r"[^A-Za-z0-9]+", "_", Path(safe_upload_name(names[0])).stem)
+
+
+def upload_names(names: Sequence[str]) -> list[str]:
+    """File names to store uploads under: their own (made safe), prefixed before-/after- only when
+    both have the same name."""
+    safe = [safe_upload_name(n) for n in names]
+    if len(set(safe)) == len(safe):
+        return safe
+    return [f"{when}-{name}" for when, name in zip(("before", "after"), safe, strict=False)]
+
+
+def content_key(data: bytes) -> str:
+    """The content key of an uploaded scene (as `textitsr.index.tiles.tile_key` of a file)."""
+    import hashlib
+
+    from textitsr.index.tiles import tile_key
+
+    return tile_key(hashlib.sha256(data).hexdigest())
 
 
 def upload_stamp() -> str:

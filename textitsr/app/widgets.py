@@ -4,18 +4,25 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from textitsr.app.config import APP_ICON, APP_TITLE
+from textitsr.app.footprints import Bounds
 from textitsr.errors import TextITSRError
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
+    from textitsr.app.services import MapLayers
     from textitsr.service import ArchiveStats, CaptionHit, PairHit, SearchService
 
 log = logging.getLogger(__name__)
 
+#: One-shot request from another page: the pair the Inspector should show next.
 INSPECT_KEY = "inspect_pair"
+#: The Inspector's Pair id box (one stable key, so every id typed in it counts).
+INSPECT_BOX_KEY = "inspector-id"
+#: The pair the Inspector showed last (survives visits to other pages, unlike the box's state).
+LAST_INSPECTED_KEY = "inspector-last"
 INSPECTOR_PAGE = "pages/3_Inspector.py"
 
 
@@ -66,6 +73,90 @@ def open_inspector(pair_id: str) -> None:
         st.info(f"Open the Inspector page to see {pair_id}.")
 
 
+def inspector_pair_box(default: str | None = None) -> str:
+    """The Inspector's Pair id box; returns the id to show ('' when none).
+
+    A pair sent by another page (`open_inspector`) fills the box; otherwise it keeps what was typed,
+    or starts from the URL's ?pair=, the pair shown last, or `default`. The box has one fixed key:
+    a key that followed the shown pair made Streamlit drop every second id typed into it.
+    """
+    import streamlit as st
+
+    sent = st.session_state.pop(INSPECT_KEY, None)
+    if sent:
+        st.session_state[INSPECT_BOX_KEY] = str(sent)
+    elif INSPECT_BOX_KEY not in st.session_state:
+        start = st.query_params.get("pair") or st.session_state.get(LAST_INSPECTED_KEY) or default
+        st.session_state[INSPECT_BOX_KEY] = start or ""
+    pair_id = st.text_input("Pair id", key=INSPECT_BOX_KEY,
+                            help="Results on the search pages open here; or paste any pair id.").strip()
+    st.session_state[LAST_INSPECTED_KEY] = pair_id
+    if pair_id:
+        st.query_params["pair"] = pair_id
+    return pair_id
+
+
+def footprint_minimap(
+    bounds: Bounds, pair_id: str, layers: MapLayers | None = None, *, basemap: str = "osm", height: int = 260
+) -> None:
+    """A small map locating one pair's footprint (outlined red) on the after imagery around it."""
+    from streamlit_folium import st_folium
+
+    from textitsr.app.footprints import box_features
+    from textitsr.app.maps import ArchiveMap, picks_layer
+
+    w, s, e, n = bounds
+    pad_x, pad_y = 2 * (e - w), 2 * (n - s)
+    fmap = ArchiveMap(basemap=basemap, height=height)
+    if layers is not None:
+        fmap.add_scene_tiles(layers.areas, layers.tiles_url, switch=False)
+    picks_layer(box_features({pair_id: bounds}), pair_id, ()).add_to(fmap)
+    fmap.zoom_to_bounds((w - pad_x, s - pad_y, e + pad_x, n + pad_y))
+    st_folium(fmap, key="inspector-minimap", height=height, use_container_width=True, returned_objects=[])
+
+
+#: Longest query echoed back in full; longer ones are cut with an ellipsis.
+ECHO_CHARS = 80
+
+
+def plural(n: int, word: str, words: str | None = None) -> str:
+    """'1 pair', '2 pairs' (thousands separated)."""
+    return f"{n:,} {word if n == 1 else (words or word + 's')}"
+
+
+def shorten(text: str, limit: int = ECHO_CHARS) -> str:
+    """`text` on one line, cut to `limit` characters with an ellipsis."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 1].rstrip() + "…"
+
+
+def example_buttons(examples: Sequence[str], on_click: Callable[[str], None]) -> None:
+    """One button per example query, each as wide as its text, wrapping onto new lines as needed."""
+    import streamlit as st
+
+    with st.container(horizontal=True, gap="small"):
+        for example in examples:
+            st.button(example, key=f"example-{example}", on_click=on_click, args=(example,), width="content")
+
+
+def date_summary(dates: Mapping[str, int], shown: int = 12) -> str:
+    """'2018-06-01 (400 pairs), ...' of the archive's acquisition dates, the first `shown` of them."""
+    items = [f"{d} ({plural(n, 'pair')})" for d, n in sorted(dates.items())]
+    more = f", … and {len(items) - shown} more" if len(items) > shown else ""
+    return ", ".join(items[:shown]) + more
+
+
+def agreement_note(metrics: Mapping[str, float]) -> str:
+    """How well the updated model agrees with answers it was not trained on (or why it is unknown)."""
+    from textitsr.active.rounds import MIN_HELDOUT_LABELS
+
+    if "heldout_agreement" in metrics:
+        return (f"It agrees with {metrics['heldout_agreement']:.0f}% of "
+                f"{plural(int(metrics.get('n_heldout', 0)), 'answer')} held out from training.")
+    return (f"Too few answers to check agreement on held-out ones (needs {MIN_HELDOUT_LABELS}, "
+            "with both similar and dissimilar among them).")
+
+
 def hit_caption(hit: PairHit) -> str:
     """One line under a result: dates and (when known) the change type."""
     dates = " → ".join(d for d in hit.dates if d) or "dates unknown"
@@ -80,10 +171,20 @@ def sentence_table(sentences: Sequence[CaptionHit]) -> None:
     if not sentences:
         st.caption("The archive holds no sentences.")
         return
-    st.dataframe(
-        [{"rank": c.rank, "score": round(c.score, 3), "sentence": c.text} for c in sentences],
-        hide_index=True, width="stretch",
-    )
+    # A static table wraps long sentences (a dataframe cell would cut them off).
+    st.table([{"rank": c.rank, "score": f"{c.score:.3f}", "sentence": c.text} for c in sentences],
+             hide_index=True)
+
+
+def before_after(service: SearchService, pair_id: str, captions: tuple[str, str] = ("before", "after")
+                 ) -> None:
+    """A pair's before and after thumbnails side by side (JPEG: a tenth of PNG's bytes to send)."""
+    import streamlit as st
+
+    before, after = service.thumbnails(pair_id)
+    left, right = st.columns(2)
+    left.image(before, caption=captions[0], width="stretch", output_format="JPEG")
+    right.image(after, caption=captions[1], width="stretch", output_format="JPEG")
 
 
 def results_grid(service: SearchService, hits: Sequence[PairHit], key: str, columns: int = 2) -> None:
@@ -91,15 +192,12 @@ def results_grid(service: SearchService, hits: Sequence[PairHit], key: str, colu
     import streamlit as st
 
     for start in range(0, len(hits), columns):
-        cols = st.columns(columns, border=True)
+        cols = st.columns(columns)  # a short last row leaves its spare columns empty, not empty cards
         for col, hit in zip(cols, hits[start : start + columns], strict=False):
-            with col:
+            with col, st.container(border=True):
                 st.markdown(f"**#{hit.rank}** `{hit.pair_id}` — score **{hit.score:.3f}**")
                 try:
-                    before, after = service.thumbnails(hit.pair_id)
-                    left, right = st.columns(2)
-                    left.image(before, caption="before", width="stretch")
-                    right.image(after, caption="after", width="stretch")
+                    before_after(service, hit.pair_id)
                 except TextITSRError as err:
                     st.warning(f"thumbnails unavailable: {err}")
                 st.caption(hit_caption(hit))

@@ -1,0 +1,53 @@
+"""Search results as files to take away: CSV (one row per pair) and GeoJSON (footprints + scores)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from textitsr.app.footprints import box_polygon
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from textitsr.service import PairHit
+
+CSV_FIELDS = ("rank", "score", "pair_id", "source", "split", "date_before", "date_after", "change_type",
+              "west", "south", "east", "north", "caption")
+
+
+def _row(hit: PairHit) -> dict[str, Any]:
+    w, s, e, n = hit.bounds or (None, None, None, None)
+    return {
+        "rank": hit.rank, "score": round(hit.score, 6), "pair_id": hit.pair_id, "source": hit.source,
+        "split": hit.split, "date_before": hit.dates[0], "date_after": hit.dates[1],
+        "change_type": hit.change_type, "west": w, "south": s, "east": e, "north": n,
+        "caption": hit.captions[0] if hit.captions else None,
+    }
+
+
+def hits_csv(hits: Sequence[PairHit]) -> str:
+    """One CSV row per result, best first (footprint as west/south/east/north degrees)."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    for hit in hits:
+        writer.writerow({k: "" if v is None else v for k, v in _row(hit).items()})
+    return buf.getvalue()
+
+
+def hits_geojson(hits: Sequence[PairHit], query: str | None = None) -> str:
+    """A GeoJSON FeatureCollection of the results' footprints with rank, score and metadata.
+
+    Results without a footprint are kept with a null geometry, so the file lists every result.
+    """
+    features = []
+    for hit in hits:
+        props = _row(hit)
+        geometry = box_polygon(hit.bounds) if hit.bounds is not None else None
+        features.append({"type": "Feature", "geometry": geometry, "properties": props})
+    collection: dict[str, Any] = {"type": "FeatureCollection", "features": features}
+    if query is not None:
+        collection["query"] = query
+    return json.dumps(collection, ensure_ascii=False)
