@@ -284,8 +284,13 @@ def test_cli_annotate_one_simulated_round_end_to_end(tiny_archive, tmp_path):
     # the fine-tuned store opens with its own checkpoint through the service
     from textitsr.service import SearchService
 
-    hits = SearchService.open(work / "store").search_text("new buildings", k=3)
-    assert len(hits) == 3
+    service = SearchService.open(work / "store")
+    assert len(service.search_text("new buildings", k=3)) == 3
+    # the saved model embeds a pair's images as the re-embedded store holds it (the fold is exact)
+    pair_id = str(tuned.metadata()["pair_id"].iloc[5])
+    before, after = service.thumbnails(pair_id)
+    best = service.search_pair(before=before, after=after, k=1)[0]
+    assert best.pair_id == pair_id and best.score > 0.98
 
     bad = CliRunner().invoke(
         app, ["annotate", "--store", str(tiny_archive.store), "--out", str(work), "--strategy", "greedy"]

@@ -328,3 +328,42 @@ def fuse_features(model: Any, feats: Any, batch: int = 256) -> FusedFeatures:
     finally:
         model.train(was_training)
     return FusedFeatures(torch.cat(parts) if parts else torch.zeros(0, 0))
+
+
+# ------------------------------------------------------------- stored-embedding fast path
+@dataclass
+class StoredEmbeddings:
+    """An archive's pair embeddings as the store keeps them (N, d), L2-normalised."""
+
+    emb: torch.Tensor
+
+
+class EmbeddingAdapter(torch.nn.Module):
+    """A learned linear map W (d x d, starting at the identity) on the stored pair embeddings.
+
+    `normalize(W e)` for a stored `e = normalize(head(x))` equals `normalize(W head(x))`, so after
+    training W folds exactly into the pair head's last linear layer (`fold_adapter`): a fine-tune
+    needs neither images nor backbones, only the store's own embeddings, and re-embedding the
+    archive is one matrix product. The text side is the store's caption embeddings, unchanged.
+    """
+
+    def __init__(self, dim: int, logit_scale: torch.Tensor) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.eye(dim))
+        self.register_buffer("logit_scale", logit_scale.detach().clone())
+
+    def embed_pair_features(self, feats: StoredEmbeddings) -> torch.Tensor:
+        return F.normalize(feats.emb @ self.weight.t(), dim=-1)
+
+    def embed_text_features(self, text_feats: torch.Tensor) -> torch.Tensor:
+        return text_feats  # already the stored caption embeddings
+
+
+@torch.no_grad()
+def fold_adapter(model: Any, adapter: EmbeddingAdapter) -> None:
+    """Apply W to `model`'s pair head in place: its last linear layer becomes W·A, W·b."""
+    last = [m for m in model.pair_head.modules() if isinstance(m, torch.nn.Linear)][-1]
+    w = adapter.weight.to(last.weight.dtype)
+    last.weight.copy_(w @ last.weight)
+    if last.bias is not None:
+        last.bias.copy_(w @ last.bias)

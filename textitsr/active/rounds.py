@@ -3,8 +3,6 @@
 A workspace folder holds everything a session produces, so a session resumes where it stopped:
 
     annotations.jsonl         the log (batches, labels, updates with their metrics)
-    features-<id>.npz         fusion outputs of every store item + caption text features, computed
-                              once from the store thumbnails with the base checkpoint
     checkpoints/round-NNN/    the fine-tuned model after round NNN
     store/                    the base store re-embedded with the latest fine-tuned model
 
@@ -14,7 +12,6 @@ all labels so far (no drift from round to round); the next batch is selected in 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from collections.abc import Callable
@@ -27,7 +24,7 @@ import numpy as np
 from textitsr.active.anneal import Label, SelectionConfig, select_batch
 from textitsr.active.annotations import AnnotationLog, pair_key
 from textitsr.active.finetune import FinetuneConfig
-from textitsr.atomic import atomic_dir, atomic_path
+from textitsr.atomic import atomic_dir
 from textitsr.errors import InputError, StoreError
 from textitsr.evaluation.metrics import MAP_K, pair_map_at_k
 
@@ -51,104 +48,60 @@ class AnnealPaths:
     def checkpoint(self, round: int) -> Path:
         return self.root / "checkpoints" / f"round-{round:03d}"
 
-    def features(self, key: str) -> Path:
-        return self.root / f"features-{key}.npz"
 
 
 # ------------------------------------------------------------------------------- store data
 @dataclass
-class StoreFeatures:
-    """What fine-tuning needs about a store: fused item features and captions (store order)."""
+class StoreCaptions:
+    """A store's captions as fine-tuning and the metrics need them (store order)."""
 
-    pair_ids: list[str]
-    fused: np.ndarray  # (N, F) fusion outputs of the base checkpoint
     caption_pair: np.ndarray  # (C,) item row of each caption
     caption_text: np.ndarray  # (C,) index into texts
     texts: list[str]
-    text_features: np.ndarray  # (U, Dt) text backbone features
+    embeddings: np.ndarray  # (U, d) stored embedding of each distinct text
 
 
-def _store_thumbnails(store: Any, meta: Any) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    before, after = [], []
-    for shard, pid in zip(meta["shard"], meta["pair_id"], strict=True):
-        b, a = store.thumbnails(shard, pid)
-        before.append(b)
-        after.append(a)
-    return before, after
-
-
-def store_features(
-    store: Any, model: Any, key: str, cache: Path | None, progress: Progress | None = None
-) -> StoreFeatures:
-    """Fused features of every store item and the caption text features, cached in `cache`.
-
-    Backbones run on the store's thumbnails (they are the tiles themselves up to 256 px; larger
-    tiles are seen downsampled, which the encoders do anyway).
-    """
-    from textitsr.active.finetune import fuse_features
-
-    if cache is not None and cache.is_file():
-        with np.load(cache, allow_pickle=False) as z:
-            return StoreFeatures(
-                [str(x) for x in z["pair_ids"]],
-                z["fused"],
-                z["caption_pair"],
-                z["caption_text"],
-                [str(x) for x in z["texts"]],
-                z["text_features"],
-            )
-    meta = store.metadata()
-    ids = meta["pair_id"].astype(str).tolist()
-    before, after = _store_thumbnails(store, meta)
-    fused = np.zeros((len(ids), 0), np.float32)
-    by_shape: dict[tuple, list[int]] = {}
-    for i, img in enumerate(before):
-        by_shape.setdefault(img.shape, []).append(i)
-    done = 0
-    for rows in by_shape.values():
-        for s in range(0, len(rows), 64):
-            chunk = rows[s : s + 64]
-            feats = model.backbone_pair_features(
-                np.stack([before[i] for i in chunk]), np.stack([after[i] for i in chunk])
-            )
-            f = fuse_features(model, feats).fused.numpy()
-            if fused.shape[1] == 0:
-                fused = np.zeros((len(ids), f.shape[1]), np.float32)
-            fused[chunk] = f
-            done += len(chunk)
-            if progress:
-                progress(done / len(ids), f"backbone features: {done}/{len(ids)} pairs")
+def store_captions(store: Any, row_of: dict[str, int]) -> StoreCaptions:
+    """The store's captions of its own items, distinct texts with their stored embeddings."""
     caps = store.captions()
-    row_of = {pid: i for i, pid in enumerate(ids)}
+    emb = np.asarray(store.caption_embeddings(), np.float32)
     keep = caps["pair_id"].astype(str).isin(row_of).to_numpy()
-    cap_texts = caps["text"].astype(str).to_numpy()[keep]
-    texts, caption_text = np.unique(cap_texts, return_inverse=True)
+    texts, first, caption_text = np.unique(caps["text"].astype(str).to_numpy()[keep], return_index=True,
+                                           return_inverse=True)
     caption_pair = np.array([row_of[p] for p in caps["pair_id"].astype(str).to_numpy()[keep]], dtype=np.int64)
-    text_features = (
-        model.backbone_text_features([str(t) for t in texts]).numpy()
-        if len(texts)
-        else np.zeros((0, 1), np.float32)
-    )
-    out = StoreFeatures(
-        ids,
-        fused,
-        caption_pair,
-        caption_text.astype(np.int64),
-        [str(t) for t in texts],
-        np.asarray(text_features, np.float32),
-    )
-    if cache is not None:
-        with atomic_path(cache) as tmp, open(tmp, "wb") as fh:
-            np.savez(
-                fh,
-                pair_ids=np.array(ids),
-                fused=out.fused,
-                caption_pair=caption_pair,
-                caption_text=out.caption_text,
-                texts=np.array(out.texts, dtype=str),
-                text_features=out.text_features,
-            )
-    return out
+    return StoreCaptions(caption_pair, caption_text.astype(np.int64), [str(t) for t in texts],
+                         emb[keep][first] if len(texts) else np.zeros((0, emb.shape[1]), np.float32))
+
+
+#: Fewest labels with which part of them is held out to measure agreement on unseen answers.
+MIN_HELDOUT_LABELS = 8
+HELDOUT_FRACTION = 0.25
+
+
+def split_heldout(labels: list[Label], seed: int = 0) -> tuple[list[Label], list[Label]]:
+    """(train, held-out) labels; held-out is empty when there are too few labels to spare some.
+
+    About a quarter is held out (at least 2), and the training part must keep both answers
+    (similar and dissimilar) so a distance threshold can be set on it.
+    """
+    if len(labels) < MIN_HELDOUT_LABELS:
+        return labels, []
+    order = np.random.default_rng(seed).permutation(len(labels))
+    n_held = max(2, int(round(HELDOUT_FRACTION * len(labels))))
+    held = [labels[i] for i in order[:n_held]]
+    train = [labels[i] for i in order[n_held:]]
+    kinds = {s for *_, s in train}
+    return (train, held) if kinds == {True, False} else (labels, [])
+
+
+def heldout_agreement(emb: np.ndarray, train: list[Label], held: list[Label]) -> float:
+    """% of held-out labels on the right side of the distance threshold fitted on `train`."""
+    from textitsr.active.anneal import best_threshold, pair_distances
+
+    fit = best_threshold(pair_distances(emb, np.array([(a, b) for a, b, _ in train])),
+                         np.array([s for *_, s in train], bool))
+    d = pair_distances(emb, np.array([(a, b) for a, b, _ in held]))
+    return float(100.0 * np.mean((d < fit) == np.array([s for *_, s in held], bool)))
 
 
 def write_reembedded_store(
@@ -181,33 +134,26 @@ def write_reembedded_store(
 def space_metrics(
     emb: np.ndarray,
     change_types: list[str | None],
-    feats: StoreFeatures,
-    caption_emb: np.ndarray | None,
+    captions: StoreCaptions,
     labels: list[Label],
 ) -> dict[str, float]:
     """What the Annotate page plots over rounds (only what this store allows).
 
     pair_map20: pair -> pair mAP@20 by change type (stores with ground truth, e.g. synthetic);
-    text_mR: text <-> pair mean recall over the store's captions (text search must not degrade);
-    label_agreement: % of labelled pairs on the right side of the best distance threshold.
+    text_mR: text <-> pair mean recall over the store's captions (text search must not degrade).
+    Agreement with the analyst is measured on held-out labels by `update_model`.
     """
-    from textitsr.active.anneal import best_threshold, pair_distances
     from textitsr.evaluation.metrics import retrieval_metrics
 
     out: dict[str, float] = {"n_labels": float(len(labels))}
     known = [t for t in change_types if t]
     if len(known) == len(change_types) and len(set(known)) < len(known):
         out["pair_map20"] = pair_map_at_k(emb, change_types, MAP_K)
-    if caption_emb is not None and len(feats.caption_pair):
-        sim = caption_emb[feats.caption_text] @ emb.T
+    if len(captions.caption_pair):
+        sim = captions.embeddings[captions.caption_text] @ emb.T
         out["text_mR"] = float(
-            retrieval_metrics(sim, feats.caption_pair, caption_text=feats.caption_text)["mR"]
+            retrieval_metrics(sim, captions.caption_pair, caption_text=captions.caption_text)["mR"]
         )
-    sim_lab = np.array([s for *_, s in labels], bool)
-    if sim_lab.any() and not sim_lab.all():
-        d = pair_distances(emb, np.array([(a, b) for a, b, _ in labels]))
-        t = best_threshold(d, sim_lab)
-        out["label_agreement"] = float(100.0 * np.mean((d < t) == sim_lab))
     return out
 
 
@@ -302,10 +248,23 @@ class AnnealSession:
         self.log.label(a, b, label, who=who)
 
     def update_model(self, progress: Progress | None = None) -> dict[str, float]:
-        """Fine-tune the base checkpoint on all labels, save it, re-embed the store, log the metrics."""
+        """Fine-tune on all labels, save the checkpoint, re-embed the store, log the metrics.
+
+        Training runs on the store's own pair and caption embeddings (`EmbeddingAdapter`, folded
+        into the pair head afterwards), so no image is read and no backbone runs. With enough
+        labels a quarter is first held out: `heldout_agreement` says how well a model trained
+        without them agrees with them; the saved model is then trained on all labels.
+        """
         import torch
 
-        from textitsr.active.finetune import CaptionData, FusedFeatures, HeadView, embed_items, finetune
+        from textitsr.active.finetune import (
+            CaptionData,
+            EmbeddingAdapter,
+            StoredEmbeddings,
+            embed_items,
+            finetune,
+            fold_adapter,
+        )
         from textitsr.index.build import model_card
         from textitsr.models.checkpoint import checkpoint_id, load_checkpoint, save_checkpoint
 
@@ -316,19 +275,28 @@ class AnnealSession:
         say(0.0, "loading the model")
         model = load_checkpoint(self.checkpoint, self.device)
         base_id = checkpoint_id(self.checkpoint)
-        key = hashlib.sha256((base_id + "\n" + "\n".join(self.ids)).encode()).hexdigest()[:16]
-        feats = store_features(self.base, model, key, self.paths.features(key), lambda f, m: say(0.3 * f, m))
-        items = FusedFeatures(torch.from_numpy(feats.fused))
+        items = StoredEmbeddings(torch.from_numpy(np.asarray(self.base.pair_embeddings(), np.float32)))
+        caps = store_captions(self.base, self.row)
         captions = None
-        if len(feats.caption_pair):
-            captions = CaptionData(
-                items,
-                torch.from_numpy(feats.text_features[feats.caption_text]),
-                feats.caption_pair,
-                feats.caption_text,
-            )
-        view = HeadView(model)
-        finetune(view, items, labels, captions, self.finetune_config, lambda f, m: say(0.3 + 0.6 * f, m))
+        if len(caps.caption_pair):
+            captions = CaptionData(items, torch.from_numpy(caps.embeddings[caps.caption_text]),
+                                   caps.caption_pair, caps.caption_text)
+        dim = int(items.emb.shape[1])
+
+        def train(on: list[Label], start: float, span: float, what: str) -> EmbeddingAdapter:
+            adapter = EmbeddingAdapter(dim, model.logit_scale)
+            finetune(adapter, items, on, captions, self.finetune_config,
+                     lambda f, m: say(start + span * f, f"{what}: {m}"))
+            return adapter
+
+        train_part, held = split_heldout(labels, seed=self.log.current_round())
+        agreement = None
+        if held:
+            check = train(train_part, 0.05, 0.35, f"held-out check ({len(held)} labels aside)")
+            agreement = heldout_agreement(embed_items(check, items), train_part, held)
+        adapter = train(labels, 0.4 if held else 0.05, 0.45 if held else 0.8, f"all {len(labels)} labels")
+        say(0.86, "saving the fine-tuned model")
+        fold_adapter(model, adapter)
         round_ = self.log.current_round()
         folder = self.paths.checkpoint(round_)
         save_checkpoint(
@@ -342,20 +310,20 @@ class AnnealSession:
                     "n_labels": len(labels),
                     "strategy": self.selection.strategy,
                     "finetune": asdict(self.finetune_config),
+                    "trained_on": "stored pair embeddings (linear map folded into the pair head)",
                 }
             },
         )
         say(0.92, "re-embedding the store")
-        emb = embed_items(view, items)
+        emb = embed_items(adapter, items)
         new_id = checkpoint_id(folder)
         write_reembedded_store(
             self.base, self.paths.store, emb, new_id, folder.resolve(), model_card(model, folder.resolve())
         )
-        caption_emb = None
-        if captions is not None:
-            with torch.no_grad():
-                caption_emb = model.embed_text_features(torch.from_numpy(feats.text_features)).numpy()
-        metrics = space_metrics(emb, self.change_types, feats, caption_emb, labels)
+        metrics = space_metrics(emb, self.change_types, caps, labels)
+        metrics["n_heldout"] = float(len(held))
+        if agreement is not None:
+            metrics["heldout_agreement"] = agreement
         self.log.record_update(str(folder), len(labels), metrics)
         say(1.0, "done")
         return metrics
