@@ -66,8 +66,8 @@ with stats_col:
     with widgets.show_errors("Change statistics"):
         stats = service.change_stats(pair_id)
         if stats:
-            st.dataframe(figures.stats_frame_rows(stats), hide_index=True, width="stretch",
-                         column_config={"value": st.column_config.NumberColumn(format="%.3f")})
+            st.table([{**row, "value": f"{row['value']:.3f}"} for row in figures.stats_frame_rows(stats)],
+                     hide_index=True)
         else:
             st.caption("Not available: this imagery has no near-infrared/short-wave bands.")
     st.subheader("Captions")

@@ -88,7 +88,8 @@ def _add(paths: list, place: str | None = None) -> None:
     bar.progress(1.0, text="Done")
     st.cache_data.clear()
     if added:
-        st.success(f"Added {added} pairs of {int(tile_size)} px to the archive (now {len(base):,}).")
+        st.success(f"Added {widgets.plural(added, 'pair')} of {int(tile_size)} px to the archive "
+                   f"(now {len(base):,}).")
     else:
         st.info("These scenes are already in the archive; nothing was added.")
 

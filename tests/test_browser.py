@@ -220,6 +220,14 @@ IMAGES_LOADED = ("n => [...document.querySelectorAll('[data-testid=\"stImage\"] 
                  ".filter(i => i.complete && i.naturalWidth > 0).length >= n")
 
 
+def sized_page(browser, width: int, **options):
+    """(context, page) with a `width` px wide window (the caller closes the context)."""
+    context = browser.new_context(viewport={"width": width, "height": 1000}, **options)
+    page = context.new_page()
+    page.set_default_timeout(SLOW_MS)
+    return context, page
+
+
 def search(page, app_url: str, query: str) -> None:
     """Open Text search, type `query`, press Enter, wait for the result cards."""
     open_page(page, app_url, "Text search")
@@ -231,7 +239,7 @@ def search(page, app_url: str, query: str) -> None:
 
 def test_inspector_takes_every_pair_id_typed(page, app_url):
     page.goto(f"{app_url}/Inspector?pair=test_000003")
-    box = page.get_by_label("Pair id")
+    box = page.get_by_label("Pair id", exact=True)
     page.get_by_text("Neighbours (most similar pairs)").wait_for()
     assert box.input_value() == "test_000003"
     for pair_id in ("train_000006", "train_000007", "train_000008"):
@@ -244,9 +252,7 @@ def test_inspector_takes_every_pair_id_typed(page, app_url):
 
 
 def test_inspector_images_fit_columns_difference_is_diverging_and_footprint_is_mapped(browser, app_url):
-    context = browser.new_context(viewport={"width": 820, "height": 1000})
-    page = context.new_page()
-    page.set_default_timeout(SLOW_MS)
+    context, page = sized_page(browser, 820)
     page.goto(f"{app_url}/Inspector?pair=train_000002")
     page.get_by_text("Neighbours (most similar pairs)").wait_for()
     page.wait_for_function(IMAGES_LOADED, arg=2)
@@ -267,7 +273,7 @@ def test_inspector_images_fit_columns_difference_is_diverging_and_footprint_is_m
                           " ticks: t.colorbar.ticktext}; }", heatmap.element_handle())
     assert trace["zmid"] == 0 and trace["zmin"] == -trace["zmax"]  # zero sits in the neutral middle
     assert any("no change" in t for t in trace["ticks"])
-    page.get_by_text("% of the tile's pixels").first.wait_for()  # statistics carry their units
+    page.get_by_role("cell", name="% of the tile's pixels").first.wait_for()  # statistics carry units
     page.screenshot(path=str(SHOTS / "inspector_narrow.png"), full_page=True)
     context.close()
 
@@ -294,9 +300,7 @@ def test_text_search_buttons_cards_plurals_dates_exports_and_map(browser, app_ur
     import csv
     import json
 
-    context = browser.new_context(viewport={"width": 1100, "height": 1000}, accept_downloads=True)
-    page = context.new_page()
-    page.set_default_timeout(SLOW_MS)
+    context, page = sized_page(browser, 1100, accept_downloads=True)
     search(page, app_url, "many new buildings were built")
     cut = page.evaluate(
         "() => [...document.querySelectorAll('button')].filter(b => b.innerText.includes(' '))"
@@ -367,15 +371,18 @@ def test_archive_refuses_the_same_scenes_twice_and_names_pairs_readably(
     fresh = [tmp_path / "lakeside_2019-05-01.tif", tmp_path / "lakeside_2021-05-01.tif"]
     write_scene(fresh[0], seed=1)
     write_scene(fresh[1], seed=2)
+    added = page.get_by_text(re.compile(r"^Added 4 pairs of 64 px"))  # 128 px scenes, 64 px tiles
     for attempt in range(2):
         inputs = page.locator('input[type="file"]')
         inputs.nth(0).set_input_files(str(fresh[0]))
         inputs.nth(1).set_input_files(str(fresh[1]))
         page.get_by_role("button", name="Upload and add").click()
         if attempt == 0:
-            page.get_by_text("Added").wait_for()
-        else:
+            added.wait_for()
+        else:  # the same files again: refused, nothing added
+            added.wait_for(state="detached")
             page.get_by_text("already in the archive").wait_for()
+            assert len(Store.open(app_store)) == n0 + 4
     before = set(Store.open(tiny_archive.store).metadata()["pair_id"])
     ids = set(Store.open(app_store).metadata()["pair_id"]) - before
     assert ids and all(re.fullmatch(r"lakeside_20190501_20210501_r\d+_c\d+", i) for i in ids), sorted(ids)[:3]
