@@ -75,7 +75,6 @@ def tiny_hf_models(tmp_path_factory: pytest.TempPathFactory):
     return SimpleNamespace(vit=vit, bert=bert, clip=clip)
 
 
-# ------------------------------------------------------------------ tiny archive (index helper)
 @dataclass(frozen=True)
 class TinyArchive:
     """A tiny synthetic world, a model trained on it for a few epochs, and a store built from it."""
@@ -102,16 +101,10 @@ def tiny_archive(tmp_path_factory: pytest.TempPathFactory) -> TinyArchive:
     root = tmp_path_factory.mktemp("tiny_archive")
     world = write_demo_world(root / "world", config=SyntheticWorldConfig(**TINY_WORLD))
     checkpoint = root / "model"
-    try:
-        from textitsr.training.train import TrainConfig, train
-    except ImportError:  # training not available: an untrained model still exercises every path
-        from textitsr.models.checkpoint import save_checkpoint
-        from textitsr.models.textitsr import ModelConfig, TextITSR
+    from textitsr.training.train import TrainConfig, train
 
-        save_checkpoint(TextITSR(ModelConfig(fusion="gff:before+after+diff")), checkpoint)
-    else:
-        train(TrainConfig(root=world, out=checkpoint, source="synthetic", fusion="gff:before+after+diff",
-                          epochs=3, batch_size=8, cache_dir=root / "cache", device="cpu", progress=False))
+    train(TrainConfig(root=world, out=checkpoint, source="synthetic", fusion="gff:before+after+diff",
+                      epochs=3, batch_size=8, cache_dir=root / "cache", device="cpu", progress=False))
     store = root / "store"
     build_store(checkpoint, open_source(world, "synthetic"), store, shard_size=16, batch_size=16,
                 progress=False)

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-import textitsr.training.features as features
-from textitsr.training.features import EmptySplitError, build_or_load
+import textitsr.embedding.cache as features
+from textitsr.embedding.cache import EmptySplitError, build_or_load
 
 
 @pytest.fixture(scope="module")

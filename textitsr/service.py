@@ -108,7 +108,7 @@ class SearchService:
         search_config: SearchConfig | None = None,
     ) -> SearchService:
         """Load the model and the store once. `checkpoint` None -> the one recorded in the store."""
-        from textitsr.index.build import load_model
+        from textitsr.embedding.encode import load_model
         from textitsr.models.checkpoint import checkpoint_id
 
         store = Path(store)
@@ -216,7 +216,7 @@ class SearchService:
         return [self._hit(i + 1, s, r) for i, (s, r) in enumerate(zip(scores[0], rows[0], strict=True))]
 
     def _encode_images(self, before: Any, after: Any) -> np.ndarray:
-        from textitsr.index.build import encode_rgb_pairs
+        from textitsr.embedding.encode import encode_rgb_pairs
 
         imgs = [_as_rgb(before, "before"), _as_rgb(after, "after")]
         if imgs[0].shape != imgs[1].shape:
@@ -238,7 +238,7 @@ class SearchService:
         """(1, d) embedding of a text query (validated; very long text is cut)."""
         if not isinstance(query, str) or not query.strip():
             raise InputError("query: expected a non-empty description of the change to look for")
-        from textitsr.index.build import encode_texts
+        from textitsr.embedding.encode import encode_texts
 
         return encode_texts(self.model, [" ".join(query.split())[:MAX_QUERY_CHARS]])
 

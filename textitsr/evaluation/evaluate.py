@@ -11,22 +11,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from textitsr.embedding.cache import DEFAULT_CACHE_DIR, FeatureCache, build_or_load
+from textitsr.embedding.encode import resolve_device
 from textitsr.evaluation.metrics import retrieval_metrics
-from textitsr.training.features import DEFAULT_CACHE_DIR, FeatureCache, build_or_load
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """'auto' -> CUDA when available, else CPU; 'cpu'/'cuda'/'cuda:N' as given."""
-    from textitsr.errors import InputError
-
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(f"--device {device}: CUDA is not available on this machine (use cpu or auto)")
-    try:
-        return torch.device(device)
-    except RuntimeError as err:
-        raise InputError(f"--device: expected cpu, cuda or auto, got {device!r}") from err
 
 
 @torch.inference_mode()

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from textitsr.data.pairs import BitemporalPair, PairSource
+from textitsr.embedding.encode import encode_rgb_pairs, encode_texts, load_model, to_numpy
 from textitsr.errors import InputError
 from textitsr.index.store import DEFAULT_THUMB_SIZE, ShardData, Store, encode_thumbnail, pair_row, write_shard
 
@@ -41,22 +42,6 @@ class BuildConfig:
     device: str = "cpu"
     #: Reuse / build the training feature cache here (skips the backbones when it is valid).
     feature_cache: Path | None = None
-
-
-# -------------------------------------------------------------------------------- model side
-_MODELS: dict[tuple[str, str], Any] = {}
-
-
-def load_model(checkpoint: Path, device: str = "cpu") -> Any:
-    """The checkpoint's model, loaded once per process (Dask workers reuse it across shards)."""
-    from textitsr.models.checkpoint import load_checkpoint
-
-    key = (str(Path(checkpoint).resolve()), device)
-    if key not in _MODELS:
-        model = load_checkpoint(Path(checkpoint), device=device)
-        model.eval()
-        _MODELS[key] = model
-    return _MODELS[key]
 
 
 def model_card(model: Any, checkpoint: Path) -> dict[str, Any]:
@@ -89,36 +74,6 @@ def _training_summary(folder: Path) -> dict[str, Any]:
             if isinstance(extra, dict) and extra:
                 return {"training": extra}
     return {}
-
-
-def _numpy(t: torch.Tensor | np.ndarray) -> np.ndarray:
-    if isinstance(t, torch.Tensor):
-        return t.detach().float().cpu().numpy()
-    return np.asarray(t, dtype=np.float32)
-
-
-def encode_rgb_pairs(model: Any, before: list[np.ndarray], after: list[np.ndarray]) -> np.ndarray:
-    """(B, d) embeddings of uint8 RGB pairs; pairs of different sizes are encoded in same-size groups."""
-    out: list[np.ndarray | None] = [None] * len(before)
-    groups: dict[tuple[int, ...], list[int]] = {}
-    for i, img in enumerate(before):
-        groups.setdefault(img.shape, []).append(i)
-    with torch.inference_mode():
-        for idx in groups.values():
-            emb = _numpy(
-                model.encode_pairs(np.stack([before[i] for i in idx]), np.stack([after[i] for i in idx]))
-            )
-            for j, i in enumerate(idx):
-                out[i] = emb[j]
-    return np.stack(out).astype(np.float32) if out else np.zeros((0, 0), np.float32)
-
-
-def encode_texts(model: Any, texts: list[str], batch_size: int = 256) -> np.ndarray:
-    parts = []
-    with torch.inference_mode():
-        for i in range(0, len(texts), batch_size):
-            parts.append(_numpy(model.encode_texts(texts[i : i + batch_size])))
-    return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
 
 
 # ---------------------------------------------------------------------------- shard building
@@ -168,7 +123,7 @@ def embed_pairs(
                 tokens=bool(getattr(model, "uses_tokens", False)),
             )
             with torch.inference_mode():
-                embs.append(_numpy(model.embed_pair_features(feats)))
+                embs.append(to_numpy(model.embed_pair_features(feats)))
         else:
             embs.append(encode_rgb_pairs(model, before, after))
         for p, b, a in zip(batch, before, after, strict=True):
@@ -334,7 +289,7 @@ def _build_local(
     """One pass over the source, cut into shards; committed shards are read past, not embedded."""
     cache = None
     if config.feature_cache is not None:
-        from textitsr.training.features import build_or_load
+        from textitsr.embedding.cache import build_or_load
 
         cache = build_or_load(
             model,

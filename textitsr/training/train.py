@@ -34,10 +34,11 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from textitsr.atomic import atomic_dir
+from textitsr.embedding.cache import DEFAULT_CACHE_DIR, EmptySplitError, FeatureCache, build_or_load
+from textitsr.embedding.encode import resolve_device
 from textitsr.errors import CheckpointError, InputError
-from textitsr.evaluation.evaluate import evaluate_cache, resolve_device
+from textitsr.evaluation.evaluate import evaluate_cache
 from textitsr.evaluation.metrics import flatten_metrics
-from textitsr.training.features import DEFAULT_CACHE_DIR, EmptySplitError, FeatureCache, build_or_load
 from textitsr.training.losses import info_nce
 from textitsr.training.sampling import CaptionSampler
 

@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 from textitsr.atomic import atomic_dir
 from textitsr.config import DATA_DIR
 from textitsr.data.pairs import BitemporalPair, PairSource
+from textitsr.embedding.encode import backbone_precision
 from textitsr.errors import InputError
 
 if TYPE_CHECKING:
@@ -260,14 +261,8 @@ def _write_cache(
     precision: str,
     progress: bool,
 ) -> None:
-    if precision not in ("fp32", "bf16"):
-        raise InputError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
-    bf16_before = getattr(model, "bf16", False)
-    model.bf16 = precision == "bf16"
-    try:
+    with backbone_precision(model, precision):
         _write_arrays(model, source, split, out, tokens, batch_size, precision, progress)
-    finally:
-        model.bf16 = bf16_before
 
 
 def _write_arrays(
