@@ -24,7 +24,7 @@ import numpy as np
 
 from textitsr.config import DATA_DIR, DemoPaths
 from textitsr.data.geotiff import GeoTiffOptions
-from textitsr.errors import InputError, TextITSRError
+from textitsr.errors import InputError, StoreError, TextITSRError
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import folium
@@ -154,7 +154,9 @@ class Archive:
 def fine_tuned_store(config: AppConfig) -> Path | None:
     """The store the Annotate page's last "update model" re-embedded, or None when there is none."""
     path = config.annotations_dir / "store"
-    return path if (path / "manifest.json").is_file() else None
+    from textitsr.index.store import is_store
+
+    return path if is_store(path) else None
 
 
 def archive_choice(config: AppConfig) -> str:
@@ -180,13 +182,13 @@ def set_archive_choice(config: AppConfig, kind: str) -> None:
 
 
 def _manifest(store: Path) -> dict[str, Any] | None:
-    import json
+    """The store's manifest, or None when there is no readable store there."""
+    from textitsr.index.store import read_manifest
 
     try:
-        manifest = json.loads((store / "manifest.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return read_manifest(store)
+    except StoreError:
         return None
-    return manifest if isinstance(manifest, dict) else None
 
 
 def base_archive(config: AppConfig) -> Archive:

@@ -14,7 +14,7 @@ import itertools
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, is_dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from textitsr.data.pairs import BitemporalPair, PairSource
 from textitsr.embedding.encode import encode_rgb_pairs, encode_texts, load_model, to_numpy
 from textitsr.errors import InputError
 from textitsr.index.store import DEFAULT_THUMB_SIZE, ShardData, Store, encode_thumbnail, pair_row, write_shard
+from textitsr.models.checkpoint import model_card
 
 #: progress(fraction done in [0, 1], message)
 ProgressFn = Callable[[float, str], None]
@@ -42,38 +43,6 @@ class BuildConfig:
     device: str = "cpu"
     #: Reuse / build the training feature cache here (skips the backbones when it is valid).
     feature_cache: Path | None = None
-
-
-def model_card(model: Any, checkpoint: Path) -> dict[str, Any]:
-    """What the store records about its model: config, checkpoint id and path, training summary."""
-    from textitsr.models.checkpoint import checkpoint_id
-
-    config = getattr(model, "config", None)
-    card: dict[str, Any] = {"checkpoint_id": checkpoint_id(Path(checkpoint)), "checkpoint": str(checkpoint)}
-    if config is not None and is_dataclass(config):
-        card["config"] = asdict(config)
-        for key in ("image_encoder", "text_encoder", "fusion", "embed_dim"):
-            if hasattr(config, key):
-                card[key] = getattr(config, key)
-    card.update(_training_summary(Path(checkpoint)))
-    return card
-
-
-def _training_summary(folder: Path) -> dict[str, Any]:
-    """The `extra` a trainer saved beside the weights, when the checkpoint has one (best effort)."""
-    import json
-
-    for name in ("meta.json", "checkpoint.json", "config.json", "training.json"):
-        path = folder / name
-        if path.is_file():
-            try:
-                data = json.loads(path.read_text("utf-8"))
-            except (OSError, ValueError):
-                continue
-            extra = data.get("extra") if isinstance(data, dict) else None
-            if isinstance(extra, dict) and extra:
-                return {"training": extra}
-    return {}
 
 
 # ---------------------------------------------------------------------------- shard building
@@ -247,7 +216,7 @@ def build_store(
         raise InputError(f"batch_size={config.batch_size}, shard_size={config.shard_size}: expected positive")
     checkpoint = Path(checkpoint).resolve()
     model = load_model(checkpoint, config.device)
-    card = model_card(model, checkpoint)
+    card = model_card(checkpoint)
     store = Store.create(
         Path(out),
         checkpoint_id=card["checkpoint_id"],

@@ -201,6 +201,11 @@ def write_shard(root: Path, name: str, data: ShardData, dtype: str = "float16") 
     return {"name": name, "n_pairs": n, "n_captions": len(data.caption_texts), **data.info}
 
 
+def is_store(root: Path) -> bool:
+    """Whether `root` holds a store (a manifest; `read_manifest` then says whether it is a good one)."""
+    return (Path(root) / MANIFEST).is_file()
+
+
 def read_manifest(root: Path) -> dict[str, Any]:
     path = Path(root) / MANIFEST
     if not path.is_file():
@@ -239,7 +244,6 @@ class Store:
         self._thumbs: dict[str, pd.DataFrame] = {}
         self._ids: set[str] | None = None
 
-    # ------------------------------------------------------------------------------ lifecycle
     @classmethod
     def create(
         cls,
@@ -372,7 +376,34 @@ class Store:
         self.commit([entry])
         return entry
 
-    # -------------------------------------------------------------------------------- reading
+    def with_embeddings(
+        self, out: Path, pair_embeddings: np.ndarray, *, checkpoint: Path, model: dict[str, Any]
+    ) -> Store:
+        """A copy of this store at `out` with new pair embeddings (rows in store order) and model.
+
+        For a model whose image side changed but whose text side did not (ANNEAL fine-tunes only
+        the pair head): metadata, thumbnails, captions and caption embeddings are copied as they
+        are. Cached search graphs are not copied (they would be stale). `model` is the new
+        checkpoint's card; its `checkpoint_id` becomes the copy's.
+        """
+        emb = np.asarray(pair_embeddings)
+        if emb.ndim != 2 or len(emb) != len(self) or emb.shape[1] != self.embed_dim:
+            raise StoreError(
+                f"{self.root}: {len(self)} pairs of {self.embed_dim}-d, new embeddings of shape {emb.shape}"
+            )
+        manifest = dict(self.manifest)
+        with atomic_dir(Path(out)) as tmp:
+            start = 0
+            for shard in manifest["shards"]:
+                name, n = shard["name"], int(shard["n_pairs"])
+                shutil.copytree(self.root / SHARDS / name, tmp / SHARDS / name)
+                rows = emb[start : start + n].astype(manifest["dtype"])
+                np.save(tmp / SHARDS / name / "pair_embeddings.npy", rows)
+                start += n
+            manifest.update(checkpoint_id=model["checkpoint_id"], checkpoint=str(checkpoint), model=model)
+            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+        return Store.open(out)
+
     def _shard_file(self, shard: str, name: str) -> Path:
         return self.root / SHARDS / shard / name
 
