@@ -30,6 +30,7 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     import folium
     import plotly.graph_objects as go
 
+    from textitsr.active.rounds import AnnealSession
     from textitsr.service import ArchiveStats, CaptionHit, PairHit, SearchFilters, SearchService
 
 log = logging.getLogger(__name__)
@@ -253,6 +254,27 @@ def get_base_service(config: AppConfig | None = None) -> SearchService:
 def clear_service_cache() -> None:
     """Forget the loaded service (after the archive changed on disk, e.g. scenes were added)."""
     _open_service.clear()
+
+
+def anneal_session(config: AppConfig, strategy: str, batch: int) -> AnnealSession:
+    """The ANNEAL session over the base archive, kept in the app's annotations workspace."""
+    from textitsr.active.anneal import SelectionConfig
+    from textitsr.active.rounds import AnnealSession
+
+    return AnnealSession(config.store, config.annotations_dir, config.checkpoint,
+                         SelectionConfig(strategy=strategy, batch=batch))
+
+
+def add_scenes(service: SearchService, paths: list[Path], progress: Any = None, **options: Any) -> int:
+    """Tile and embed GeoTIFF scenes into `service`'s archive; the service sees them at once.
+
+    Returns the number of pairs added (0: these scenes are already in the archive).
+    """
+    from textitsr.index.build import add_scenes as append_scenes
+
+    added = append_scenes(service.checkpoint, service.store.root, paths, progress or False, **options)
+    service.refresh()
+    return added
 
 
 def page_setup(title: str | None = None) -> None:
@@ -940,7 +962,7 @@ def results_grid(service: SearchService, hits: Sequence[PairHit], key: str, colu
             with col:
                 st.markdown(f"**#{hit.rank}** `{hit.pair_id}` — score **{hit.score:.3f}**")
                 try:
-                    before, after = service.thumbnails(hit.pair_id)
+                    before, after = service.catalog.thumbnails(hit.pair_id)
                     left, right = st.columns(2)
                     left.image(before, caption="before", width="stretch")
                     right.image(after, caption="after", width="stretch")

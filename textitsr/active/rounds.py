@@ -240,6 +240,10 @@ class AnnealSession:
                 out.append((self.row[ann.a], self.row[ann.b], ann.similar))
         return out
 
+    def pending(self) -> list[tuple[str, str]]:
+        """The current round's item pairs still waiting for an answer, in the order asked."""
+        return self.log.pending()
+
     def progress(self) -> dict[str, int]:
         """Round number, answered / size of the current batch, labels in total."""
         batch = self.log.batch()

@@ -335,3 +335,34 @@ def _build_distributed(
     finally:
         if client is not scheduler:
             client.close()
+
+
+def add_scenes(
+    checkpoint: Path,
+    store: Path,
+    paths: list[Path],
+    progress: bool | ProgressFn = False,
+    **options: Any,
+) -> int:
+    """Tile a GeoTIFF scene pair (or series) into pairs, embed them and append them to `store`.
+
+    `options` go to the GeoTIFF loader (tile_size, pairing, bands, ...). Returns the number of
+    pairs added (0 when these scenes are already in the archive). A service open on the store
+    sees them after `SearchService.refresh()`.
+    """
+    from textitsr.data.registry import open_source
+
+    paths = [Path(p) for p in paths]
+    if len(paths) < 2:
+        raise InputError(f"add_scenes: expected at least two GeoTIFF scenes of one place, got {len(paths)}")
+    for p in paths:
+        if not p.is_file():
+            raise InputError(f"{p}: scene file not found")
+    for name in ("tile_size", "stride"):
+        value = options.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))):
+            raise InputError(f"{name}={value!r}: expected a whole number of pixels")
+    source = open_source(paths, kind="geotiff", **options)
+    before = len(Store.open(store))
+    return len(build_store(checkpoint, source, store, progress=progress)) - before
+

@@ -8,6 +8,7 @@ Layout of a store folder::
     shards/<name>/thumbnails.parquet  pair_id + before/after PNG bytes (small, for display)
     shards/<name>/captions.parquet    text, pair_id: the archive's captions (for pair -> text)
     shards/<name>/caption_embeddings.npy
+    index/<what>-<key>.faiss      cached HNSW graphs of large stores (derived; see `index_file`)
 
 A shard is written into a temporary folder and renamed into place; the manifest is rewritten
 atomically *after* that, so it only ever lists complete shards. A build killed midway leaves the
@@ -40,6 +41,8 @@ FORMAT = "textitsr-store"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 SHARDS = "shards"
+#: Cached search graphs (derived data: safe to delete, rebuilt on open).
+INDEX_DIR = "index"
 DTYPES = ("float16", "float32")
 
 #: Default longest side (px) of stored thumbnails: enough for the inspector, small on disk.
@@ -403,6 +406,23 @@ class Store:
             manifest.update(checkpoint_id=model["checkpoint_id"], checkpoint=str(checkpoint), model=model)
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
         return Store.open(out)
+
+    def index_file(self, what: str, key: str) -> Path | None:
+        """Where a search graph of this store (`what`: pairs or captions) built for `key` is cached.
+
+        Graphs cached for other keys (older shard lists or settings) are removed. None when the
+        store folder is read-only: the graph is then rebuilt in memory on every open.
+        """
+        folder = self.root / INDEX_DIR
+        try:
+            folder.mkdir(exist_ok=True)
+        except OSError:
+            return None
+        name = f"{what}-{key}.faiss"
+        for old in folder.glob(f"{what}-*.faiss"):
+            if old.name != name:
+                old.unlink(missing_ok=True)
+        return folder / name
 
     def _shard_file(self, shard: str, name: str) -> Path:
         return self.root / SHARDS / shard / name
