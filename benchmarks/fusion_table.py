@@ -92,14 +92,12 @@ def run_benchmark(config: BenchmarkConfig) -> tuple[list[BenchmarkRow], dict[str
             source,
             split,
             config.cache_dir,
-            root=config.root,
-            kind=kind,
             tokens=True,
             precision=config.precision,
             progress=config.progress,
         )
     test = build_or_load(
-        probe, source, "test", config.cache_dir, root=config.root, kind=kind, tokens=True, progress=False
+        probe, source, "test", config.cache_dir, tokens=True, progress=False
     )
     encoders = {"image_encoder": probe.image_encoder, "text_encoder": probe.text_encoder}
     device = resolve_device(config.device)
@@ -119,7 +117,7 @@ def run_benchmark(config: BenchmarkConfig) -> tuple[list[BenchmarkRow], dict[str
                     **config.fusion_options.get(fusion, {}),
                 }
             )
-            data = prepare_data(model, source, run_cfg, kind)
+            data = prepare_data(model, source, run_cfg)
             t0 = time.perf_counter()
             result = fit(model.to(device), data, run_cfg, dataset={"kind": kind, "root": str(config.root)})
             seconds = time.perf_counter() - t0

@@ -11,7 +11,8 @@ import pytest
 from textitsr.data.pairs import BitemporalPair
 from textitsr.errors import StoreError
 from textitsr.index import store as store_mod
-from textitsr.index.store import ShardData, Store, encode_thumbnail, pair_row, write_shard
+from textitsr.index.shards import ShardData, encode_thumbnail, pair_row, write_shard
+from textitsr.index.store import Store
 
 DIM = 8
 

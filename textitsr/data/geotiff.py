@@ -48,7 +48,7 @@ from textitsr.data.imageio import (
     scale_gain,
     to_unit,
 )
-from textitsr.data.pairs import BitemporalPair, Bounds
+from textitsr.data.pairs import BitemporalPair, Bounds, PairSourceBase
 from textitsr.errors import InputError
 
 GEOTIFF_SUFFIXES = (".tif", ".tiff")
@@ -204,7 +204,7 @@ def expand_paths(paths: Path | Sequence[Path]) -> list[Path]:
     return files
 
 
-class GeoTiffSource:
+class GeoTiffSource(PairSourceBase):
     """Tile pairs of a GeoTIFF time series (see the module docstring for every rule)."""
 
     name = "geotiff"
@@ -395,6 +395,13 @@ class GeoTiffSource:
     def _crs_string(self) -> str:
         epsg = self.grid.crs.to_epsg()
         return f"EPSG:{epsg}" if epsg else self.grid.crs.to_string()
+
+    def paths(self) -> list[Path]:
+        return [s.path for s in self.scenes]
+
+    def count(self, split: str | None = None) -> int:
+        """Upper bound of the pairs (tiles with too much nodata are skipped); no pairs in a split."""
+        return len(self) if split is None else 0
 
     def pairs(self, split: str | None = None) -> Iterator[BitemporalPair]:
         """All pairs of kept tiles; `split` other than None yields nothing (a series has no splits)."""

@@ -1,7 +1,8 @@
 """Embed a pair source into a store: reader -> encoder -> shard writer, locally or on Dask.
 
 The source is cut into contiguous slices of `shard_size` pairs; each slice becomes one shard, made
-by the same function (`embed_shard`) whether it runs in this process or on a Dask worker. Pairs are
+by the same function (`embed_shard`, the runner) whether it runs in this process (`_build_local`)
+or on a Dask worker (`_build_distributed`): clip-retrieval's runner / distributor split. Pairs are
 read and encoded `batch_size` at a time and a shard holds only its own rows, so peak memory is one
 shard's thumbnails + embeddings whatever the archive size. Shards listed in the manifest are
 skipped, so an interrupted build resumes where it stopped.
@@ -24,7 +25,8 @@ import torch
 from textitsr.data.pairs import BitemporalPair, PairSource
 from textitsr.embedding.encode import encode_rgb_pairs, encode_texts, load_model, to_numpy
 from textitsr.errors import InputError
-from textitsr.index.store import DEFAULT_THUMB_SIZE, ShardData, Store, encode_thumbnail, pair_row, write_shard
+from textitsr.index.shards import DEFAULT_THUMB_SIZE, ShardData, encode_thumbnail, pair_row, write_shard
+from textitsr.index.store import Store
 from textitsr.models.checkpoint import model_card
 
 #: progress(fraction done in [0, 1], message)
@@ -45,7 +47,6 @@ class BuildConfig:
     feature_cache: Path | None = None
 
 
-# ---------------------------------------------------------------------------- shard building
 def _change_stats_fn() -> Callable[[BitemporalPair], dict[str, float] | None]:
     try:
         from textitsr.data.describe import change_stats
@@ -120,49 +121,35 @@ def embed_shard(
     store_root: Path,
     name: str,
     config: BuildConfig = BuildConfig(),
+    *,
+    pairs: Iterable[BitemporalPair] | None = None,
+    on_batch: Callable[[int], None] | None = None,
+    cache: Any | None = None,
 ) -> dict[str, Any] | None:
     """Embed pairs [start, stop) of `source` (in its `pairs(split)` order) into shard `name`.
 
-    The unit of distributed work: runs on a Dask worker (model loaded once per worker process),
-    writes only its own shard folder, and returns the manifest entry for the client to commit.
+    The one unit of work of every build (clip-retrieval's runner): a local build calls it shard
+    after shard, handing it the slice of its single pass over the source (`pairs`); a Dask worker
+    calls it with only the slice bounds and reads them itself (model loaded once per worker
+    process). It writes only its own shard folder and returns the manifest entry for the caller
+    to commit (None when the slice is empty: past the end of a source whose length was an upper bound).
     """
     model = load_model(checkpoint, config.device)
-    pairs = itertools.islice(source.pairs(split), start, stop)
-    data = embed_pairs(model, pairs, config)
-    if not data.rows:  # past the end of a source whose length was an upper bound
+    if pairs is None:
+        pairs = itertools.islice(source.pairs(split), start, stop)
+    data = embed_pairs(model, pairs, config, on_batch=on_batch, cache=cache)
+    if not data.rows:
         return None
     data.info = _shard_info(source, split, start, start + len(data.rows))
     return write_shard(Path(store_root), name, data, dtype=config.dtype)
 
 
-# --------------------------------------------------------------------------------- planning
 def shard_prefix(source: PairSource, split: str | None) -> str:
     """Stable name stem of a source's shards: its kind, split and a hash of where it lives."""
-    name = (
-        re.sub(r"[^A-Za-z0-9_-]+", "-", str(getattr(source, "name", "") or "source")).strip("-") or "source"
-    )
-    root = getattr(source, "root", None) or getattr(source, "paths", None)
-    if root is None and getattr(source, "scenes", None) and hasattr(source.scenes[0], "path"):
-        root = [s.path for s in source.scenes]  # a GeoTIFF series: its scene files
-    root = root or type(source).__name__
-    if isinstance(root, (list, tuple)):
-        root = "|".join(str(Path(p).resolve()) for p in root)
-    elif isinstance(root, (str, Path)):
-        root = str(Path(root).resolve())
-    digest = hashlib.sha1(f"{name}|{root}|{split}".encode()).hexdigest()[:8]
+    name = re.sub(r"[^A-Za-z0-9_-]+", "-", str(source.name or "source")).strip("-") or "source"
+    where = "|".join(str(Path(p).resolve()) for p in source.paths()) or type(source).__name__
+    digest = hashlib.sha1(f"{name}|{where}|{split}".encode()).hexdigest()[:8]
     return f"{name}-{split or 'all'}-{digest}"
-
-
-def count_pairs(source: PairSource, split: str | None) -> int:
-    if split is None:
-        return len(source)
-    counts = getattr(source, "split_counts", None)
-    if callable(counts):
-        return int(counts().get(split, 0))
-    records = getattr(source, "records", None)
-    if callable(records):
-        return len(records(split))
-    return sum(1 for _ in source.pairs(split))
 
 
 class _Progress:
@@ -190,7 +177,6 @@ class _Progress:
             self.bar.close()
 
 
-# ------------------------------------------------------------------------------------ build
 def build_store(
     checkpoint: Path,
     source: PairSource,
@@ -229,7 +215,7 @@ def build_store(
     prefix = prefix or shard_prefix(source, split)
     # Some sources only know an upper bound of their length (GeoTIFF tiles with nodata are skipped),
     # so slices may come out short; shard k always holds pairs [k * shard_size, (k + 1) * shard_size).
-    n = count_pairs(source, split)
+    n = source.count(split)
     plan = [
         (i, min(i + config.shard_size, n), f"{prefix}-{k:05d}")
         for k, i in enumerate(range(0, n, config.shard_size))
@@ -240,7 +226,7 @@ def build_store(
         if scheduler is not None:
             _build_distributed(store, checkpoint, source, split, todo, config, scheduler, bar)
         else:
-            _build_local(store, model, source, split, prefix, config, bar)
+            _build_local(store, checkpoint, source, split, prefix, config, bar)
     finally:
         bar.close()
     return Store.open(store.root, checkpoint_id=card["checkpoint_id"])
@@ -248,7 +234,7 @@ def build_store(
 
 def _build_local(
     store: Store,
-    model: Any,
+    checkpoint: Path,
     source: PairSource,
     split: str | None,
     prefix: str,
@@ -260,6 +246,7 @@ def _build_local(
     if config.feature_cache is not None:
         from textitsr.embedding.cache import build_or_load
 
+        model = load_model(checkpoint, config.device)
         cache = build_or_load(
             model,
             source,
@@ -276,21 +263,19 @@ def _build_local(
             if sum(1 for _ in chunk) == 0:
                 return
             continue
-        data = embed_pairs(model, chunk, config, on_batch=bar.update, cache=cache)
-        if not data.rows:
+        entry = embed_shard(checkpoint, source, split, start, start + config.shard_size, store.root, name,
+                            config, pairs=chunk, on_batch=bar.update, cache=cache)
+        if entry is None:
             return
-        data.info = _shard_info(source, split, start, start + len(data.rows))
-        store.add_shard(name, data)
+        store.commit([entry])
 
 
 def _shard_info(source: PairSource, split: str | None, start: int, stop: int) -> dict[str, Any]:
     """Where a shard's pairs came from (kept in the manifest: enough to re-read or re-embed them)."""
-    root = getattr(source, "root", None)
-    if root is None and getattr(source, "scenes", None) and hasattr(source.scenes[0], "path"):
-        root = [str(s.path) for s in source.scenes]
+    paths = [str(p) for p in source.paths()]
     return {
-        "source": getattr(source, "name", ""),
-        "root": root if isinstance(root, list) else (str(root) if root is not None else None),
+        "source": source.name,
+        "root": paths[0] if len(paths) == 1 else (paths or None),
         "split": split,
         "start": start,
         "stop": stop,
