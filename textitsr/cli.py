@@ -27,7 +27,6 @@ app = typer.Typer(
     add_completion=False,
 )
 
-# --------------------------------------------------------------------------------------- data
 @app.command("demo-data")
 def demo_data(
     out: Annotated[Path, typer.Option(help="Folder to write the synthetic world into.")],
@@ -112,7 +111,6 @@ def ingest(
     typer.echo(f"ingested {n} pairs from {src.name} source {', '.join(map(str, source))} -> {out}")
 
 
-# -------------------------------------------------------------------------------------- model
 @app.command()
 @with_source_options
 def train(
@@ -174,7 +172,6 @@ def evaluate(
     typer.echo(json.dumps(metrics) if as_json else format_metrics(metrics))
 
 
-# -------------------------------------------------------------------------------------- index
 @app.command()
 @with_source_options
 def index(
@@ -245,7 +242,6 @@ def search(
     Console().print(table)
 
 
-# ------------------------------------------------------------------------------------- active
 @app.command()
 def annotate(
     store: Annotated[Path, typer.Option(help="Store folder whose pairs are annotated (never modified).")],
@@ -304,7 +300,6 @@ def annotate(
         typer.echo(f"log: {session.paths.log}" + ("" if no_update else f"  store: {session.paths.store}"))
 
 
-# ---------------------------------------------------------------------------------------- app
 @app.command()
 def demo(
     root: Annotated[Path | None, typer.Option(help="Demo artifacts folder (default data/demo).")] = None,

@@ -53,7 +53,6 @@ class AnnealPaths:
         return self.root / f"features-{key}.npz"
 
 
-# ------------------------------------------------------------------------------- store data
 @dataclass
 class StoreFeatures:
     """What fine-tuning needs about a store: fused item features and captions (store order)."""
@@ -149,7 +148,6 @@ def store_features(
     return out
 
 
-# ---------------------------------------------------------------------------------- metrics
 def space_metrics(
     emb: np.ndarray,
     change_types: list[str | None],
@@ -183,7 +181,6 @@ def space_metrics(
     return out
 
 
-# ---------------------------------------------------------------------------------- session
 class AnnealSession:
     """One analyst's ANNEAL rounds over a store (see module doc). Cheap to construct."""
 
@@ -218,7 +215,6 @@ class AnnealSession:
             for t in meta["change_type"]
         ]
 
-    # ---------------------------------------------------------------------------- state
     def current_store(self) -> Any:
         """The latest re-embedded store when there is one for these items, else the base store."""
         from textitsr.index.store import Store, is_store
@@ -254,7 +250,6 @@ class AnnealSession:
             "labels": len(self.labels()),
         }
 
-    # ---------------------------------------------------------------------------- rounds
     def next_batch(self) -> list[tuple[str, str]]:
         """The unanswered pairs of the current round, or a freshly selected batch (new round)."""
         pending = self.log.pending()

@@ -119,7 +119,6 @@ class TrainData:
     val_name: str  # "val" or "holdout"
 
 
-# ------------------------------------------------------------------------------------ entry point
 def train(config: TrainConfig) -> TrainResult:
     """Train per `config`, write the best checkpoint to `config.out`, return the summary."""
     from textitsr.data.registry import open_source
@@ -170,7 +169,6 @@ def prepare_data(model: torch.nn.Module, source: PairSource, config: TrainConfig
     return TrainData(train_cache, train_cache, rest, np.sort(held), "holdout")
 
 
-# ------------------------------------------------------------------------------------ the loop
 def fit(
     model: torch.nn.Module, data: TrainData, config: TrainConfig, dataset: dict | None = None
 ) -> TrainResult:
@@ -314,7 +312,6 @@ def _warmup_cosine(warmup: int, total: int):
     return factor
 
 
-# ------------------------------------------------------------------------------- resumable state
 def _save_last(
     folder: Path,
     model: torch.nn.Module,
