@@ -1,4 +1,5 @@
-"""Shared fixtures: paths to the research data in ../shared (tests using it skip when absent)."""
+"""Shared fixtures: paths to the research data in ../shared (tests using it skip when absent), and a
+tiny trained archive. Tests that train or embed for more than a few seconds are marked `slow`."""
 
 from __future__ import annotations
 
@@ -8,6 +9,17 @@ from pathlib import Path
 import pytest
 
 from textitsr.config import SHARED_DATA_DIR
+
+
+#: Fixtures that train or embed with a real model: every test using one is `slow`.
+SLOW_FIXTURES = frozenset({"tiny_archive"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the tests that use a training fixture `slow`, so `-m "not slow"` is the fast edit loop."""
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 def shared_path(*parts: str) -> Path:

@@ -13,7 +13,7 @@ import pytest
 from textitsr import app_support as ui
 from textitsr.config import REPO_ROOT, DemoPaths
 from textitsr.errors import InputError
-from textitsr.index.store import Store
+from textitsr.index.store import FORMAT, FORMAT_VERSION, Store
 
 AppTest = pytest.importorskip("streamlit.testing.v1").AppTest
 
@@ -294,7 +294,9 @@ def test_active_archive_is_the_fine_tuned_store_only_when_chosen_and_current(tmp
 
     def manifest(folder: Path, n_pairs: int, cid: str) -> None:
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "manifest.json").write_text(json.dumps({"n_pairs": n_pairs, "checkpoint_id": cid}))
+        fields = {"format": FORMAT, "version": FORMAT_VERSION, "checkpoint_id": cid, "embed_dim": 8,
+                  "dtype": "float16", "shards": [], "n_pairs": n_pairs}
+        (folder / "manifest.json").write_text(json.dumps(fields))
 
     manifest(tmp_path / "store", 40, "base")
     cfg = ui.load_config({ui.ENV_STORE: str(tmp_path / "store")})

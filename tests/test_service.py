@@ -115,9 +115,9 @@ def test_unknown_pair_id_is_an_input_error(service: SearchService) -> None:
     for call in (
         service.search_pair,
         service.describe_pair,
-        service.pair,
-        service.thumbnails,
-        service.change_stats,
+        service.catalog.pair,
+        service.catalog.thumbnails,
+        service.catalog.change_stats,
     ):
         with pytest.raises(InputError, match="nope"):
             call("nope")
