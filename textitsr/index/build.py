@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from textitsr.data.describe import change_stats
 from textitsr.data.pairs import BitemporalPair, PairSource
 from textitsr.embedding.encode import encode_rgb_pairs, encode_texts, load_model, to_numpy
 from textitsr.errors import InputError
@@ -47,19 +48,12 @@ class BuildConfig:
     feature_cache: Path | None = None
 
 
-def _change_stats_fn() -> Callable[[BitemporalPair], dict[str, float] | None]:
+def _change_stats(pair: BitemporalPair) -> dict[str, float] | None:
+    """Spectral change statistics of a pair, or None where they cannot be computed (optional metadata)."""
     try:
-        from textitsr.data.describe import change_stats
-    except ImportError:  # the describe module is optional for a store
-        return lambda pair: None
-
-    def safe(pair: BitemporalPair) -> dict[str, float] | None:
-        try:
-            return change_stats(pair)
-        except Exception:  # noqa: BLE001 - statistics are optional metadata, never worth a failed build
-            return None
-
-    return safe
+        return change_stats(pair)
+    except Exception:  # noqa: BLE001 - statistics are optional metadata, never worth a failed build
+        return None
 
 
 def _batches(pairs: Iterable[BitemporalPair], size: int) -> Iterator[list[BitemporalPair]]:
@@ -76,7 +70,6 @@ def embed_pairs(
     cache: Any | None = None,
 ) -> ShardData:
     """Embed pairs batch by batch into one in-memory shard (metadata, embeddings, thumbnails, captions)."""
-    stats = _change_stats_fn()
     rows: list[dict[str, Any]] = []
     embs: list[np.ndarray] = []
     tb: list[bytes] = []
@@ -97,7 +90,7 @@ def embed_pairs(
         else:
             embs.append(encode_rgb_pairs(model, before, after))
         for p, b, a in zip(batch, before, after, strict=True):
-            rows.append(pair_row(p, stats(p)))
+            rows.append(pair_row(p, _change_stats(p)))
             tb.append(encode_thumbnail(b, config.thumb_size))
             ta.append(encode_thumbnail(a, config.thumb_size))
             for c in p.captions:
