@@ -16,7 +16,7 @@ st.title("Text search")
 st.caption("Describe the change you are looking for; the archive's image pairs are ranked by similarity.")
 
 service = services.service_or_stop()
-stats = service.stats()
+stats = service.catalog.stats()
 config = load_config()
 
 
@@ -46,7 +46,7 @@ with st.sidebar:
         date_range = st.date_input("Both dates of a pair within", value=(first, last), key="date_range")
     sources = st.multiselect("Sources", sorted(stats.sources), key="sources",
                              help="Empty: all sources.") if len(stats.sources) > 1 else None
-    dates = service.acquisition_dates()
+    dates = service.catalog.acquisition_dates()
     with st.expander(f"Acquisition dates ({len(dates)})"):
         st.caption(widgets.date_summary(dates, shown=50) if dates else "The archive records no dates.")
 
@@ -62,7 +62,7 @@ if area_mode == "Coordinates":
     )
 elif area_mode == "Draw on map":
     with st.expander("Area filter: draw a rectangle (the last one drawn is used)", expanded=True):
-        footprints = service.footprints()
+        footprints = service.catalog.footprints()
         layers = services.map_layers(config)
         fmap = maps.ArchiveMap(basemap=config.basemap, height=360)
         fmap.add_scene_tiles(layers.areas, layers.tiles_url, switch=False)

@@ -31,7 +31,7 @@ with st.sidebar:
     k = st.slider("Similar pairs (k)", 1, 30, 8, key="map_k")
     n_sentences = st.slider("Sentences", 1, 15, 5, key="map_sentences")
 
-footprints = service.footprints()
+footprints = service.catalog.footprints()
 if not footprints["features"]:
     st.warning("No pair in this archive has a geographic footprint, so there is nothing to show on a map.")
     st.stop()
@@ -41,7 +41,8 @@ if any(a.before is None or a.after is None for a in layers.areas):
     if st.button("Write the missing map tiles", key="write-tiles"):
         bar = st.progress(0.0, text="Writing map tiles...")
         with widgets.show_errors("Writing map tiles"):
-            services.get_base_service(config).write_tiles(lambda f, m: bar.progress(min(max(f, 0.0), 1.0), m))
+            services.write_tiles(services.get_base_service(config),
+                                 lambda f, m: bar.progress(min(max(f, 0.0), 1.0), m))
             services.clear_map_cache()
             st.rerun()
 areas = layers.areas or footprint_clusters(footprints)

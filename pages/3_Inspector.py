@@ -13,15 +13,15 @@ st.title("Inspector")
 
 service = services.service_or_stop()
 
-first = service.footprints(limit=1)["features"]
+first = service.catalog.footprints(limit=1)["features"]
 pair_id = widgets.inspector_pair_box(default=first[0]["properties"]["pair_id"] if first else None)
 if not pair_id:
     st.info("Pick a result on the Text search or Map query page, or type a pair id.")
     st.stop()
 
 try:
-    record = service.pair(pair_id)
-    before, after = service.thumbnails(pair_id)
+    record = service.catalog.pair(pair_id)
+    before, after = service.catalog.thumbnails(pair_id)
 except TextITSRError as err:
     st.error(f"Cannot show this pair: {err}")
     st.stop()
@@ -64,7 +64,7 @@ stats_col, text_col = st.columns(2)
 with stats_col:
     st.subheader("Spectral change statistics")
     with widgets.show_errors("Change statistics"):
-        stats = service.change_stats(pair_id)
+        stats = service.catalog.change_stats(pair_id)
         if stats:
             st.table([{**row, "value": f"{row['value']:.3f}"} for row in figures.stats_frame_rows(stats)],
                      hide_index=True)

@@ -12,8 +12,6 @@ all labels so far (no drift from round to round); the next batch is selected in 
 
 from __future__ import annotations
 
-import json
-import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,7 +22,6 @@ import numpy as np
 from textitsr.active.anneal import Label, SelectionConfig, select_batch
 from textitsr.active.annotations import AnnotationLog, pair_key
 from textitsr.active.finetune import FinetuneConfig
-from textitsr.atomic import atomic_dir
 from textitsr.errors import InputError, StoreError
 from textitsr.evaluation.metrics import MAP_K, pair_map_at_k
 
@@ -50,7 +47,6 @@ class AnnealPaths:
 
 
 
-# ------------------------------------------------------------------------------- store data
 @dataclass
 class StoreCaptions:
     """A store's captions as fine-tuning and the metrics need them (store order)."""
@@ -104,33 +100,6 @@ def heldout_agreement(emb: np.ndarray, train: list[Label], held: list[Label]) ->
     return float(100.0 * np.mean((d < fit) == np.array([s for *_, s in held], bool)))
 
 
-def write_reembedded_store(
-    src: Any, out: Path, emb: np.ndarray, checkpoint_id: str, checkpoint: Path, card: dict[str, Any]
-) -> None:
-    """Copy store `src` to `out` with new pair embeddings (rows in store order) and model identity.
-
-    Metadata, thumbnails and captions are copied as they are; caption embeddings stay valid because
-    fine-tuning never touches the text side. Cached search graphs are not copied (stale).
-    """
-    from textitsr.index.store import MANIFEST, SHARDS
-
-    manifest = dict(src.manifest)
-    if len(emb) != len(src):
-        raise StoreError(f"{src.root}: {len(src)} pairs but {len(emb)} new embeddings")
-    with atomic_dir(out) as tmp:
-        start = 0
-        for shard in manifest["shards"]:
-            name, n = shard["name"], int(shard["n_pairs"])
-            shutil.copytree(src.root / SHARDS / name, tmp / SHARDS / name)
-            np.save(
-                tmp / SHARDS / name / "pair_embeddings.npy", emb[start : start + n].astype(manifest["dtype"])
-            )
-            start += n
-        manifest.update(checkpoint_id=checkpoint_id, checkpoint=str(checkpoint), model=card)
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
-
-
-# ---------------------------------------------------------------------------------- metrics
 def space_metrics(
     emb: np.ndarray,
     change_types: list[str | None],
@@ -157,7 +126,6 @@ def space_metrics(
     return out
 
 
-# ---------------------------------------------------------------------------------- session
 class AnnealSession:
     """One analyst's ANNEAL rounds over a store (see module doc). Cheap to construct."""
 
@@ -192,12 +160,11 @@ class AnnealSession:
             for t in meta["change_type"]
         ]
 
-    # ---------------------------------------------------------------------------- state
     def current_store(self) -> Any:
         """The latest re-embedded store when there is one for these items, else the base store."""
-        from textitsr.index.store import Store
+        from textitsr.index.store import Store, is_store
 
-        if (self.paths.store / "manifest.json").is_file():
+        if is_store(self.paths.store):
             store = Store.open(self.paths.store)
             if len(store) == len(self.base):
                 return store
@@ -214,6 +181,10 @@ class AnnealSession:
                 out.append((self.row[ann.a], self.row[ann.b], ann.similar))
         return out
 
+    def pending(self) -> list[tuple[str, str]]:
+        """The current round's item pairs still waiting for an answer, in the order asked."""
+        return self.log.pending()
+
     def progress(self) -> dict[str, int]:
         """Round number, answered / size of the current batch, labels in total."""
         batch = self.log.batch()
@@ -224,7 +195,6 @@ class AnnealSession:
             "labels": len(self.labels()),
         }
 
-    # ---------------------------------------------------------------------------- rounds
     def next_batch(self) -> list[tuple[str, str]]:
         """The unanswered pairs of the current round, or a freshly selected batch (new round)."""
         pending = self.log.pending()
@@ -265,8 +235,7 @@ class AnnealSession:
             finetune,
             fold_adapter,
         )
-        from textitsr.index.build import model_card
-        from textitsr.models.checkpoint import checkpoint_id, load_checkpoint, save_checkpoint
+        from textitsr.models.checkpoint import checkpoint_id, load_checkpoint, model_card, save_checkpoint
 
         labels = self.labels()
         if not labels:
@@ -316,9 +285,8 @@ class AnnealSession:
         )
         say(0.92, "re-embedding the store")
         emb = embed_items(adapter, items)
-        new_id = checkpoint_id(folder)
-        write_reembedded_store(
-            self.base, self.paths.store, emb, new_id, folder.resolve(), model_card(model, folder.resolve())
+        self.base.with_embeddings(
+            self.paths.store, emb, checkpoint=folder.resolve(), model=model_card(folder.resolve())
         )
         metrics = space_metrics(emb, self.change_types, caps, labels)
         metrics["n_heldout"] = float(len(held))

@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from textitsr.app.config import ENV_CHECKPOINT, ENV_STORE, AppConfig, load_config
-from textitsr.errors import InputError, TextITSRError
+from textitsr.errors import InputError, StoreError, TextITSRError
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
+    from textitsr.active.rounds import AnnealSession
     from textitsr.index.tiles import SceneArea
     from textitsr.service import SearchService
 
@@ -49,8 +50,10 @@ class Archive:
 
 def fine_tuned_store(config: AppConfig) -> Path | None:
     """The store the Annotate page's last "update model" re-embedded, or None when there is none."""
+    from textitsr.index.store import is_store
+
     path = config.annotations_dir / "store"
-    return path if (path / "manifest.json").is_file() else None
+    return path if is_store(path) else None
 
 
 def archive_choice(config: AppConfig) -> str:
@@ -72,11 +75,13 @@ def set_archive_choice(config: AppConfig, kind: str) -> None:
 
 
 def _manifest(store: Path) -> dict[str, Any] | None:
+    """The store's manifest, or None when there is no readable store there."""
+    from textitsr.index.store import read_manifest
+
     try:
-        manifest = json.loads((store / "manifest.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return read_manifest(store)
+    except StoreError:
         return None
-    return manifest if isinstance(manifest, dict) else None
 
 
 def base_archive(config: AppConfig) -> Archive:
@@ -142,6 +147,43 @@ def clear_service_cache() -> None:
     _open_service.clear()
 
 
+def anneal_session(config: AppConfig, strategy: str, batch: int) -> AnnealSession:
+    """The ANNEAL session over the base archive, kept in the app's annotations workspace."""
+    from textitsr.active.anneal import SelectionConfig
+    from textitsr.active.rounds import AnnealSession
+
+    return AnnealSession(config.store, config.annotations_dir, config.checkpoint,
+                         SelectionConfig(strategy=strategy, batch=batch))
+
+
+def add_scenes(service: SearchService, paths: list[Path], progress: Any = None, **options: Any) -> int:
+    """Tile and embed GeoTIFF scenes into `service`'s archive; the service sees them at once.
+
+    Returns the number of pairs added; scenes already in the archive are refused (InputError).
+    """
+    from textitsr.index.build import add_scenes as append_scenes
+
+    added = append_scenes(service.checkpoint, service.store.root, paths, progress or False, **options)
+    service.refresh()
+    return added
+
+
+def refuse_known_uploads(service: SearchService, files: list[tuple[str, bytes]]) -> None:
+    """InputError when the uploaded scenes (name, bytes) are all in the archive already (by content)."""
+    from textitsr.app.uploads import content_key
+    from textitsr.index.tiles import refuse_known_scenes
+
+    refuse_known_scenes(service.store, [content_key(data) for _, data in files], [name for name, _ in files])
+
+
+def write_tiles(service: SearchService, progress: Any = None) -> None:
+    """Write the map tiles of scenes that have none yet (stores built before tiles existed)."""
+    from textitsr.index.tiles import tile_store
+
+    tile_store(service.store, progress)
+    service.refresh()
+
+
 def service_or_stop(*, base: bool = False) -> SearchService:
     """The active archive's service (the base one with `base`), or a clear error and the page stops.
 
@@ -188,8 +230,9 @@ def _publish_map(store: str, n_pairs: int, tiles_stamp: float, _service: SearchS
     from textitsr.index.store import TILES
 
     tiles_url = publish_tree(Path(store) / TILES, Path(store))
-    footprints_url = publish_json(labelled_footprints(_service.footprints()), Path(store), "footprints")
-    return MapLayers(_service.scene_areas(), tiles_url, footprints_url)
+    footprints = labelled_footprints(_service.catalog.footprints())
+    footprints_url = publish_json(footprints, Path(store), "footprints")
+    return MapLayers(_service.catalog.scene_areas(), tiles_url, footprints_url)
 
 
 def clear_map_cache() -> None:

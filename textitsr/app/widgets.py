@@ -181,7 +181,7 @@ def before_after(service: SearchService, pair_id: str, captions: tuple[str, str]
     """A pair's before and after thumbnails side by side (JPEG: a tenth of PNG's bytes to send)."""
     import streamlit as st
 
-    before, after = service.thumbnails(pair_id)
+    before, after = service.catalog.thumbnails(pair_id)
     left, right = st.columns(2)
     left.image(before, caption=captions[0], width="stretch", output_format="JPEG")
     right.image(after, caption=captions[1], width="stretch", output_format="JPEG")

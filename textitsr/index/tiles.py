@@ -326,3 +326,13 @@ def scene_keys(store: Any) -> set[str]:
     """Content keys of every scene in the store (from the tile index; files it lacks are hashed)."""
     index = TileIndex.read(store.tiles_dir)
     return {index.paths.get(str(p)) or tile_key(file_digest(p)) for p in store_scene_paths(store)}
+
+
+def refuse_known_scenes(store: Any, keys: list[str], names: list[str]) -> None:
+    """InputError when every scene (content `tile_key`s) is in the store already: adding them again
+    would only duplicate pairs."""
+    if keys and set(keys) <= scene_keys(store):
+        raise InputError(
+            f"{' and '.join(names)}: these scenes are already in the archive (files with the same "
+            "content were added before, possibly under other names); nothing was added"
+        )
