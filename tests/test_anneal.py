@@ -288,7 +288,7 @@ def test_cli_annotate_one_simulated_round_end_to_end(tiny_archive, tmp_path):
     assert len(service.search_text("new buildings", k=3)) == 3
     # the saved model embeds a pair's images as the re-embedded store holds it (the fold is exact)
     pair_id = str(tuned.metadata()["pair_id"].iloc[5])
-    before, after = service.thumbnails(pair_id)
+    before, after = service.catalog.thumbnails(pair_id)
     best = service.search_pair(before=before, after=after, k=1)[0]
     assert best.pair_id == pair_id and best.score > 0.98
 

@@ -231,7 +231,7 @@ def test_a_scene_smaller_than_a_tile_is_refused_with_both_sizes(tiny_archive, tm
     svc = SearchService.open(store)
     assert svc.catalog.tile_size() == 64  # the tiny world's tiles
     digest = folder_digest(store)
-    scenes = [tiny_archive.world / "scenes" / "val" / f"{d}.tif" for d in ("before", "after")]
+    scenes = write_scene_pair(tmp_path, size=(192, 192))  # new content: the world's own val scenes are in
     with pytest.raises(InputError, match=r"192x192 px.*256 px tile"):
         add_to(svc, scenes)  # the loader's default tile size
     with pytest.raises(InputError, match="tile_size"):
@@ -247,13 +247,14 @@ def add_to(svc: SearchService, paths: list[Path], **options) -> int:
     return added
 
 
-def write_scene_pair(folder: Path) -> list[Path]:
-    """Two dated 3-band uint8 GeoTIFFs of one UTM place (96 x 128 px at 1 m), the second with a new 'road'."""
+def write_scene_pair(folder: Path, size: tuple[int, int] = (96, 128)) -> list[Path]:
+    """Two dated 3-band uint8 GeoTIFFs of one UTM place (`size` rows x cols at 1 m), the second with a
+    new 'road'."""
     import rasterio
     from rasterio.transform import from_origin
 
     rng = np.random.default_rng(0)
-    base = (rng.random((3, 96, 128)) * 60 + 80).astype(np.uint8)
+    base = (rng.random((3, *size)) * 60 + 80).astype(np.uint8)
     changed = base.copy()
     changed[:, 40:52, :] = 200
     paths = []
@@ -263,8 +264,8 @@ def write_scene_pair(folder: Path) -> list[Path]:
             path,
             "w",
             driver="GTiff",
-            width=128,
-            height=96,
+            width=size[1],
+            height=size[0],
             count=3,
             dtype="uint8",
             crs="EPSG:32614",
@@ -285,7 +286,8 @@ def test_add_scenes_appends_tiles_of_a_geotiff_pair(tiny_archive, tmp_path: Path
     new = [h for h in svc.search_text("road", k=len(svc)) if h.source == "geotiff"]
     assert len(new) == added and all(h.bounds is not None for h in new)
     assert {h.dates for h in new} == {("2018-05-01", "2021-06-01")}
-    assert add_to(svc, paths, tile_size=32) == 0  # already indexed: nothing re-embedded
+    with pytest.raises(InputError, match="already in the archive"):  # same content: refused, not re-added
+        add_to(svc, paths, tile_size=32)
     assert len(SearchService.open(store)) == 52  # persisted
     with pytest.raises(InputError, match="two GeoTIFF"):
         add_to(svc, paths[:1])

@@ -1,4 +1,4 @@
-"""`ArchiveMap`: the Leaflet map of an archive (leafmap's folium backend), built from small add_* steps.
+"""`ArchiveMap`: the Leaflet map of an archive (folium), built from small add_* steps.
 
 One bbox convention: (west, south, east, north) in degrees, as `zoom_to_bounds` takes it. What
 changes with every query (the query pair and its similar pairs) is a separate `picks_layer`, handed
@@ -12,7 +12,6 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import folium
-import leafmap.foliumap as leafmap
 from folium import plugins
 
 from textitsr.app.footprints import Bounds, Cluster, box_features, feature_bounds, footprints_bounds, union
@@ -48,21 +47,16 @@ def labelled_footprints(footprints: Mapping[str, Any]) -> dict[str, Any]:
     return {"type": "FeatureCollection", "features": feats}
 
 
-class ArchiveMap(leafmap.Map):
-    """An archive's map: basemap (or none, offline), then whichever add_* layers a page wants."""
+class ArchiveMap(folium.Map):
+    """An archive's map: basemap (or none, offline), then whichever add_* layers a page wants.
+
+    Shaped after leafmap's `foliumap.Map` (small add_* methods, `zoom_to_bounds`), on plain folium:
+    importing leafmap costs seconds per server process and it adds nothing these maps use.
+    """
 
     def __init__(self, *, basemap: str = "osm", height: int = 560) -> None:
         use_local_map_assets()
-        super().__init__(
-            location=[0.0, 0.0],
-            zoom_start=12,
-            tiles=None,
-            draw_control=False,
-            fullscreen_control=False,
-            layers_control=False,
-            height=height,
-            max_zoom=MAX_MAP_ZOOM,
-        )
+        super().__init__(location=[0.0, 0.0], zoom_start=12, tiles=None, height=height, max_zoom=MAX_MAP_ZOOM)
         if basemap == "osm":  # always under the imagery, not one of the before/after choices
             folium.TileLayer("OpenStreetMap", overlay=True, control=False, max_zoom=MAX_MAP_ZOOM,
                              max_native_zoom=19).add_to(self)
@@ -165,6 +159,12 @@ class ArchiveMap(leafmap.Map):
             },
             edit_options={"edit": False, "remove": True},
         ).add_to(self)
+        return self
+
+    def zoom_to_bounds(self, bounds: Bounds) -> ArchiveMap:
+        """Open on (west, south, east, north) in degrees (folium's fit_bounds takes [[s, w], [n, e]])."""
+        w, s, e, n = bounds
+        self.fit_bounds([[s, w], [n, e]])
         return self
 
     def zoom_to_footprints(self, footprints: Mapping[str, Any], view: Bounds | None = None) -> ArchiveMap:

@@ -253,6 +253,8 @@ def update_tiles(
             continue
         index.paths[str(path)] = key
         index.write(tiles_dir)
+    if progress is not None:
+        progress(1.0, "map tiles up to date")
     return keys
 
 
