@@ -262,7 +262,10 @@ def main() -> None:
             browser.close()
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=20)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
 
     print(f"App latency — {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"{date.today().isoformat()}, store {args.store}\n")
