@@ -86,7 +86,9 @@ def evaluate_model(model, source: LabelledFolderSource, cache_dir: Path, types: 
     from textitsr.evaluation.metrics import flatten_metrics
     from textitsr.training.features import build_or_load
 
-    cache = build_or_load(model, source, None, cache_dir, root=source.root, kind="realdev", progress=False)
+    cache = build_or_load(
+        model, source, None, cache_dir, root=source.root, kind="realdev", tokens=True, progress=False
+    )
     row = flatten_metrics(evaluate_cache(model, cache))
     pair_emb, _ = embed_cache(model, cache)
     queries = {t: TYPE_QUERIES[t] for t in types}
@@ -119,7 +121,9 @@ def chance_rows(source: LabelledFolderSource, types: list[str], cache_dir: Path,
     from textitsr.evaluation.metrics import random_baseline
     from textitsr.training.features import build_or_load
 
-    cache = build_or_load(model, source, None, cache_dir, root=source.root, kind="realdev", progress=False)
+    cache = build_or_load(
+        model, source, None, cache_dir, root=source.root, kind="realdev", tokens=True, progress=False
+    )
     chance = random_baseline(cache.caption_pair, cache.changed.astype(bool), caption_text=cache.caption_text)
     counts = type_counts(cache.change_type)
     chance.update({f"ap:{t}": counts[t] / cache.n_pairs for t in types})
@@ -163,36 +167,66 @@ def markdown(rows: list[dict], chance: dict, pixel: dict, types: list[str], coun
     return "\n".join(out)
 
 
+class FirstPairs:
+    """The first `limit` pairs of every split of a source: small training runs on 2 shared cores."""
+
+    def __init__(self, source, limit: int) -> None:
+        self.source, self.limit = source, limit
+        self.name = f"{source.name}-first{limit}"
+        self.root = getattr(source, "root", None)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self.pairs())
+
+    def pairs(self, split: str | None = None):
+        from itertools import islice
+
+        if split is not None:
+            return islice(self.source.pairs(split), self.limit)
+        return (p for s in ("train", "val", "test") for p in islice(self.source.pairs(s), self.limit))
+
+
 def train_checkpoints(args: argparse.Namespace) -> list[Path]:
     """Train one checkpoint per seed on --train-root (the cached features are shared by all seeds)."""
-    from textitsr.training.train import TrainConfig, train
+    from textitsr.data.registry import open_source
+    from textitsr.evaluation.evaluate import resolve_device
+    from textitsr.models.textitsr import ModelConfig, TextITSR
+    from textitsr.training.features import build_or_load
+    from textitsr.training.train import TrainConfig, fit, prepare_data, seed_everything
 
     options: dict = {"image_encoder": args.image_encoder} if args.image_encoder else {}
     for item in args.model_option:
         key, _, value = item.partition("=")
         options[key] = json.loads(value) if value[:1].isdigit() or value in ("true", "false") else value
+    source = open_source(args.train_root, args.train_kind)
+    kind = args.train_kind or source.name
+    if args.max_pairs:
+        source, kind = FirstPairs(source, args.max_pairs), f"{kind}-first{args.max_pairs}"
+    tag = args.label or f"{args.fusion}-{args.image_encoder or 'default'}"
+    tag = tag.replace(":", "_").replace("+", "-")
     folders = []
-    tag = (
-        (args.label or f"{args.fusion}-{args.image_encoder or 'default'}").replace(":", "_").replace("+", "-")
-    )
     for seed in args.seeds:
-        out = args.runs_dir / f"{tag.replace(' ', '_')}-s{seed}"
-        t0 = time.perf_counter()
-        result = train(
-            TrainConfig(
-                root=args.train_root,
-                out=out,
-                source=args.train_kind,
-                fusion=args.fusion,
-                model_options=options,
-                epochs=args.epochs,
-                patience=args.patience,
-                seed=seed,
-                cache_dir=args.cache_dir,
-                device=args.device,
-                progress=False,
-            )
+        config = TrainConfig(
+            root=args.train_root,
+            out=args.runs_dir / f"{tag.replace(' ', '_')}-s{seed}",
+            source=kind,
+            fusion=args.fusion,
+            model_options=options,
+            epochs=args.epochs,
+            patience=args.patience,
+            seed=seed,
+            cache_dir=args.cache_dir,
+            device=args.device,
+            progress=False,
         )
+        seed_everything(seed)
+        model = TextITSR(ModelConfig(**{**options, "fusion": args.fusion}))
+        for split in ("train", "val"):  # tokens cached once serve every fusion of this backbone
+            build_or_load(model, source, split, args.cache_dir, root=args.train_root, kind=kind, tokens=True)
+        data = prepare_data(model, source, config, kind)
+        t0 = time.perf_counter()
+        dataset = {"kind": kind, "root": str(args.train_root.resolve())}
+        result = fit(model.to(resolve_device(args.device)), data, config, dataset=dataset)
         print(
             f"  trained {tag} seed {seed}: val mR {result.best_val_mR:.1f}, {result.epochs_run} epochs, "
             f"{time.perf_counter() - t0:.0f} s",
@@ -200,6 +234,13 @@ def train_checkpoints(args: argparse.Namespace) -> list[Path]:
         )
         folders.append(result.checkpoint)
     return folders
+
+
+def machine_and_date() -> str:
+    return (
+        f"{platform.machine()} ({os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.0f}), "
+        f"torch {torch.__version__}, {dt.datetime.now():%Y-%m-%d %H:%M}"
+    )
 
 
 def main() -> None:
@@ -217,6 +258,7 @@ def main() -> None:
         "--model-option", action="append", default=[], help="ModelConfig field=value (repeatable)"
     )
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--max-pairs", type=int, default=None, help="train on the first N pairs of each split")
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--patience", type=int, default=5)
     ap.add_argument("--runs-dir", type=Path, default=DATA_DIR / "real-runs")
@@ -228,11 +270,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    stamp = (
-        f"{platform.machine()} ({os.cpu_count()} CPUs), torch {torch.__version__}, "
-        f"{dt.datetime.now():%Y-%m-%d %H:%M}"
-    )
     if args.from_json:
+        stamp = machine_and_date()
         data = [json.loads(Path(f).read_text()) for f in args.from_json]
         rows = [r for d in data for r in d["rows"]]
         print(f"# realdev benchmark ({data[-1]['n_pairs']} real pairs); merged {len(data)} files, {stamp}\n")
@@ -256,6 +295,7 @@ def main() -> None:
         chance = chance or chance_rows(source, types, args.cache_dir, model)
     rows = [{"label": label, "checkpoints": [str(c) for c in checkpoints], "runs": runs}]
     pixel = pixel_baseline(source, types)
+    stamp = machine_and_date()
     print(f"# realdev benchmark ({len(source)} real pairs, {args.root}); {stamp}\n")
     print(markdown(rows, chance, pixel, types, counts))
     if args.out_json:
