@@ -27,12 +27,15 @@ import json
 import os
 import platform
 import time
+from collections.abc import Iterator
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from textitsr.config import DATA_DIR, SHARED_DATA_DIR
+from textitsr.data.pairs import SPLITS, BitemporalPair, PairSource, PairSourceBase
 from textitsr.evaluation.realdev import (
     NO_CHANGE,
     LabelledFolderSource,
@@ -82,13 +85,11 @@ RETRIEVAL = ("t2p_r1", "t2p_r5", "t2p_r10", "p2t_r1", "p2t_r5", "p2t_r10", "mR")
 
 def evaluate_model(model, source: LabelledFolderSource, cache_dir: Path, types: list[str]) -> dict:
     """One flat row: retrieval recalls (%), AP per type (0..1), mean lift, change-vs-none AP."""
+    from textitsr.embedding.cache import build_or_load
     from textitsr.evaluation.evaluate import embed_cache, evaluate_cache
     from textitsr.evaluation.metrics import flatten_metrics
-    from textitsr.training.features import build_or_load
 
-    cache = build_or_load(
-        model, source, None, cache_dir, root=source.root, kind="realdev", tokens=True, progress=False
-    )
+    cache = build_or_load(model, source, None, cache_dir, tokens=True, progress=False)
     row = flatten_metrics(evaluate_cache(model, cache))
     pair_emb, _ = embed_cache(model, cache)
     queries = {t: TYPE_QUERIES[t] for t in types}
@@ -118,12 +119,10 @@ def pixel_baseline(source: LabelledFolderSource, types: list[str]) -> dict:
 
 
 def chance_rows(source: LabelledFolderSource, types: list[str], cache_dir: Path, model) -> dict:
+    from textitsr.embedding.cache import build_or_load
     from textitsr.evaluation.metrics import random_baseline
-    from textitsr.training.features import build_or_load
 
-    cache = build_or_load(
-        model, source, None, cache_dir, root=source.root, kind="realdev", tokens=True, progress=False
-    )
+    cache = build_or_load(model, source, None, cache_dir, tokens=True, progress=False)
     chance = random_baseline(cache.caption_pair, cache.changed.astype(bool), caption_text=cache.caption_text)
     counts = type_counts(cache.change_type)
     chance.update({f"ap:{t}": counts[t] / cache.n_pairs for t in types})
@@ -167,31 +166,36 @@ def markdown(rows: list[dict], chance: dict, pixel: dict, types: list[str], coun
     return "\n".join(out)
 
 
-class FirstPairs:
+class FirstPairs(PairSourceBase):
     """The first `limit` pairs of every split of a source: small training runs on 2 shared cores."""
 
-    def __init__(self, source, limit: int) -> None:
+    def __init__(self, source: PairSource, limit: int) -> None:
         self.source, self.limit = source, limit
         self.name = f"{source.name}-first{limit}"
-        self.root = getattr(source, "root", None)
 
     def __len__(self) -> int:
-        return sum(1 for _ in self.pairs())
+        return sum(self.count(s) for s in SPLITS)
 
-    def pairs(self, split: str | None = None):
-        from itertools import islice
+    def count(self, split: str | None = None) -> int:
+        return len(self) if split is None else min(self.limit, self.source.count(split))
 
-        if split is not None:
-            return islice(self.source.pairs(split), self.limit)
-        return (p for s in ("train", "val", "test") for p in islice(self.source.pairs(s), self.limit))
+    def paths(self) -> list[Path]:
+        return self.source.paths()
+
+    def fingerprint(self, split: str | None = None, exclude: Path | None = None) -> str:
+        return self.source.fingerprint(split, exclude)
+
+    def pairs(self, split: str | None = None) -> Iterator[BitemporalPair]:
+        for s in SPLITS if split is None else (split,):
+            yield from islice(self.source.pairs(s), self.limit)
 
 
 def train_checkpoints(args: argparse.Namespace) -> list[Path]:
     """Train one checkpoint per seed on --train-root (the cached features are shared by all seeds)."""
     from textitsr.data.registry import open_source
+    from textitsr.embedding.cache import build_or_load
     from textitsr.evaluation.evaluate import resolve_device
     from textitsr.models.textitsr import ModelConfig, TextITSR
-    from textitsr.training.features import build_or_load
     from textitsr.training.train import TrainConfig, fit, prepare_data, seed_everything
 
     options: dict = {"image_encoder": args.image_encoder} if args.image_encoder else {}
@@ -201,7 +205,7 @@ def train_checkpoints(args: argparse.Namespace) -> list[Path]:
     source = open_source(args.train_root, args.train_kind)
     kind = args.train_kind or source.name
     if args.max_pairs:
-        source, kind = FirstPairs(source, args.max_pairs), f"{kind}-first{args.max_pairs}"
+        source = FirstPairs(source, args.max_pairs)
     tag = args.label or f"{args.fusion}-{args.image_encoder or 'default'}"
     tag = tag.replace(":", "_").replace("+", "-")
     folders = []
@@ -222,10 +226,10 @@ def train_checkpoints(args: argparse.Namespace) -> list[Path]:
         seed_everything(seed)
         model = TextITSR(ModelConfig(**{**options, "fusion": args.fusion}))
         for split in ("train", "val"):  # tokens cached once serve every fusion of this backbone
-            build_or_load(model, source, split, args.cache_dir, root=args.train_root, kind=kind, tokens=True)
-        data = prepare_data(model, source, config, kind)
+            build_or_load(model, source, split, args.cache_dir, tokens=True)
+        data = prepare_data(model, source, config)
         t0 = time.perf_counter()
-        dataset = {"kind": kind, "root": str(args.train_root.resolve())}
+        dataset = {"kind": source.name, "root": str(args.train_root.resolve())}
         result = fit(model.to(resolve_device(args.device)), data, config, dataset=dataset)
         print(
             f"  trained {tag} seed {seed}: val mR {result.best_val_mR:.1f}, {result.epochs_run} epochs, "

@@ -15,6 +15,8 @@ from textitsr.models.textitsr import ModelConfig, TextITSR
 
 REFERENCE = Path(__file__).parent / "data" / "geoembed_v3_reference.json"
 
+pytestmark = pytest.mark.slow  # loads real backbones
+
 
 def geoembed_test_image() -> np.ndarray:
     """The 128x128 image whose embedding geoembed itself computed (tests/data/geoembed_v3_reference.json)."""

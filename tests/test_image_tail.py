@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from textitsr.models.encoders import build_image_encoder, build_text_encoder
 from textitsr.models.textitsr import ModelConfig, TextITSR
+
+pytestmark = pytest.mark.slow  # loads real backbones
 
 
 def test_tail_on_cached_maps_equals_the_full_backbone_and_trains() -> None:

@@ -42,16 +42,16 @@ def make_labelled(root: Path, types: dict[str, list[str]], changed_by: dict[str,
 def test_labelled_folder_carries_multi_label_types(tmp_path) -> None:
     types = {"a": ["road_built", "buildings_built"], "b": ["none"], "c": ["buildings_built"]}
     src = LabelledFolderSource(make_labelled(tmp_path, types, {"a": 40, "b": 0, "c": 10}))
-    pairs = {p.pair_id: p for p in src.pairs("val")}
-    assert pairs["folder_a"].change_type == "buildings_built+road_built" and pairs["folder_a"].changed
-    assert pairs["folder_b"].change_type == "none" and pairs["folder_b"].changed is False
+    pairs = {p.pair_id.removeprefix("labelled-folder_"): p for p in src.pairs("val")}
+    assert pairs["a"].change_type == "buildings_built+road_built" and pairs["a"].changed
+    assert pairs["b"].change_type == "none" and pairs["b"].changed is False
     labels = [p.change_type for p in src.pairs()]
     assert type_counts(labels) == {"buildings_built": 2, "none": 1, "road_built": 1}
     assert relevance(labels, "buildings_built").tolist() == [True, False, True]
     # The pixel baseline ranks the most changed pair first.
-    diff = mean_abs_difference(src.pairs())
-    assert diff["folder_a"] > diff["folder_c"] > diff["folder_b"] == 0.0
-    assert diff["folder_a"] == pytest.approx(40 / 255)
+    diff = {k.removeprefix("labelled-folder_"): v for k, v in mean_abs_difference(src.pairs()).items()}
+    assert diff["a"] > diff["c"] > diff["b"] == 0.0
+    assert diff["a"] == pytest.approx(40 / 255)
 
 
 def test_labels_must_cover_every_pair_and_be_well_formed(tmp_path) -> None:

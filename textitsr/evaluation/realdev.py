@@ -59,19 +59,16 @@ class LabelledFolderSource(FolderSource):
         super().__init__(root, **options)
         by_name = read_change_types(self.root / labels)
         self.change_types: dict[str, tuple[str, ...]] = {}
-        for name in self.names:
+        for name in (f.before.name for f in self.files):
             types = by_name.get(name, by_name.get(Path(name).stem))
             if types is None:
                 raise InputError(f"{self.root / labels}: no change_types for pair {name!r}")
             self.change_types[name] = types
 
     def pairs(self, split: str | None = None) -> Iterator[BitemporalPair]:
-        for name, pair in zip(self._names_in(split), super().pairs(split), strict=True):
-            types = self.change_types[name]
+        for pair in super().pairs(split):
+            types = self.change_types[Path(pair.location["before"]).name]
             yield replace(pair, change_type=TYPE_SEPARATOR.join(types), changed=types != (NO_CHANGE,))
-
-    def _names_in(self, split: str | None) -> list[str]:
-        return [n for n in self.names if split is None or self.splits[n] == split]
 
 
 def split_types(label: str | None) -> tuple[str, ...]:
