@@ -9,14 +9,13 @@ precision against the share of relevant pairs (what a random ranking scores on a
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from textitsr.data.folder import FolderSource
+from textitsr.data.folder import FolderSource, jsonl_objects
 from textitsr.data.pairs import BitemporalPair
 from textitsr.errors import InputError
 
@@ -28,13 +27,7 @@ TYPE_SEPARATOR = "+"
 def read_change_types(path: Path) -> dict[str, tuple[str, ...]]:
     """{image file name: change types} from a pairs.jsonl (`name` with or without its suffix)."""
     out: dict[str, tuple[str, ...]] = {}
-    for line, text in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
-        if not text.strip():
-            continue
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise InputError(f"{path}:{line}: not valid JSON ({err})") from err
+    for line, obj in jsonl_objects(path):
         types = obj.get("change_types") if isinstance(obj, dict) else None
         if (
             not isinstance(obj, dict)
