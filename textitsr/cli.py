@@ -380,6 +380,22 @@ def serve(
     raise typer.Exit(serve_app(store, checkpoint, data_root or (), address=address, port=port))
 
 
+@app.command()
+def api(
+    store: Annotated[Path, typer.Option(help="Store folder to serve.")],
+    checkpoint: Annotated[Path | None, typer.Option(help="Checkpoint (default: the store's).")] = None,
+    host: Annotated[str, typer.Option(help="Address to bind; anything but loopback needs a token.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8765,
+    token: Annotated[
+        str | None, typer.Option(help="Bearer token clients must send (default: $TEXTITSR_API_TOKEN).")
+    ] = None,
+) -> None:
+    """Serve the archive as an HTTP/JSON API (OpenAPI docs at /docs)."""
+    from textitsr.api import ApiConfig, serve_api
+
+    serve_api(store, checkpoint, ApiConfig(host=host, port=port, token=token))
+
+
 def main() -> None:
     """Entry point: library errors become one line on stderr and exit code 1."""
     try:

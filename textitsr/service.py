@@ -169,6 +169,10 @@ class SearchService:
     def __len__(self) -> int:
         return len(self._meta)
 
+    def has_pair(self, pair_id: str) -> bool:
+        """Whether the archive holds a pair with this id."""
+        return pair_id in self._row
+
     @staticmethod
     def _check_k(k: Any) -> int:
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
