@@ -28,17 +28,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_store import bench_store  # noqa: E402
-
-QUERIES = [
-    "a road and several houses are built on the bare land",
-    "many new buildings were built",
-    "the trees are cut down",
-    "a pond appears in the field",
-    "the road is extended to the right",
-    "some houses are demolished",
-    "the vegetation grows back on the bare ground",
-    "the lake shrinks",
-]
+from search import SENTENCES as QUERIES  # noqa: E402
 
 
 def free_port() -> int:
@@ -73,7 +63,9 @@ def query(client: httpx.Client, url: str, i: int) -> tuple[float, bool]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--store", type=Path, default=None)
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "textitsr-bench")
     parser.add_argument("--queries", type=int, default=100)

@@ -32,11 +32,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
 from textitsr import __version__
+from textitsr.api_discovery import TOKEN_ENV, announce
 from textitsr.errors import InputError, StoreError
 from textitsr.service import MAX_QUERY_CHARS, SearchFilters, SearchService
-
-#: Environment variable holding the bearer token (so it stays out of the process list).
-TOKEN_ENV = "TEXTITSR_API_TOKEN"
 
 
 @dataclass(frozen=True)
@@ -290,7 +288,9 @@ def _decode_image(data: str | None, field: str, max_pixels: int) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(raw)) as img:
             if img.width * img.height > max_pixels:
-                raise InputError(f"{field}: {img.width} x {img.height} px, expected at most {max_pixels} pixels")
+                raise InputError(
+                    f"{field}: {img.width} x {img.height} px, expected at most {max_pixels} pixels"
+                )
             return np.asarray(img.convert("RGB"))
     except (UnidentifiedImageError, OSError) as err:
         raise InputError(f"{field}: not a readable PNG/JPEG/TIFF image ({err})") from err
@@ -325,4 +325,7 @@ def serve_api(store: Path, checkpoint: Path | None = None, config: ApiConfig | N
     check_exposure(config)
     service = SearchService.open(store, checkpoint)
     app = create_app(service, config)
-    uvicorn.run(app, host=config.host, port=config.port, log_level="warning")
+    host = "127.0.0.1" if config.host in ("0.0.0.0", "::") else config.host
+    host = f"[{host}]" if ":" in host else host
+    with announce(store, f"http://{host}:{config.port}"):  # lets `textitsr search` use this server
+        uvicorn.run(app, host=config.host, port=config.port, log_level="warning")

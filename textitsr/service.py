@@ -89,11 +89,18 @@ class SearchService:
     """Text -> pairs, pair -> pairs, pair -> captions over one archive store."""
 
     def __init__(
-        self, model: Any, store: Store, checkpoint: Path, search_config: SearchConfig | None = None
+        self,
+        model: Any,
+        store: Store,
+        checkpoint: Path,
+        search_config: SearchConfig | None = None,
+        scheduler: Any = None,
     ) -> None:
         self.model = model
         self.checkpoint = Path(checkpoint)
         self.search_config = search_config or SearchConfig()
+        #: Dask scheduler address (or Client) whose workers search the pair shards; None: this process.
+        self.scheduler = scheduler
         self._lock = threading.Lock()
         self._load(store)
 
@@ -106,8 +113,12 @@ class SearchService:
         device: str = "cpu",
         *,
         search_config: SearchConfig | None = None,
+        scheduler: Any = None,
+        text_only: bool = False,
     ) -> SearchService:
-        """Load the model and the store once. `checkpoint` None -> the one recorded in the store."""
+        """Load the model and the store once. `checkpoint` None -> the one recorded in the store;
+        `scheduler` (tcp://HOST:8786 or a Client): search the pair shards on that Dask cluster;
+        `text_only`: load just the text encoder + head (text queries only, much quicker to open)."""
         from textitsr.index.build import load_model
         from textitsr.models.checkpoint import checkpoint_id
 
@@ -124,10 +135,15 @@ class SearchService:
         checkpoint = Path(checkpoint)
         cid = checkpoint_id(checkpoint)
         opened = Store.open(store, checkpoint_id=cid)
-        model = load_model(checkpoint, device)
+        if text_only:
+            from textitsr.models.text_side import load_text_side
+
+            model = load_text_side(checkpoint, device)
+        else:
+            model = load_model(checkpoint, device)
         if int(model.config.embed_dim) != opened.embed_dim:
             raise StoreError(f"{store}: {opened.embed_dim}-d store, model gives {model.config.embed_dim}-d")
-        return cls(model, opened, checkpoint, search_config)
+        return cls(model, opened, checkpoint, search_config, scheduler)
 
     def _load(self, store: Store) -> None:
         """(Re)read the store and build the indexes and filter masks."""
@@ -137,21 +153,32 @@ class SearchService:
         self._meta = meta
         self._row = {pid: i for i, pid in enumerate(meta["pair_id"].tolist())}
         self._masks = FilterMasks(meta)
-        self._pairs = VectorIndex(
-            store.pair_embeddings(), self.search_config, cache=self._cache_path("pairs")
-        )
-        caps = store.captions()
-        emb = store.caption_embeddings()
-        # One row per distinct sentence: archives repeat captions ("no change") thousands of times.
-        first = ~caps["text"].duplicated().to_numpy() if len(caps) else np.zeros(0, bool)
-        self._cap_text = caps["text"].to_numpy()[first].tolist()
-        self._cap_pair = caps["pair_id"].to_numpy()[first].tolist()
-        self._captions = VectorIndex(emb[first], self.search_config, cache=self._cache_path("captions"))
+        if self.scheduler is not None:
+            from textitsr.index.sharded import ShardedIndex
+
+            self._pairs: VectorIndex | ShardedIndex = ShardedIndex(store, self.scheduler)
+        else:
+            self._pairs = VectorIndex(
+                store.pair_embeddings(), self.search_config, cache=self._cache_path("pairs")
+            )
+        self._caption_index: tuple[VectorIndex, list[str], list[str]] | None = None
+
+    def _captions(self) -> tuple[VectorIndex, list[str], list[str]]:
+        """(index, texts, pair ids) of the archive's distinct sentences, built on first use."""
+        if self._caption_index is None:
+            caps = self.store.captions()
+            emb = self.store.caption_embeddings()
+            # One row per distinct sentence: archives repeat captions ("no change") thousands of times.
+            first = ~caps["text"].duplicated().to_numpy() if len(caps) else np.zeros(0, bool)
+            index = VectorIndex(emb[first], self.search_config, cache=self._cache_path("captions"))
+            texts = caps["text"].to_numpy()[first].tolist()
+            self._caption_index = (index, texts, caps["pair_id"].to_numpy()[first].tolist())
+        return self._caption_index
 
     def _cache_path(self, what: str) -> Path | None:
-        """Where the HNSW graph of this exact shard list is kept (None: small store, or read-only)."""
+        """Where the index of this exact shard list is kept (None: quick to build, or read-only store)."""
         n = self.store.manifest.get("n_pairs" if what == "pairs" else "n_captions", 0)
-        if int(n) < self.search_config.hnsw_threshold:
+        if self.search_config.kind(int(n)) not in VectorIndex.CACHED_KINDS:
             return None
         key = json.dumps([what, self.store.manifest["shards"], self.search_config.__dict__], sort_keys=True)
         folder = self.store.root / "index"
@@ -282,11 +309,12 @@ class SearchService:
         """The archive's sentences that best describe a pair (distinct sentences, best first)."""
         k = self._check_k(k)
         vec, _ = self._pair_vector(pair_id, before, after)
-        if not self._cap_text:
+        index, texts, pair_ids = self._captions()
+        if not texts:
             return []
-        scores, rows = self._captions.search(vec, k)
+        scores, rows = index.search(vec, k)
         return [
-            CaptionHit(rank=i + 1, score=float(s), text=self._cap_text[r], pair_id=self._cap_pair[r])
+            CaptionHit(rank=i + 1, score=float(s), text=texts[r], pair_id=pair_ids[r])
             for i, (s, r) in enumerate(zip(scores[0], rows[0], strict=True))
         ]
 
