@@ -51,6 +51,12 @@ def wait_healthy(url: str, proc: subprocess.Popen, timeout_s: float = 300.0) -> 
     raise RuntimeError(f"{url}: not healthy after {timeout_s:.0f} s")
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a process has used so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def query(client: httpx.Client, url: str, i: int) -> tuple[float, bool]:
     text = f"{QUERIES[i % len(QUERIES)]} {i}"
     t = time.perf_counter()
@@ -86,7 +92,9 @@ def main() -> None:
         with httpx.Client() as client:
             for i in range(5):
                 query(client, url, 10_000 + i)
+            cpu0 = cpu_seconds(proc.pid)
             warm = [query(client, url, i) for i in range(args.queries)]
+            server_cpu_ms = (cpu_seconds(proc.pid) - cpu0) * 1000 / args.queries
         per_client = args.per_client
 
         def run_client(c: int) -> list[tuple[float, bool]]:
@@ -107,11 +115,12 @@ def main() -> None:
     p95 = lambda xs: statistics.quantiles(xs, n=20)[-1]  # noqa: E731
     print(f"\nHTTP API (`textitsr api`, loopback, POST /search/text k=10) over {n_pairs:,} pairs — "
           f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {dt.date.today()}\n")
+    print(f"load average during the run: {os.getloadavg()[0]:.0f} on {os.cpu_count()} CPUs\n")
     print("| measure | requests | median ms | p95 ms | errors | notes |")
     print("|---|---:|---:|---:|---:|---|")
     print(f"| server start -> healthy | 1 | {start_s * 1000:.0f} | | 0 | imports + model + index |")
     print(f"| warm, sequential | {len(warm)} | {statistics.median(warm_ms):.1f} | {p95(warm_ms):.1f} "
-          f"| {sum(not ok for _, ok in warm)} | |")
+          f"| {sum(not ok for _, ok in warm)} | server CPU {server_cpu_ms:.1f} ms a query |")
     print(f"| {args.clients} concurrent clients | {len(results)} | {statistics.median(conc_ms):.1f} "
           f"| {p95(conc_ms):.1f} | {sum(not ok for _, ok in results)} "
           f"| {len(results) / wall:.0f} queries/s |")
