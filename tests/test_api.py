@@ -44,7 +44,7 @@ def test_text_search_returns_the_service_ranking(client: TestClient, service: Se
 
 
 def test_text_search_with_filters(client: TestClient, service: SearchService) -> None:
-    bounds = service.pair("test_000003")["bounds"]
+    bounds = service.catalog.pair("test_000003")["bounds"]
     r = client.post("/search/text", json={"query": "road", "k": 40, "filters": {"bbox": list(bounds)}})
     ids = [h["pair_id"] for h in r.json()["hits"]]
     expected = service.search_text("road", 40, SearchFilters(bbox=bounds))
@@ -64,7 +64,7 @@ def test_pair_search_and_describe(client: TestClient, service: SearchService) ->
 
 
 def test_pair_search_by_uploaded_images(client: TestClient, service: SearchService) -> None:
-    before, after = service.thumbnails("test_000005")
+    before, after = service.catalog.thumbnails("test_000005")
     body = {"before_image": b64_png(before), "after_image": b64_png(after), "k": 3}
     r = client.post("/search/pair", json=body)
     assert r.status_code == 200
@@ -81,11 +81,12 @@ def test_pair_search_by_uploaded_images(client: TestClient, service: SearchServi
 
 def test_pair_record_thumbnail_and_footprints(client: TestClient, service: SearchService) -> None:
     rec = client.get("/pairs/test_000003").json()
-    assert rec["pair_id"] == "test_000003" and rec["bounds"] == list(service.pair("test_000003")["bounds"])
+    want = service.catalog.pair("test_000003")
+    assert rec["pair_id"] == "test_000003" and rec["bounds"] == list(want["bounds"])
     png = client.get("/pairs/test_000003/thumbnail/after")
     assert png.status_code == 200 and png.headers["content-type"] == "image/png"
     shown = np.asarray(Image.open(io.BytesIO(png.content)))
-    assert np.array_equal(shown, service.thumbnails("test_000003")[1])
+    assert np.array_equal(shown, service.catalog.thumbnails("test_000003")[1])
     geo = client.get("/footprints")
     assert geo.headers["content-type"] == "application/geo+json"
     features = geo.json()["features"]

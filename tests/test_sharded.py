@@ -52,12 +52,12 @@ def test_two_workers_return_the_local_exact_top_k(tiny_archive, cluster) -> None
 def test_service_on_a_cluster_answers_like_the_local_service(tiny_archive, cluster) -> None:
     local = SearchService.open(tiny_archive.store)
     remote = SearchService.open(tiny_archive.store, scheduler=cluster)
-    assert remote.stats().model["index"] == "dask"
+    assert remote.catalog.stats().model["index"] == "dask"
     for query in ("new buildings along the road", "the pond dries up"):
         want, got = local.search_text(query, k=8), remote.search_text(query, k=8)
         assert [h.pair_id for h in got] == [h.pair_id for h in want]
         assert [h.score for h in got] == pytest.approx([h.score for h in want], abs=1e-6)
-    bbox = local.pair("test_000003")["bounds"]
+    bbox = local.catalog.pair("test_000003")["bounds"]
     got = remote.search_text("road", k=40, filters=SearchFilters(bbox=bbox))
     expected = local.search_text("road", 40, SearchFilters(bbox=bbox))
     assert [h.pair_id for h in got] == [h.pair_id for h in expected]
