@@ -257,6 +257,6 @@ def test_ivf_tier_recall_and_cache(codes_case, tmp_path: Path) -> None:
 
 
 def test_pq_code_size_must_divide_the_dimension() -> None:
-    x, _ = clustered(np.random.default_rng(7), 2_000, 30)
+    x, _ = clustered(np.random.default_rng(7), 2_000, 31)
     with pytest.raises(InputError, match="pq_dims_per_code"):
         VectorIndex(x, SearchConfig(codes_threshold=1_000))
