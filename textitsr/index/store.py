@@ -8,21 +8,20 @@ Layout of a store folder::
     shards/<name>/thumbnails.parquet  pair_id + before/after PNG bytes (small, for display)
     shards/<name>/captions.parquet    text, pair_id: the archive's captions (for pair -> text)
     shards/<name>/caption_embeddings.npy
+    index/<what>-<key>.faiss      cached HNSW graphs of large stores (derived; see `index_file`)
 
 A shard is written into a temporary folder and renamed into place; the manifest is rewritten
 atomically *after* that, so it only ever lists complete shards. A build killed midway leaves the
 last good store, and a rerun skips the shards the manifest already lists. The manifest is the
 truth: a shard folder it does not list is an interrupted write and is ignored (and overwritten).
+One shard's files (schema, thumbnails, the atomic write) are in `shards.py`.
 """
 
 from __future__ import annotations
 
-import io
 import json
-import re
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,174 +30,29 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from PIL import Image
 
 from textitsr.atomic import atomic_dir, atomic_write_text
 from textitsr.errors import StoreError
+from textitsr.index.shards import (
+    DEFAULT_THUMB_SIZE,
+    METADATA_COLUMNS,
+    SHARDS,
+    ShardData,
+    decode_thumbnail,
+    write_shard,
+)
 
 FORMAT = "textitsr-store"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
-SHARDS = "shards"
+#: Cached search graphs (derived data: safe to delete, rebuilt on open).
+INDEX_DIR = "index"
 DTYPES = ("float16", "float32")
 
-#: Default longest side (px) of stored thumbnails: enough for the inspector, small on disk.
-DEFAULT_THUMB_SIZE = 256
 
-#: Columns of metadata.parquet, in order (change_stats is a JSON string or null).
-METADATA_COLUMNS = (
-    "pair_id",
-    "source",
-    "split",
-    "date_before",
-    "date_after",
-    "west",
-    "south",
-    "east",
-    "north",
-    "crs",
-    "native_west",
-    "native_south",
-    "native_east",
-    "native_north",
-    "location",
-    "captions",
-    "change_type",
-    "changed",
-    "change_stats",
-)
-
-_SHARD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-
-
-@dataclass
-class ShardData:
-    """Everything one shard holds, in memory (a shard is small: built batch by batch)."""
-
-    rows: list[dict[str, Any]]
-    pair_embeddings: np.ndarray
-    thumbs_before: list[bytes]
-    thumbs_after: list[bytes]
-    caption_texts: list[str] = field(default_factory=list)
-    caption_pair_ids: list[str] = field(default_factory=list)
-    caption_embeddings: np.ndarray | None = None
-    #: Anything worth recording in the manifest (source spec, slice, ...), JSON-serialisable.
-    info: dict[str, Any] = field(default_factory=dict)
-
-
-def pair_row(pair: Any, change_stats: dict[str, float] | None = None) -> dict[str, Any]:
-    """The metadata row of one `BitemporalPair` (everything but pixels)."""
-    b = pair.bounds or (None, None, None, None)
-    nb = pair.native_bounds or (None, None, None, None)
-    return {
-        "pair_id": str(pair.pair_id),
-        "source": pair.source or "",
-        "split": pair.split,
-        "date_before": pair.dates[0],
-        "date_after": pair.dates[1],
-        "west": _f(b[0]),
-        "south": _f(b[1]),
-        "east": _f(b[2]),
-        "north": _f(b[3]),
-        "crs": pair.crs,
-        "native_west": _f(nb[0]),
-        "native_south": _f(nb[1]),
-        "native_east": _f(nb[2]),
-        "native_north": _f(nb[3]),
-        "location": json.dumps(pair.location or {}, default=str),
-        "captions": [str(c) for c in pair.captions],
-        "change_type": pair.change_type,
-        "changed": pair.changed,
-        "change_stats": json.dumps(change_stats) if change_stats else None,
-    }
-
-
-def _f(v: Any) -> float | None:
-    return None if v is None else float(v)
-
-
-def encode_thumbnail(rgb: np.ndarray, size: int = DEFAULT_THUMB_SIZE) -> bytes:
-    """PNG bytes of a uint8 RGB image, shrunk so its longest side is at most `size` (never enlarged)."""
-    img = Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8))
-    if max(img.size) > size:
-        img.thumbnail((size, size), Image.Resampling.LANCZOS)
-    buf = io.BytesIO()
-    img.save(buf, format="PNG", optimize=False, compress_level=3)
-    return buf.getvalue()
-
-
-def decode_thumbnail(data: bytes) -> np.ndarray:
-    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
-
-
-def _metadata_schema() -> pa.Schema:
-    f64, s = pa.float64(), pa.string()
-    return pa.schema(
-        [
-            ("pair_id", s),
-            ("source", s),
-            ("split", s),
-            ("date_before", s),
-            ("date_after", s),
-            ("west", f64),
-            ("south", f64),
-            ("east", f64),
-            ("north", f64),
-            ("crs", s),
-            ("native_west", f64),
-            ("native_south", f64),
-            ("native_east", f64),
-            ("native_north", f64),
-            ("location", s),
-            ("captions", pa.list_(s)),
-            ("change_type", s),
-            ("changed", pa.bool_()),
-            ("change_stats", s),
-        ]
-    )
-
-
-def write_shard(root: Path, name: str, data: ShardData, dtype: str = "float16") -> dict[str, Any]:
-    """Write one shard folder atomically under `root/shards/` and return its manifest entry.
-
-    Safe to call from Dask workers: it touches only its own shard folder, never the manifest.
-    """
-    if not _SHARD_NAME.match(name):
-        raise StoreError(f"shard name {name!r}: expected letters, digits, '_', '-', '.'")
-    n = len(data.rows)
-    emb = np.asarray(data.pair_embeddings)
-    if emb.ndim != 2 or emb.shape[0] != n or len(data.thumbs_before) != n or len(data.thumbs_after) != n:
-        raise StoreError(
-            f"shard {name!r}: {n} metadata rows but embeddings {emb.shape}, "
-            f"{len(data.thumbs_before)}/{len(data.thumbs_after)} thumbnails; expected one each per pair"
-        )
-    cap_emb = data.caption_embeddings
-    if cap_emb is None:
-        cap_emb = np.zeros((0, emb.shape[1]), dtype=np.float32)
-    if cap_emb.shape[0] != len(data.caption_texts) or len(data.caption_texts) != len(data.caption_pair_ids):
-        raise StoreError(f"shard {name!r}: caption texts, pair ids and embeddings differ in length")
-    ids = [r["pair_id"] for r in data.rows]
-    with atomic_dir(Path(root) / SHARDS / name) as tmp:
-        table = pa.Table.from_pylist(data.rows, schema=_metadata_schema())
-        pq.write_table(table, tmp / "metadata.parquet")
-        np.save(tmp / "pair_embeddings.npy", emb.astype(dtype))
-        thumbs = pa.table(
-            {
-                "pair_id": pa.array(ids, pa.string()),
-                "before": pa.array(data.thumbs_before, pa.binary()),
-                "after": pa.array(data.thumbs_after, pa.binary()),
-            }
-        )
-        pq.write_table(thumbs, tmp / "thumbnails.parquet", compression="none")
-        caps = pa.table(
-            {
-                "text": pa.array(data.caption_texts, pa.string()),
-                "pair_id": pa.array(data.caption_pair_ids, pa.string()),
-            }
-        )
-        pq.write_table(caps, tmp / "captions.parquet")
-        np.save(tmp / "caption_embeddings.npy", cap_emb.astype(dtype))
-    return {"name": name, "n_pairs": n, "n_captions": len(data.caption_texts), **data.info}
+def is_store(root: Path) -> bool:
+    """Whether `root` holds a store (a manifest; `read_manifest` then says whether it is a good one)."""
+    return (Path(root) / MANIFEST).is_file()
 
 
 def read_manifest(root: Path) -> dict[str, Any]:
@@ -239,7 +93,6 @@ class Store:
         self._thumbs: dict[str, pd.DataFrame] = {}
         self._ids: set[str] | None = None
 
-    # ------------------------------------------------------------------------------ lifecycle
     @classmethod
     def create(
         cls,
@@ -372,7 +225,51 @@ class Store:
         self.commit([entry])
         return entry
 
-    # -------------------------------------------------------------------------------- reading
+    def with_embeddings(
+        self, out: Path, pair_embeddings: np.ndarray, *, checkpoint: Path, model: dict[str, Any]
+    ) -> Store:
+        """A copy of this store at `out` with new pair embeddings (rows in store order) and model.
+
+        For a model whose image side changed but whose text side did not (ANNEAL fine-tunes only
+        the pair head): metadata, thumbnails, captions and caption embeddings are copied as they
+        are. Cached search graphs are not copied (they would be stale). `model` is the new
+        checkpoint's card; its `checkpoint_id` becomes the copy's.
+        """
+        emb = np.asarray(pair_embeddings)
+        if emb.ndim != 2 or len(emb) != len(self) or emb.shape[1] != self.embed_dim:
+            raise StoreError(
+                f"{self.root}: {len(self)} pairs of {self.embed_dim}-d, new embeddings of shape {emb.shape}"
+            )
+        manifest = dict(self.manifest)
+        with atomic_dir(Path(out)) as tmp:
+            start = 0
+            for shard in manifest["shards"]:
+                name, n = shard["name"], int(shard["n_pairs"])
+                shutil.copytree(self.root / SHARDS / name, tmp / SHARDS / name)
+                rows = emb[start : start + n].astype(manifest["dtype"])
+                np.save(tmp / SHARDS / name / "pair_embeddings.npy", rows)
+                start += n
+            manifest.update(checkpoint_id=model["checkpoint_id"], checkpoint=str(checkpoint), model=model)
+            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+        return Store.open(out)
+
+    def index_file(self, what: str, key: str) -> Path | None:
+        """Where a search graph of this store (`what`: pairs or captions) built for `key` is cached.
+
+        Graphs cached for other keys (older shard lists or settings) are removed. None when the
+        store folder is read-only: the graph is then rebuilt in memory on every open.
+        """
+        folder = self.root / INDEX_DIR
+        try:
+            folder.mkdir(exist_ok=True)
+        except OSError:
+            return None
+        name = f"{what}-{key}.faiss"
+        for old in folder.glob(f"{what}-*.faiss"):
+            if old.name != name:
+                old.unlink(missing_ok=True)
+        return folder / name
+
     def _shard_file(self, shard: str, name: str) -> Path:
         return self.root / SHARDS / shard / name
 
