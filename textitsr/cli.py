@@ -153,6 +153,9 @@ def train(
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/last/ if present.")] = False,
     image_encoder: Annotated[str | None, typer.Option(help="Image backbone name, HF id or path.")] = None,
     text_encoder: Annotated[str | None, typer.Option(help="Text backbone name, HF id or path.")] = None,
+    unfreeze_image_blocks: Annotated[
+        int | None, typer.Option(help="Fine-tune the image backbone's last N blocks (0: frozen).")
+    ] = None,
     options: SourceOptions = SOURCE_DEFAULTS,
 ) -> None:
     """Train the text-ITSR model contrastively on (pair, caption) data."""
@@ -163,7 +166,8 @@ def train(
     given = {"fusion": fusion, "epochs": epochs, "seed": seed, "device": device,
              "batch_size": batch_size, "lr": lr, "patience": patience, "cache_dir": cache_dir}
     settings = {k: v for k, v in given.items() if v is not None}  # unset -> TrainConfig's defaults
-    backbones = {"image_encoder": image_encoder, "text_encoder": text_encoder}
+    backbones = {"image_encoder": image_encoder, "text_encoder": text_encoder,
+                 "unfreeze_image_blocks": unfreeze_image_blocks}
     model_options = {k: v for k, v in backbones.items() if v is not None}  # unset -> ModelConfig's
     config = TrainConfig(root=root, out=out, source=kind, source_options=source_options, resume=resume,
                          model_options=model_options, **settings)
