@@ -24,7 +24,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "textitsr"
 LAYERS: list[tuple[str, ...]] = [
     # base utilities
     ("textitsr", "textitsr.config", "textitsr.errors", "textitsr.atomic", "textitsr.escape",
-     "textitsr.outputs"),
+     "textitsr.outputs", "textitsr.api_discovery"),
     ("textitsr.data",),
     ("textitsr.models",),
     ("textitsr.embedding",),
@@ -35,7 +35,6 @@ LAYERS: list[tuple[str, ...]] = [
     ("textitsr.service",),
     (
         "textitsr.api",
-        "textitsr.api_discovery",
         "textitsr.app",
         "textitsr.app_support",
         "textitsr.cli",
