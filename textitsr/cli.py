@@ -48,6 +48,30 @@ def demo_data(
     typer.echo(summary(root, seconds=time.perf_counter() - start))
 
 
+@app.command("make-training-data")
+def make_training_data(
+    out: Annotated[Path, typer.Option(help="Folder to write (LEVIR-CC layout); an unfinished run resumes.")],
+    shared: Annotated[
+        Path | None, typer.Option(help="Shared research data folder [default: ../shared/data].")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed; same seed and inputs, same bytes.")] = 0,
+    parts: Annotated[
+        str, typer.Option(help="Comma-separated parts: synth, realpairs, timeseries, world.")
+    ] = "synth,realpairs,timeseries,world",
+) -> None:
+    """Generate real-pixel training pairs (change synthesis on real tiles, real pairs, time series, world)."""
+    import dataclasses
+
+    from textitsr.config import SHARED_DATA_DIR
+    from textitsr.data.training_data import TrainingDataRecipe
+    from textitsr.data.training_data import make_training_data as make
+
+    recipe = dataclasses.replace(TrainingDataRecipe(), seed=seed)
+    chosen = tuple(p.strip() for p in parts.split(",") if p.strip())
+    manifest = make(shared or SHARED_DATA_DIR, out, recipe, parts=chosen, echo=typer.echo)
+    typer.echo(f"{out}: {manifest['pairs']} pairs {manifest['per_split']}; per type {manifest['per_type']}")
+
+
 SplitOption = Annotated[str | None, typer.Option(help="Only this split (train, val, test).")]
 
 def _option(kind: Any, text: str, *flags: str) -> Any:
@@ -154,6 +178,32 @@ def train(
     )
 
 
+@app.command("train-default")
+def train_default(
+    out: Annotated[Path, typer.Option(help="Checkpoint folder (shipped: textitsr/assets/default_model).")],
+    shared: Annotated[
+        Path | None, typer.Option(help="Shared research data folder [default: ../shared/data].")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Training seed (the generated data keep the recipe's seed).")] = 0,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Generated data folder [default: data/cache/realtrain].")
+    ] = None,
+    cache_dir: Annotated[Path | None, typer.Option(help="Folder of backbone feature caches.")] = None,
+) -> None:
+    """Reproduce the shipped default model: make-training-data, then train with the default recipe."""
+    import dataclasses
+
+    from textitsr.config import SHARED_DATA_DIR
+    from textitsr.training.default_model import DEFAULT_DATA_DIR, DefaultRecipe
+    from textitsr.training.default_model import train_default as run
+
+    recipe = dataclasses.replace(DefaultRecipe(), seed=seed)
+    extra = run(shared or SHARED_DATA_DIR, out, recipe, data_dir=data_dir or DEFAULT_DATA_DIR,
+                cache_dir=cache_dir)
+    typer.echo(f"{out}: recipe {extra['recipe_fingerprint']}, data {extra['data']['content_sha256']}, "
+               f"best val mR {extra['best_val_mR']:.2f}")
+
+
 @app.command()
 @with_source_options
 def evaluate(
@@ -220,17 +270,35 @@ def search(
     checkpoint: Annotated[
         Path | None, typer.Option(help="Checkpoint folder (default: the one the store was built with).")
     ] = None,
+    scheduler: Annotated[
+        str | None, typer.Option(help="Dask scheduler whose workers search the shards, e.g. tcp://HOST:8786.")
+    ] = None,
 ) -> None:
-    """Search an archive by text and print the best-matching pairs."""
+    """Search an archive by text and print the best-matching pairs.
+
+    When `textitsr api` is serving this store, the query is sent there (no model to load);
+    otherwise only the text encoder and text head are loaded.
+    """
     import json
+    import os
 
-    from textitsr.service import SearchService
+    from textitsr.api_discovery import TOKEN_ENV, running_api
+    from textitsr.api_discovery import search_text as api_search_text
 
-    hits = SearchService.open(store, checkpoint).search_text(query, k=k)
+    url = running_api(store) if scheduler is None and checkpoint is None else None
+    if url is not None:
+        hits = api_search_text(url, query, k, os.environ.get(TOKEN_ENV))
+    else:
+        from dataclasses import asdict
+
+        from textitsr.service import SearchService
+
+        service = SearchService.open(store, checkpoint, scheduler=scheduler, text_only=True)
+        hits = [asdict(h) for h in service.search_text(query, k=k)]
     if as_json:
-        rows = [{"rank": h.rank, "score": round(h.score, 6), "pair_id": h.pair_id,
-                 "bounds": list(h.bounds) if h.bounds else None, "dates": list(h.dates), "source": h.source}
-                for h in hits]
+        rows = [{"rank": h["rank"], "score": round(h["score"], 6), "pair_id": h["pair_id"],
+                 "bounds": list(h["bounds"]) if h["bounds"] else None, "dates": list(h["dates"]),
+                 "source": h["source"]} for h in hits]
         typer.echo(json.dumps(rows, indent=1))
         return
     from rich.console import Console
@@ -241,11 +309,11 @@ def search(
                          ("place (lon, lat)", "left"), ("dates", "left")):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     for h in hits:
-        place = "-"
-        if h.bounds:
-            place = f"{(h.bounds[0] + h.bounds[2]) / 2:.5f}, {(h.bounds[1] + h.bounds[3]) / 2:.5f}"
-        dates = " -> ".join(d or "?" for d in h.dates) if any(h.dates) else "-"
-        table.add_row(str(h.rank), f"{h.score:.3f}", h.pair_id, place, dates)
+        place, bounds = "-", h["bounds"]
+        if bounds:
+            place = f"{(bounds[0] + bounds[2]) / 2:.5f}, {(bounds[1] + bounds[3]) / 2:.5f}"
+        dates = " -> ".join(d or "?" for d in h["dates"]) if any(h["dates"]) else "-"
+        table.add_row(str(h["rank"]), f"{h['score']:.3f}", h["pair_id"], place, dates)
     Console().print(table)
 
 
@@ -345,6 +413,24 @@ def serve(
 
     read_manifest(store)  # a clear error now rather than in the browser
     raise typer.Exit(serve_app(store, checkpoint, data_root or (), address=address, port=port))
+
+
+@app.command()
+def api(
+    store: Annotated[Path, typer.Option(help="Store folder to serve.")],
+    checkpoint: Annotated[Path | None, typer.Option(help="Checkpoint (default: the store's).")] = None,
+    host: Annotated[
+        str, typer.Option(help="Address to bind; anything but loopback needs a token.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8765,
+    token: Annotated[
+        str | None, typer.Option(help="Bearer token clients must send (default: $TEXTITSR_API_TOKEN).")
+    ] = None,
+) -> None:
+    """Serve the archive as an HTTP/JSON API (OpenAPI docs at /docs)."""
+    from textitsr.api import ApiConfig, serve_api
+
+    serve_api(store, checkpoint, ApiConfig(host=host, port=port, token=token))
 
 
 def main() -> None:

@@ -236,10 +236,11 @@ class _ResBlock(nn.Module):
         return torch.relu(x + y)
 
 
-class TokenFeatureFusion(Fusion):
-    """TFF: dual-branch cross-attention to the token difference + multi-layer conv fusion."""
+class _TokenFusion(Fusion):
+    """Shared set-up of the token fusions: checked sizes and the token stem (projection + 2-D positions)."""
 
     uses_tokens = True
+    spec = "tokens"
 
     def __init__(
         self,
@@ -252,8 +253,19 @@ class TokenFeatureFusion(Fusion):
     ) -> None:
         super().__init__()
         _check_width(width, heads, layers)
-        self.spec = "tff"
         self.stem = _TokenStem(image_dim, num_tokens, width)
+
+
+class TokenFeatureFusion(_TokenFusion):
+    """TFF: dual-branch cross-attention to the token difference + multi-layer conv fusion."""
+
+    spec = "tff"
+
+    def __init__(
+        self, image_dim: int, num_tokens: int, width: int = 256, layers: int = 2, heads: int = 4,
+        dropout: float = 0.1,
+    ) -> None:
+        super().__init__(image_dim, num_tokens, width, layers, heads, dropout)
         self.layers = nn.ModuleList(_CrossLayer(width, heads, dropout) for _ in range(layers))
         self.fuse = nn.ModuleList(_ResBlock(2 * width, self.stem.grid) for _ in range(layers))
         self.norm = nn.LayerNorm(2 * width)
@@ -269,24 +281,16 @@ class TokenFeatureFusion(Fusion):
         return self.norm(fused.mean(1))  # type: ignore[union-attr]
 
 
-class ConcatTransformerFusion(Fusion):
+class ConcatTransformerFusion(_TokenFusion):
     """Both dates' tokens in one sequence + temporal/spatial embeddings + CLS; CLS output."""
 
-    uses_tokens = True
+    spec = "concat-transformer"
 
     def __init__(
-        self,
-        image_dim: int,
-        num_tokens: int,
-        width: int = 256,
-        layers: int = 2,
-        heads: int = 4,
+        self, image_dim: int, num_tokens: int, width: int = 256, layers: int = 2, heads: int = 4,
         dropout: float = 0.1,
     ) -> None:
-        super().__init__()
-        _check_width(width, heads, layers)
-        self.spec = "concat-transformer"
-        self.stem = _TokenStem(image_dim, num_tokens, width)
+        super().__init__(image_dim, num_tokens, width, layers, heads, dropout)
         self.temporal = nn.Parameter(torch.randn(2, 1, width) * 0.02)
         self.cls = nn.Parameter(torch.randn(1, 1, width) * 0.02)
         self.blocks = nn.ModuleList(_SelfBlock(width, heads, dropout) for _ in range(layers))
