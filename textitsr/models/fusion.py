@@ -254,6 +254,11 @@ class _TokenFusion(Fusion):
         super().__init__()
         _check_width(width, heads, layers)
         self.stem = _TokenStem(image_dim, num_tokens, width)
+        self._build(width, layers, heads, dropout)
+
+    def _build(self, width: int, layers: int, heads: int, dropout: float) -> None:
+        """The layers after the stem (each token fusion its own)."""
+        raise NotImplementedError
 
 
 class TokenFeatureFusion(_TokenFusion):
@@ -261,11 +266,7 @@ class TokenFeatureFusion(_TokenFusion):
 
     spec = "tff"
 
-    def __init__(
-        self, image_dim: int, num_tokens: int, width: int = 256, layers: int = 2, heads: int = 4,
-        dropout: float = 0.1,
-    ) -> None:
-        super().__init__(image_dim, num_tokens, width, layers, heads, dropout)
+    def _build(self, width: int, layers: int, heads: int, dropout: float) -> None:
         self.layers = nn.ModuleList(_CrossLayer(width, heads, dropout) for _ in range(layers))
         self.fuse = nn.ModuleList(_ResBlock(2 * width, self.stem.grid) for _ in range(layers))
         self.norm = nn.LayerNorm(2 * width)
@@ -286,11 +287,7 @@ class ConcatTransformerFusion(_TokenFusion):
 
     spec = "concat-transformer"
 
-    def __init__(
-        self, image_dim: int, num_tokens: int, width: int = 256, layers: int = 2, heads: int = 4,
-        dropout: float = 0.1,
-    ) -> None:
-        super().__init__(image_dim, num_tokens, width, layers, heads, dropout)
+    def _build(self, width: int, layers: int, heads: int, dropout: float) -> None:
         self.temporal = nn.Parameter(torch.randn(2, 1, width) * 0.02)
         self.cls = nn.Parameter(torch.randn(1, 1, width) * 0.02)
         self.blocks = nn.ModuleList(_SelfBlock(width, heads, dropout) for _ in range(layers))
