@@ -10,7 +10,6 @@ import pytest
 
 from textitsr.config import SHARED_DATA_DIR
 
-
 #: Fixtures that train or embed with a real model: every test using one is `slow`.
 SLOW_FIXTURES = frozenset({"tiny_archive"})
 
