@@ -43,6 +43,7 @@ def test_small_archive_is_exact(tmp_path: Path) -> None:
     assert (np.diff(scores, axis=1) <= 1e-6).all()  # best first
 
 
+@pytest.mark.slow
 def test_hnsw_recall_at_10_against_exact(hnsw_case) -> None:
     x, q, index = hnsw_case
     assert index.kind == "hnsw"
