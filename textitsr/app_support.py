@@ -25,6 +25,7 @@ import numpy as np
 from textitsr.config import DATA_DIR, DemoPaths
 from textitsr.data.geotiff import GeoTiffOptions
 from textitsr.errors import InputError, TextITSRError
+from textitsr.escape import html_text, markdown_text
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import folium
@@ -272,12 +273,12 @@ def service_or_stop(*, base: bool = False) -> SearchService:
     try:
         config = load_config()
         archive = active_archive(config)
-        st.sidebar.caption(f"Searching with the **{archive.label}**  \n`{archive.store}`")
+        st.sidebar.caption(f"Searching with the **{archive.label}**  \n{markdown_text(archive.store)}")
         if archive.note:
-            st.sidebar.warning(archive.note)
+            st.sidebar.warning(markdown_text(archive.note))
         return get_service(config, archive=base_archive(config) if base else archive)
     except TextITSRError as err:
-        st.error(f"Could not open the archive: {err}")
+        st.error(markdown_text(f"Could not open the archive: {err}"))
         st.info(
             "Run `textitsr demo` (or `make run`) to build the demo archive, or point the app at "
             f"another store with {ENV_STORE}=/path/to/store (and {ENV_CHECKPOINT} if needed)."
@@ -285,7 +286,7 @@ def service_or_stop(*, base: bool = False) -> SearchService:
         st.stop()
     except Exception as err:  # noqa: BLE001 - the page must show a message, never a traceback
         log.exception("opening the search service failed")
-        st.error(f"Could not open the archive ({type(err).__name__}: {err}).")
+        st.error(markdown_text(f"Could not open the archive ({type(err).__name__}: {err})."))
         st.stop()
     raise AssertionError("unreachable")  # st.stop() raises
 
@@ -310,10 +311,10 @@ def show_errors(what: str) -> Iterator[None]:
     try:
         yield
     except TextITSRError as err:
-        st.error(f"{what}: {err}")
+        st.error(markdown_text(f"{what}: {err}"))
     except Exception as err:  # noqa: BLE001 - never show a traceback to the analyst
         log.exception("%s failed", what)
-        st.error(f"{what} failed unexpectedly ({type(err).__name__}: {err}).")
+        st.error(markdown_text(f"{what} failed unexpectedly ({type(err).__name__}: {err})."))
 
 
 # ------------------------------------------------------------------------------ input checks
@@ -759,7 +760,10 @@ def archive_map(
         props = dict(feat.get("properties") or {})
         pid = props.get("pair_id")
         dates = props.get("dates") or (props.get("date_before"), props.get("date_after"))
-        props["dates"] = " → ".join(str(d) for d in dates if d) or "?"
+        # Leaflet puts tooltip values into the page as HTML: only escaped copies go there, while
+        # the raw pair_id stays in the properties for identifying clicks.
+        props["tip_pair"] = html_text(pid)
+        props["tip_dates"] = html_text(" → ".join(str(d) for d in dates if d) or "?")
         props["rank"] = "query" if pid == query_id else (f"#{rank[pid]}" if pid in rank else "")
         feats.append({**feat, "properties": props})
     folium.GeoJson(
@@ -767,7 +771,9 @@ def archive_map(
         name="footprints",
         style_function=style,
         highlight_function=lambda _f: {"weight": 4, "color": "#805ad5"},
-        tooltip=folium.GeoJsonTooltip(fields=["pair_id", "rank", "dates"], aliases=["pair", "", "dates"]),
+        tooltip=folium.GeoJsonTooltip(
+            fields=["tip_pair", "rank", "tip_dates"], aliases=["pair", "", "dates"]
+        ),
     ).add_to(m)
     if draw:
         plugins.Draw(
@@ -794,7 +800,7 @@ def score_chart(hits: Sequence[PairHit], title: str = "Similarity of the results
     """Horizontal bar chart of result scores, best on top."""
     import plotly.graph_objects as go
 
-    labels = [f"#{h.rank} {h.pair_id}" for h in hits]
+    labels = [html_text(f"#{h.rank} {h.pair_id}") for h in hits]
     fig = go.Figure(
         go.Bar(
             x=[h.score for h in hits],
@@ -905,7 +911,7 @@ def open_inspector(pair_id: str) -> None:
     try:
         st.switch_page(INSPECTOR_PAGE)
     except st.errors.StreamlitAPIException:
-        st.info(f"Open the Inspector page to see {pair_id}.")
+        st.info(f"Open the Inspector page to see {markdown_text(pair_id)}.")
 
 
 def hit_caption(hit: PairHit) -> str:
@@ -936,17 +942,17 @@ def results_grid(service: SearchService, hits: Sequence[PairHit], key: str, colu
         cols = st.columns(columns, border=True)
         for col, hit in zip(cols, hits[start : start + columns], strict=False):
             with col:
-                st.markdown(f"**#{hit.rank}** `{hit.pair_id}` — score **{hit.score:.3f}**")
+                st.markdown(f"**#{hit.rank}** {markdown_text(hit.pair_id)} — score **{hit.score:.3f}**")
                 try:
                     before, after = service.thumbnails(hit.pair_id)
                     left, right = st.columns(2)
                     left.image(before, caption="before", width="stretch")
                     right.image(after, caption="after", width="stretch")
                 except TextITSRError as err:
-                    st.warning(f"thumbnails unavailable: {err}")
-                st.caption(hit_caption(hit))
+                    st.warning(f"thumbnails unavailable: {markdown_text(err)}")
+                st.caption(markdown_text(hit_caption(hit)))
                 if hit.captions:
-                    st.caption(f"“{hit.captions[0]}”")
+                    st.caption(markdown_text(f"“{hit.captions[0]}”"))
                 if st.button("Inspect", key=f"{key}-inspect-{hit.pair_id}"):
                     open_inspector(hit.pair_id)
 

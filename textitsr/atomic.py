@@ -1,6 +1,8 @@
 """Crash-safe writes: everything goes to a temporary name in the same folder, then is renamed.
 
 A crash midway therefore leaves either the old file/folder or the new one, never half of either.
+Only a folder textitsr wrote is ever replaced (`textitsr.outputs` recognises one); any other existing
+folder is refused, so a mistyped output path cannot delete a user's files.
 """
 
 from __future__ import annotations
@@ -11,6 +13,9 @@ import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+
+from textitsr.errors import OutputError
+from textitsr.outputs import is_empty_dir, recognise
 
 # mkstemp/mkdtemp create 0600/0700 entries; give results the mode a plain open()/mkdir() would have,
 # so stores and checkpoints stay readable by the other users/workers that share them.
@@ -24,6 +29,8 @@ DIR_MODE = 0o777 & ~_UMASK
 def atomic_path(dest: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary file path beside `dest`; on success it replaces `dest` atomically."""
     dest = Path(dest)
+    if dest.is_dir():
+        raise OutputError(f"{dest}: is a folder; expected a file path to write")
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
     os.close(fd)
@@ -62,6 +69,14 @@ def atomic_dir(dest: str | os.PathLike[str], keep: Iterable[str] = ()) -> Iterat
     for name in keep:
         if name in ("", ".", "..") or Path(name).name != name:
             raise ValueError(f"atomic_dir {dest}: keep entries must be plain names, got {name!r}")
+    if dest.exists() or dest.is_symlink():
+        if not dest.is_dir():
+            raise OutputError(f"{dest}: exists and is not a folder; refusing to replace it")
+        if not is_empty_dir(dest) and recognise(dest) is None:
+            raise OutputError(
+                f"{dest}: exists and is not a folder textitsr wrote; refusing to replace it "
+                "(choose a new or empty folder)"
+            )
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
     os.chmod(tmp, DIR_MODE)

@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from textitsr.config import DEMO_SEED
-from textitsr.errors import TextITSRError
+from textitsr.errors import TextITSRError, one_line
 
 app = typer.Typer(
     name="textitsr",
@@ -135,7 +135,9 @@ def ingest(
 ) -> None:
     """Read a source into pairs and write their catalogue (id, split, dates, bounds, CRS, ...)."""
     from textitsr.data.catalog import write_catalog
+    from textitsr.outputs import check_output_file
 
+    check_output_file(out, inputs=source)
     kind, src = _open_source(source, kind, skip_missing=skip_missing, tile_size=tile_size, pairing=pairing,
                              band_names=band_names, bands=bands, display=display, stretch=stretch,
                              max_nodata=max_nodata)
@@ -231,7 +233,9 @@ def index(
 ) -> None:
     """Embed a source into a searchable archive store (resumes; appends new sources as new shards)."""
     from textitsr.index.build import BuildConfig, build_store
+    from textitsr.outputs import STORE, check_output_dir
 
+    check_output_dir(out, (STORE,), inputs=root)
     _, pairs = _open_source(root, source, skip_missing=skip_missing, tile_size=tile_size, pairing=pairing,
                             band_names=band_names, bands=bands, display=display, stretch=stretch,
                             max_nodata=max_nodata)
@@ -381,11 +385,12 @@ def serve(
 
 
 def main() -> None:
-    """Entry point: library errors become one line on stderr and exit code 1."""
+    """Entry point: library errors, and failures of the file system (a full disk, a permission, a
+    symlink loop), become one line on stderr and exit code 1."""
     try:
         app()
-    except TextITSRError as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (TextITSRError, OSError) as err:
+        print(f"error: {one_line(err)}", file=sys.stderr)
         sys.exit(1)
 
 

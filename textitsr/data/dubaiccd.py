@@ -24,7 +24,7 @@ from textitsr.data.imageio import (
     resolve_display,
 )
 from textitsr.data.levircc import CaptionRecord, parse_caption_json
-from textitsr.data.pairs import BitemporalPair
+from textitsr.data.pairs import BitemporalPair, id_part
 from textitsr.errors import InputError
 
 CAPTION_FILES = {
@@ -92,7 +92,7 @@ class DubaiCCDSource:
                         f"{p}: image listed in {CAPTION_FILES[rec.split]} is missing; expected "
                         f"{BEFORE_DIR}/ and {AFTER_DIR}/{rec.filename} (or use on_missing='skip')"
                     )
-            pair_id = f"dubaiccd_{Path(rec.filename).stem}"
+            pair_id = f"dubaiccd_{id_part(Path(rec.filename).stem)}"
             a, b, names = read_pair_images(before, after, pair_id)
             bands = resolve_band_names(a.shape[2], self.band_names, names, before, {6: ETM_BANDS})
             yield BitemporalPair(

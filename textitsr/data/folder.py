@@ -25,7 +25,7 @@ from textitsr.data.imageio import (
     resolve_band_names,
     resolve_display,
 )
-from textitsr.data.pairs import SPLITS, BitemporalPair
+from textitsr.data.pairs import SPLITS, BitemporalPair, id_part
 from textitsr.errors import InputError
 
 
@@ -140,7 +140,7 @@ class FolderSource:
             if split is not None and self.splits[name] != split:
                 continue
             before, after = self.root / "before" / name, self.root / "after" / name
-            pair_id = f"folder_{Path(name).stem}"
+            pair_id = f"folder_{id_part(Path(name).stem)}"
             a, b, names = read_pair_images(before, after, pair_id)
             bands = resolve_band_names(a.shape[2], self.band_names, names, before)
             yield BitemporalPair(

@@ -48,7 +48,7 @@ from textitsr.data.imageio import (
     scale_gain,
     to_unit,
 )
-from textitsr.data.pairs import BitemporalPair, Bounds
+from textitsr.data.pairs import BitemporalPair, Bounds, id_part
 from textitsr.errors import InputError
 
 GEOTIFF_SUFFIXES = (".tif", ".tiff")
@@ -164,7 +164,7 @@ def _open_scene(path: Path, band_names: tuple[str, ...] | None) -> Scene:
         if parsed is None:
             tags = src.tags()
             parsed = next((p for t in _DATE_TAGS if t in tags and (p := _parse_date(tags[t]))), None)
-        iso, token = parsed if parsed else (None, path.stem)
+        iso, token = parsed if parsed else (None, id_part(path.stem))
         return Scene(
             path=path,
             date=iso,
@@ -242,7 +242,7 @@ class GeoTiffSource:
             for s in scenes:
                 s.token = re.sub(r"[^A-Za-z0-9]+", "-", s.path.stem)
         self.scenes = scenes
-        self.place = opts.place or _place_name(scenes)
+        self.place = id_part(opts.place) if opts.place else _place_name(scenes)
         self.all_bands = first.band_names
         keep = tuple(normalise_band_name(b) for b in opts.bands) if opts.bands else self.all_bands
         missing = [b for b in keep if b not in self.all_bands]

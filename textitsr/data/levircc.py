@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from textitsr.data.imageio import default_band_names, default_display, read_pair_images
-from textitsr.data.pairs import SPLITS, BitemporalPair
+from textitsr.data.pairs import SPLITS, BitemporalPair, id_part
 from textitsr.errors import InputError
 
 CAPTIONS_FILE = "LevirCCcaptions.json"
@@ -134,7 +134,7 @@ class LevirCCSource:
                         f"{p}: image listed in {self.captions_file.name} is missing; expected "
                         f"images/{rec.folder}/A and B/{rec.filename} (or use on_missing='skip')"
                     )
-            pair_id = f"levircc_{Path(rec.filename).stem}"
+            pair_id = f"levircc_{id_part(Path(rec.filename).stem)}"
             a, b, names = read_pair_images(before, after, pair_id)
             bands = names or default_band_names(a.shape[2])
             yield BitemporalPair(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -14,6 +15,15 @@ from textitsr.errors import InputError
 Bounds = tuple[float, float, float, float]
 
 SPLITS = ("train", "val", "test")
+
+_ID_UNSAFE = re.compile(r"[^\w.+-]+")
+
+
+def id_part(text: str) -> str:
+    """A piece of a pair id taken from a file name: runs of anything but letters, digits, '.', '+',
+    '-' and '_' become one '_', so ids carry no markup, quotes, slashes or spaces into URLs and pages.
+    """
+    return _ID_UNSAFE.sub("_", str(text)).strip("_") or "_"
 
 
 @dataclass

@@ -35,6 +35,7 @@ from PIL import Image
 
 from textitsr.atomic import atomic_dir, atomic_write_text
 from textitsr.errors import StoreError
+from textitsr.outputs import STORE, check_output_dir
 
 FORMAT = "textitsr-store"
 FORMAT_VERSION = 1
@@ -268,8 +269,7 @@ class Store:
                     f"model gives {embed_dim}-d"
                 )
             return store
-        if root.exists() and any(p for p in root.iterdir() if p.name != SHARDS):
-            raise StoreError(f"{root}: folder exists and is not a store; choose an empty or new folder")
+        check_output_dir(root, (STORE,), what="store folder")
         now = _now()
         manifest = {
             "format": FORMAT,
