@@ -160,12 +160,12 @@ def write_reembedded_store(
     Metadata, thumbnails and captions are copied as they are; caption embeddings stay valid because
     fine-tuning never touches the text side. Cached search graphs are not copied (stale).
     """
-    from textitsr.index.store import MANIFEST, SHARDS
+    from textitsr.index.store import MANIFEST, SHARDS, writer_lock
 
     manifest = dict(src.manifest)
     if len(emb) != len(src):
         raise StoreError(f"{src.root}: {len(src)} pairs but {len(emb)} new embeddings")
-    with atomic_dir(out) as tmp:
+    with writer_lock(out), atomic_dir(out) as tmp:
         start = 0
         for shard in manifest["shards"]:
             name, n = shard["name"], int(shard["n_pairs"])

@@ -23,7 +23,15 @@ import torch
 
 from textitsr.data.pairs import BitemporalPair, PairSource
 from textitsr.errors import InputError
-from textitsr.index.store import DEFAULT_THUMB_SIZE, ShardData, Store, encode_thumbnail, pair_row, write_shard
+from textitsr.index.store import (
+    DEFAULT_THUMB_SIZE,
+    ShardData,
+    Store,
+    encode_thumbnail,
+    pair_row,
+    write_shard,
+    writer_lock,
+)
 
 #: progress(fraction done in [0, 1], message)
 ProgressFn = Callable[[float, str], None]
@@ -293,6 +301,24 @@ def build_store(
     checkpoint = Path(checkpoint).resolve()
     model = load_model(checkpoint, config.device)
     card = model_card(model, checkpoint)
+    with writer_lock(Path(out)):
+        _build(model, card, checkpoint, source, Path(out), split, scheduler, progress, config, prefix)
+    return Store.open(Path(out), checkpoint_id=card["checkpoint_id"])
+
+
+def _build(
+    model: Any,
+    card: dict[str, Any],
+    checkpoint: Path,
+    source: PairSource,
+    out: Path,
+    split: str | None,
+    scheduler: Any,
+    progress: bool | ProgressFn,
+    config: BuildConfig,
+    prefix: str | None,
+) -> None:
+    """build_store's work, run while it holds the store's writer lock."""
     store = Store.create(
         Path(out),
         checkpoint_id=card["checkpoint_id"],
@@ -319,7 +345,6 @@ def build_store(
             _build_local(store, model, source, split, prefix, config, bar)
     finally:
         bar.close()
-    return Store.open(store.root, checkpoint_id=card["checkpoint_id"])
 
 
 def _build_local(

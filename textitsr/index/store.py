@@ -13,15 +13,20 @@ A shard is written into a temporary folder and renamed into place; the manifest 
 atomically *after* that, so it only ever lists complete shards. A build killed midway leaves the
 last good store, and a rerun skips the shards the manifest already lists. The manifest is the
 truth: a shard folder it does not list is an interrupted write and is ignored (and overwritten).
+
+One writer at a time: builds and re-embedded copies hold `writer_lock` (a lock file beside the
+store folder, so it survives the folder being swapped); a second writer waits, then fails with
+StoreLockedError. Readers never take the lock: they see the manifest before or after a commit.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import re
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,10 +36,11 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from filelock import FileLock, Timeout
 from PIL import Image
 
 from textitsr.atomic import atomic_dir, atomic_write_text
-from textitsr.errors import StoreError
+from textitsr.errors import StoreError, StoreLockedError
 from textitsr.outputs import STORE, check_output_dir
 
 FORMAT = "textitsr-store"
@@ -70,6 +76,35 @@ METADATA_COLUMNS = (
 )
 
 _SHARD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+#: Seconds a second writer waits for a store's lock before giving up with StoreLockedError.
+WRITER_WAIT_S = 600.0
+
+
+def lock_path(root: Path) -> Path:
+    """The writer lock file of the store at `root`: beside it, never inside the folder it guards."""
+    root = Path(root).absolute()
+    return root.parent / f".{root.name}.lock"
+
+
+@contextlib.contextmanager
+def writer_lock(root: Path, timeout: float | None = None) -> Iterator[None]:
+    """Hold the store's writer lock for the block (builds, appends, re-embedded copies)."""
+    path = lock_path(root)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    wait = WRITER_WAIT_S if timeout is None else timeout
+    lock = FileLock(path, timeout=wait)
+    try:
+        lock.acquire()
+    except Timeout as err:
+        raise StoreLockedError(
+            f"{root}: another process is writing this store (lock {path} still held after {wait:g} s); "
+            "run again when it has finished"
+        ) from err
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 @dataclass
@@ -339,6 +374,7 @@ class Store:
         """
         if not entries:
             return
+        self._refresh()  # build on the manifest as it is on disk, not as this process last saw it
         names = {e["name"] for e in entries}
         existing = {pid for pid in self.pair_ids()} if not names & set(self.shard_names) else None
         new_ids: set[str] = set()
@@ -365,6 +401,14 @@ class Store:
         else:
             self._ids = None
         self._metadata = self._embeddings = self._captions = self._caption_embeddings = None
+
+    def _refresh(self) -> None:
+        """Reload the manifest when another writer committed since it was read."""
+        current = read_manifest(self.root)
+        if current != self.manifest:
+            self.manifest = current
+            self._ids = None
+            self._metadata = self._embeddings = self._captions = self._caption_embeddings = None
 
     def add_shard(self, name: str, data: ShardData) -> dict[str, Any]:
         """Write one shard and commit it (the local, single-process path)."""
