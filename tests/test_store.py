@@ -45,6 +45,7 @@ def make_shard(prefix: str, n: int, seed: int = 0) -> ShardData:
     emb = rng.standard_normal((n, DIM)).astype(np.float32)
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)
     cap = rng.standard_normal((len(texts), DIM)).astype(np.float32)
+    cap /= np.linalg.norm(cap, axis=1, keepdims=True)
     return ShardData(rows, emb, tb, ta, texts, ids, cap)
 
 

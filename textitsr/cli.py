@@ -284,6 +284,21 @@ def search(
     Console().print(table)
 
 
+@app.command()
+def check(store: Annotated[Path, typer.Argument(help="Store folder to check.")]) -> None:
+    """Read a whole store and print everything wrong with it, one line each (exit 1 when anything is)."""
+    from textitsr.index.store import Store, check_store
+
+    problems = check_store(store)
+    for line in problems:
+        typer.echo(f"error: {line}", err=True)
+    if problems:
+        raise typer.Exit(1)
+    opened = Store.open(store)
+    typer.echo(f"{store}: ok, {len(opened)} pairs in {len(opened.shard_names)} shard(s), "
+               f"{opened.manifest.get('n_captions', 0)} captions, model {opened.checkpoint_id}")
+
+
 # ------------------------------------------------------------------------------------- active
 @app.command()
 def annotate(

@@ -23,7 +23,7 @@ import numpy as np
 from textitsr.data.pairs import Bounds
 from textitsr.errors import InputError, StoreError
 from textitsr.index.search import FilterMasks, Filters, SearchConfig, VectorIndex
-from textitsr.index.store import Store, read_manifest
+from textitsr.index.store import Store, parse_json_field, read_manifest
 
 #: Longer queries are cut before tokenising (the text encoder keeps only its first tokens anyway).
 MAX_QUERY_CHARS = 2_000
@@ -292,8 +292,9 @@ class SearchService:
         r = self._meta.iloc[self._row_of(pair_id)]
         rec = {c: _none(r[c]) for c in self._meta.columns}
         rec["captions"] = [str(c) for c in (r["captions"] if r["captions"] is not None else [])]
-        rec["location"] = json.loads(r["location"]) if _none(r["location"]) else {}
-        rec["change_stats"] = json.loads(r["change_stats"]) if _none(r["change_stats"]) else None
+        where = f"{self.store.root}: shard {r['shard']}, pair {pair_id!r}"
+        rec["location"] = parse_json_field(_none(r["location"]), where, "location") or {}
+        rec["change_stats"] = parse_json_field(_none(r["change_stats"]), where, "change_stats")
         rec["bounds"] = self._bounds(r)
         rec["native_bounds"] = self._bounds(r, "native_")
         rec["dates"] = (rec["date_before"], rec["date_after"])

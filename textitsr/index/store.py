@@ -194,6 +194,34 @@ def _metadata_schema() -> pa.Schema:
     )
 
 
+#: Largest |norm - 1| of a stored embedding row (float16 rounding stays well inside it).
+NORM_TOLERANCE = 1e-2
+
+
+def check_embeddings(emb: np.ndarray, where: str) -> None:
+    """Raise StoreError unless every row of `emb` is finite and L2-normalised.
+
+    Search scores are dot products: a NaN row silently drops out of the results and a row scaled
+    by 1000 ranks first for every query, so both are refused wherever embeddings are read or written.
+    """
+    if emb.size == 0:
+        return
+    for start in range(0, emb.shape[0], 65536):  # bounded memory on large memory-mapped shards
+        block = np.asarray(emb[start : start + 65536], dtype=np.float32)
+        finite = np.isfinite(block).all(axis=1)
+        if not finite.all():
+            row = start + int(np.flatnonzero(~finite)[0])
+            raise StoreError(f"{where}: embedding row {row} is not finite (NaN or inf); rebuild the shard")
+        norms = np.linalg.norm(block, axis=1)
+        bad = np.abs(norms - 1.0) > NORM_TOLERANCE
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise StoreError(
+                f"{where}: embedding row {start + row} has L2 norm {norms[row]:.4g}, expected 1 "
+                "(normalised); rebuild the shard"
+            )
+
+
 def write_shard(root: Path, name: str, data: ShardData, dtype: str = "float16") -> dict[str, Any]:
     """Write one shard folder atomically under `root/shards/` and return its manifest entry.
 
@@ -213,6 +241,8 @@ def write_shard(root: Path, name: str, data: ShardData, dtype: str = "float16") 
         cap_emb = np.zeros((0, emb.shape[1]), dtype=np.float32)
     if cap_emb.shape[0] != len(data.caption_texts) or len(data.caption_texts) != len(data.caption_pair_ids):
         raise StoreError(f"shard {name!r}: caption texts, pair ids and embeddings differ in length")
+    check_embeddings(emb, f"shard {name!r} pair embeddings")
+    check_embeddings(cap_emb, f"shard {name!r} caption embeddings")
     ids = [r["pair_id"] for r in data.rows]
     with atomic_dir(Path(root) / SHARDS / name) as tmp:
         table = pa.Table.from_pylist(data.rows, schema=_metadata_schema())
@@ -238,6 +268,7 @@ def write_shard(root: Path, name: str, data: ShardData, dtype: str = "float16") 
 
 
 def read_manifest(root: Path) -> dict[str, Any]:
+    """The parsed manifest of the store at `root`, checked against the schema (see `check_manifest`)."""
     path = Path(root) / MANIFEST
     if not path.is_file():
         raise StoreError(f"{path}: no store manifest here; build one with `textitsr index`")
@@ -245,6 +276,25 @@ def read_manifest(root: Path) -> dict[str, Any]:
         manifest = json.loads(path.read_text("utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise StoreError(f"{path}: corrupt store manifest ({err}); rebuild the store") from err
+    check_manifest(manifest, path)
+    return manifest
+
+
+def _field(path: Path, key: str, value: Any, expected: str) -> StoreError:
+    return StoreError(f"{path}: field {key!r} is {value!r}, expected {expected}")
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def check_manifest(manifest: Any, path: Path) -> None:
+    """Raise StoreError naming the first field of `manifest` (read from `path`) that breaks the schema.
+
+    Types of every field the code reads, shard names that stay inside `shards/` (no separators,
+    no `..`, no absolute paths, no symlinks out of the store), unique shard names, and totals that
+    add up. A manifest is data from disk: nothing in it is trusted before this passes.
+    """
     required = ("format", "version", "checkpoint_id", "embed_dim", "dtype", "shards")
     if (
         not isinstance(manifest, dict)
@@ -254,12 +304,45 @@ def read_manifest(root: Path) -> dict[str, Any]:
         raise StoreError(f"{path}: not a textitsr store manifest (expected keys {', '.join(required)})")
     if manifest["version"] != FORMAT_VERSION:
         raise StoreError(
-            f"{path}: store format version {manifest['version']}, this textitsr reads {FORMAT_VERSION}; "
+            f"{path}: store format version {manifest['version']!r}, this textitsr reads {FORMAT_VERSION}; "
             "rebuild the store"
         )
-    if not isinstance(manifest["shards"], list):
-        raise StoreError(f"{path}: 'shards' must be a list")
-    return manifest
+    if not isinstance(manifest["checkpoint_id"], str) or not manifest["checkpoint_id"]:
+        raise _field(path, "checkpoint_id", manifest["checkpoint_id"], "a non-empty string")
+    if manifest.get("checkpoint") is not None and not isinstance(manifest["checkpoint"], str):
+        raise _field(path, "checkpoint", manifest["checkpoint"], "a path string or null")
+    if not _count(manifest["embed_dim"]) or manifest["embed_dim"] < 1:
+        raise _field(path, "embed_dim", manifest["embed_dim"], "a positive integer")
+    if manifest["dtype"] not in DTYPES:
+        raise _field(path, "dtype", manifest["dtype"], f"one of {DTYPES}")
+    if not isinstance(manifest.get("model", {}), dict):
+        raise _field(path, "model", manifest["model"], "an object")
+    if "thumb_size" in manifest and (not _count(manifest["thumb_size"]) or manifest["thumb_size"] < 1):
+        raise _field(path, "thumb_size", manifest["thumb_size"], "a positive integer")
+    shards = manifest["shards"]
+    if not isinstance(shards, list):
+        raise _field(path, "shards", type(shards).__name__, "a list")
+    shard_root = (path.parent / SHARDS).resolve()
+    seen: set[str] = set()
+    for i, shard in enumerate(shards):
+        where = f"shards[{i}]"
+        if not isinstance(shard, dict):
+            raise _field(path, where, shard, "an object with name, n_pairs, n_captions")
+        name = shard.get("name")
+        if not isinstance(name, str) or not _SHARD_NAME.match(name):
+            raise _field(path, f"{where}.name", name, "letters, digits, '_', '-', '.' (a folder in shards/)")
+        if not (path.parent / SHARDS / name).resolve().is_relative_to(shard_root):
+            raise _field(path, f"{where}.name", name, "a shard folder inside the store (it links outside)")
+        if name in seen:
+            raise _field(path, f"{where}.name", name, "a name used once")
+        seen.add(name)
+        for key in ("n_pairs", "n_captions"):
+            if not _count(shard.get(key)):
+                raise _field(path, f"{where}.{key}", shard.get(key), "a count (integer >= 0)")
+    for key, part in (("n_pairs", "n_pairs"), ("n_captions", "n_captions")):
+        total = sum(s[part] for s in shards)
+        if key in manifest and manifest[key] != total:
+            raise _field(path, key, manifest[key], f"{total}, the sum over its shards")
 
 
 class Store:
@@ -337,7 +420,9 @@ class Store:
                 f"model is {checkpoint_id}; its embeddings are not comparable. Rebuild the store with "
                 "`textitsr index` for this checkpoint (or re-embed it)."
             )
-        return cls(root, manifest)
+        store = cls(root, manifest)
+        store.check_files()
+        return store
 
     @property
     def checkpoint_id(self) -> str:
@@ -427,7 +512,35 @@ class Store:
         except (OSError, pa.ArrowException) as err:
             raise StoreError(f"{path}: corrupt or missing shard file ({err}); rebuild the shard") from err
 
+    def check_files(self) -> None:
+        """Cheap checks of every listed shard (file footers/headers only): the files are there, with
+        the row counts the manifest gives and embeddings of its shape and dtype. Run on open."""
+        for s in self.manifest["shards"]:
+            name = s["name"]
+            for file, rows in (
+                ("metadata.parquet", s["n_pairs"]),
+                ("thumbnails.parquet", s["n_pairs"]),
+                ("captions.parquet", s["n_captions"]),
+            ):
+                path = self._shard_file(name, file)
+                try:
+                    found = pq.ParquetFile(path).metadata.num_rows
+                except (OSError, pa.ArrowException) as err:
+                    raise StoreError(
+                        f"{path}: corrupt or missing shard file ({err}); rebuild the shard"
+                    ) from err
+                if found != rows:
+                    raise StoreError(f"{path}: {found} rows, the manifest lists {rows}")
+            self._open_npy(name, "pair_embeddings.npy", s["n_pairs"])
+            self._open_npy(name, "caption_embeddings.npy", s["n_captions"])
+
     def _read_npy(self, shard: str, name: str, rows: int) -> np.ndarray:
+        """A shard's embeddings, checked finite and normalised (memory-mapped)."""
+        arr = self._open_npy(shard, name, rows)
+        check_embeddings(arr, str(self._shard_file(shard, name)))
+        return arr
+
+    def _open_npy(self, shard: str, name: str, rows: int) -> np.ndarray:
         path = self._shard_file(shard, name)
         try:
             arr = np.load(path, mmap_mode="r", allow_pickle=False)
@@ -435,24 +548,29 @@ class Store:
             raise StoreError(f"{path}: corrupt or missing shard file ({err}); rebuild the shard") from err
         if arr.ndim != 2 or arr.shape != (rows, self.embed_dim):
             raise StoreError(f"{path}: shape {arr.shape}, expected ({rows}, {self.embed_dim})")
+        if arr.dtype != np.dtype(self.manifest["dtype"]):
+            raise StoreError(f"{path}: dtype {arr.dtype}, the manifest says {self.manifest['dtype']}")
         return arr
+
+    def _shard_metadata(self, s: dict[str, Any]) -> pd.DataFrame:
+        df = self._read_parquet(s["name"], "metadata.parquet")
+        path = self._shard_file(s["name"], "metadata.parquet")
+        if len(df) != int(s["n_pairs"]) or list(df.columns)[: len(METADATA_COLUMNS)] != list(
+            METADATA_COLUMNS
+        ):
+            raise StoreError(
+                f"{path}: {len(df)} rows / columns {list(df.columns)}, manifest expects {s['n_pairs']} rows "
+                f"of {list(METADATA_COLUMNS)}"
+            )
+        if not all(isinstance(p, str) and p for p in df["pair_id"]):
+            raise StoreError(f"{path}: column 'pair_id' holds empty or non-text ids; expected one id per row")
+        df["shard"] = s["name"]
+        return df
 
     def metadata(self) -> pd.DataFrame:
         """All pairs' metadata rows, in store order, with a `shard` column (row i <-> embedding i)."""
         if self._metadata is None:
-            frames = []
-            for s in self.manifest["shards"]:
-                df = self._read_parquet(s["name"], "metadata.parquet")
-                if len(df) != int(s["n_pairs"]) or list(df.columns)[: len(METADATA_COLUMNS)] != list(
-                    METADATA_COLUMNS
-                ):
-                    raise StoreError(
-                        f"{self._shard_file(s['name'], 'metadata.parquet')}: {len(df)} rows / columns "
-                        f"{list(df.columns)}, manifest expects {s['n_pairs']} rows "
-                        f"of {list(METADATA_COLUMNS)}"
-                    )
-                df["shard"] = s["name"]
-                frames.append(df)
+            frames = [self._shard_metadata(s) for s in self.manifest["shards"]]
             if frames:
                 self._metadata = pd.concat(frames, ignore_index=True)
             else:
@@ -514,6 +632,51 @@ class Store:
                 f"{self._shard_file(shard, 'thumbnails.parquet')}: bad thumbnail ({err})"
             ) from err
 
+    def problems(self) -> list[str]:
+        """Everything wrong with the store's shards, one line each (empty when sound): what
+        `textitsr check` prints. Reads every file, so it costs a full pass over the store."""
+        found: list[str] = []
+        ids: dict[str, str] = {}
+        for s in self.manifest["shards"]:
+            name = s["name"]
+            try:
+                meta = self._shard_metadata(s)
+            except StoreError as err:
+                found.append(str(err))
+                meta = None
+            if meta is not None:
+                path = self._shard_file(name, "metadata.parquet")
+                for pid, location, stats in zip(
+                    meta["pair_id"], meta["location"], meta["change_stats"], strict=True
+                ):
+                    for field_name, text in (("location", location), ("change_stats", stats)):
+                        try:
+                            parse_json_field(text, f"{path}: pair {pid!r}", field_name)
+                        except StoreError as err:
+                            found.append(str(err))
+                    if pid in ids:
+                        found.append(f"{path}: pair id {pid!r} is also in shard {ids[pid]}")
+                    ids[pid] = name
+            checks: tuple[tuple[Any, tuple[Any, ...]], ...] = (
+                (self._read_npy, (name, "pair_embeddings.npy", s["n_pairs"])),
+                (self._read_npy, (name, "caption_embeddings.npy", s["n_captions"])),
+                (self._read_parquet, (name, "captions.parquet")),
+                (self._check_thumbnails, (name, meta)),
+            )
+            for check, args in checks:
+                try:
+                    check(*args)
+                except StoreError as err:
+                    found.append(str(err))
+        return found
+
+    def _check_thumbnails(self, shard: str, meta: pd.DataFrame | None) -> None:
+        table = self._read_parquet(shard, "thumbnails.parquet", ["pair_id"])
+        if meta is not None and list(table["pair_id"]) != list(meta["pair_id"]):
+            raise StoreError(
+                f"{self._shard_file(shard, 'thumbnails.parquet')}: pair ids differ from metadata.parquet's"
+            )
+
     def validate(self) -> None:
         """Read everything once, raising StoreError naming the first bad file."""
         meta = self.metadata()
@@ -523,6 +686,26 @@ class Store:
         dupes = meta["pair_id"][meta["pair_id"].duplicated()]
         if len(dupes):
             raise StoreError(f"{self.root}: duplicate pair ids across shards, e.g. {dupes.iloc[0]!r}")
+
+
+def parse_json_field(text: Any, where: str, field_name: str) -> Any:
+    """A JSON-encoded metadata field (`location`, `change_stats`); null/empty gives None."""
+    if text is None or (isinstance(text, float) and np.isnan(text)) or text == "":
+        return None
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError) as err:
+        raise StoreError(
+            f"{where}: field {field_name!r} is not valid JSON ({err}); rebuild the shard"
+        ) from err
+
+
+def check_store(root: Path) -> list[str]:
+    """Everything wrong with the store at `root`, one line each; an empty list means it is sound."""
+    try:
+        return Store.open(root).problems()
+    except StoreError as err:
+        return [str(err)]
 
 
 def _concat(parts: list[np.ndarray], dim: int) -> np.ndarray:
