@@ -7,7 +7,7 @@ import streamlit as st
 from streamlit_folium import st_folium
 
 from textitsr import app_support as ui
-from textitsr.escape import html_text, markdown_text
+from textitsr.escape import html_text, markdown_code
 
 ui.page_setup("Archive")
 st.title("Archive")
@@ -57,7 +57,7 @@ st.subheader("Add a GeoTIFF scene pair")
 st.caption(
     "Two GeoTIFF scenes of the same place at two dates are tiled into pairs, embedded with the "
     f"archive's model and appended to the archive. Paths must lie inside: "
-    f"{', '.join(markdown_text(r) for r in config.data_roots)}. "
+    f"{', '.join(markdown_code(r) for r in config.data_roots)}. "
     f"Uploads are limited to {config.max_upload_mb} MB a file."
 )
 base = ui.get_base_service(config)  # scenes always go into the base archive

@@ -9,7 +9,7 @@ from textitsr import app_support as ui
 from textitsr.active.anneal import STRATEGIES, SelectionConfig
 from textitsr.active.rounds import AnnealSession
 from textitsr.errors import TextITSRError
-from textitsr.escape import markdown_text
+from textitsr.escape import markdown_code, markdown_text
 
 UPDATED_KEY = "annotate-updated"
 STRATEGY_NAMES = {
@@ -34,7 +34,7 @@ with st.sidebar:
     strategy = st.selectbox("Selection", STRATEGIES, format_func=STRATEGY_NAMES.get, key="annotate-strategy")
     batch = st.slider("Pairs per round", 2, 30, 8, key="annotate-batch")
     who = st.text_input("Your name (recorded with each answer)", value="analyst", key="annotate-who")
-    st.caption(f"Workspace: {markdown_text(workdir)}")
+    st.caption(f"Workspace: {markdown_code(workdir)}")
 
 try:
     session = AnnealSession(
@@ -59,7 +59,7 @@ def show_item(col, pair_id: str, title: str) -> None:
     record = service.pair(pair_id)
     before, after = service.thumbnails(pair_id)
     with col:
-        st.markdown(f"**{title}** · {markdown_text(pair_id)}")
+        st.markdown(f"**{title}** · {markdown_code(pair_id)}")
         left, right = st.columns(2)
         left.image(before, caption="before", width="stretch")
         right.image(after, caption="after", width="stretch")

@@ -12,10 +12,10 @@ from hypothesis import strategies as st
 from markdown_it import MarkdownIt
 
 from textitsr.data.pairs import id_part
-from textitsr.escape import html_text, markdown_text
+from textitsr.escape import html_text, markdown_code, markdown_text
 
 XSS = "p<img src=x onerror=alert(1)>A.tif"
-_MD = MarkdownIt("commonmark")
+_MD = MarkdownIt("commonmark").enable(["table", "strikethrough"])
 
 
 def rendered_text(html: str) -> str:
@@ -41,10 +41,22 @@ def rendered_text(html: str) -> str:
         "a\\b",
         ":red[red] :material/home: $x^2$",
         "line one\nline two",
+        "~~gone~~ a | b",
+        "&lt;b&gt; &amp;",
+        "> quote",
+        "42) item",
     ],
 )
 def test_markdown_text_renders_as_the_characters_typed(text: str) -> None:
     assert rendered_text(_MD.render(markdown_text(text))) == " ".join(text.split())
+
+
+def test_plain_text_stays_readable_in_the_markdown_source() -> None:
+    """Words, dots, dashes and colons are left alone, so messages read the same in the source."""
+    assert markdown_text("no-such-pair: a road was built. 3.5 km") == "no-such-pair: a road was built. 3.5 km"
+    assert markdown_text("see https://evil.example and www.evil.example") == (
+        "see https\\://evil.example and www\\.evil.example"  # GFM would link them
+    )
 
 
 @given(st.text())
@@ -104,3 +116,14 @@ def test_geotiff_ids_from_hostile_file_names_are_sanitised(tmp_path) -> None:
 
     ids = [p.pair_id for p in GeoTiffSource(tmp_path, tile_size=8).pairs()]
     assert ids and all(re.fullmatch(r"[\w.+-]+", pid) for pid in ids), ids
+
+
+@pytest.mark.parametrize(
+    "text", ["p<img src=x onerror=alert(1)>A.tif", "a`b", "``x``", "`", "[l](javascript:x)"]
+)
+def test_markdown_code_shows_ids_literally(text: str) -> None:
+    html = _MD.render(markdown_code(text))
+    assert re.fullmatch(r"<p><code>[^<]*</code></p>\n", html), html
+    import html as htmllib
+
+    assert htmllib.unescape(re.sub(r"</?(p|code)>", "", html)).strip() == text

@@ -25,7 +25,7 @@ import numpy as np
 from textitsr.config import DATA_DIR, DemoPaths
 from textitsr.data.geotiff import GeoTiffOptions
 from textitsr.errors import InputError, TextITSRError
-from textitsr.escape import html_text, markdown_text
+from textitsr.escape import html_text, markdown_code, markdown_text
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import folium
@@ -273,7 +273,7 @@ def service_or_stop(*, base: bool = False) -> SearchService:
     try:
         config = load_config()
         archive = active_archive(config)
-        st.sidebar.caption(f"Searching with the **{archive.label}**  \n{markdown_text(archive.store)}")
+        st.sidebar.caption(f"Searching with the **{archive.label}**  \n{markdown_code(archive.store)}")
         if archive.note:
             st.sidebar.warning(markdown_text(archive.note))
         return get_service(config, archive=base_archive(config) if base else archive)
@@ -911,7 +911,7 @@ def open_inspector(pair_id: str) -> None:
     try:
         st.switch_page(INSPECTOR_PAGE)
     except st.errors.StreamlitAPIException:
-        st.info(f"Open the Inspector page to see {markdown_text(pair_id)}.")
+        st.info(f"Open the Inspector page to see {markdown_code(pair_id)}.")
 
 
 def hit_caption(hit: PairHit) -> str:
@@ -942,7 +942,7 @@ def results_grid(service: SearchService, hits: Sequence[PairHit], key: str, colu
         cols = st.columns(columns, border=True)
         for col, hit in zip(cols, hits[start : start + columns], strict=False):
             with col:
-                st.markdown(f"**#{hit.rank}** {markdown_text(hit.pair_id)} — score **{hit.score:.3f}**")
+                st.markdown(f"**#{hit.rank}** {markdown_code(hit.pair_id)} — score **{hit.score:.3f}**")
                 try:
                     before, after = service.thumbnails(hit.pair_id)
                     left, right = st.columns(2)

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import html
 import re
-import string
 from typing import Any
 
-# CommonMark lets a backslash escape any ASCII punctuation; Streamlit adds :colour[...], :icon:, $math$.
-_MD_SPECIAL = re.compile("([" + re.escape(string.punctuation) + "])")
-_WHITESPACE = re.compile(r"\s+")
+# Characters that open inline markup anywhere (emphasis, code, links/images, HTML, tables,
+# strikethrough, Streamlit's :colour[...] and $math$, entities); CommonMark lets a backslash escape them.
+_MD_INLINE = re.compile(r"([\\`*_\[\]<>~|$&])")
+# Markers that only act at the start of a line: headings, lists, quotes, setext underlines.
+_MD_LINE_START = re.compile(r"^(\d+)([.)])|^([#+\->=])")
+# Bare URLs that GitHub-flavoured Markdown (Streamlit's renderer) turns into links.
+_MD_AUTOLINK = re.compile(r"(?i)(?<=[a-z])(:)(?=//)|(?<=\bwww)(\.)")
 
 
 def html_text(value: Any) -> str:
@@ -24,9 +27,27 @@ def html_text(value: Any) -> str:
 
 
 def markdown_text(value: Any) -> str:
-    """`value` as literal Markdown text on one line: every punctuation mark backslash-escaped.
+    """`value` as literal Markdown text on one line.
 
-    Links, images, emphasis, code spans, HTML and Streamlit's colour/icon/math directives all show
-    as the characters typed; line breaks become spaces so a value cannot start a new block.
+    Links, images, emphasis, code spans, HTML, bare URLs and Streamlit's colour/math directives all
+    show as the characters typed; a leading '#', '-', '1.' cannot start a block, and line breaks
+    become spaces. Plain words and punctuation such as '.', '-', ':' stay as they are.
     """
-    return _MD_SPECIAL.sub(r"\\\1", _WHITESPACE.sub(" ", str(value)))
+    text = " ".join(str(value).split())
+    text = _MD_INLINE.sub(r"\\\1", text)
+    text = _MD_AUTOLINK.sub(lambda m: "\\" + (m.group(1) or m.group(2)), text)
+    return _MD_LINE_START.sub(
+        lambda m: f"{m.group(1)}\\{m.group(2)}" if m.group(1) else f"\\{m.group(3)}", text
+    )
+
+
+def markdown_code(value: Any) -> str:
+    """`value` as a Markdown code span (ids, paths): shown literally in monospace.
+
+    The fence is one backtick longer than any run of backticks inside, so the value cannot close it.
+    """
+    text = " ".join(str(value).split())
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if text[:1] == "`" or text[-1:] == "`" else ""
+    return f"{fence}{pad}{text}{pad}{fence}"

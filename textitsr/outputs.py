@@ -50,7 +50,7 @@ TRAINING_OUT = OutputKind("training output", layout=("last",))
 FEATURE_CACHE = OutputKind("feature cache", ("meta.json", _has("with_tokens")))
 WORLD = OutputKind("synthetic world", ("world.json", _format("textitsr-synthetic-world")))
 ANNEAL_WORKSPACE = OutputKind(
-    "ANNEAL workspace", layout=("annotations.jsonl", "features-*.npz", "checkpoints", "store")
+    "ANNEAL workspace", layout=("annotations.jsonl", "features-*.npz", "checkpoints", "store", "search.json")
 )
 DEMO = OutputKind("demo folder", layout=("world", "model", "store", "annotations", "cache"))
 #: An uncommitted shard folder a crashed build left (the resumed build rewrites it).

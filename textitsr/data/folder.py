@@ -14,6 +14,7 @@ folder without its partner (or `on_missing="skip"`).
 from __future__ import annotations
 
 import csv
+import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,9 +30,20 @@ from textitsr.data.pairs import SPLITS, BitemporalPair, id_part
 from textitsr.errors import InputError
 
 
+def _read_utf8(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise InputError(
+            f"{path}: not UTF-8 text (byte {err.start}: {err.reason}); expected a UTF-8 encoded file"
+        ) from err
+    except OSError as err:
+        raise InputError(f"{path}: cannot be read ({err.strerror or err})") from err
+
+
 def _read_csv(path: Path) -> list[tuple[str, str, str | None, int]]:
     rows = []
-    with path.open(newline="", encoding="utf-8") as fh:
+    with io.StringIO(_read_utf8(path), newline="") as fh:
         reader = csv.DictReader(fh)
         cols = [c.strip().lower() for c in reader.fieldnames or []]
         if "filename" not in cols or "caption" not in cols:
@@ -49,7 +61,7 @@ def _read_csv(path: Path) -> list[tuple[str, str, str | None, int]]:
 
 def _read_jsonl(path: Path) -> list[tuple[str, str, str | None, int]]:
     rows = []
-    for line, text in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for line, text in enumerate(_read_utf8(path).splitlines(), start=1):
         if not text.strip():
             continue
         try:

@@ -220,6 +220,8 @@ class GeoTiffSource:
             raise InputError(
                 f"tile_size={opts.tile_size}, stride={opts.stride}: expected tile_size >= 8, stride >= 1"
             )
+        if not 0.0 <= opts.max_nodata <= 1.0:  # also refuses NaN
+            raise InputError(f"max_nodata={opts.max_nodata}: expected a fraction between 0 and 1")
         if opts.stretch not in ("gain", "percentile", "none"):
             raise InputError(f"stretch={opts.stretch!r}: expected 'gain', 'percentile' or 'none'")
         files = expand_paths(paths)

@@ -16,6 +16,13 @@ Bounds = tuple[float, float, float, float]
 
 SPLITS = ("train", "val", "test")
 
+def check_split(split: str | None) -> str | None:
+    """`split` when it is None (all pairs) or one of SPLITS; anything else is an InputError."""
+    if split is not None and split not in SPLITS:
+        raise InputError(f"split {split!r}: expected one of {', '.join(SPLITS)} (or none for all pairs)")
+    return split
+
+
 _ID_UNSAFE = re.compile(r"[^\w.+-]+")
 
 

@@ -101,9 +101,11 @@ def evaluate_checkpoint(
     progress: bool = True,
 ) -> dict:
     """Load a checkpoint, cache the split's backbone features, and return its metrics (percent)."""
+    from textitsr.data.pairs import check_split
     from textitsr.data.registry import open_source
     from textitsr.models.checkpoint import load_checkpoint
 
+    check_split(split)
     dev = resolve_device(device)
     model = load_checkpoint(Path(checkpoint), device=str(dev))
     source = open_source(Path(root), kind)

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from textitsr.data.pairs import BitemporalPair, PairSource
+from textitsr.data.pairs import BitemporalPair, PairSource, check_split
 from textitsr.errors import InputError
 from textitsr.index.store import (
     DEFAULT_THUMB_SIZE,
@@ -296,6 +296,7 @@ def build_store(
     root on a shared filesystem. Returns the opened store.
     """
     config = config or BuildConfig(batch_size=batch_size, shard_size=shard_size)
+    check_split(split)
     if config.batch_size <= 0 or config.shard_size <= 0:
         raise InputError(f"batch_size={config.batch_size}, shard_size={config.shard_size}: expected positive")
     checkpoint = Path(checkpoint).resolve()
