@@ -38,6 +38,7 @@ def atomic_path(dest: str | os.PathLike[str]) -> Iterator[Path]:
     os.chmod(tmp, FILE_MODE)
     try:
         yield tmp
+        os.chmod(tmp, FILE_MODE)  # the writer may have recreated it (e.g. with mode 0600)
         os.replace(tmp, dest)
     finally:
         if tmp.exists():
@@ -82,6 +83,7 @@ def atomic_dir(dest: str | os.PathLike[str], keep: Iterable[str] = ()) -> Iterat
     os.chmod(tmp, DIR_MODE)
     try:
         yield tmp
+        _usual_modes(tmp)
         for name in keep:
             if (dest / name).exists() and not (tmp / name).exists():
                 _link_tree(dest / name, tmp / name)
@@ -105,6 +107,14 @@ def atomic_dir(dest: str | os.PathLike[str], keep: Iterable[str] = ()) -> Iterat
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _usual_modes(folder: Path) -> None:
+    """Give everything written into `folder` the mode plain open()/mkdir() would (some writers,
+    e.g. safetensors, create 0600 files), so shared checkpoints and stores stay readable."""
+    for path in folder.rglob("*"):
+        if not path.is_symlink():
+            os.chmod(path, DIR_MODE if path.is_dir() else FILE_MODE)
 
 
 def _link_tree(src: Path, dst: Path) -> None:

@@ -336,11 +336,12 @@ class GeoTiffSource:
 
     def _read(self, vrt: Any, scene: Scene, window: Any) -> tuple[np.ndarray, np.ndarray]:
         """(bands x h x w data, h x w validity) of one window."""
-        data = vrt.read(self._band_idx, window=window)
-        if scene.nodata is None:
-            valid = vrt.read(scene.count + 1, window=window) > 0
-        else:
-            valid = _dataset_mask(vrt, window=window)
+        with _pixels_of(scene):
+            data = vrt.read(self._band_idx, window=window)
+            if scene.nodata is None:
+                valid = vrt.read(scene.count + 1, window=window) > 0
+            else:
+                valid = _dataset_mask(vrt, window=window)
         if np.issubdtype(data.dtype, np.floating):
             valid &= np.isfinite(data).all(axis=0)
         return data, valid
@@ -357,11 +358,12 @@ class GeoTiffSource:
         else:
             f = max(1.0, max(self.grid.width, self.grid.height) / STATS_MAX_SIDE)
             shape = (max(1, int(self.grid.height / f)), max(1, int(self.grid.width / f)))
-            data = vrt.read(self._band_idx, out_shape=(len(self.bands), *shape))
-            if scene.nodata is None:
-                valid = vrt.read(scene.count + 1, out_shape=shape) > 0
-            else:
-                valid = _dataset_mask(vrt, out_shape=shape)
+            with _pixels_of(scene):
+                data = vrt.read(self._band_idx, out_shape=(len(self.bands), *shape))
+                if scene.nodata is None:
+                    valid = vrt.read(scene.count + 1, out_shape=shape) > 0
+                else:
+                    valid = _dataset_mask(vrt, out_shape=shape)
             if stretch == "gain":
                 gain = scale_gain(data, np.broadcast_to(valid, data.shape))
                 out = [(0.0, gain)] * len(self.bands)
@@ -442,6 +444,21 @@ class GeoTiffSource:
                                 "nodata_fraction": nodata,
                             },
                         )
+
+
+@contextlib.contextmanager
+def _pixels_of(scene: Scene) -> Iterator[None]:
+    """Name the file when its pixels cannot be read (a truncated or damaged GeoTIFF passes the
+    header checks of `_open_scene` and only fails here)."""
+    from rasterio.errors import RasterioError
+
+    try:
+        yield
+    except RasterioError as err:
+        raise InputError(
+            f"{scene.path}: pixels cannot be read ({' '.join(str(err).split())}); the file is truncated or "
+            "damaged, expected a complete GeoTIFF"
+        ) from err
 
 
 def _dataset_mask(vrt: Any, **kwargs: Any) -> np.ndarray:

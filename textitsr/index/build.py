@@ -25,8 +25,10 @@ from textitsr.data.pairs import BitemporalPair, PairSource, check_split
 from textitsr.errors import InputError
 from textitsr.index.store import (
     DEFAULT_THUMB_SIZE,
+    MANIFEST,
     ShardData,
     Store,
+    discard_empty_store,
     encode_thumbnail,
     pair_row,
     write_shard,
@@ -302,8 +304,16 @@ def build_store(
     checkpoint = Path(checkpoint).resolve()
     model = load_model(checkpoint, config.device)
     card = model_card(model, checkpoint)
-    with writer_lock(Path(out)):
-        _build(model, card, checkpoint, source, Path(out), split, scheduler, progress, config, prefix)
+    out = Path(out)
+    with writer_lock(out):
+        created = not (out / MANIFEST).exists()
+        folder_existed = out.exists()
+        try:
+            _build(model, card, checkpoint, source, out, split, scheduler, progress, config, prefix)
+        except BaseException:
+            if created:  # a failed first build leaves no empty store behind
+                discard_empty_store(out, remove_folder=not folder_existed)
+            raise
     return Store.open(Path(out), checkpoint_id=card["checkpoint_id"])
 
 

@@ -19,7 +19,6 @@ the *selected* rows, never "top-k then drop".
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,28 +60,6 @@ class Filters:
     date_from: str | None = None
     date_to: str | None = None
     sources: tuple[str, ...] | None = None
-
-    def __post_init__(self) -> None:
-        """Refuse what would silently filter wrongly: a string as `sources` (it would split into
-        letters), latitudes beyond the poles, longitudes beyond +-180, a reversed or non-finite box."""
-        if self.sources is not None:
-            if isinstance(self.sources, str | bytes) or not all(isinstance(v, str) for v in self.sources):
-                raise InputError(
-                    f"filter sources={self.sources!r}: expected a list of source names, e.g. ['levircc']"
-                )
-            object.__setattr__(self, "sources", tuple(self.sources))
-        if self.bbox is not None:
-            try:
-                w, s, e, n = (float(v) for v in self.bbox)
-            except (TypeError, ValueError) as err:
-                raise InputError(f"filter bbox={self.bbox!r}: expected (west, south, east, north)") from err
-            if not all(math.isfinite(v) for v in (w, s, e, n)):
-                raise InputError(f"filter bbox={self.bbox!r}: expected finite numbers")
-            if not (-180 <= w <= e <= 180 and -90 <= s <= n <= 90):
-                raise InputError(
-                    f"filter bbox={self.bbox!r}: expected -180 <= west <= east <= 180 and "
-                    "-90 <= south <= north <= 90 (degrees)"
-                )
 
     def is_empty(self) -> bool:
         return self.bbox is None and self.date_from is None and self.date_to is None and self.sources is None
@@ -132,6 +109,11 @@ class FilterMasks:
                 ) from err
             if not (w <= e and s <= n):
                 raise InputError(f"filter bbox={filters.bbox!r}: expected west <= east and south <= north")
+            if not (-180 <= w and e <= 180 and -90 <= s and n <= 90):  # also refuses NaN
+                raise InputError(
+                    f"filter bbox={filters.bbox!r}: expected longitudes in [-180, 180] and latitudes in "
+                    "[-90, 90] (degrees)"
+                )
             with np.errstate(invalid="ignore"):
                 keep &= (self.west <= e) & (self.east >= w) & (self.south <= n) & (self.north >= s)
         lo, hi = _date(filters.date_from, "date_from"), _date(filters.date_to, "date_to")
@@ -144,6 +126,11 @@ class FilterMasks:
         if hi is not None:
             keep &= ~np.isnat(self.date_after) & (self.date_after <= hi)
         if filters.sources is not None:
+            names = filters.sources
+            if isinstance(names, str | bytes) or not all(isinstance(v, str) for v in names):
+                raise InputError(  # a string would be split into letters and match nothing
+                    f"filter sources={filters.sources!r}: expected a list of source names, e.g. ['levircc']"
+                )
             keep &= np.isin(self.source, list(filters.sources))
         return keep
 

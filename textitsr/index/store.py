@@ -700,6 +700,22 @@ def parse_json_field(text: Any, where: str, field_name: str) -> Any:
         ) from err
 
 
+def discard_empty_store(root: Path, remove_folder: bool) -> None:
+    """Remove a store this process just created when it committed nothing (a build that failed on its
+    first pairs): its manifest, its shards/ folder of unfinished writes, and the folder if we made it."""
+    root = Path(root)
+    try:
+        if read_manifest(root)["shards"]:
+            return
+    except StoreError:
+        return
+    shutil.rmtree(root / SHARDS, ignore_errors=True)
+    (root / MANIFEST).unlink(missing_ok=True)
+    if remove_folder:
+        with contextlib.suppress(OSError):
+            root.rmdir()  # only when nothing else is in it
+
+
 def check_store(root: Path) -> list[str]:
     """Everything wrong with the store at `root`, one line each; an empty list means it is sound."""
     try:
