@@ -7,13 +7,17 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: run test setup setup-dev assets browser demo-artifacts lint clean-demo
+.PHONY: run test test-fast setup setup-dev assets browser demo-artifacts lint clean-demo
 
 run: setup assets
 	$(BIN)/textitsr demo
 
 test: setup-dev assets browser
 	$(BIN)/python -m pytest -q
+
+# The edit loop: everything but the tests that train/embed for seconds or drive a browser.
+test-fast: setup-dev
+	$(BIN)/python -m pytest -q -m "not slow and not browser"
 
 setup: $(STAMP)
 setup-dev: $(DEV_STAMP)

@@ -26,7 +26,7 @@ def home() -> None:
     )
     service = ui.service_or_stop()
     with ui.show_errors("Reading archive statistics"):
-        stats = service.stats()
+        stats = service.catalog.stats()
         ui.archive_metrics(stats)
     st.subheader("Pages")
     for page in PAGES:

@@ -20,9 +20,9 @@ import time
 from pathlib import Path
 
 import torch
+from fusion_table import DEFAULT_FUSIONS, BenchmarkConfig, markdown_table, run_benchmark
 
 from textitsr.config import DATA_DIR, DEMO_SEED
-from textitsr.evaluation.benchmark import DEFAULT_FUSIONS, BenchmarkConfig, markdown_table, run_benchmark
 
 
 def main() -> None:
@@ -118,7 +118,7 @@ def merged_table(files: list[Path]) -> str:
     """One table from several --out-json runs (e.g. the token fusions re-run with more epochs)."""
     import json
 
-    from textitsr.evaluation.benchmark import BenchmarkRow
+    from fusion_table import BenchmarkRow
 
     rows: dict[str, BenchmarkRow] = {}
     chance = None

@@ -210,8 +210,8 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
 
     from textitsr.data.synthetic import MANIFEST, SyntheticSource, SyntheticWorldConfig, write_demo_world
+    from textitsr.embedding.cache import build_or_load
     from textitsr.models.checkpoint import load_checkpoint
-    from textitsr.training.features import build_or_load
 
     start = time.perf_counter()
     world = args.world or args.work / f"world-{args.n_train}-{args.n_test}"

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from textitsr.training.features import FeatureCache
+from textitsr.embedding.cache import FeatureCache
 from textitsr.training.train import TrainConfig, TrainData, fit
 
 IMAGE_DIM, TOKENS, TEXT_DIM, CAPTIONS = 1280, 49, 384, 5

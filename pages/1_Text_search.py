@@ -15,7 +15,7 @@ st.title("Text search")
 st.caption("Describe the change you are looking for; the archive's image pairs are ranked by similarity.")
 
 service = ui.service_or_stop()
-stats = service.stats()
+stats = service.catalog.stats()
 config = ui.load_config()
 
 
@@ -60,7 +60,7 @@ if area_mode == "Coordinates":
     )
 elif area_mode == "Draw on map":
     with st.expander("Area filter: draw a rectangle (the last one drawn is used)", expanded=True):
-        footprints = service.footprints()
+        footprints = service.catalog.footprints()
         clusters = ui.footprint_clusters(footprints)
         fmap = ui.archive_map(footprints, basemap=config.basemap, height=360,
                               clusters=clusters if len(clusters) > 1 else ())

@@ -30,7 +30,7 @@ def overlay_urls(_service: object, archive_key: str, pair_ids: tuple[str, ...], 
     """pair_id -> inline PNG of its before or after thumbnail (cached per archive and date)."""
     urls = {}
     for pid in pair_ids[: ui.MAX_OVERLAYS]:
-        before, after = _service.thumbnails(pid)  # type: ignore[attr-defined]
+        before, after = _service.catalog.thumbnails(pid)  # type: ignore[attr-defined]
         urls[pid] = ui.png_data_url(before if when == "before" else after, max_side=128)
     return urls
 
@@ -41,7 +41,7 @@ with st.sidebar:
     k = st.slider("Similar pairs (k)", 1, 30, 8, key="map_k")
     n_sentences = st.slider("Sentences", 1, 15, 5, key="map_sentences")
 
-footprints = service.footprints()
+footprints = service.catalog.footprints()
 if not footprints["features"]:
     st.warning("No pair in this archive has a geographic footprint, so there is nothing to show on a map.")
     st.stop()
@@ -52,7 +52,7 @@ with st.sidebar:
     area = st.selectbox("Go to", areas, key="map_area", help="Groups of neighbouring tiles, largest first.")
 whole = area == "Whole archive"
 view = None if whole else clusters[areas.index(area)].bounds
-archive_key = f"{service.store.root}:{len(service)}"
+archive_key = service.archive_id
 
 pick: ui.MapPick | None = st.session_state.get(PICK_KEY)
 hits, sentences = [], []
@@ -93,7 +93,7 @@ with list_col:
     st.subheader(f"Query pair {markdown_code(pick.pair_id)}")
     st.caption(f"picked by {how}")
     with ui.show_errors("Showing the query pair"):
-        before, after = service.thumbnails(pick.pair_id)
+        before, after = service.catalog.thumbnails(pick.pair_id)
         left, right = st.columns(2)
         left.image(before, caption="before", width="stretch")
         right.image(after, caption="after", width="stretch")

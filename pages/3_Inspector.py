@@ -15,7 +15,7 @@ service = ui.service_or_stop()
 
 requested = st.session_state.get(ui.INSPECT_KEY) or st.query_params.get("pair")
 if requested is None:
-    features = service.footprints(limit=1)["features"]
+    features = service.catalog.footprints(limit=1)["features"]
     requested = features[0]["properties"]["pair_id"] if features else None
 pair_id = st.text_input("Pair id", value=requested or "", key=f"inspector-id-{requested}",
                         help="Results on the search pages open here; or paste any pair id.").strip()
@@ -27,8 +27,8 @@ if pair_id != requested:
 st.query_params["pair"] = pair_id
 
 try:
-    record = service.pair(pair_id)
-    before, after = service.thumbnails(pair_id)
+    record = service.catalog.pair(pair_id)
+    before, after = service.catalog.thumbnails(pair_id)
 except TextITSRError as err:
     st.error(markdown_text(f"Cannot show this pair: {err}"))
     st.stop()
@@ -63,7 +63,7 @@ stats_col, text_col = st.columns(2)
 with stats_col:
     st.subheader("Spectral change statistics")
     with ui.show_errors("Change statistics"):
-        stats = service.change_stats(pair_id)
+        stats = service.catalog.change_stats(pair_id)
         if stats:
             st.dataframe(ui.stats_frame_rows(stats), hide_index=True, width="stretch")
         else:

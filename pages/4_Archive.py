@@ -14,7 +14,7 @@ st.title("Archive")
 
 service = ui.service_or_stop()
 config = ui.load_config()
-stats = service.stats()
+stats = service.catalog.stats()
 
 ui.archive_metrics(stats)
 
@@ -32,7 +32,7 @@ map_col, card_col = st.columns([3, 2])
 with map_col:
     st.subheader("Footprints")
     with ui.show_errors("Drawing the footprint map"):
-        footprints = service.footprints()
+        footprints = service.catalog.footprints()
         if footprints["features"]:
             clusters = ui.footprint_clusters(footprints)
             fmap = ui.archive_map(footprints, basemap=config.basemap, draw=False, height=420,
@@ -64,7 +64,7 @@ base = ui.get_base_service(config)  # scenes always go into the base archive
 if base is not service:
     st.caption("Scenes are added to the base archive; update the model on the Annotate page afterwards "
                "to search them with the fine-tuned model.")
-store_tile = base.tile_size()
+store_tile = base.catalog.tile_size()
 tile_size = st.number_input(
     "Tile size (px)", min_value=8, max_value=4096, value=store_tile or ui.DEFAULT_TILE_SIZE, step=16,
     key="tile_size",
@@ -79,7 +79,7 @@ def _add(paths: list) -> None:
     def progress(fraction: float, message: str) -> None:
         bar.progress(min(max(float(fraction), 0.0), 1.0), text=message or "Embedding...")
 
-    added = base.add_scenes(paths, progress=progress, tile_size=int(tile_size))
+    added = ui.add_scenes(base, paths, progress=progress, tile_size=int(tile_size))
     bar.progress(1.0, text="Done")
     st.cache_data.clear()
     if added:

@@ -6,8 +6,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from textitsr import app_support as ui
-from textitsr.active.anneal import STRATEGIES, SelectionConfig
-from textitsr.active.rounds import AnnealSession
+from textitsr.active.anneal import STRATEGIES
 from textitsr.errors import TextITSRError
 from textitsr.escape import markdown_code, markdown_text
 
@@ -37,15 +36,13 @@ with st.sidebar:
     st.caption(f"Workspace: {markdown_code(workdir)}")
 
 try:
-    session = AnnealSession(
-        config.store, workdir, config.checkpoint, SelectionConfig(strategy=strategy, batch=batch)
-    )
+    session = ui.anneal_session(config, strategy, batch)
 except TextITSRError as err:
     st.error(markdown_text(f"Cannot annotate this archive: {err}"))
     st.stop()
 
 prog = session.progress()
-pending = session.log.pending()
+pending = session.pending()
 top = st.columns([3, 1, 1])
 top[0].progress(
     prog["answered"] / prog["batch"] if prog["batch"] else 0.0,
@@ -56,8 +53,8 @@ top[2].metric("Round", prog["round"])
 
 
 def show_item(col, pair_id: str, title: str) -> None:
-    record = service.pair(pair_id)
-    before, after = service.thumbnails(pair_id)
+    record = service.catalog.pair(pair_id)
+    before, after = service.catalog.thumbnails(pair_id)
     with col:
         st.markdown(f"**{title}** · {markdown_code(pair_id)}")
         left, right = st.columns(2)

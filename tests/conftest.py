@@ -1,4 +1,5 @@
-"""Shared fixtures: paths to the research data in ../shared (tests using it skip when absent)."""
+"""Shared fixtures: paths to the research data in ../shared (tests using it skip when absent), and a
+tiny trained archive. Tests that train or embed for more than a few seconds are marked `slow`."""
 
 from __future__ import annotations
 
@@ -8,6 +9,16 @@ from pathlib import Path
 import pytest
 
 from textitsr.config import SHARED_DATA_DIR
+
+#: Fixtures that train or embed with a real model: every test using one is `slow`.
+SLOW_FIXTURES = frozenset({"tiny_archive"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the tests that use a training fixture `slow`, so `-m "not slow"` is the fast edit loop."""
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 def shared_path(*parts: str) -> Path:
@@ -75,7 +86,6 @@ def tiny_hf_models(tmp_path_factory: pytest.TempPathFactory):
     return SimpleNamespace(vit=vit, bert=bert, clip=clip)
 
 
-# ------------------------------------------------------------------ tiny archive (index helper)
 @dataclass(frozen=True)
 class TinyArchive:
     """A tiny synthetic world, a model trained on it for a few epochs, and a store built from it."""
@@ -102,16 +112,10 @@ def tiny_archive(tmp_path_factory: pytest.TempPathFactory) -> TinyArchive:
     root = tmp_path_factory.mktemp("tiny_archive")
     world = write_demo_world(root / "world", config=SyntheticWorldConfig(**TINY_WORLD))
     checkpoint = root / "model"
-    try:
-        from textitsr.training.train import TrainConfig, train
-    except ImportError:  # training not available: an untrained model still exercises every path
-        from textitsr.models.checkpoint import save_checkpoint
-        from textitsr.models.textitsr import ModelConfig, TextITSR
+    from textitsr.training.train import TrainConfig, train
 
-        save_checkpoint(TextITSR(ModelConfig(fusion="gff:before+after+diff")), checkpoint)
-    else:
-        train(TrainConfig(root=world, out=checkpoint, source="synthetic", fusion="gff:before+after+diff",
-                          epochs=3, batch_size=8, cache_dir=root / "cache", device="cpu", progress=False))
+    train(TrainConfig(root=world, out=checkpoint, source="synthetic", fusion="gff:before+after+diff",
+                      epochs=3, batch_size=8, cache_dir=root / "cache", device="cpu", progress=False))
     store = root / "store"
     build_store(checkpoint, open_source(world, "synthetic"), store, shard_size=16, batch_size=16,
                 progress=False)

@@ -13,7 +13,7 @@ import pytest
 from textitsr import app_support as ui
 from textitsr.config import REPO_ROOT, DemoPaths
 from textitsr.errors import InputError
-from textitsr.index.store import Store
+from textitsr.index.store import FORMAT, FORMAT_VERSION, Store
 
 AppTest = pytest.importorskip("streamlit.testing.v1").AppTest
 
@@ -118,7 +118,7 @@ def test_map_page_click_on_a_tile_gives_similar_pairs_and_sentences(app_env, ser
     assert count(at, "component_instance") == 1  # the leaflet map
     assert any("Click a tile" in i.value for i in at.info)
 
-    footprints = service.footprints()
+    footprints = service.catalog.footprints()
     target = footprints["features"][3]
     (w, s), _, (e, n) = target["geometry"]["coordinates"][0][:3]
     event = {"last_clicked": {"lat": (s + n) / 2, "lng": (w + e) / 2}, "last_active_drawing": None}
@@ -138,7 +138,7 @@ def test_map_page_click_on_a_tile_gives_similar_pairs_and_sentences(app_env, ser
 
 
 def test_inspector_shows_one_pair_in_full(app_env, service):
-    pair_id = service.footprints()["features"][0]["properties"]["pair_id"]
+    pair_id = service.catalog.footprints()["features"][0]["properties"]["pair_id"]
     at = run_page("pages/3_Inspector.py", **{ui.INSPECT_KEY: pair_id})
     assert_clean(at)
     assert at.text_input[0].value == pair_id
@@ -147,7 +147,7 @@ def test_inspector_shows_one_pair_in_full(app_env, service):
     for expected in ("Spectral change statistics", "Captions", "Sentences that describe it best",
                      "Neighbours (most similar pairs)"):
         assert expected in headers
-    record = service.pair(pair_id)
+    record = service.catalog.pair(pair_id)
     assert all(any(c in m.value for m in at.markdown) for c in record["captions"])
     assert len(result_scores(at)) == min(6, len(service) - 1)
 
@@ -209,7 +209,7 @@ def test_archive_page_tiles_demo_scenes_at_the_archive_tile_size(app_env, servic
     monkeypatch.setenv(ui.ENV_STORE, str(store))
     scenes = app_env.world / "scenes" / "val"  # 192 x 192 px: smaller than one 256 px tile
     at = run_page("pages/4_Archive.py")
-    assert at.number_input(key="tile_size").value == service.tile_size() == 64  # the archive's tiles
+    assert at.number_input(key="tile_size").value == service.catalog.tile_size() == 64  # the archive's tiles
     at.text_input(key="before_path").input(str(scenes / "before.tif"))
     at.text_input(key="after_path").input(str(scenes / "after.tif"))
     at.number_input(key="tile_size").set_value(256)
@@ -294,7 +294,9 @@ def test_active_archive_is_the_fine_tuned_store_only_when_chosen_and_current(tmp
 
     def manifest(folder: Path, n_pairs: int, cid: str) -> None:
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "manifest.json").write_text(json.dumps({"n_pairs": n_pairs, "checkpoint_id": cid}))
+        fields = {"format": FORMAT, "version": FORMAT_VERSION, "checkpoint_id": cid, "embed_dim": 8,
+                  "dtype": "float16", "shards": [], "n_pairs": n_pairs}
+        (folder / "manifest.json").write_text(json.dumps(fields))
 
     manifest(tmp_path / "store", 40, "base")
     cfg = ui.load_config({ui.ENV_STORE: str(tmp_path / "store")})
@@ -379,7 +381,7 @@ def test_map_html_uses_only_local_leaflet(service):
 
     missing = missing_vendor_files()
     assert not missing, f"map assets not installed ({missing[0]}); run `make assets`"
-    html = ui.archive_map(service.footprints(), basemap="none").get_root().render()
+    html = ui.archive_map(service.catalog.footprints(), basemap="none").get_root().render()
     assert "/app/static/vendor/leaflet/leaflet.js" in html
     assert "/app/static/vendor/leaflet-draw/leaflet.draw.js" in html
     external = re.findall(r'(?:src|href)="(https?://[^"]+)"', html)

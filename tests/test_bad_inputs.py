@@ -202,7 +202,7 @@ def test_service_filters_refuse_a_string_of_sources_and_latitudes_past_the_poles
     with pytest.raises(InputError, match=r"latitudes in \[-90, 90\]"):
         service.search_text("new buildings", filters=SearchFilters(bbox=(-98.0, 30.0, -97.0, 95.0)))
     with pytest.raises(InputError, match=r"longitudes in \[-180, 180\]"):
-        service.footprints(SearchFilters(bbox=(-190.0, 30.0, -97.0, 31.0)))
+        service.catalog.footprints(SearchFilters(bbox=(-190.0, 30.0, -97.0, 31.0)))
     with pytest.raises(InputError, match="bbox"):
         service.search_text("new buildings", filters=SearchFilters(bbox=(float("nan"), 30.0, -97.0, 31.0)))
     hits = service.search_text("new buildings", k=3, filters=SearchFilters(sources=["synthetic"]))

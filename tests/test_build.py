@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from textitsr.data.registry import open_source
-from textitsr.index.build import build_store, load_model
+from textitsr.embedding.encode import load_model
+from textitsr.index.build import build_store
 from textitsr.index.store import Store
 from textitsr.models.checkpoint import checkpoint_id
 

@@ -54,7 +54,7 @@ def test_full_layout_counts_and_bands(dubai_root):
     assert detect_kind(dubai_root) == "dubaiccd"
     src = DubaiCCDSource(dubai_root)
     assert len(src) == 500
-    splits = {s: sum(r.split == s for r in src.records) for s in ("train", "val", "test")}
+    splits = {s: src.count(s) for s in ("train", "val", "test")}
     assert splits == {"train": 300, "val": 50, "test": 150}
     test_pairs = list(src.pairs("test"))
     assert len(test_pairs) == 150

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-import textitsr.training.features as features
-from textitsr.training.features import EmptySplitError, build_or_load
+import textitsr.embedding.cache as features
+from textitsr.embedding.cache import EmptySplitError, build_or_load
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +109,9 @@ def test_cache_is_reused_and_rebuilt_when_stale(world: Path, model, tmp_path: Pa
 
 
 def test_empty_split_and_reopen(model, tmp_path: Path) -> None:
-    class Empty:
+    from textitsr.data.pairs import PairSourceBase
+
+    class Empty(PairSourceBase):
         name = "empty"
 
         def __len__(self) -> int:

@@ -12,7 +12,8 @@ from affine import Affine
 from conftest import shared_path
 from rasterio.warp import Resampling, calculate_default_transform, reproject, transform_bounds
 
-from textitsr.data.geotiff import GeoTiffSource, _parse_date
+from textitsr.data.geotiff import GeoTiffSource
+from textitsr.data.scenes import _parse_date
 from textitsr.errors import InputError
 
 UTM14 = "EPSG:26914"

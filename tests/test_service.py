@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from textitsr.errors import InputError, StoreError
+from textitsr.index.build import add_scenes
 from textitsr.index.store import Store
 from textitsr.service import ArchiveStats, CaptionHit, PairHit, SearchFilters, SearchService
 
@@ -39,7 +40,7 @@ def folder_digest(root: Path) -> str:
 def test_search_text_ranks_the_archive_by_cosine_similarity(service: SearchService) -> None:
     hits = service.search_text("new buildings along the road", k=5)
     assert [h.rank for h in hits] == [1, 2, 3, 4, 5] and all(isinstance(h, PairHit) for h in hits)
-    ids, emb = service.pair_embeddings()
+    ids, emb = service.catalog.pair_ids(), service.store.pair_embeddings()
     sims = emb @ service.encode_query("new buildings along the road")[0]
     assert [h.pair_id for h in hits] == [ids[i] for i in np.argsort(-sims)[:5]]
     assert [h.score for h in hits] == pytest.approx(sorted(sims, reverse=True)[:5], abs=1e-4)
@@ -74,7 +75,7 @@ def test_huge_k_is_clamped_to_the_archive(service: SearchService) -> None:
 
 
 def test_filters(service: SearchService) -> None:
-    pair = service.pair("test_000003")
+    pair = service.catalog.pair("test_000003")
     hits = service.search_text("road", k=40, filters=SearchFilters(bbox=pair["bounds"]))
     assert "test_000003" in {h.pair_id for h in hits} and len(hits) < 40
     w, s, e, n = pair["bounds"]
@@ -96,7 +97,7 @@ def test_search_pair_by_id_excludes_itself(service: SearchService) -> None:
 
 
 def test_search_pair_by_uploaded_images_finds_that_pair(service: SearchService) -> None:
-    before, after = service.thumbnails("train_000004")
+    before, after = service.catalog.thumbnails("train_000004")
     assert before.dtype == np.uint8 and before.shape == (64, 64, 3)  # tiles smaller than the thumb size
     hits = service.search_pair(before=before, after=after, k=3)
     assert hits[0].pair_id == "train_000004" and hits[0].score > 0.99
@@ -114,9 +115,9 @@ def test_unknown_pair_id_is_an_input_error(service: SearchService) -> None:
     for call in (
         service.search_pair,
         service.describe_pair,
-        service.pair,
-        service.thumbnails,
-        service.change_stats,
+        service.catalog.pair,
+        service.catalog.thumbnails,
+        service.catalog.change_stats,
     ):
         with pytest.raises(InputError, match="nope"):
             call("nope")
@@ -130,23 +131,23 @@ def test_describe_pair_returns_distinct_archive_sentences(service: SearchService
 
 
 def test_records_stats_and_footprints(service: SearchService) -> None:
-    rec = service.pair("train_000004")
+    rec = service.catalog.pair("train_000004")
     assert rec["split"] == "train" and rec["crs"] == "EPSG:32614" and len(rec["captions"]) == 5
     assert rec["location"]["kind"] == "synthetic" and rec["native_bounds"][2] - rec["native_bounds"][0] == 64
-    stats = service.change_stats("train_000004")
+    stats = service.catalog.change_stats("train_000004")
     assert stats is not None and "ndvi_delta" in stats
-    st = service.stats()
+    st = service.catalog.stats()
     assert isinstance(st, ArchiveStats)
     assert st.n_pairs == 40 and st.n_captions == 200 and st.sources == {"synthetic": 40}
     assert st.splits == {"train": 24, "val": 8, "test": 8}
     assert st.date_range == ("2015-10-03", "2020-04-06")
     assert st.model["fusion"] == "gff:before+after+diff" and st.model["checkpoint_id"]
-    geo = service.footprints(SearchFilters(sources=("synthetic",)))
+    geo = service.catalog.footprints(SearchFilters(sources=("synthetic",)))
     assert geo["type"] == "FeatureCollection" and len(geo["features"]) == 40
     props = geo["features"][0]["properties"]
     assert set(props) >= {"pair_id", "source", "date_before", "date_after", "change_type"}
     json.dumps(geo)  # serialisable as is
-    ids, emb = service.pair_embeddings()
+    ids, emb = service.catalog.pair_ids(), service.store.pair_embeddings()
     assert len(ids) == 40 and emb.dtype == np.float32 and emb.shape[1] == 256
 
 
@@ -161,9 +162,9 @@ def test_empty_store_gives_empty_results(tiny_archive, tmp_path: Path) -> None:
     )
     digest = folder_digest(tmp_path / "empty")
     svc = SearchService.open(tmp_path / "empty")
-    assert svc.search_text("road") == [] and svc.stats().n_pairs == 0
-    assert svc.search_text("road", k=10**9) == [] and svc.tile_size() is None
-    assert svc.footprints()["features"] == [] and svc.stats().date_range == (None, None)
+    assert svc.search_text("road") == [] and svc.catalog.stats().n_pairs == 0
+    assert svc.search_text("road", k=10**9) == [] and svc.catalog.tile_size() is None
+    assert svc.catalog.footprints()["features"] == [] and svc.catalog.stats().date_range == (None, None)
     with pytest.raises(InputError):
         svc.search_text(" ")
     with pytest.raises(InputError, match="k="):
@@ -213,8 +214,8 @@ def test_bad_queries_leave_the_store_untouched_and_the_service_working(tiny_arch
         lambda: svc.search_pair("train_000004", k=0),
         lambda: svc.describe_pair("train_000004", k=-1),
         lambda: svc.search_pair("no-such-pair"),
-        lambda: svc.add_scenes([store / "manifest.json"]),
-        lambda: svc.add_scenes([tmp_path / "a.tif", tmp_path / "b.tif"]),
+        lambda: add_to(svc, [store / "manifest.json"]),
+        lambda: add_to(svc, [tmp_path / "a.tif", tmp_path / "b.tif"]),
     ):
         with pytest.raises(InputError):
             bad()
@@ -228,15 +229,22 @@ def test_bad_queries_leave_the_store_untouched_and_the_service_working(tiny_arch
 def test_a_scene_smaller_than_a_tile_is_refused_with_both_sizes(tiny_archive, tmp_path: Path) -> None:
     store = copy_store(tiny_archive, tmp_path)
     svc = SearchService.open(store)
-    assert svc.tile_size() == 64  # the tiny world's tiles
+    assert svc.catalog.tile_size() == 64  # the tiny world's tiles
     digest = folder_digest(store)
     scenes = [tiny_archive.world / "scenes" / "val" / f"{d}.tif" for d in ("before", "after")]
     with pytest.raises(InputError, match=r"192x192 px.*256 px tile"):
-        svc.add_scenes(scenes)  # the loader's default tile size
+        add_to(svc, scenes)  # the loader's default tile size
     with pytest.raises(InputError, match="tile_size"):
-        svc.add_scenes(scenes, tile_size="64")
+        add_to(svc, scenes, tile_size="64")
     assert folder_digest(store) == digest and len(svc) == 40
-    assert svc.add_scenes(scenes, tile_size=svc.tile_size()) == 9  # 3 x 3 tiles of 64 px
+    assert add_to(svc, scenes, tile_size=svc.catalog.tile_size()) == 9  # 3 x 3 tiles of 64 px
+
+
+def add_to(svc: SearchService, paths: list[Path], **options) -> int:
+    """Append scenes to the service's store and let the service see them (what the Archive page does)."""
+    added = add_scenes(svc.checkpoint, svc.store.root, paths, **options)
+    svc.refresh()
+    return added
 
 
 def write_scene_pair(folder: Path) -> list[Path]:
@@ -272,12 +280,12 @@ def test_add_scenes_appends_tiles_of_a_geotiff_pair(tiny_archive, tmp_path: Path
     svc = SearchService.open(store)
     paths = write_scene_pair(tmp_path)
     seen: list[float] = []
-    added = svc.add_scenes(paths, progress=lambda f, msg: seen.append(f), tile_size=32)
+    added = add_to(svc, paths, progress=lambda f, msg: seen.append(f), tile_size=32)
     assert added == 12 and len(svc) == 52 and seen[-1] == 1.0  # 3 x 4 tiles of 32 px
     new = [h for h in svc.search_text("road", k=len(svc)) if h.source == "geotiff"]
     assert len(new) == added and all(h.bounds is not None for h in new)
     assert {h.dates for h in new} == {("2018-05-01", "2021-06-01")}
-    assert svc.add_scenes(paths, tile_size=32) == 0  # already indexed: nothing re-embedded
+    assert add_to(svc, paths, tile_size=32) == 0  # already indexed: nothing re-embedded
     assert len(SearchService.open(store)) == 52  # persisted
     with pytest.raises(InputError, match="two GeoTIFF"):
-        svc.add_scenes(paths[:1])
+        add_to(svc, paths[:1])

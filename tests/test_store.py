@@ -11,7 +11,8 @@ import pytest
 from textitsr.data.pairs import BitemporalPair
 from textitsr.errors import InputError, StoreError
 from textitsr.index import store as store_mod
-from textitsr.index.store import ShardData, Store, encode_thumbnail, pair_row, write_shard
+from textitsr.index.shards import ShardData, encode_thumbnail, pair_row, write_shard
+from textitsr.index.store import Store
 
 DIM = 8
 
@@ -171,3 +172,30 @@ def test_missing_store_and_empty_store(tmp_path: Path) -> None:
     empty = new_store(tmp_path / "s")
     empty.validate()
     assert len(empty) == 0 and empty.pair_embeddings().shape == (0, DIM) and len(empty.metadata()) == 0
+
+
+def test_with_embeddings_copies_the_store_with_new_pair_vectors(tmp_path: Path) -> None:
+    store = new_store(tmp_path / "s", dtype="float32")
+    store.add_shard("a-00000", make_shard("a", 3, seed=1))
+    store.add_shard("b-00000", make_shard("b", 2, seed=2))
+    new = np.eye(5, DIM, dtype=np.float32)
+    card = {"checkpoint_id": "ckpt-b", "fusion": "gff:diff"}
+
+    copy = store.with_embeddings(tmp_path / "tuned", new, checkpoint=tmp_path / "m2", model=card)
+
+    assert copy.checkpoint_id == "ckpt-b" and copy.manifest["model"] == card
+    assert copy.manifest["checkpoint"] == str(tmp_path / "m2")
+    np.testing.assert_array_equal(copy.pair_embeddings(), new)
+    assert copy.metadata()["pair_id"].tolist() == store.metadata()["pair_id"].tolist()
+    np.testing.assert_array_equal(copy.caption_embeddings(), store.caption_embeddings())
+    np.testing.assert_array_equal(copy.thumbnails("b-00000", "b_1")[1], store.thumbnails("b-00000", "b_1")[1])
+    assert Store.open(tmp_path / "s").checkpoint_id == "ckpt-a"  # the base store is untouched
+
+
+def test_with_embeddings_refuses_a_wrong_row_count(tmp_path: Path) -> None:
+    store = new_store(tmp_path / "s")
+    store.add_shard("a-00000", make_shard("a", 3))
+    with pytest.raises(StoreError, match="3 pairs"):
+        store.with_embeddings(tmp_path / "t", np.zeros((2, DIM)),
+                              checkpoint=tmp_path, model={"checkpoint_id": "x"})
+    assert not (tmp_path / "t").exists()

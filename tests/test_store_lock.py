@@ -12,8 +12,9 @@ import pytest
 from test_store import make_shard, new_store
 
 from textitsr.errors import StoreLockedError
-from textitsr.index import store as store_mod
-from textitsr.index.store import Store, lock_path, writer_lock
+from textitsr.index import lock as lock_mod
+from textitsr.index.lock import lock_path, writer_lock
+from textitsr.index.store import Store
 
 
 def test_two_concurrent_index_runs_keep_every_pair(tiny_archive, tmp_path: Path) -> None:
@@ -97,7 +98,7 @@ def test_a_build_waits_for_the_lock_then_gives_up(tiny_archive, tmp_path: Path, 
     from textitsr.data.synthetic import SyntheticSource
     from textitsr.index.build import build_store
 
-    monkeypatch.setattr(store_mod, "WRITER_WAIT_S", 0.2)
+    monkeypatch.setattr(lock_mod, "WRITER_WAIT_S", 0.2)
     out = tmp_path / "store"
     with writer_lock(out), pytest.raises(StoreLockedError, match=str(out)):
         build_store(tiny_archive.checkpoint, SyntheticSource(tiny_archive.world), out, progress=False)

@@ -18,7 +18,9 @@ from hypothesis import strategies as st
 from test_store import DIM, make_shard, new_store
 
 from textitsr.errors import StoreError
-from textitsr.index.store import Store, check_store, read_manifest, write_shard
+from textitsr.index.integrity import check_store
+from textitsr.index.shards import write_shard
+from textitsr.index.store import Store, read_manifest
 
 
 def two_shard_store(root: Path) -> Store:
@@ -155,7 +157,7 @@ def test_bad_location_json_is_a_store_error_from_the_service(tiny_archive, tmp_p
     )
     service = SearchService.open(store)
     with pytest.raises(StoreError, match=rf"pair '{first}'.*'location' is not valid JSON"):
-        service.pair(first)
+        service.catalog.pair(first)
 
 
 json_values = st.recursive(

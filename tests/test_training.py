@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from textitsr.training.features import FeatureCache
+from textitsr.embedding.cache import FeatureCache
 from textitsr.training.losses import info_nce
 from textitsr.training.sampling import CaptionSampler
 from textitsr.training.train import TrainConfig, TrainData, fit, load_training_state

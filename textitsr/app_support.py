@@ -24,13 +24,14 @@ import numpy as np
 
 from textitsr.config import DATA_DIR, DemoPaths
 from textitsr.data.geotiff import GeoTiffOptions
-from textitsr.errors import InputError, TextITSRError
+from textitsr.errors import InputError, StoreError, TextITSRError
 from textitsr.escape import html_text, markdown_code, markdown_text
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import folium
     import plotly.graph_objects as go
 
+    from textitsr.active.rounds import AnnealSession
     from textitsr.service import ArchiveStats, CaptionHit, PairHit, SearchFilters, SearchService
 
 log = logging.getLogger(__name__)
@@ -161,7 +162,9 @@ class Archive:
 def fine_tuned_store(config: AppConfig) -> Path | None:
     """The store the Annotate page's last "update model" re-embedded, or None when there is none."""
     path = config.annotations_dir / "store"
-    return path if (path / "manifest.json").is_file() else None
+    from textitsr.index.store import is_store
+
+    return path if is_store(path) else None
 
 
 def archive_choice(config: AppConfig) -> str:
@@ -187,13 +190,13 @@ def set_archive_choice(config: AppConfig, kind: str) -> None:
 
 
 def _manifest(store: Path) -> dict[str, Any] | None:
-    import json
+    """The store's manifest, or None when there is no readable store there."""
+    from textitsr.index.store import read_manifest
 
     try:
-        manifest = json.loads((store / "manifest.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return read_manifest(store)
+    except StoreError:
         return None
-    return manifest if isinstance(manifest, dict) else None
 
 
 def base_archive(config: AppConfig) -> Archive:
@@ -258,6 +261,27 @@ def get_base_service(config: AppConfig | None = None) -> SearchService:
 def clear_service_cache() -> None:
     """Forget the loaded service (after the archive changed on disk, e.g. scenes were added)."""
     _open_service.clear()
+
+
+def anneal_session(config: AppConfig, strategy: str, batch: int) -> AnnealSession:
+    """The ANNEAL session over the base archive, kept in the app's annotations workspace."""
+    from textitsr.active.anneal import SelectionConfig
+    from textitsr.active.rounds import AnnealSession
+
+    return AnnealSession(config.store, config.annotations_dir, config.checkpoint,
+                         SelectionConfig(strategy=strategy, batch=batch))
+
+
+def add_scenes(service: SearchService, paths: list[Path], progress: Any = None, **options: Any) -> int:
+    """Tile and embed GeoTIFF scenes into `service`'s archive; the service sees them at once.
+
+    Returns the number of pairs added (0: these scenes are already in the archive).
+    """
+    from textitsr.index.build import add_scenes as append_scenes
+
+    added = append_scenes(service.checkpoint, service.store.root, paths, progress or False, **options)
+    service.refresh()
+    return added
 
 
 def page_setup(title: str | None = None) -> None:
@@ -966,7 +990,7 @@ def results_grid(service: SearchService, hits: Sequence[PairHit], key: str, colu
             with col:
                 st.markdown(f"**#{hit.rank}** {markdown_code(hit.pair_id)} — score **{hit.score:.3f}**")
                 try:
-                    before, after = service.thumbnails(hit.pair_id)
+                    before, after = service.catalog.thumbnails(hit.pair_id)
                     left, right = st.columns(2)
                     left.image(before, caption="before", width="stretch")
                     right.image(after, caption="after", width="stretch")

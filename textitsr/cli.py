@@ -6,13 +6,17 @@ Commands are thin: they parse options and call the library (for search, through
 
 from __future__ import annotations
 
+import functools
+import inspect
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from textitsr.config import DEMO_SEED
+from textitsr.data.registry import SourceOptions
 from textitsr.errors import TextITSRError, one_line
 
 app = typer.Typer(
@@ -23,17 +27,6 @@ app = typer.Typer(
     add_completion=False,
 )
 
-SourceKind = Annotated[
-    str | None,
-    typer.Option(
-        "--source",
-        "--kind",
-        help="Source type: levircc, dubaiccd, folder, geotiff, synthetic (detected when omitted).",
-    ),
-]
-
-
-# --------------------------------------------------------------------------------------- data
 @app.command("demo-data")
 def demo_data(
     out: Annotated[Path, typer.Option(help="Folder to write the synthetic world into.")],
@@ -55,102 +48,76 @@ def demo_data(
     typer.echo(summary(root, seconds=time.perf_counter() - start))
 
 
-# Source options shared by every command that reads a source (ingest, index): one definition each.
 SplitOption = Annotated[str | None, typer.Option(help="Only this split (train, val, test).")]
-SkipMissing = Annotated[
-    bool, typer.Option(help="LEVIR-CC/Dubai-CCD/folder: leave out pairs whose images are missing.")
-]
-TileSize = Annotated[int | None, typer.Option(help="GeoTIFF: tile side in px [default 256].")]
-Pairing = Annotated[
-    str | None, typer.Option(help="GeoTIFF: consecutive (default), all, or 'I,J;I,J' (date order).")
-]
-BandNames = Annotated[str | None, typer.Option(help="Names of the file's bands, e.g. swir1,nir,red,green.")]
-Bands = Annotated[str | None, typer.Option(help="GeoTIFF: bands to keep, e.g. red,green,blue.")]
-Display = Annotated[
-    str | None, typer.Option(help="Display composite: rgb, false-colour, cir, or three band names.")
-]
-Stretch = Annotated[
-    str | None, typer.Option(help="GeoTIFF scaling per scene: gain (default), percentile, none.")
-]
-MaxNodata = Annotated[
-    float | None, typer.Option(help="GeoTIFF: skip tiles with a larger nodata fraction [default 0.01].")
-]
+
+def _option(kind: Any, text: str, *flags: str) -> Any:
+    return Annotated[kind, typer.Option(*flags, help=text)]
 
 
-def _open_source(
-    paths: Path | list[Path],
-    kind: str | None,
-    *,
-    skip_missing: bool = False,
-    tile_size: int | None = None,
-    pairing: str | None = None,
-    band_names: str | None = None,
-    bands: str | None = None,
-    display: str | None = None,
-    stretch: str | None = None,
-    max_nodata: float | None = None,
-):
-    """Open a source from command-line text options; unset options keep the loaders' defaults."""
-    from textitsr.data.registry import detect_kind, open_source
-    from textitsr.errors import InputError
+#: The options of every command that reads a source (ingest, train, evaluate, index), declared once:
+#: name -> (annotation, default). `with_source_options` adds them; data.registry.SourceOptions parses them.
+SOURCE_OPTIONS: dict[str, tuple[Any, Any]] = {
+    "kind": (_option(str | None, "Source type: levircc, dubaiccd, folder, geotiff, synthetic (detected "
+                     "when omitted).", "--source", "--kind"), None),
+    "skip_missing": (_option(bool, "LEVIR-CC/Dubai-CCD/folder: leave out pairs whose images are missing."),
+                     False),
+    "tile_size": (_option(int | None, "GeoTIFF: tile side in px [default 256]."), None),
+    "pairing": (_option(str | None, "GeoTIFF: consecutive (default), all, or 'I,J;I,J' (date order)."), None),
+    "band_names": (_option(str | None, "Names of the file's bands, e.g. swir1,nir,red,green."), None),
+    "bands": (_option(str | None, "GeoTIFF: bands to keep, e.g. red,green,blue."), None),
+    "display": (_option(str | None, "Display composite: rgb, false-colour, cir, or three band names."), None),
+    "stretch": (_option(str | None, "GeoTIFF scaling per scene: gain (default), percentile, none."), None),
+    "max_nodata": (_option(float | None, "GeoTIFF: skip tiles with a larger nodata fraction [default 0.01]."),
+                   None),
+}
+SOURCE_DEFAULTS = SourceOptions()
 
-    def names(text: str | None) -> tuple[str, ...] | None:
-        return tuple(p.strip() for p in text.split(",") if p.strip()) if text else None
 
-    root = paths[0] if isinstance(paths, list) and len(paths) == 1 else paths
-    kind = kind or detect_kind(root)
-    options: dict = {}
-    if kind == "geotiff":
-        chosen: object = pairing
-        if pairing is not None and pairing not in ("consecutive", "all"):
-            try:
-                parts = [part for part in pairing.split(";") if part.strip()]
-                chosen = [tuple(int(v) for v in part.split(",")) for part in parts]
-            except ValueError as err:
-                raise InputError(f"--pairing {pairing!r}: expected consecutive, all, or 'I,J;I,J'") from err
-        given = dict(tile_size=tile_size, pairing=chosen, band_names=names(band_names), bands=names(bands),
-                     display=display, stretch=stretch, max_nodata=max_nodata)
-        options = {k: v for k, v in given.items() if v is not None}  # defaults live in GeoTiffOptions
-    elif kind in ("levircc", "dubaiccd", "folder"):
-        options = {"on_missing": "skip" if skip_missing else "error"}
-        if kind != "levircc":
-            options |= {"band_names": names(band_names), "display": display}
-    return kind, open_source(root, kind=kind, **options)
+def with_source_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Give `command` the SOURCE_OPTIONS; it receives them as one `options: SourceOptions` argument."""
+    signature = inspect.signature(command, eval_str=True)
+    own = [p for p in signature.parameters.values() if p.name != "options"]
+    added = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+        for name, (annotation, default) in SOURCE_OPTIONS.items()
+    ]
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        from textitsr.data.registry import SourceOptions
+
+        options = SourceOptions(**{name: kwargs.pop(name) for name in SOURCE_OPTIONS})
+        return command(*args, options=options, **kwargs)
+
+    params = own + added
+    run.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+    run.__annotations__ = {p.name: p.annotation for p in params}
+    return run
 
 
 @app.command()
+@with_source_options
 def ingest(
     source: Annotated[list[Path], typer.Argument(help="Dataset root, GeoTIFF folder, or GeoTIFF files.")],
     out: Annotated[Path, typer.Option(help="Parquet file with one row per pair.")],
-    kind: SourceKind = None,
     split: SplitOption = None,
-    skip_missing: SkipMissing = False,
-    tile_size: TileSize = None,
-    pairing: Pairing = None,
-    band_names: BandNames = None,
-    bands: Bands = None,
-    display: Display = None,
-    stretch: Stretch = None,
-    max_nodata: MaxNodata = None,
+    options: SourceOptions = SOURCE_DEFAULTS,
 ) -> None:
     """Read a source into pairs and write their catalogue (id, split, dates, bounds, CRS, ...)."""
     from textitsr.data.catalog import write_catalog
     from textitsr.outputs import check_output_file
 
     check_output_file(out, inputs=source)
-    kind, src = _open_source(source, kind, skip_missing=skip_missing, tile_size=tile_size, pairing=pairing,
-                             band_names=band_names, bands=bands, display=display, stretch=stretch,
-                             max_nodata=max_nodata)
+    src = options.open(source)
     n = write_catalog(src, out, split=split)
-    typer.echo(f"ingested {n} pairs from {kind} source {', '.join(map(str, source))} -> {out}")
+    typer.echo(f"ingested {n} pairs from {src.name} source {', '.join(map(str, source))} -> {out}")
 
 
-# -------------------------------------------------------------------------------------- model
 @app.command()
+@with_source_options
 def train(
     root: Annotated[Path, typer.Option(help="Dataset root.")],
     out: Annotated[Path, typer.Option(help="Checkpoint folder to write (resumable state in OUT/last/).")],
-    source: SourceKind = None,
     fusion: Annotated[
         str | None, typer.Option(help="Fusion: tff, concat-transformer, or a GFF spec (gff:after+diff).")
     ] = None,
@@ -164,17 +131,20 @@ def train(
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/last/ if present.")] = False,
     image_encoder: Annotated[str | None, typer.Option(help="Image backbone name, HF id or path.")] = None,
     text_encoder: Annotated[str | None, typer.Option(help="Text backbone name, HF id or path.")] = None,
+    options: SourceOptions = SOURCE_DEFAULTS,
 ) -> None:
     """Train the text-ITSR model contrastively on (pair, caption) data."""
     from textitsr.training.train import TrainConfig
     from textitsr.training.train import train as run_training
 
-    given = {"source": source, "fusion": fusion, "epochs": epochs, "seed": seed, "device": device,
+    kind, source_options = options.resolve(root)
+    given = {"fusion": fusion, "epochs": epochs, "seed": seed, "device": device,
              "batch_size": batch_size, "lr": lr, "patience": patience, "cache_dir": cache_dir}
-    options = {k: v for k, v in given.items() if v is not None}  # unset -> TrainConfig's defaults
+    settings = {k: v for k, v in given.items() if v is not None}  # unset -> TrainConfig's defaults
     backbones = {"image_encoder": image_encoder, "text_encoder": text_encoder}
     model_options = {k: v for k, v in backbones.items() if v is not None}  # unset -> ModelConfig's
-    config = TrainConfig(root=root, out=out, resume=resume, model_options=model_options, **options)
+    config = TrainConfig(root=root, out=out, source=kind, source_options=source_options, resume=resume,
+                         model_options=model_options, **settings)
     result = run_training(config)
     typer.echo(
         f"best val mR {result.best_val_mR:.2f} (epoch {result.best_epoch}/{result.epochs_run}, "
@@ -183,14 +153,15 @@ def train(
 
 
 @app.command()
+@with_source_options
 def evaluate(
     checkpoint: Annotated[Path, typer.Option(help="Checkpoint folder.")],
     root: Annotated[Path, typer.Option(help="Dataset root.")],
-    source: SourceKind = None,
     split: Annotated[str, typer.Option(help="Split to evaluate (the whole split is the gallery).")] = "test",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     device: Annotated[str, typer.Option(help="cpu, cuda, or auto.")] = "auto",
     cache_dir: Annotated[Path | None, typer.Option(help="Folder of backbone feature caches.")] = None,
+    options: SourceOptions = SOURCE_DEFAULTS,
 ) -> None:
     """Evaluate text->pair and pair->text retrieval (R@1/5/10, mR, mAP) over the whole split."""
     import json
@@ -198,31 +169,23 @@ def evaluate(
     from textitsr.evaluation.evaluate import evaluate_checkpoint, format_metrics
 
     extra = {"cache_dir": cache_dir} if cache_dir is not None else {}
-    metrics = evaluate_checkpoint(checkpoint, root, source, split, device, progress=not as_json, **extra)
+    source = options.open(root)
+    metrics = evaluate_checkpoint(checkpoint, source, split, device, progress=not as_json, **extra)
     typer.echo(json.dumps(metrics) if as_json else format_metrics(metrics))
 
 
-# -------------------------------------------------------------------------------------- index
 @app.command()
+@with_source_options
 def index(
     checkpoint: Annotated[Path, typer.Option(help="Checkpoint folder.")],
     root: Annotated[
         list[Path], typer.Option(help="Dataset root, GeoTIFF folder, or GeoTIFF files (repeat --root).")
     ],
     out: Annotated[Path, typer.Option(help="Store folder to write or extend.")],
-    source: SourceKind = None,
     scheduler: Annotated[
         str | None, typer.Option(help="Dask scheduler address, e.g. tcp://HOST:8786.")
     ] = None,
     split: SplitOption = None,
-    skip_missing: SkipMissing = False,
-    tile_size: TileSize = None,
-    pairing: Pairing = None,
-    band_names: BandNames = None,
-    bands: Bands = None,
-    display: Display = None,
-    stretch: Stretch = None,
-    max_nodata: MaxNodata = None,
     batch_size: Annotated[int | None, typer.Option(help="Pairs per encoder batch.")] = None,
     shard_size: Annotated[
         int | None, typer.Option(help="Pairs per shard (unit of resume and of Dask work).")
@@ -230,15 +193,14 @@ def index(
     feature_cache: Annotated[
         Path | None, typer.Option(help="Reuse the training feature cache in this folder (local builds).")
     ] = None,
+    options: SourceOptions = SOURCE_DEFAULTS,
 ) -> None:
     """Embed a source into a searchable archive store (resumes; appends new sources as new shards)."""
     from textitsr.index.build import BuildConfig, build_store
     from textitsr.outputs import STORE, check_output_dir
 
     check_output_dir(out, (STORE,), inputs=root)
-    _, pairs = _open_source(root, source, skip_missing=skip_missing, tile_size=tile_size, pairing=pairing,
-                            band_names=band_names, bands=bands, display=display, stretch=stretch,
-                            max_nodata=max_nodata)
+    pairs = options.open(root)
     overrides = {"batch_size": batch_size, "shard_size": shard_size, "feature_cache": feature_cache}
     config = BuildConfig(**{name: value for name, value in overrides.items() if value is not None})
     store = build_store(checkpoint, pairs, out, split=split, scheduler=scheduler, config=config)
@@ -287,7 +249,8 @@ def search(
 @app.command()
 def check(store: Annotated[Path, typer.Argument(help="Store folder to check.")]) -> None:
     """Read a whole store and print everything wrong with it, one line each (exit 1 when anything is)."""
-    from textitsr.index.store import Store, check_store
+    from textitsr.index.integrity import check_store
+    from textitsr.index.store import Store
 
     problems = check_store(store)
     for line in problems:
@@ -299,7 +262,6 @@ def check(store: Annotated[Path, typer.Argument(help="Store folder to check.")])
                f"{opened.manifest.get('n_captions', 0)} captions, model {opened.checkpoint_id}")
 
 
-# ------------------------------------------------------------------------------------- active
 @app.command()
 def annotate(
     store: Annotated[Path, typer.Option(help="Store folder whose pairs are annotated (never modified).")],
@@ -358,7 +320,6 @@ def annotate(
         typer.echo(f"log: {session.paths.log}" + ("" if no_update else f"  store: {session.paths.store}"))
 
 
-# ---------------------------------------------------------------------------------------- app
 @app.command()
 def demo(
     root: Annotated[Path | None, typer.Option(help="Demo artifacts folder (default data/demo).")] = None,

@@ -62,7 +62,6 @@ class SelectionConfig:
             raise InputError(f"random_partners: expected >= 0, got {self.random_partners}")
 
 
-# ------------------------------------------------------------------------------- candidates
 def _check_embeddings(emb: np.ndarray) -> np.ndarray:
     emb = np.asarray(emb, dtype=np.float32)
     if emb.ndim != 2 or len(emb) < 2:
@@ -122,7 +121,6 @@ def pair_features(emb: np.ndarray, pairs: np.ndarray) -> np.ndarray:
     return np.concatenate([np.abs(a - b), a * b], axis=1)
 
 
-# -------------------------------------------------------------------------------------- MGUE
 def best_threshold(dist: np.ndarray, similar: np.ndarray) -> float:
     """The distance threshold that best separates similar (below) from dissimilar (above) pairs.
 
@@ -173,7 +171,6 @@ def mgue_uncertainty(dist: np.ndarray, threshold: float) -> np.ndarray:
     return 1.0 - gap / max(float(gap.max()), 1e-12)
 
 
-# ------------------------------------------------------------------------------------- BCGUE
 def fit_pair_classifier(features: np.ndarray, similar: np.ndarray, seed: int = 0):
     """Logistic regression similar-vs-dissimilar on pair features (classes balanced)."""
     from sklearn.linear_model import LogisticRegression
@@ -190,7 +187,6 @@ def bcgue_uncertainty(prob_similar: np.ndarray) -> np.ndarray:
     return 1.0 - np.abs(2.0 * np.asarray(prob_similar, dtype=np.float64) - 1.0)
 
 
-# --------------------------------------------------------------------------------- diversity
 def diverse_top(
     features: np.ndarray, uncertainty: np.ndarray, batch: int, pool_factor: int = 5, seed: int = 0
 ) -> np.ndarray:
@@ -219,7 +215,6 @@ def diverse_top(
     return chosen[np.argsort(-uncertainty[chosen], kind="stable")]
 
 
-# --------------------------------------------------------------------------------- selection
 @dataclass(frozen=True)
 class Selection:
     """One round's proposal: item pairs (b, 2), their uncertainty, and how it was estimated."""

@@ -64,7 +64,6 @@ class AnnotationLog:
         path = Path(path)
         self.path = path / LOG_NAME if path.is_dir() or path.suffix == "" else path
 
-    # ---------------------------------------------------------------------------- writing
     def _append(self, record: dict[str, Any]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         line = (json.dumps(record, sort_keys=True) + "\n").encode("utf-8")
@@ -131,7 +130,6 @@ class AnnotationLog:
             }
         )
 
-    # ---------------------------------------------------------------------------- reading
     def records(self) -> list[dict[str, Any]]:
         """All records in order; a torn line (crash mid-append) is skipped, any other bad line raises."""
         if not self.path.exists():

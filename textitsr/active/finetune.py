@@ -274,7 +274,6 @@ def embed_items(model: PairEmbedder, feats: Any, batch: int = 512) -> np.ndarray
     return np.concatenate(out, axis=0) if out else np.zeros((0, 0), np.float32)
 
 
-# ------------------------------------------------------------------ head-only fast path
 @dataclass
 class FusedFeatures:
     """Fusion outputs (N, F): with the fusion frozen, the pair head is all that trains."""

@@ -15,8 +15,6 @@ all labels so far (no drift from round to round); the next batch is selected in 
 from __future__ import annotations
 
 import hashlib
-import json
-import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,7 +25,7 @@ import numpy as np
 from textitsr.active.anneal import Label, SelectionConfig, select_batch
 from textitsr.active.annotations import AnnotationLog, pair_key
 from textitsr.active.finetune import FinetuneConfig
-from textitsr.atomic import atomic_dir, atomic_path
+from textitsr.atomic import atomic_path
 from textitsr.errors import InputError, StoreError
 from textitsr.evaluation.metrics import MAP_K, pair_map_at_k
 from textitsr.outputs import ANNEAL_WORKSPACE, check_output_dir
@@ -56,7 +54,6 @@ class AnnealPaths:
         return self.root / f"features-{key}.npz"
 
 
-# ------------------------------------------------------------------------------- store data
 @dataclass
 class StoreFeatures:
     """What fine-tuning needs about a store: fused item features and captions (store order)."""
@@ -152,33 +149,6 @@ def store_features(
     return out
 
 
-def write_reembedded_store(
-    src: Any, out: Path, emb: np.ndarray, checkpoint_id: str, checkpoint: Path, card: dict[str, Any]
-) -> None:
-    """Copy store `src` to `out` with new pair embeddings (rows in store order) and model identity.
-
-    Metadata, thumbnails and captions are copied as they are; caption embeddings stay valid because
-    fine-tuning never touches the text side. Cached search graphs are not copied (stale).
-    """
-    from textitsr.index.store import MANIFEST, SHARDS, writer_lock
-
-    manifest = dict(src.manifest)
-    if len(emb) != len(src):
-        raise StoreError(f"{src.root}: {len(src)} pairs but {len(emb)} new embeddings")
-    with writer_lock(out), atomic_dir(out) as tmp:
-        start = 0
-        for shard in manifest["shards"]:
-            name, n = shard["name"], int(shard["n_pairs"])
-            shutil.copytree(src.root / SHARDS / name, tmp / SHARDS / name)
-            np.save(
-                tmp / SHARDS / name / "pair_embeddings.npy", emb[start : start + n].astype(manifest["dtype"])
-            )
-            start += n
-        manifest.update(checkpoint_id=checkpoint_id, checkpoint=str(checkpoint), model=card)
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
-
-
-# ---------------------------------------------------------------------------------- metrics
 def space_metrics(
     emb: np.ndarray,
     change_types: list[str | None],
@@ -212,7 +182,6 @@ def space_metrics(
     return out
 
 
-# ---------------------------------------------------------------------------------- session
 class AnnealSession:
     """One analyst's ANNEAL rounds over a store (see module doc). Cheap to construct."""
 
@@ -248,12 +217,11 @@ class AnnealSession:
             for t in meta["change_type"]
         ]
 
-    # ---------------------------------------------------------------------------- state
     def current_store(self) -> Any:
         """The latest re-embedded store when there is one for these items, else the base store."""
-        from textitsr.index.store import Store
+        from textitsr.index.store import Store, is_store
 
-        if (self.paths.store / "manifest.json").is_file():
+        if is_store(self.paths.store):
             store = Store.open(self.paths.store)
             if len(store) == len(self.base):
                 return store
@@ -270,6 +238,10 @@ class AnnealSession:
                 out.append((self.row[ann.a], self.row[ann.b], ann.similar))
         return out
 
+    def pending(self) -> list[tuple[str, str]]:
+        """The current round's item pairs still waiting for an answer, in the order asked."""
+        return self.log.pending()
+
     def progress(self) -> dict[str, int]:
         """Round number, answered / size of the current batch, labels in total."""
         batch = self.log.batch()
@@ -280,7 +252,6 @@ class AnnealSession:
             "labels": len(self.labels()),
         }
 
-    # ---------------------------------------------------------------------------- rounds
     def next_batch(self) -> list[tuple[str, str]]:
         """The unanswered pairs of the current round, or a freshly selected batch (new round)."""
         pending = self.log.pending()
@@ -308,8 +279,7 @@ class AnnealSession:
         import torch
 
         from textitsr.active.finetune import CaptionData, FusedFeatures, HeadView, embed_items, finetune
-        from textitsr.index.build import model_card
-        from textitsr.models.checkpoint import checkpoint_id, load_checkpoint, save_checkpoint
+        from textitsr.models.checkpoint import checkpoint_id, load_checkpoint, model_card, save_checkpoint
 
         labels = self.labels()
         if not labels:
@@ -349,9 +319,8 @@ class AnnealSession:
         )
         say(0.92, "re-embedding the store")
         emb = embed_items(view, items)
-        new_id = checkpoint_id(folder)
-        write_reembedded_store(
-            self.base, self.paths.store, emb, new_id, folder.resolve(), model_card(model, folder.resolve())
+        self.base.with_embeddings(
+            self.paths.store, emb, checkpoint=folder.resolve(), model=model_card(folder.resolve())
         )
         caption_emb = None
         if captions is not None:

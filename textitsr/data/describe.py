@@ -117,30 +117,22 @@ def describe_change(pair: BitemporalPair, thresholds: ChangeThresholds = DEFAULT
     if stats is None:
         return None
     t = thresholds
-    parts = []
-    loss, gain = stats["vegetation_loss"], stats["vegetation_gain"]
-    if loss >= t.min_fraction and gain >= t.min_fraction:
-        parts.append(
-            f"vegetation decreased over {_about(loss)} and increased over {_about(gain)} of the tile"
-        )
-    elif loss >= t.min_fraction:
-        parts.append(f"vegetation decreased over {_about(loss)} of the tile")
-    elif gain >= t.min_fraction:
-        parts.append(f"vegetation increased over {_about(gain)} of the tile")
-    else:
-        parts.append("vegetation unchanged")
+    veg = (("decreased over", stats["vegetation_loss"]), ("increased over", stats["vegetation_gain"]))
+    parts = [_two_way("vegetation", *veg, t.min_fraction)]
     if "water_gain" in stats:
-        wg, wl = stats["water_gain"], stats["water_loss"]
-        if wg >= t.min_fraction and wl >= t.min_fraction:
-            parts.append(f"water appeared over {_about(wg)} and receded from {_about(wl)} of the tile")
-        elif wg >= t.min_fraction:
-            parts.append(f"water appeared over {_about(wg)} of the tile")
-        elif wl >= t.min_fraction:
-            parts.append(f"water receded from {_about(wl)} of the tile")
-        else:
-            parts.append("water unchanged")
+        water = (("appeared over", stats["water_gain"]), ("receded from", stats["water_loss"]))
+        parts.append(_two_way("water", *water, t.min_fraction))
     if "built_gain" in stats and stats["built_gain"] >= t.min_fraction:
         parts.append(f"built-up or bare ground increased over {_about(stats['built_gain'])} of the tile")
     if abs(stats["brightness_delta"]) >= t.brightness_change:
         parts.append("the scene became " + ("brighter" if stats["brightness_delta"] > 0 else "darker"))
     return "; ".join(parts)
+
+
+def _two_way(
+    subject: str, first: tuple[str, float], second: tuple[str, float], min_fraction: float
+) -> str:
+    """'water appeared over about 10% and receded from about 5% of the tile', either half, or 'unchanged'."""
+    said = [f"{verb} {_about(f)}" for verb, f in (first, second) if f >= min_fraction]
+    return f"{subject} {' and '.join(said)} of the tile" if said else f"{subject} unchanged"
+

@@ -14,17 +14,10 @@ acquisition years, given as YYYY-01-01 (year precision).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
-from textitsr.data.imageio import (
-    normalise_band_name,
-    read_pair_images,
-    resolve_band_names,
-    resolve_display,
-)
-from textitsr.data.levircc import CaptionRecord, parse_caption_json
-from textitsr.data.pairs import BitemporalPair, id_part
+from textitsr.data.captioned import CaptionedPairSource, PairFiles
+from textitsr.data.levircc import parse_caption_json
 from textitsr.errors import InputError
 
 CAPTION_FILES = {
@@ -37,10 +30,12 @@ DATES = ("2000-01-01", "2010-01-01")
 ETM_BANDS = ("blue", "green", "red", "nir", "swir1", "swir2")
 
 
-class DubaiCCDSource:
-    """Pairs of a Dubai-CCD root; `on_missing` as in `LevirCCSource` ("error" or "skip")."""
+class DubaiCCDSource(CaptionedPairSource):
+    """Pairs of a Dubai-CCD root; band_names, display and on_missing as in `CaptionedPairSource`."""
 
     name = "dubaiccd"
+    dates = DATES
+    band_defaults = {6: ETM_BANDS}
 
     def __init__(
         self,
@@ -50,60 +45,24 @@ class DubaiCCDSource:
         display: str | tuple[str, ...] | None = None,
         on_missing: str = "error",
     ) -> None:
-        self.root = Path(root)
-        if on_missing not in ("error", "skip"):
-            raise InputError(f"on_missing={on_missing!r}: expected 'error' or 'skip'")
-        self.band_names = tuple(normalise_band_name(b) for b in band_names) if band_names else None
-        self.display = display
-        cap_dir = Path(captions_dir) if captions_dir else self.root
+        self.captions_dir = Path(captions_dir) if captions_dir else Path(root)
+        super().__init__(root, band_names=band_names, display=display, on_missing=on_missing)
+
+    def _load_files(self) -> list[PairFiles]:
         for folder in (BEFORE_DIR, AFTER_DIR):
             if not (self.root / folder).is_dir():
                 raise InputError(
                     f"{self.root / folder}: Dubai-CCD image folder not found (expected {folder}/)"
                 )
-        records: list[CaptionRecord] = []
+        files = []
         for split, fname in CAPTION_FILES.items():
-            path = cap_dir / fname
+            path = self.captions_dir / fname
             if not path.is_file():
                 raise InputError(f"{path}: Dubai-CCD caption file for split {split!r} not found")
             for rec in parse_caption_json(path):
                 # The split comes from the file a record sits in; its own field must agree.
                 if rec.split != split:
                     raise InputError(f"{path}: {rec.filename} has split {rec.split!r}; expected {split!r}")
-                records.append(rec)
-        if on_missing == "skip":
-            records = [r for r in records if all(p.is_file() for p in self._paths(r))]
-        self.records = records
-
-    def _paths(self, rec: CaptionRecord) -> tuple[Path, Path]:
-        return self.root / BEFORE_DIR / rec.filename, self.root / AFTER_DIR / rec.filename
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def pairs(self, split: str | None = None) -> Iterator[BitemporalPair]:
-        for rec in self.records:
-            if split is not None and rec.split != split:
-                continue
-            before, after = self._paths(rec)
-            for p in (before, after):
-                if not p.is_file():
-                    raise InputError(
-                        f"{p}: image listed in {CAPTION_FILES[rec.split]} is missing; expected "
-                        f"{BEFORE_DIR}/ and {AFTER_DIR}/{rec.filename} (or use on_missing='skip')"
-                    )
-            pair_id = f"dubaiccd_{id_part(Path(rec.filename).stem)}"
-            a, b, names = read_pair_images(before, after, pair_id)
-            bands = resolve_band_names(a.shape[2], self.band_names, names, before, {6: ETM_BANDS})
-            yield BitemporalPair(
-                pair_id=pair_id,
-                before=a,
-                after=b,
-                bands=bands,
-                display_bands=resolve_display(self.display, bands, str(before)),
-                captions=list(rec.captions),
-                source=self.name,
-                split=rec.split,
-                dates=DATES,
-                location={"kind": self.name, "before": str(before), "after": str(after)},
-            )
+                before, after = self.root / BEFORE_DIR / rec.filename, self.root / AFTER_DIR / rec.filename
+                files.append(PairFiles(before, after, rec.captions, split, listed_in=fname))
+        return files

@@ -16,17 +16,11 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
-from textitsr.data.imageio import (
-    IMAGE_SUFFIXES,
-    normalise_band_name,
-    read_pair_images,
-    resolve_band_names,
-    resolve_display,
-)
-from textitsr.data.pairs import SPLITS, BitemporalPair, id_part
+from textitsr.data.captioned import CaptionedPairSource, PairFiles
+from textitsr.data.imageio import IMAGE_SUFFIXES
+from textitsr.data.pairs import SPLITS
 from textitsr.errors import InputError
 
 
@@ -88,46 +82,41 @@ def _read_jsonl(path: Path) -> list[tuple[str, str, str | None, int]]:
     return rows
 
 
-class FolderSource:
+class FolderSource(CaptionedPairSource):
     """Pairs from ROOT/before + ROOT/after with optional captions.csv / captions.jsonl."""
 
     name = "folder"
 
-    def __init__(
-        self,
-        root: Path,
-        band_names: tuple[str, ...] | None = None,
-        display: str | tuple[str, ...] | None = None,
-        on_missing: str = "error",
-    ) -> None:
-        self.root = Path(root)
-        self.band_names = tuple(normalise_band_name(b) for b in band_names) if band_names else None
-        self.display = display
+    def _load_files(self) -> list[PairFiles]:
         before_dir, after_dir = self.root / "before", self.root / "after"
         for d in (before_dir, after_dir):
             if not d.is_dir():
                 raise InputError(
                     f"{d}: folder not found; expected ROOT/before/ and ROOT/after/ with matching names"
                 )
-        before = {p.name: p for p in sorted(before_dir.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
-        after = {p.name: p for p in sorted(after_dir.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
-        unmatched = sorted(set(before) ^ set(after))
-        if unmatched and on_missing != "skip":
+        before = {p.name for p in before_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
+        after = {p.name for p in after_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
+        unmatched = sorted(before ^ after)
+        if unmatched and self.on_missing != "skip":
             name = unmatched[0]
             have, lacks = (before_dir, after_dir) if name in before else (after_dir, before_dir)
             raise InputError(
                 f"{lacks / name}: missing (its partner {have / name} exists); expected matching names"
             )
-        self.names = sorted(set(before) & set(after))
-        if not self.names:
+        names = sorted(before & after)
+        if not names:
             raise InputError(
                 f"{self.root}: no image pairs in before/ and after/ (expected {', '.join(IMAGE_SUFFIXES)})"
             )
-        self.captions: dict[str, list[str]] = {n: [] for n in self.names}
-        self.splits: dict[str, str | None] = {n: None for n in self.names}
-        self._read_captions()
+        captions, splits = self._read_captions(names)
+        return [
+            PairFiles(before_dir / n, after_dir / n, tuple(captions[n]), splits[n]) for n in names
+        ]
 
-    def _read_captions(self) -> None:
+    def _read_captions(self, names: list[str]) -> tuple[dict[str, list[str]], dict[str, str | None]]:
+        """Captions and split of every image name, from captions.csv and/or captions.jsonl."""
+        captions: dict[str, list[str]] = {n: [] for n in names}
+        splits: dict[str, str | None] = {n: None for n in names}
         csv_path, jsonl_path = self.root / "captions.csv", self.root / "captions.jsonl"
         rows = []
         if csv_path.is_file():
@@ -135,34 +124,12 @@ class FolderSource:
         if jsonl_path.is_file():
             rows += [(jsonl_path, *r) for r in _read_jsonl(jsonl_path)]
         for path, name, text, split, line in rows:
-            if name not in self.captions:
+            if name not in captions:
                 raise InputError(f"{path}:{line}: '{name}' is not an image in before/ and after/")
             if split is not None:
                 if split not in SPLITS:
                     raise InputError(f"{path}:{line}: split {split!r}; expected one of {SPLITS}")
-                self.splits[name] = split
+                splits[name] = split
             if text:
-                self.captions[name].append(text)
-
-    def __len__(self) -> int:
-        return len(self.names)
-
-    def pairs(self, split: str | None = None) -> Iterator[BitemporalPair]:
-        for name in self.names:
-            if split is not None and self.splits[name] != split:
-                continue
-            before, after = self.root / "before" / name, self.root / "after" / name
-            pair_id = f"folder_{id_part(Path(name).stem)}"
-            a, b, names = read_pair_images(before, after, pair_id)
-            bands = resolve_band_names(a.shape[2], self.band_names, names, before)
-            yield BitemporalPair(
-                pair_id=pair_id,
-                before=a,
-                after=b,
-                bands=bands,
-                display_bands=resolve_display(self.display, bands, str(before)),
-                captions=list(self.captions[name]),
-                source=self.name,
-                split=self.splits[name],
-                location={"kind": self.name, "before": str(before), "after": str(after)},
-            )
+                captions[name].append(text)
+        return captions, splits

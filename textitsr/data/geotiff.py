@@ -35,28 +35,23 @@ import re
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import date
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from textitsr.data.imageio import (
-    default_band_names,
     normalise_band_name,
     resolve_display,
     scale_gain,
     to_unit,
 )
-from textitsr.data.pairs import BitemporalPair, Bounds, id_part
+from textitsr.data.pairs import BitemporalPair, Bounds, PairSourceBase, id_part
+from textitsr.data.scenes import Scene, expand_paths, open_scene, place_name
 from textitsr.errors import InputError
 
-GEOTIFF_SUFFIXES = (".tif", ".tiff")
 #: Longest side of the decimated read used to estimate a scene's stretch (bounds its RAM).
 STATS_MAX_SIDE = 1024
-_DATE_TAGS = ("ACQUISITION_DATE", "DATE_ACQUIRED", "ACQUISITIONDATE", "DATE", "TIFFTAG_DATETIME")
-_FULL_DATE = re.compile(r"(?<!\d)((?:19|20)\d{2})[-_.:]?(0[1-9]|1[0-2])[-_.:]?(0[1-9]|[12]\d|3[01])(?!\d)")
-_YEAR = re.compile(r"(?<!\d)((?:19|20)\d{2})(?!\d)")
 
 
 @dataclass(frozen=True)
@@ -84,22 +79,6 @@ class GeoTiffOptions:
 
 
 @dataclass
-class Scene:
-    """One checked, dated GeoTIFF of the series."""
-
-    path: Path
-    date: str | None
-    token: str
-    crs: Any
-    bounds: Bounds
-    res: tuple[float, float]
-    count: int
-    dtype: str
-    nodata: float | None
-    band_names: tuple[str, ...]
-
-
-@dataclass
 class Grid:
     """The common grid every scene is warped onto."""
 
@@ -110,101 +89,7 @@ class Grid:
     scale: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
 
 
-def _parse_date(text: str) -> tuple[str, str] | None:
-    """(ISO date, token) from a name or tag; a bare year gives YYYY-01-01 with token YYYY."""
-    if m := _FULL_DATE.search(text):
-        try:
-            iso = date(int(m[1]), int(m[2]), int(m[3])).isoformat()
-        except ValueError:
-            iso = None
-        if iso:
-            return iso, iso.replace("-", "")
-    if m := _YEAR.search(text):
-        return f"{m[1]}-01-01", m[1]
-    return None
-
-
-def _open_scene(path: Path, band_names: tuple[str, ...] | None) -> Scene:
-    import rasterio
-    from rasterio.errors import RasterioIOError
-
-    if not path.is_file():
-        raise InputError(f"{path}: GeoTIFF file not found")
-    try:
-        src = rasterio.open(path)
-    except RasterioIOError as err:
-        raise InputError(f"{path}: not a readable GeoTIFF ({err}); expected a GeoTIFF scene") from err
-    with src:
-        if src.driver not in ("GTiff", "COG"):
-            raise InputError(f"{path}: is a {src.driver} file, expected a GeoTIFF")
-        if src.crs is None:
-            raise InputError(
-                f"{path}: has no coordinate reference system (unknown CRS); expected a georeferenced GeoTIFF"
-            )
-        if src.transform.is_identity or src.transform.b != 0 or src.transform.d != 0:
-            raise InputError(f"{path}: has no usable north-up geotransform; expected a georeferenced GeoTIFF")
-        try:
-            from rasterio.warp import transform_bounds
-
-            transform_bounds(src.crs, "EPSG:4326", *src.bounds)
-        except Exception as err:  # noqa: BLE001 - any PROJ failure means the CRS is unusable
-            raise InputError(f"{path}: CRS {src.crs} cannot be transformed to lon/lat ({err})") from err
-        desc = src.descriptions
-        if band_names:
-            names = tuple(normalise_band_name(b) for b in band_names)
-            if len(names) != src.count:
-                raise InputError(f"{path}: has {src.count} band(s) but band names {list(names)} were given")
-        elif all(desc):
-            names = tuple(normalise_band_name(d) for d in desc)
-        else:
-            names = default_band_names(src.count)
-        if len(set(names)) != len(names):
-            raise InputError(f"{path}: duplicate band names {list(names)}")
-        parsed = _parse_date(path.stem)
-        if parsed is None:
-            tags = src.tags()
-            parsed = next((p for t in _DATE_TAGS if t in tags and (p := _parse_date(tags[t]))), None)
-        iso, token = parsed if parsed else (None, id_part(path.stem))
-        return Scene(
-            path=path,
-            date=iso,
-            token=token,
-            crs=src.crs,
-            bounds=tuple(src.bounds),
-            res=src.res,
-            count=src.count,
-            dtype=src.dtypes[0],
-            nodata=src.nodata,
-            band_names=names,
-        )
-
-
-def _place_name(scenes: list[Scene]) -> str:
-    stems = [re.sub(re.escape(s.token), "", s.path.stem, count=1) if s.date else s.path.stem for s in scenes]
-    prefix = stems[0]
-    for s in stems[1:]:
-        while not s.startswith(prefix):
-            prefix = prefix[:-1]
-    prefix = re.sub(r"[^A-Za-z0-9]+", "_", prefix).strip("_")
-    return prefix or re.sub(r"[^A-Za-z0-9]+", "_", scenes[0].path.resolve().parent.name).strip("_") or "scene"
-
-
-def expand_paths(paths: Path | Sequence[Path]) -> list[Path]:
-    """Files of the series: the .tif/.tiff files of a folder, or the given files."""
-    items = [Path(paths)] if isinstance(paths, str | Path) else [Path(p) for p in paths]
-    files: list[Path] = []
-    for p in items:
-        if p.is_dir():
-            found = sorted(f for f in p.iterdir() if f.suffix.lower() in GEOTIFF_SUFFIXES)
-            if not found:
-                raise InputError(f"{p}: folder has no .tif/.tiff files; expected GeoTIFF scenes of one place")
-            files += found
-        else:
-            files.append(p)
-    return files
-
-
-class GeoTiffSource:
+class GeoTiffSource(PairSourceBase):
     """Tile pairs of a GeoTIFF time series (see the module docstring for every rule)."""
 
     name = "geotiff"
@@ -229,7 +114,7 @@ class GeoTiffSource:
             raise InputError(
                 f"{files[0] if files else paths}: a series needs at least two GeoTIFF scenes of one place"
             )
-        scenes = [_open_scene(f, opts.band_names) for f in files]
+        scenes = [open_scene(f, opts.band_names) for f in files]
         first = scenes[0]
         for s in scenes[1:]:
             if s.band_names != first.band_names:
@@ -244,7 +129,7 @@ class GeoTiffSource:
             for s in scenes:
                 s.token = re.sub(r"[^A-Za-z0-9]+", "-", s.path.stem)
         self.scenes = scenes
-        self.place = id_part(opts.place) if opts.place else _place_name(scenes)
+        self.place = id_part(opts.place) if opts.place else place_name(scenes)
         self.all_bands = first.band_names
         keep = tuple(normalise_band_name(b) for b in opts.bands) if opts.bands else self.all_bands
         missing = [b for b in keep if b not in self.all_bands]
@@ -400,6 +285,13 @@ class GeoTiffSource:
         epsg = self.grid.crs.to_epsg()
         return f"EPSG:{epsg}" if epsg else self.grid.crs.to_string()
 
+    def paths(self) -> list[Path]:
+        return [s.path for s in self.scenes]
+
+    def count(self, split: str | None = None) -> int:
+        """Upper bound of the pairs (tiles with too much nodata are skipped); no pairs in a split."""
+        return len(self) if split is None else 0
+
     def pairs(self, split: str | None = None) -> Iterator[BitemporalPair]:
         """All pairs of kept tiles; `split` other than None yields nothing (a series has no splits)."""
         if split is not None:
@@ -449,7 +341,7 @@ class GeoTiffSource:
 @contextlib.contextmanager
 def _pixels_of(scene: Scene) -> Iterator[None]:
     """Name the file when its pixels cannot be read (a truncated or damaged GeoTIFF passes the
-    header checks of `_open_scene` and only fails here)."""
+    header checks of `open_scene` and only fails here)."""
     from rasterio.errors import RasterioError
 
     try:

@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from textitsr.data.imageio import default_band_names, default_display, read_pair_images
-from textitsr.data.pairs import SPLITS, BitemporalPair, id_part
+from textitsr.data.captioned import CaptionedPairSource, PairFiles
+from textitsr.data.pairs import SPLITS
 from textitsr.errors import InputError
 
 CAPTIONS_FILE = "LevirCCcaptions.json"
@@ -89,7 +88,7 @@ def parse_caption_json(path: Path) -> list[CaptionRecord]:
     return records
 
 
-class LevirCCSource:
+class LevirCCSource(CaptionedPairSource):
     """Pairs of a LEVIR-CC root (or any dataset exported in its layout, e.g. the synthetic world).
 
     `on_missing="error"` (default) raises an InputError naming the first missing image file;
@@ -99,53 +98,25 @@ class LevirCCSource:
     name = "levircc"
 
     def __init__(self, root: Path, captions_file: Path | None = None, on_missing: str = "error") -> None:
-        self.root = Path(root)
-        if on_missing not in ("error", "skip"):
-            raise InputError(f"on_missing={on_missing!r}: expected 'error' or 'skip'")
-        self.on_missing = on_missing
-        self.captions_file = Path(captions_file) if captions_file else self.root / CAPTIONS_FILE
+        self.captions_file = Path(captions_file) if captions_file else Path(root) / CAPTIONS_FILE
+        super().__init__(root, on_missing=on_missing)
+
+    def _load_files(self) -> list[PairFiles]:
         if not self.captions_file.is_file():
             raise InputError(
                 f"{self.captions_file}: LEVIR-CC caption file not found (expected {CAPTIONS_FILE})"
             )
-        records = parse_caption_json(self.captions_file)
-        if on_missing == "skip":
-            records = [r for r in records if all(p.is_file() for p in self._paths(r))]
-        self.records = records
-
-    def _paths(self, rec: CaptionRecord) -> tuple[Path, Path]:
-        base = self.root / "images" / rec.folder
-        return base / "A" / rec.filename, base / "B" / rec.filename
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def split_counts(self) -> dict[str, int]:
-        return {s: sum(r.split == s for r in self.records) for s in SPLITS}
-
-    def pairs(self, split: str | None = None) -> Iterator[BitemporalPair]:
-        for rec in self.records:
-            if split is not None and rec.split != split:
-                continue
-            before, after = self._paths(rec)
-            for p in (before, after):
-                if not p.is_file():
-                    raise InputError(
-                        f"{p}: image listed in {self.captions_file.name} is missing; expected "
-                        f"images/{rec.folder}/A and B/{rec.filename} (or use on_missing='skip')"
-                    )
-            pair_id = f"levircc_{id_part(Path(rec.filename).stem)}"
-            a, b, names = read_pair_images(before, after, pair_id)
-            bands = names or default_band_names(a.shape[2])
-            yield BitemporalPair(
-                pair_id=pair_id,
-                before=a,
-                after=b,
-                bands=bands,
-                display_bands=default_display(bands),
-                captions=list(rec.captions),
-                source=self.name,
-                split=rec.split,
-                changed=rec.changed,
-                location={"kind": self.name, "before": str(before), "after": str(after)},
+        files = []
+        for rec in parse_caption_json(self.captions_file):
+            base = self.root / "images" / rec.folder
+            files.append(
+                PairFiles(
+                    base / "A" / rec.filename,
+                    base / "B" / rec.filename,
+                    rec.captions,
+                    rec.split,
+                    rec.changed,
+                    listed_in=self.captions_file.name,
+                )
             )
+        return files

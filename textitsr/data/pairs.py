@@ -1,10 +1,12 @@
-"""The one record every loader yields, and the protocol every loader implements."""
+"""The one record every loader yields, the protocol every loader implements, and its shared base."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -100,7 +102,8 @@ class BitemporalPair:
 
 @runtime_checkable
 class PairSource(Protocol):
-    """What every loader implements: a named, sized, re-iterable collection of pairs."""
+    """What every loader implements: a named, sized, re-iterable collection of pairs that says where
+    it reads from. Nothing after `data/` needs to know which dataset a source is."""
 
     name: str
 
@@ -109,3 +112,55 @@ class PairSource(Protocol):
     def pairs(self, split: str | None = None) -> Iterator[BitemporalPair]:
         """Yield pairs (all, or only those of one split), in a stable order."""
         ...
+
+    def count(self, split: str | None = None) -> int:
+        """How many pairs `pairs(split)` yields (an upper bound where a loader skips tiles)."""
+        ...
+
+    def paths(self) -> list[Path]:
+        """The folders or files the pairs are read from (identity of the source)."""
+        ...
+
+    def fingerprint(self, split: str | None = None, exclude: Path | None = None) -> str:
+        """Cheap hash of the source's content: changes when its files change."""
+        ...
+
+
+class PairSourceBase:
+    """Count, identity and fingerprint for loaders that only define `name`, `paths`, `pairs`, `__len__`."""
+
+    name: str = "source"
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def pairs(self, split: str | None = None) -> Iterator[BitemporalPair]:
+        raise NotImplementedError
+
+    def paths(self) -> list[Path]:
+        return []
+
+    def count(self, split: str | None = None) -> int:
+        return len(self) if split is None else sum(1 for _ in self.pairs(split))
+
+    def fingerprint(self, split: str | None = None, exclude: Path | None = None) -> str:
+        """Hash of the relative paths, sizes and mtimes of the files under `paths()` (no pixels read;
+        files under `exclude`, e.g. a cache kept inside the dataset, are left out); a source without
+        files hashes its pair ids instead."""
+        h = hashlib.sha256()
+        roots = [p for p in self.paths() if p.exists()]
+        if not roots:
+            for pair in self.pairs(split):
+                h.update(pair.pair_id.encode() + b"\n")
+            return h.hexdigest()
+        excl = exclude.resolve() if exclude is not None else None
+        for root in roots:
+            root = root.resolve()
+            files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+            for p in files:
+                if excl is not None and excl in p.parents:
+                    continue
+                st = p.stat()
+                name = p.relative_to(root) if p != root else p.name
+                h.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        return h.hexdigest()

@@ -4,11 +4,16 @@ Detection order (first match wins) for a folder:
   world.json -> synthetic; LevirCCcaptions.json or images/{split}/A -> levircc;
   500_2000/ + 500_2010/ -> dubaiccd; before/ + after/ -> folder; .tif/.tiff files -> geotiff.
 Several paths, or one .tif/.tiff file among them, always mean a GeoTIFF series.
+
+`SourceOptions` holds the source options as a person types them (the CLI's `--tile-size`,
+`--pairing 0,2;1,2`, `--band-names swir1,nir,red`, ...) and turns them into each loader's arguments,
+so every command that reads a source shares one set of options and one set of rules.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -86,3 +91,68 @@ def open_source(root: Path | Sequence[Path], kind: str | None = None, **options:
     from textitsr.data.synthetic import SyntheticSource
 
     return SyntheticSource(root, **options)
+
+
+#: Loaders of captioned layouts (they take on_missing; all but LEVIR-CC take band names and display).
+CAPTIONED_KINDS = ("levircc", "dubaiccd", "folder")
+
+
+def _names(text: str | None) -> tuple[str, ...] | None:
+    return tuple(p.strip() for p in text.split(",") if p.strip()) if text else None
+
+
+def parse_pairing(text: str | None) -> str | list[tuple[int, ...]] | None:
+    """--pairing text -> GeoTiffOptions.pairing: "consecutive", "all", or 'I,J;I,J' index pairs."""
+    if text is None or text in ("consecutive", "all"):
+        return text
+    try:
+        return [tuple(int(v) for v in part.split(",")) for part in text.split(";") if part.strip()]
+    except ValueError as err:
+        raise InputError(f"--pairing {text!r}: expected consecutive, all, or 'I,J;I,J'") from err
+
+
+@dataclass(frozen=True)
+class SourceOptions:
+    """How to read a source, as given on the command line (None: the loader's default)."""
+
+    #: levircc, dubaiccd, folder, geotiff, synthetic; None -> detected from the path.
+    kind: str | None = None
+    #: LEVIR-CC / Dubai-CCD / folder: leave out pairs whose images are missing.
+    skip_missing: bool = False
+    #: GeoTIFF: tile side in px.
+    tile_size: int | None = None
+    #: GeoTIFF: consecutive, all, or 'I,J;I,J' (indices in date order).
+    pairing: str | None = None
+    #: Names of the files' bands, comma-separated (e.g. swir1,nir,red,green).
+    band_names: str | None = None
+    #: GeoTIFF: bands to keep, comma-separated.
+    bands: str | None = None
+    #: Display composite: rgb, false-colour, cir, or three band names.
+    display: str | None = None
+    #: GeoTIFF: scaling per scene (gain, percentile, none).
+    stretch: str | None = None
+    #: GeoTIFF: skip tiles with a larger nodata fraction.
+    max_nodata: float | None = None
+
+    def resolve(self, root: Path | Sequence[Path]) -> tuple[str, dict[str, Any]]:
+        """(kind, keyword arguments of that kind's loader) for a source at `root`."""
+        kind = self.kind or detect_kind(root)
+        if kind == "geotiff":
+            given = dict(tile_size=self.tile_size, pairing=parse_pairing(self.pairing),
+                         band_names=_names(self.band_names), bands=_names(self.bands), display=self.display,
+                         stretch=self.stretch, max_nodata=self.max_nodata)
+            return kind, {k: v for k, v in given.items() if v is not None}  # defaults live in GeoTiffOptions
+        if kind in CAPTIONED_KINDS:
+            options: dict[str, Any] = {"on_missing": "skip" if self.skip_missing else "error"}
+            if kind != "levircc":
+                options |= {"band_names": _names(self.band_names), "display": self.display}
+            return kind, options
+        return kind, {}
+
+    def open(self, root: Path | Sequence[Path]) -> PairSource:
+        """The source at `root` (a folder, a file, or a list of GeoTIFF paths) read with these options."""
+        if not isinstance(root, str | Path):
+            roots = list(root)
+            root = roots[0] if len(roots) == 1 else roots
+        kind, options = self.resolve(root)
+        return open_source(root, kind=kind, **options)

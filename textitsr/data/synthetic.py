@@ -39,7 +39,7 @@ from rasterio.windows import Window
 from textitsr.atomic import atomic_dir
 from textitsr.config import DEMO_SEED
 from textitsr.data import synthetic_landcover as lc
-from textitsr.data.pairs import SPLITS, BitemporalPair
+from textitsr.data.pairs import SPLITS, BitemporalPair, PairSourceBase
 from textitsr.data.synthetic_captions import captions_for
 from textitsr.errors import InputError
 from textitsr.outputs import WORLD, check_output_dir
@@ -298,7 +298,7 @@ def write_demo_world(out: Path, seed: int = DEMO_SEED, config: SyntheticWorldCon
     return out
 
 
-class SyntheticSource:
+class SyntheticSource(PairSourceBase):
     """Pairs of a world written by `write_demo_world`: windows of its GeoTIFF scenes + manifest facts."""
 
     name = "synthetic"
@@ -321,6 +321,12 @@ class SyntheticSource:
 
     def __len__(self) -> int:
         return len(self._records)
+
+    def paths(self) -> list[Path]:
+        return [self.root]
+
+    def count(self, split: str | None = None) -> int:
+        return len(self.records(split))
 
     def records(self, split: str | None = None) -> list[dict]:
         """Manifest rows (no pixels): ids, captions, change types, windows, bounds."""

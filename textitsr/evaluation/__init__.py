@@ -1,1 +1,1 @@
-"""Retrieval metrics (strict full-gallery protocol), checkpoint evaluation, benchmark tables."""
+"""Retrieval metrics (strict full-gallery protocol) and checkpoint evaluation."""

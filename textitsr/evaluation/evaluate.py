@@ -11,22 +11,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from textitsr.data.pairs import PairSource
+from textitsr.embedding.cache import DEFAULT_CACHE_DIR, FeatureCache, build_or_load
+from textitsr.embedding.encode import resolve_device
 from textitsr.evaluation.metrics import retrieval_metrics
-from textitsr.training.features import DEFAULT_CACHE_DIR, FeatureCache, build_or_load
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """'auto' -> CUDA when available, else CPU; 'cpu'/'cuda'/'cuda:N' as given."""
-    from textitsr.errors import InputError
-
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(f"--device {device}: CUDA is not available on this machine (use cpu or auto)")
-    try:
-        return torch.device(device)
-    except RuntimeError as err:
-        raise InputError(f"--device: expected cpu, cuda or auto, got {device!r}") from err
 
 
 @torch.inference_mode()
@@ -93,8 +81,7 @@ def evaluate_cache(model: torch.nn.Module, cache: FeatureCache, pair_idx: np.nda
 
 def evaluate_checkpoint(
     checkpoint: Path,
-    root: Path,
-    kind: str | None = None,
+    source: PairSource,
     split: str | None = "test",
     device: str = "auto",
     cache_dir: Path = DEFAULT_CACHE_DIR,
@@ -102,19 +89,15 @@ def evaluate_checkpoint(
 ) -> dict:
     """Load a checkpoint, cache the split's backbone features, and return its metrics (percent)."""
     from textitsr.data.pairs import check_split
-    from textitsr.data.registry import open_source
     from textitsr.models.checkpoint import load_checkpoint
 
     check_split(split)
     dev = resolve_device(device)
     model = load_checkpoint(Path(checkpoint), device=str(dev))
-    source = open_source(Path(root), kind)
-    cache = build_or_load(
-        model, source, split, cache_dir, root=Path(root), kind=kind or source.name, progress=progress
-    )
+    cache = build_or_load(model, source, split, cache_dir, progress=progress)
     metrics = evaluate_cache(model, cache)
     metrics["split"] = split
-    metrics["source"] = kind or source.name
+    metrics["source"] = source.name
     return metrics
 
 

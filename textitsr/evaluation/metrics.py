@@ -202,7 +202,6 @@ def flatten_metrics(metrics: dict) -> dict[str, float]:
     return row
 
 
-# ---------------------------------------------------------------- pair -> pair mAP@k (ANNEAL)
 #: The cut-off the ANNEAL papers report (mAP@20).
 MAP_K = 20
 

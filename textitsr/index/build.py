@@ -1,7 +1,8 @@
 """Embed a pair source into a store: reader -> encoder -> shard writer, locally or on Dask.
 
 The source is cut into contiguous slices of `shard_size` pairs; each slice becomes one shard, made
-by the same function (`embed_shard`) whether it runs in this process or on a Dask worker. Pairs are
+by the same function (`embed_shard`, the runner) whether it runs in this process (`_build_local`)
+or on a Dask worker (`_build_distributed`): clip-retrieval's runner / distributor split. Pairs are
 read and encoded `batch_size` at a time and a shard holds only its own rows, so peak memory is one
 shard's thumbnails + embeddings whatever the archive size. Shards listed in the manifest are
 skipped, so an interrupted build resumes where it stopped.
@@ -14,26 +15,21 @@ import itertools
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, is_dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from textitsr.data.describe import change_stats
 from textitsr.data.pairs import BitemporalPair, PairSource, check_split
+from textitsr.embedding.encode import encode_rgb_pairs, encode_texts, load_model, to_numpy
 from textitsr.errors import InputError
-from textitsr.index.store import (
-    DEFAULT_THUMB_SIZE,
-    MANIFEST,
-    ShardData,
-    Store,
-    discard_empty_store,
-    encode_thumbnail,
-    pair_row,
-    write_shard,
-    writer_lock,
-)
+from textitsr.index.lock import writer_lock
+from textitsr.index.shards import DEFAULT_THUMB_SIZE, ShardData, encode_thumbnail, pair_row, write_shard
+from textitsr.index.store import MANIFEST, Store, discard_empty_store
+from textitsr.models.checkpoint import model_card
 
 #: progress(fraction done in [0, 1], message)
 ProgressFn = Callable[[float, str], None]
@@ -53,98 +49,12 @@ class BuildConfig:
     feature_cache: Path | None = None
 
 
-# -------------------------------------------------------------------------------- model side
-_MODELS: dict[tuple[str, str], Any] = {}
-
-
-def load_model(checkpoint: Path, device: str = "cpu") -> Any:
-    """The checkpoint's model, loaded once per process (Dask workers reuse it across shards)."""
-    from textitsr.models.checkpoint import load_checkpoint
-
-    key = (str(Path(checkpoint).resolve()), device)
-    if key not in _MODELS:
-        model = load_checkpoint(Path(checkpoint), device=device)
-        model.eval()
-        _MODELS[key] = model
-    return _MODELS[key]
-
-
-def model_card(model: Any, checkpoint: Path) -> dict[str, Any]:
-    """What the store records about its model: config, checkpoint id and path, training summary."""
-    from textitsr.models.checkpoint import checkpoint_id
-
-    config = getattr(model, "config", None)
-    card: dict[str, Any] = {"checkpoint_id": checkpoint_id(Path(checkpoint)), "checkpoint": str(checkpoint)}
-    if config is not None and is_dataclass(config):
-        card["config"] = asdict(config)
-        for key in ("image_encoder", "text_encoder", "fusion", "embed_dim"):
-            if hasattr(config, key):
-                card[key] = getattr(config, key)
-    card.update(_training_summary(Path(checkpoint)))
-    return card
-
-
-def _training_summary(folder: Path) -> dict[str, Any]:
-    """The `extra` a trainer saved beside the weights, when the checkpoint has one (best effort)."""
-    import json
-
-    for name in ("meta.json", "checkpoint.json", "config.json", "training.json"):
-        path = folder / name
-        if path.is_file():
-            try:
-                data = json.loads(path.read_text("utf-8"))
-            except (OSError, ValueError):
-                continue
-            extra = data.get("extra") if isinstance(data, dict) else None
-            if isinstance(extra, dict) and extra:
-                return {"training": extra}
-    return {}
-
-
-def _numpy(t: torch.Tensor | np.ndarray) -> np.ndarray:
-    if isinstance(t, torch.Tensor):
-        return t.detach().float().cpu().numpy()
-    return np.asarray(t, dtype=np.float32)
-
-
-def encode_rgb_pairs(model: Any, before: list[np.ndarray], after: list[np.ndarray]) -> np.ndarray:
-    """(B, d) embeddings of uint8 RGB pairs; pairs of different sizes are encoded in same-size groups."""
-    out: list[np.ndarray | None] = [None] * len(before)
-    groups: dict[tuple[int, ...], list[int]] = {}
-    for i, img in enumerate(before):
-        groups.setdefault(img.shape, []).append(i)
-    with torch.inference_mode():
-        for idx in groups.values():
-            emb = _numpy(
-                model.encode_pairs(np.stack([before[i] for i in idx]), np.stack([after[i] for i in idx]))
-            )
-            for j, i in enumerate(idx):
-                out[i] = emb[j]
-    return np.stack(out).astype(np.float32) if out else np.zeros((0, 0), np.float32)
-
-
-def encode_texts(model: Any, texts: list[str], batch_size: int = 256) -> np.ndarray:
-    parts = []
-    with torch.inference_mode():
-        for i in range(0, len(texts), batch_size):
-            parts.append(_numpy(model.encode_texts(texts[i : i + batch_size])))
-    return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
-
-
-# ---------------------------------------------------------------------------- shard building
-def _change_stats_fn() -> Callable[[BitemporalPair], dict[str, float] | None]:
+def _change_stats(pair: BitemporalPair) -> dict[str, float] | None:
+    """Spectral change statistics of a pair, or None where they cannot be computed (optional metadata)."""
     try:
-        from textitsr.data.describe import change_stats
-    except ImportError:  # the describe module is optional for a store
-        return lambda pair: None
-
-    def safe(pair: BitemporalPair) -> dict[str, float] | None:
-        try:
-            return change_stats(pair)
-        except Exception:  # noqa: BLE001 - statistics are optional metadata, never worth a failed build
-            return None
-
-    return safe
+        return change_stats(pair)
+    except Exception:  # noqa: BLE001 - statistics are optional metadata, never worth a failed build
+        return None
 
 
 def _batches(pairs: Iterable[BitemporalPair], size: int) -> Iterator[list[BitemporalPair]]:
@@ -161,7 +71,6 @@ def embed_pairs(
     cache: Any | None = None,
 ) -> ShardData:
     """Embed pairs batch by batch into one in-memory shard (metadata, embeddings, thumbnails, captions)."""
-    stats = _change_stats_fn()
     rows: list[dict[str, Any]] = []
     embs: list[np.ndarray] = []
     tb: list[bytes] = []
@@ -178,11 +87,11 @@ def embed_pairs(
                 tokens=bool(getattr(model, "uses_tokens", False)),
             )
             with torch.inference_mode():
-                embs.append(_numpy(model.embed_pair_features(feats)))
+                embs.append(to_numpy(model.embed_pair_features(feats)))
         else:
             embs.append(encode_rgb_pairs(model, before, after))
         for p, b, a in zip(batch, before, after, strict=True):
-            rows.append(pair_row(p, stats(p)))
+            rows.append(pair_row(p, _change_stats(p)))
             tb.append(encode_thumbnail(b, config.thumb_size))
             ta.append(encode_thumbnail(a, config.thumb_size))
             for c in p.captions:
@@ -206,49 +115,35 @@ def embed_shard(
     store_root: Path,
     name: str,
     config: BuildConfig = BuildConfig(),
+    *,
+    pairs: Iterable[BitemporalPair] | None = None,
+    on_batch: Callable[[int], None] | None = None,
+    cache: Any | None = None,
 ) -> dict[str, Any] | None:
     """Embed pairs [start, stop) of `source` (in its `pairs(split)` order) into shard `name`.
 
-    The unit of distributed work: runs on a Dask worker (model loaded once per worker process),
-    writes only its own shard folder, and returns the manifest entry for the client to commit.
+    The one unit of work of every build (clip-retrieval's runner): a local build calls it shard
+    after shard, handing it the slice of its single pass over the source (`pairs`); a Dask worker
+    calls it with only the slice bounds and reads them itself (model loaded once per worker
+    process). It writes only its own shard folder and returns the manifest entry for the caller
+    to commit (None when the slice is empty: past the end of a source whose length was an upper bound).
     """
     model = load_model(checkpoint, config.device)
-    pairs = itertools.islice(source.pairs(split), start, stop)
-    data = embed_pairs(model, pairs, config)
-    if not data.rows:  # past the end of a source whose length was an upper bound
+    if pairs is None:
+        pairs = itertools.islice(source.pairs(split), start, stop)
+    data = embed_pairs(model, pairs, config, on_batch=on_batch, cache=cache)
+    if not data.rows:
         return None
     data.info = _shard_info(source, split, start, start + len(data.rows))
     return write_shard(Path(store_root), name, data, dtype=config.dtype)
 
 
-# --------------------------------------------------------------------------------- planning
 def shard_prefix(source: PairSource, split: str | None) -> str:
     """Stable name stem of a source's shards: its kind, split and a hash of where it lives."""
-    name = (
-        re.sub(r"[^A-Za-z0-9_-]+", "-", str(getattr(source, "name", "") or "source")).strip("-") or "source"
-    )
-    root = getattr(source, "root", None) or getattr(source, "paths", None)
-    if root is None and getattr(source, "scenes", None) and hasattr(source.scenes[0], "path"):
-        root = [s.path for s in source.scenes]  # a GeoTIFF series: its scene files
-    root = root or type(source).__name__
-    if isinstance(root, (list, tuple)):
-        root = "|".join(str(Path(p).resolve()) for p in root)
-    elif isinstance(root, (str, Path)):
-        root = str(Path(root).resolve())
-    digest = hashlib.sha1(f"{name}|{root}|{split}".encode()).hexdigest()[:8]
+    name = re.sub(r"[^A-Za-z0-9_-]+", "-", str(source.name or "source")).strip("-") or "source"
+    where = "|".join(str(Path(p).resolve()) for p in source.paths()) or type(source).__name__
+    digest = hashlib.sha1(f"{name}|{where}|{split}".encode()).hexdigest()[:8]
     return f"{name}-{split or 'all'}-{digest}"
-
-
-def count_pairs(source: PairSource, split: str | None) -> int:
-    if split is None:
-        return len(source)
-    counts = getattr(source, "split_counts", None)
-    if callable(counts):
-        return int(counts().get(split, 0))
-    records = getattr(source, "records", None)
-    if callable(records):
-        return len(records(split))
-    return sum(1 for _ in source.pairs(split))
 
 
 class _Progress:
@@ -276,7 +171,6 @@ class _Progress:
             self.bar.close()
 
 
-# ------------------------------------------------------------------------------------ build
 def build_store(
     checkpoint: Path,
     source: PairSource,
@@ -303,7 +197,7 @@ def build_store(
         raise InputError(f"batch_size={config.batch_size}, shard_size={config.shard_size}: expected positive")
     checkpoint = Path(checkpoint).resolve()
     model = load_model(checkpoint, config.device)
-    card = model_card(model, checkpoint)
+    card = model_card(checkpoint)
     out = Path(out)
     with writer_lock(out):
         created = not (out / MANIFEST).exists()
@@ -314,7 +208,7 @@ def build_store(
             if created:  # a failed first build leaves no empty store behind
                 discard_empty_store(out, remove_folder=not folder_existed)
             raise
-    return Store.open(Path(out), checkpoint_id=card["checkpoint_id"])
+    return Store.open(out, checkpoint_id=card["checkpoint_id"])
 
 
 def _build(
@@ -342,7 +236,7 @@ def _build(
     prefix = prefix or shard_prefix(source, split)
     # Some sources only know an upper bound of their length (GeoTIFF tiles with nodata are skipped),
     # so slices may come out short; shard k always holds pairs [k * shard_size, (k + 1) * shard_size).
-    n = count_pairs(source, split)
+    n = source.count(split)
     plan = [
         (i, min(i + config.shard_size, n), f"{prefix}-{k:05d}")
         for k, i in enumerate(range(0, n, config.shard_size))
@@ -353,14 +247,14 @@ def _build(
         if scheduler is not None:
             _build_distributed(store, checkpoint, source, split, todo, config, scheduler, bar)
         else:
-            _build_local(store, model, source, split, prefix, config, bar)
+            _build_local(store, checkpoint, source, split, prefix, config, bar)
     finally:
         bar.close()
 
 
 def _build_local(
     store: Store,
-    model: Any,
+    checkpoint: Path,
     source: PairSource,
     split: str | None,
     prefix: str,
@@ -370,8 +264,9 @@ def _build_local(
     """One pass over the source, cut into shards; committed shards are read past, not embedded."""
     cache = None
     if config.feature_cache is not None:
-        from textitsr.training.features import build_or_load
+        from textitsr.embedding.cache import build_or_load
 
+        model = load_model(checkpoint, config.device)
         cache = build_or_load(
             model,
             source,
@@ -388,21 +283,19 @@ def _build_local(
             if sum(1 for _ in chunk) == 0:
                 return
             continue
-        data = embed_pairs(model, chunk, config, on_batch=bar.update, cache=cache)
-        if not data.rows:
+        entry = embed_shard(checkpoint, source, split, start, start + config.shard_size, store.root, name,
+                            config, pairs=chunk, on_batch=bar.update, cache=cache)
+        if entry is None:
             return
-        data.info = _shard_info(source, split, start, start + len(data.rows))
-        store.add_shard(name, data)
+        store.commit([entry])
 
 
 def _shard_info(source: PairSource, split: str | None, start: int, stop: int) -> dict[str, Any]:
     """Where a shard's pairs came from (kept in the manifest: enough to re-read or re-embed them)."""
-    root = getattr(source, "root", None)
-    if root is None and getattr(source, "scenes", None) and hasattr(source.scenes[0], "path"):
-        root = [str(s.path) for s in source.scenes]
+    paths = [str(p) for p in source.paths()]
     return {
-        "source": getattr(source, "name", ""),
-        "root": root if isinstance(root, list) else (str(root) if root is not None else None),
+        "source": source.name,
+        "root": paths[0] if len(paths) == 1 else (paths or None),
         "split": split,
         "start": start,
         "stop": stop,
@@ -447,3 +340,34 @@ def _build_distributed(
     finally:
         if client is not scheduler:
             client.close()
+
+
+def add_scenes(
+    checkpoint: Path,
+    store: Path,
+    paths: list[Path],
+    progress: bool | ProgressFn = False,
+    **options: Any,
+) -> int:
+    """Tile a GeoTIFF scene pair (or series) into pairs, embed them and append them to `store`.
+
+    `options` go to the GeoTIFF loader (tile_size, pairing, bands, ...). Returns the number of
+    pairs added (0 when these scenes are already in the archive). A service open on the store
+    sees them after `SearchService.refresh()`.
+    """
+    from textitsr.data.registry import open_source
+
+    paths = [Path(p) for p in paths]
+    if len(paths) < 2:
+        raise InputError(f"add_scenes: expected at least two GeoTIFF scenes of one place, got {len(paths)}")
+    for p in paths:
+        if not p.is_file():
+            raise InputError(f"{p}: scene file not found")
+    for name in ("tile_size", "stride"):
+        value = options.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))):
+            raise InputError(f"{name}={value!r}: expected a whole number of pixels")
+    source = open_source(paths, kind="geotiff", **options)
+    before = len(Store.open(store))
+    return len(build_store(checkpoint, source, store, progress=progress)) - before
+

@@ -154,15 +154,18 @@ def checkpoint_id(folder: Path) -> str:
 
 
 def model_card(folder: Path) -> dict:
-    """What the app shows about a checkpoint, without loading any weights."""
+    """What is known about a checkpoint without loading its weights: the app shows it, and a store
+    records it in its manifest (`model`) next to the checkpoint id it was built with."""
     config = read_checkpoint_config(folder)
     model = config["model"]
     return {
+        "checkpoint_id": checkpoint_id(folder),
+        "checkpoint": str(folder),
+        "config": model,
         "image_encoder": model.get("image_encoder"),
         "text_encoder": model.get("text_encoder"),
         "fusion": model.get("fusion"),
         "embed_dim": model.get("embed_dim"),
-        "checkpoint_id": checkpoint_id(folder),
         "textitsr_version": config.get("textitsr_version"),
         "training": config.get("extra") or {},
     }

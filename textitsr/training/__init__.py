@@ -1,1 +1,1 @@
-"""Contrastive training on cached frozen-backbone features: cache, sampler, loss, loop."""
+"""Contrastive training of the fusion + heads on cached frozen-backbone features: sampler, loss, loop."""

@@ -34,11 +34,13 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from textitsr.atomic import atomic_dir
+from textitsr.data.pairs import PairSource
+from textitsr.embedding.cache import DEFAULT_CACHE_DIR, EmptySplitError, FeatureCache, build_or_load
+from textitsr.embedding.encode import resolve_device
 from textitsr.errors import CheckpointError, InputError
-from textitsr.evaluation.evaluate import evaluate_cache, resolve_device
+from textitsr.evaluation.evaluate import evaluate_cache
 from textitsr.evaluation.metrics import flatten_metrics
 from textitsr.outputs import CHECKPOINT, TRAINING_OUT, check_output_dir
-from textitsr.training.features import DEFAULT_CACHE_DIR, EmptySplitError, FeatureCache, build_or_load
 from textitsr.training.losses import info_nce
 from textitsr.training.sampling import CaptionSampler
 
@@ -54,6 +56,8 @@ class TrainConfig:
     out: Path
     #: Source kind (levircc, dubaiccd, folder, geotiff, synthetic); None -> detected from root.
     source: str | None = None
+    #: Keyword arguments of the source's loader (data.registry.SourceOptions.resolve gives them).
+    source_options: dict[str, Any] = field(default_factory=dict)
     #: Fusion spec ("tff", "concat-transformer", "gff:before+after+diff", ...); None -> ModelConfig's.
     fusion: str | None = None
     #: Extra ModelConfig fields (embed_dim, fusion_width, ...); backbones default to the offline pair.
@@ -116,7 +120,6 @@ class TrainData:
     val_name: str  # "val" or "holdout"
 
 
-# ------------------------------------------------------------------------------------ entry point
 def train(config: TrainConfig) -> TrainResult:
     """Train per `config`, write the best checkpoint to `config.out`, return the summary."""
     from textitsr.data.registry import open_source
@@ -129,9 +132,9 @@ def train(config: TrainConfig) -> TrainResult:
     if config.fusion is not None:
         options["fusion"] = config.fusion
     model = TextITSR(ModelConfig(**options))
-    source = open_source(config.root, config.source)
+    source = open_source(config.root, config.source, **config.source_options)
     kind = config.source or source.name
-    data = prepare_data(model, source, config, kind)
+    data = prepare_data(model, source, config)
     return fit(model.to(device), data, config, dataset={"kind": kind, "root": str(config.root.resolve())})
 
 
@@ -141,13 +144,11 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def prepare_data(model: torch.nn.Module, source: Any, config: TrainConfig, kind: str) -> TrainData:
+def prepare_data(model: torch.nn.Module, source: PairSource, config: TrainConfig) -> TrainData:
     """Feature caches for training and validation: the "val" split, else a hold-out of "train"."""
 
     def cache(split: str | None) -> FeatureCache:
-        return build_or_load(
-            model, source, split, config.cache_dir, root=config.root, kind=kind, progress=config.progress
-        )
+        return build_or_load(model, source, split, config.cache_dir, progress=config.progress)
 
     try:
         train_cache, val_cache = cache("train"), None
@@ -170,7 +171,6 @@ def prepare_data(model: torch.nn.Module, source: Any, config: TrainConfig, kind:
     return TrainData(train_cache, train_cache, rest, np.sort(held), "holdout")
 
 
-# ------------------------------------------------------------------------------------ the loop
 def fit(
     model: torch.nn.Module, data: TrainData, config: TrainConfig, dataset: dict | None = None
 ) -> TrainResult:
@@ -314,7 +314,6 @@ def _warmup_cosine(warmup: int, total: int):
     return factor
 
 
-# ------------------------------------------------------------------------------- resumable state
 def _save_last(
     folder: Path,
     model: torch.nn.Module,

@@ -1,4 +1,4 @@
-"""Paper-style accuracy tables: every fusion variant and baseline, several seeds, mean ± std.
+"""Paper-style accuracy tables for accuracy.py: every fusion variant and baseline, several seeds, mean ± std.
 
 Backbone features are cached once per split (with patch tokens, so the TFF variants can use them) and
 shared by every variant and seed; each run then only trains the fusion + heads and evaluates on the
@@ -65,9 +65,10 @@ class BenchmarkRow:
 def run_benchmark(config: BenchmarkConfig) -> tuple[list[BenchmarkRow], dict[str, float]]:
     """Train + evaluate every fusion x seed; returns the rows and the random baseline on the test split."""
     from textitsr.data.registry import open_source
-    from textitsr.evaluation.evaluate import evaluate_cache, resolve_device
+    from textitsr.embedding.cache import build_or_load
+    from textitsr.embedding.encode import resolve_device
+    from textitsr.evaluation.evaluate import evaluate_cache
     from textitsr.models.textitsr import ModelConfig, TextITSR
-    from textitsr.training.features import build_or_load
     from textitsr.training.train import TrainConfig, fit, prepare_data, seed_everything
 
     source = open_source(config.root, config.source)
@@ -91,14 +92,12 @@ def run_benchmark(config: BenchmarkConfig) -> tuple[list[BenchmarkRow], dict[str
             source,
             split,
             config.cache_dir,
-            root=config.root,
-            kind=kind,
             tokens=True,
             precision=config.precision,
             progress=config.progress,
         )
     test = build_or_load(
-        probe, source, "test", config.cache_dir, root=config.root, kind=kind, tokens=True, progress=False
+        probe, source, "test", config.cache_dir, tokens=True, progress=False
     )
     encoders = {"image_encoder": probe.image_encoder, "text_encoder": probe.text_encoder}
     device = resolve_device(config.device)
@@ -118,7 +117,7 @@ def run_benchmark(config: BenchmarkConfig) -> tuple[list[BenchmarkRow], dict[str
                     **config.fusion_options.get(fusion, {}),
                 }
             )
-            data = prepare_data(model, source, run_cfg, kind)
+            data = prepare_data(model, source, run_cfg)
             t0 = time.perf_counter()
             result = fit(model.to(device), data, run_cfg, dataset={"kind": kind, "root": str(config.root)})
             seconds = time.perf_counter() - t0

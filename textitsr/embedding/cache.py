@@ -16,9 +16,9 @@ memory-mapped `.npy` files in one folder under `cache_dir`:
     text_features.npy      float32 (U, Dt)
 
 The folder is written through `atomic_dir`, so a crash never leaves half a cache. It is reused when
-its meta matches (same fingerprint, tokens present if needed) and rebuilt otherwise. The fingerprint
-of a source with a root folder is a hash of the relative paths, sizes and mtimes of its files (cheap:
-no pixels read); without a root, a hash of its pair ids.
+its meta matches (same fingerprint, tokens present if needed) and rebuilt otherwise. The cache is
+keyed by the source's identity (`name`, `paths()`) and checked against its `fingerprint()` (a hash
+of its files' paths, sizes and mtimes: no pixels read).
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 from textitsr.atomic import atomic_dir
 from textitsr.config import DATA_DIR
 from textitsr.data.pairs import BitemporalPair, PairSource
+from textitsr.embedding.encode import backbone_precision
 from textitsr.errors import InputError
 
 if TYPE_CHECKING:
@@ -98,7 +99,6 @@ class FeatureCache:
         ):
             raise InputError(f"feature cache {folder or '(in memory)'}: inconsistent array lengths")
 
-    # ----------------------------------------------------------------------------- reading
     @classmethod
     def open(cls, folder: Path) -> FeatureCache:
         folder = Path(folder)
@@ -173,15 +173,12 @@ class FeatureCache:
         return torch.from_numpy(np.ascontiguousarray(self.text_features_all[text_idx])).to(device)
 
 
-# ---------------------------------------------------------------------------------- building
 def build_or_load(
     model: TextITSR,
     source: PairSource,
     split: str | None,
     cache_dir: Path = DEFAULT_CACHE_DIR,
     *,
-    root: Path | None = None,
-    kind: str | None = None,
     tokens: bool | None = None,
     batch_size: int = 32,
     precision: str = "fp32",
@@ -194,21 +191,20 @@ def build_or_load(
     precision: "fp32", or "bf16" autocast for the backbones (faster on CPUs with bf16 support).
     """
     need_tokens = bool(getattr(model, "uses_tokens", True)) if tokens is None else tokens
-    root = root if root is not None else getattr(source, "root", None)
-    root = Path(root).resolve() if root is not None else None
-    kind = kind or getattr(source, "name", type(source).__name__)
+    kind = source.name
+    where = [str(Path(p).resolve()) for p in source.paths()]
     identity = {
         "version": CACHE_VERSION,
         "image_encoder": _encoder_name(model, "image"),
         "text_encoder": _encoder_name(model, "text"),
         "dims": _backbone_dims(model),
         "kind": kind,
-        "root": str(root) if root is not None else None,
+        "root": where[0] if len(where) == 1 else (where or None),
         "split": split,
     }
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
     folder = Path(cache_dir) / f"{kind}-{split or 'all'}-{digest}"
-    fingerprint = source_fingerprint(source, split, root, exclude=Path(cache_dir))
+    fingerprint = source.fingerprint(split, exclude=Path(cache_dir))
 
     meta_path = folder / "meta.json"
     if meta_path.exists():
@@ -222,55 +218,15 @@ def build_or_load(
                 return FeatureCache.open(folder)
 
     with atomic_dir(folder) as tmp:
-        _write_cache(model, source, split, tmp, need_tokens, batch_size, precision, progress)
+        with backbone_precision(model, precision):
+            _write_cache(model, source, split, tmp, need_tokens, batch_size, precision, progress)
         meta = json.loads((tmp / "meta.json").read_text())
         meta.update(identity=identity, fingerprint=fingerprint)
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
     return FeatureCache.open(folder)
 
 
-def source_fingerprint(
-    source: PairSource, split: str | None, root: Path | None, exclude: Path | None = None
-) -> str:
-    """Cheap identity of a source's content: file paths+sizes+mtimes under root, else pair ids."""
-    h = hashlib.sha256()
-    if root is not None and root.exists():
-        excl = exclude.resolve() if exclude is not None else None
-        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
-        for p in files:
-            if excl is not None and excl in p.parents:
-                continue
-            st = p.stat()
-            h.update(
-                f"{p.relative_to(root) if p != root else p.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode()
-            )
-    else:
-        for pair in source.pairs(split):
-            h.update(pair.pair_id.encode() + b"\n")
-    return h.hexdigest()
-
-
 def _write_cache(
-    model: TextITSR,
-    source: PairSource,
-    split: str | None,
-    out: Path,
-    tokens: bool,
-    batch_size: int,
-    precision: str,
-    progress: bool,
-) -> None:
-    if precision not in ("fp32", "bf16"):
-        raise InputError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
-    bf16_before = getattr(model, "bf16", False)
-    model.bf16 = precision == "bf16"
-    try:
-        _write_arrays(model, source, split, out, tokens, batch_size, precision, progress)
-    finally:
-        model.bf16 = bf16_before
-
-
-def _write_arrays(
     model: TextITSR,
     source: PairSource,
     split: str | None,
@@ -332,7 +288,7 @@ def _write_arrays(
         for w in writers.values():
             w.close()
     if not pair_ids:
-        raise EmptySplitError(f"source {getattr(source, 'name', source)!r} has no pairs in split {split!r}")
+        raise EmptySplitError(f"source {source.name!r} has no pairs in split {split!r}")
 
     texts = list(text_index)
     text_feats = []
@@ -420,6 +376,5 @@ __all__ = [
     "EmptySplitError",
     "FeatureCache",
     "build_or_load",
-    "source_fingerprint",
     "cache_size_bytes",
 ]

@@ -1,0 +1,91 @@
+"""Model loading and encoding: the one path from a checkpoint to text and pair embeddings.
+
+Used by the index build, the search service and evaluation alike, so a text query and a stored
+pair are always embedded the same way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from textitsr.errors import InputError
+
+#: Backbone precisions: fp32, or bf16 autocast (faster on CPUs with bf16 support).
+PRECISIONS = ("fp32", "bf16")
+
+_MODELS: dict[tuple[str, str], Any] = {}
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """'auto' -> CUDA when available, else CPU; 'cpu'/'cuda'/'cuda:N' as given."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"--device {device}: CUDA is not available on this machine (use cpu or auto)")
+    try:
+        return torch.device(device)
+    except RuntimeError as err:
+        raise InputError(f"--device: expected cpu, cuda or auto, got {device!r}") from err
+
+
+@contextlib.contextmanager
+def backbone_precision(model: Any, precision: str) -> Iterator[None]:
+    """Run `model`'s backbones at `precision` inside the block, restoring the previous choice after."""
+    if precision not in PRECISIONS:
+        raise InputError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+    bf16_before = getattr(model, "bf16", False)
+    model.bf16 = precision == "bf16"
+    try:
+        yield
+    finally:
+        model.bf16 = bf16_before
+
+
+def load_model(checkpoint: Path, device: str = "cpu") -> Any:
+    """The checkpoint's model, loaded once per process (Dask workers reuse it across shards)."""
+    from textitsr.models.checkpoint import load_checkpoint
+
+    key = (str(Path(checkpoint).resolve()), device)
+    if key not in _MODELS:
+        model = load_checkpoint(Path(checkpoint), device=device)
+        model.eval()
+        _MODELS[key] = model
+    return _MODELS[key]
+
+
+def to_numpy(t: torch.Tensor | np.ndarray) -> np.ndarray:
+    """float32 numpy copy of a tensor (any device) or array."""
+    if isinstance(t, torch.Tensor):
+        return t.detach().float().cpu().numpy()
+    return np.asarray(t, dtype=np.float32)
+
+
+def encode_rgb_pairs(model: Any, before: list[np.ndarray], after: list[np.ndarray]) -> np.ndarray:
+    """(B, d) embeddings of uint8 RGB pairs; pairs of different sizes are encoded in same-size groups."""
+    out: list[np.ndarray | None] = [None] * len(before)
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, img in enumerate(before):
+        groups.setdefault(img.shape, []).append(i)
+    with torch.inference_mode():
+        for idx in groups.values():
+            emb = to_numpy(
+                model.encode_pairs(np.stack([before[i] for i in idx]), np.stack([after[i] for i in idx]))
+            )
+            for j, i in enumerate(idx):
+                out[i] = emb[j]
+    return np.stack(out).astype(np.float32) if out else np.zeros((0, 0), np.float32)
+
+
+def encode_texts(model: Any, texts: list[str], batch_size: int = 256) -> np.ndarray:
+    """(N, d) embeddings of `texts`, `batch_size` at a time."""
+    parts = []
+    with torch.inference_mode():
+        for i in range(0, len(texts), batch_size):
+            parts.append(to_numpy(model.encode_texts(texts[i : i + batch_size])))
+    return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
