@@ -21,7 +21,14 @@ PACKAGE = Path(__file__).resolve().parents[1] / "textitsr"
 
 #: Lowest first. A module's layer is the first entry that is a prefix of its dotted name.
 LAYERS: list[tuple[str, ...]] = [
-    ("textitsr", "textitsr.config", "textitsr.errors", "textitsr.atomic", "textitsr.outputs", "textitsr.escape"),
+    (
+        "textitsr",
+        "textitsr.config",
+        "textitsr.errors",
+        "textitsr.atomic",
+        "textitsr.outputs",
+        "textitsr.escape",
+    ),
     ("textitsr.data",),
     ("textitsr.models",),
     ("textitsr.embedding",),
