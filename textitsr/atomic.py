@@ -109,6 +109,20 @@ def atomic_dir(dest: str | os.PathLike[str], keep: Iterable[str] = ()) -> Iterat
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def remove_stale_temps(folder: Path, name: str = "*") -> None:
+    """Delete the temporary folders/files that killed writes of `name` left in `folder`.
+
+    Only safe while holding the lock that serialises those writes (a store's writer lock): any
+    `.<name>.*.tmp` / `.<name>.*.old` found then belongs to a process that no longer runs.
+    """
+    for pattern in (f".{name}.*.tmp", f".{name}.*.old"):
+        for path in Path(folder).glob(pattern):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+
+
 def _usual_modes(folder: Path) -> None:
     """Give everything written into `folder` the mode plain open()/mkdir() would (some writers,
     e.g. safetensors, create 0600 files), so shared checkpoints and stores stay readable."""

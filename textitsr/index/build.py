@@ -22,12 +22,20 @@ from typing import Any
 import numpy as np
 import torch
 
+from textitsr.atomic import remove_stale_temps
 from textitsr.data.describe import change_stats
 from textitsr.data.pairs import BitemporalPair, PairSource, check_split
 from textitsr.embedding.encode import encode_rgb_pairs, encode_texts, load_model, to_numpy
 from textitsr.errors import InputError
 from textitsr.index.lock import writer_lock
-from textitsr.index.shards import DEFAULT_THUMB_SIZE, ShardData, encode_thumbnail, pair_row, write_shard
+from textitsr.index.shards import (
+    DEFAULT_THUMB_SIZE,
+    SHARDS,
+    ShardData,
+    encode_thumbnail,
+    pair_row,
+    write_shard,
+)
 from textitsr.index.store import MANIFEST, Store, discard_empty_store
 from textitsr.models.checkpoint import model_card
 
@@ -233,6 +241,7 @@ def _build(
         model=card,
         thumb_size=config.thumb_size,
     )
+    remove_stale_temps(out / SHARDS)  # half-written shards of a killed build (we hold the lock)
     prefix = prefix or shard_prefix(source, split)
     # Some sources only know an upper bound of their length (GeoTIFF tiles with nodata are skipped),
     # so slices may come out short; shard k always holds pairs [k * shard_size, (k + 1) * shard_size).

@@ -35,7 +35,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from textitsr.atomic import atomic_dir, atomic_write_text
+from textitsr.atomic import atomic_dir, atomic_write_text, remove_stale_temps
 from textitsr.errors import StoreError
 from textitsr.index.lock import writer_lock
 from textitsr.index.manifest import DTYPES, FORMAT, FORMAT_VERSION, MANIFEST, check_manifest
@@ -244,16 +244,18 @@ class Store:
             )
         check_embeddings(emb, f"{out}: new pair embeddings")
         manifest = dict(self.manifest)
-        with writer_lock(Path(out)), atomic_dir(Path(out)) as tmp:
-            start = 0
-            for shard in manifest["shards"]:
-                name, n = shard["name"], int(shard["n_pairs"])
-                shutil.copytree(self.root / SHARDS / name, tmp / SHARDS / name)
-                rows = emb[start : start + n].astype(manifest["dtype"])
-                np.save(tmp / SHARDS / name / "pair_embeddings.npy", rows)
-                start += n
-            manifest.update(checkpoint_id=model["checkpoint_id"], checkpoint=str(checkpoint), model=model)
-            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+        with writer_lock(Path(out)):
+            remove_stale_temps(Path(out).parent, Path(out).name)  # left by a killed earlier copy
+            with atomic_dir(Path(out)) as tmp:
+                start = 0
+                for shard in manifest["shards"]:
+                    name, n = shard["name"], int(shard["n_pairs"])
+                    shutil.copytree(self.root / SHARDS / name, tmp / SHARDS / name)
+                    rows = emb[start : start + n].astype(manifest["dtype"])
+                    np.save(tmp / SHARDS / name / "pair_embeddings.npy", rows)
+                    start += n
+                manifest.update(checkpoint_id=model["checkpoint_id"], checkpoint=str(checkpoint), model=model)
+                (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
         return Store.open(out)
 
     def index_file(self, what: str, key: str) -> Path | None:
