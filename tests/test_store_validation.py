@@ -52,7 +52,7 @@ def edit_manifest(root: Path, change) -> None:
         (lambda m: m["shards"][0].update(n_pairs=-1), r"shards\[0\]\.n_pairs"),
         (lambda m: m["shards"].append("oops"), r"shards\[2\]"),
         (lambda m: m.update(shards={"a": 1}), "shards"),
-        (lambda m: m.update(n_pairs=99), "n_pairs"),
+        (lambda m: m.update(n_pairs="99"), "n_pairs"),
     ],
 )
 def test_wrong_manifest_fields_are_named(tmp_path: Path, change, field: str) -> None:
