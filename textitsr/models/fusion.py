@@ -8,8 +8,13 @@
   two branches are concatenated and refined by a convolutional residual block on the token grid;
   the layers' fused grids are summed and mean-pooled. Tokens are first projected to the fusion
   width and given a learned 2-D (row + column) position embedding.
-- "concat-transformer": both dates' tokens in one sequence with learned temporal and spatial
-  embeddings and a CLS token, through a pre-norm transformer encoder; the CLS output is the feature.
+- "concat-transformer" (= "concat-transformer:sequence"): both dates' tokens in one sequence with
+  learned temporal and spatial embeddings and a CLS token, through a pre-norm transformer encoder;
+  the CLS output is the feature.
+- "concat-transformer:channel": the public variant (Roy et al. 2026): the dates joined along
+  channels at each grid cell (N tokens of 2 x width), no position embedding, a post-norm encoder
+  (3 layers, 16 heads, 2048-wide ReLU feed-forward, dropout 0.25), mean-pooled. Tokens are first
+  projected to width/2 per date (`width` = 2 x the backbone width keeps the raw channels, as published).
 
 Layer norm replaces batch norm throughout, so a pair's embedding never depends on its batch.
 
@@ -35,6 +40,7 @@ __all__ = [
     "GlobalFeatureFusion",
     "TokenFeatureFusion",
     "ConcatTransformerFusion",
+    "ChannelConcatTransformerFusion",
     "build_fusion",
     "parse_fusion_spec",
 ]
@@ -100,6 +106,8 @@ GFF_OPERATORS = {
 }
 _GFF_ALIASES = {"difference": "diff", "abs": "absdiff", "prod": "product", "add": "sum", "avg": "mean"}
 FUSION_KINDS = ("gff", "tff", "concat-transformer")
+#: Token layouts of the concat-transformer: one sequence of both dates (ours), or channel-joined.
+CONCAT_LAYOUTS = ("sequence", "channel")
 
 
 class Fusion(nn.Module):
@@ -294,6 +302,40 @@ class ConcatTransformerFusion(Fusion):
         return self.norm(seq[:, 0])
 
 
+class ChannelConcatTransformerFusion(Fusion):
+    """Dates joined along channels per grid cell, post-norm transformer encoder, mean pool."""
+
+    uses_tokens = True
+    #: The published recipe: encoder depth, heads, feed-forward width, dropout.
+    LAYERS, HEADS, FFN, DROPOUT = 3, 16, 2048, 0.25
+
+    def __init__(self, image_dim: int, num_tokens: int, width: int = 256) -> None:
+        super().__init__()
+        _check_width(width, self.HEADS, self.LAYERS)
+        if width % 2:
+            raise InputError(f"fusion 'concat-transformer:channel': width must be even, got {width}")
+        self.spec = "concat-transformer:channel"
+        self.num_tokens = num_tokens
+        half = width // 2
+        self.proj = (
+            nn.Identity()
+            if half == image_dim
+            else nn.Sequential(nn.LayerNorm(image_dim), nn.Linear(image_dim, half))
+        )
+        layer = nn.TransformerEncoderLayer(
+            width, self.HEADS, self.FFN, self.DROPOUT, activation="relu", batch_first=True, norm_first=False
+        )
+        self.encoder = nn.TransformerEncoder(layer, self.LAYERS, enable_nested_tensor=False)
+        self.out_dim = width
+
+    def forward(self, feats: PairFeatures) -> Tensor:
+        before, after = self._tokens(feats)
+        if before.shape[1] != self.num_tokens:
+            raise InputError(f"fusion: expected {self.num_tokens} tokens per image, got {before.shape[1]}")
+        b, a = self.proj(torch.cat([before, after])).chunk(2)
+        return self.encoder(torch.cat([b, a], dim=-1)).mean(1)
+
+
 class _SelfBlock(nn.Module):
     """Pre-norm transformer encoder block (self-attention + FFN), on the fused SDPA kernel.
 
@@ -330,6 +372,8 @@ def parse_fusion_spec(spec: str) -> tuple[str, tuple[str, ...]]:
     kind, _, rest = text.partition(":")
     if kind in ("tff", "concat-transformer") and not rest:
         return kind, ()
+    if kind == "concat-transformer" and rest in CONCAT_LAYOUTS:
+        return kind, () if rest == "sequence" else (rest,)
     if kind == "gff":
         names = [_GFF_ALIASES.get(p.strip(), p.strip()) for p in (rest or "concat").split("+")]
         unknown = [n for n in names if n not in GFF_OPERATORS]
@@ -340,7 +384,8 @@ def parse_fusion_spec(spec: str) -> tuple[str, tuple[str, ...]]:
             f"{sorted(GFF_OPERATORS)}, e.g. 'gff:before+after+diff'"
         )
     raise InputError(
-        f"fusion {spec!r}: unknown spec; expected 'tff', 'concat-transformer' or 'gff:OP[+OP...]' "
+        f"fusion {spec!r}: unknown spec; expected 'tff', 'concat-transformer[:sequence|:channel]' or "
+        f"'gff:OP[+OP...]' "
         f"with OP in {sorted(GFF_OPERATORS)} (baselines: 'gff:after', 'gff:before', 'gff:diff')"
     )
 
@@ -359,5 +404,7 @@ def build_fusion(
     kind, ops = parse_fusion_spec(spec)
     if kind == "gff":
         return GlobalFeatureFusion(ops, image_dim)
+    if ops == ("channel",):
+        return ChannelConcatTransformerFusion(image_dim, num_tokens, width=width)
     cls = TokenFeatureFusion if kind == "tff" else ConcatTransformerFusion
     return cls(image_dim, num_tokens, width=width, layers=layers, heads=heads, dropout=dropout)

@@ -24,6 +24,7 @@ from textitsr.models.encoders import (
     DEFAULT_MAX_TEXT_LENGTH,
     DEFAULT_TEXT_ENCODER,
     ImageEncoder,
+    StagedImageEncoder,
     TextEncoder,
     build_image_encoder,
     build_text_encoder,
@@ -128,9 +129,17 @@ class TextITSR(nn.Module):
     # ---- properties ------------------------------------------------------------------------------
 
     @property
+    def image_tail(self) -> StagedImageEncoder | None:
+        """The image encoder when its last stages are fine-tuned: caches then hold the frozen
+        stages' output map (as tokens) and the trained tail runs in `embed_pair_features`."""
+        enc = self.image_encoder
+        return enc if isinstance(enc, StagedImageEncoder) and enc.tail_size else None
+
+    @property
     def uses_tokens(self) -> bool:
-        """True when the fusion needs patch tokens (TFF variants), False for GFF (globals only)."""
-        return self.fusion.uses_tokens
+        """True when the fusion needs patch tokens (TFF variants) or the image tail needs its
+        input map; False for GFF on a frozen backbone (globals only)."""
+        return self.fusion.uses_tokens or self.image_tail is not None
 
     @property
     def embed_dim(self) -> int:
@@ -142,12 +151,15 @@ class TextITSR(nn.Module):
 
     def dims(self) -> dict[str, int]:
         """Backbone shapes the trainable part depends on (checked when loading a checkpoint)."""
-        return {
+        dims = {
             "image_dim": self.image_encoder.dim,
             "num_tokens": self.image_encoder.num_tokens,
             "image_size": self.image_encoder.image_size,
             "text_dim": self.text_encoder.dim,
         }
+        if self.image_tail is not None:  # caches of a fine-tuned tail hold another stage's output
+            dims["trained_image_stages"] = self.image_tail.tail_size
+        return dims
 
     def scale(self) -> Tensor:
         """exp(logit_scale) clamped to <= 100, as in CLIP."""
@@ -160,7 +172,18 @@ class TextITSR(nn.Module):
         if self.uses_tokens and (feats.before_tokens is None or feats.after_tokens is None):
             raise InputError(f"fusion {self.config.fusion!r}: needs patch tokens, got PairFeatures without")
         feats = feats.to(self.device, torch.float32)
+        if self.image_tail is not None:
+            feats = self._run_image_tail(feats)
         return self.pair_head(self.fusion(feats))
+
+    def _run_image_tail(self, feats: PairFeatures) -> PairFeatures:
+        """Frozen-stage maps (stored as (B, h*w, C) tokens) -> the fine-tuned stages' outputs."""
+        maps = torch.cat([feats.before_tokens, feats.after_tokens])  # type: ignore[list-item]
+        side = math.isqrt(maps.shape[1])
+        grid = maps.transpose(1, 2).reshape(maps.shape[0], maps.shape[2], side, side)
+        glob, tokens = self.image_tail.tail_outputs(grid.contiguous(memory_format=torch.channels_last))
+        n = len(feats)
+        return PairFeatures(glob[:n], glob[n:], tokens[:n], tokens[n:])
 
     def embed_text_features(self, text_feats: Tensor) -> Tensor:
         """Text head on backbone text features (B, text_dim) -> (B, embed_dim) L2-normalised."""
@@ -184,7 +207,12 @@ class TextITSR(nn.Module):
         enc = self.image_encoder
         with self._autocast():
             pixels = torch.cat([enc.preprocess(before), enc.preprocess(after)])  # one backbone call
-            glob, toks = enc(pixels)
+            if self.image_tail is not None:
+                fmap = self.image_tail.frozen_map(pixels)
+                glob, toks = fmap.mean((2, 3)), fmap.flatten(2).transpose(1, 2)
+                tokens = True
+            else:
+                glob, toks = enc(pixels)
         n = len(before)
         glob, toks = glob.float(), toks.float()
         if not tokens:

@@ -1,0 +1,322 @@
+"""Real-data benchmark on `../shared/data/realdev` (63 real pairs, for model selection only).
+
+For each model (one or several checkpoints = seeds of one configuration, mean ± std):
+
+- strict caption retrieval, every pair in the gallery: T->P and P->T R@1/5/10 and mR, with the
+  mR of a random ranking;
+- per change type with >= 4 pairs: the AP of 3 natural queries (fixed below, written once, not
+  tuned per pair) ranking all pairs, against the random expectation (the type's prevalence), and
+  the mean AP lift over random;
+- change vs no change: AP of ranking all pairs by *dis*similarity to 3 "no change" queries;
+- the same two AP tables for a model-free baseline ranking pairs by mean |after - before|.
+
+    .venv/bin/python benchmarks/real.py --checkpoint data/demo/model
+    .venv/bin/python benchmarks/real.py --checkpoint runs/a-s0 runs/a-s1 runs/a-s2 --label "tff (3 seeds)"
+    # train each seed on a source, then evaluate (one row; backbone/fusion study):
+    .venv/bin/python benchmarks/real.py --train-root data/demo/world --fusion gff:concat+absdiff \\
+        --image-encoder geoembed-resnet18 --seeds 0 1 2 --out-json data/real-runs/geo.json
+    # one table from several --out-json files:
+    .venv/bin/python benchmarks/real.py --from-json data/real-runs/*.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import time
+from collections.abc import Iterator
+from itertools import islice
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from textitsr.config import DATA_DIR, SHARED_DATA_DIR
+from textitsr.data.pairs import SPLITS, BitemporalPair, PairSource, PairSourceBase
+from textitsr.evaluation.realdev import (
+    NO_CHANGE,
+    LabelledFolderSource,
+    average_precision,
+    mean_abs_difference,
+    query_type_ap,
+    type_counts,
+)
+
+#: Natural queries per change type: plain sentences an analyst would type, fixed before looking
+#: at any model's rankings. "other" (a catch-all: lahars, tarps, damaged roofs) has no shared wording.
+TYPE_QUERIES = {
+    "buildings_built": (
+        "many new buildings are built",
+        "some houses are constructed on the bare land",
+        "a new residential area appears",
+    ),
+    "buildings_demolished": (
+        "the buildings are demolished",
+        "the houses are destroyed",
+        "several buildings have disappeared",
+    ),
+    "vegetation_cleared": (
+        "the trees are cut down",
+        "the forest is cleared",
+        "the vegetation is removed",
+    ),
+    "water_expanded": (
+        "the lake becomes larger",
+        "the area is flooded",
+        "water covers the land",
+    ),
+    "road_built": (
+        "a new road is built",
+        "a road is constructed through the area",
+        "a new street appears",
+    ),
+}
+NO_CHANGE_QUERIES = (
+    "there is no change",
+    "the scene remains the same",
+    "the two images look the same",
+)
+MIN_PAIRS = 4
+RETRIEVAL = ("t2p_r1", "t2p_r5", "t2p_r10", "p2t_r1", "p2t_r5", "p2t_r10", "mR")
+
+
+def evaluate_model(model, source: LabelledFolderSource, cache_dir: Path, types: list[str]) -> dict:
+    """One flat row: retrieval recalls (%), AP per type (0..1), mean lift, change-vs-none AP."""
+    from textitsr.embedding.cache import build_or_load
+    from textitsr.evaluation.evaluate import embed_cache, evaluate_cache
+    from textitsr.evaluation.metrics import flatten_metrics
+
+    cache = build_or_load(model, source, None, cache_dir, tokens=True, progress=False)
+    row = flatten_metrics(evaluate_cache(model, cache))
+    pair_emb, _ = embed_cache(model, cache)
+    queries = {t: TYPE_QUERIES[t] for t in types}
+    texts = [q for qs in queries.values() for q in qs]
+    sim = model.encode_texts(texts + list(NO_CHANGE_QUERIES)).numpy() @ pair_emb.T
+    aps = query_type_ap(sim[: len(texts)], cache.change_type, queries)
+    counts = type_counts(cache.change_type)
+    for t in types:
+        row[f"ap:{t}"] = float(np.mean(aps[t]))
+    row["lift"] = float(np.mean([row[f"ap:{t}"] - counts[t] / cache.n_pairs for t in types]))
+    changed = cache.changed.astype(bool)
+    row["ap:change"] = float(np.mean([average_precision(-s, changed) for s in sim[len(texts) :]]))
+    return row
+
+
+def pixel_baseline(source: LabelledFolderSource, types: list[str]) -> dict:
+    from textitsr.evaluation.realdev import relevance
+
+    pairs = list(source.pairs())
+    score = np.array(list(mean_abs_difference(iter(pairs)).values()))
+    labels = [p.change_type for p in pairs]
+    row = {f"ap:{t}": average_precision(score, relevance(labels, t)) for t in types}
+    counts = type_counts(labels)
+    row["lift"] = float(np.mean([row[f"ap:{t}"] - counts[t] / len(pairs) for t in types]))
+    row["ap:change"] = average_precision(score, np.array([p.changed for p in pairs]))
+    return row
+
+
+def chance_rows(source: LabelledFolderSource, types: list[str], cache_dir: Path, model) -> dict:
+    from textitsr.embedding.cache import build_or_load
+    from textitsr.evaluation.metrics import random_baseline
+
+    cache = build_or_load(model, source, None, cache_dir, tokens=True, progress=False)
+    chance = random_baseline(cache.caption_pair, cache.changed.astype(bool), caption_text=cache.caption_text)
+    counts = type_counts(cache.change_type)
+    chance.update({f"ap:{t}": counts[t] / cache.n_pairs for t in types})
+    chance["lift"] = 0.0
+    chance["ap:change"] = float(cache.changed.astype(bool).mean())
+    return chance
+
+
+def _cell(values: list[float], scale: float = 1.0, digits: int = 1) -> str:
+    v = np.asarray(values, dtype=float) * scale
+    if len(v) == 1:
+        return f"{v[0]:.{digits}f}"
+    return f"{v.mean():.{digits}f} ± {v.std(ddof=1):.{digits}f}"
+
+
+def markdown(rows: list[dict], chance: dict, pixel: dict, types: list[str], counts: dict[str, int]) -> str:
+    """Two tables: caption retrieval; AP per change type, mean lift and change vs no change."""
+    out = [
+        "| model | seeds | T→P R@1 | T→P R@5 | T→P R@10 | P→T R@1 | P→T R@5 | P→T R@10 | mR |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        out.append(
+            f"| {r['label']} | {len(r['runs'])} | "
+            + " | ".join(_cell([x[k] for x in r["runs"]]) for k in RETRIEVAL)
+            + " |"
+        )
+    out.append("| random | – | " + " | ".join(f"{chance[k]:.1f}" for k in RETRIEVAL) + " |")
+    cols = [f"ap:{t}" for t in types] + ["lift", "ap:change"]
+    heads = [f"{t} ({counts[t]})" for t in types] + [
+        "mean AP lift",
+        f"change vs none ({counts[NO_CHANGE]} none)",
+    ]
+    out += ["", "| model | " + " | ".join(heads) + " |", "|---|" + "---:|" * len(cols)]
+    for r in rows:
+        out.append(
+            f"| {r['label']} | " + " | ".join(_cell([x[c] for x in r["runs"]], digits=2) for c in cols) + " |"
+        )
+    out.append("| pixel difference | " + " | ".join(f"{pixel[c]:.2f}" for c in cols) + " |")
+    out.append("| random (prevalence) | " + " | ".join(f"{chance[c]:.2f}" for c in cols) + " |")
+    return "\n".join(out)
+
+
+class FirstPairs(PairSourceBase):
+    """The first `limit` pairs of every split of a source: small training runs on 2 shared cores."""
+
+    def __init__(self, source: PairSource, limit: int) -> None:
+        self.source, self.limit = source, limit
+        self.name = f"{source.name}-first{limit}"
+
+    def __len__(self) -> int:
+        return sum(self.count(s) for s in SPLITS)
+
+    def count(self, split: str | None = None) -> int:
+        return len(self) if split is None else min(self.limit, self.source.count(split))
+
+    def paths(self) -> list[Path]:
+        return self.source.paths()
+
+    def fingerprint(self, split: str | None = None, exclude: Path | None = None) -> str:
+        return self.source.fingerprint(split, exclude)
+
+    def pairs(self, split: str | None = None) -> Iterator[BitemporalPair]:
+        for s in SPLITS if split is None else (split,):
+            yield from islice(self.source.pairs(s), self.limit)
+
+
+def train_checkpoints(args: argparse.Namespace) -> list[Path]:
+    """Train one checkpoint per seed on --train-root (the cached features are shared by all seeds)."""
+    from textitsr.data.registry import open_source
+    from textitsr.embedding.cache import build_or_load
+    from textitsr.evaluation.evaluate import resolve_device
+    from textitsr.models.textitsr import ModelConfig, TextITSR
+    from textitsr.training.train import TrainConfig, fit, prepare_data, seed_everything
+
+    options: dict = {"image_encoder": args.image_encoder} if args.image_encoder else {}
+    for item in args.model_option:
+        key, _, value = item.partition("=")
+        options[key] = json.loads(value) if value[:1].isdigit() or value in ("true", "false") else value
+    source = open_source(args.train_root, args.train_kind)
+    kind = args.train_kind or source.name
+    if args.max_pairs:
+        source = FirstPairs(source, args.max_pairs)
+    tag = args.label or f"{args.fusion}-{args.image_encoder or 'default'}"
+    tag = tag.replace(":", "_").replace("+", "-")
+    folders = []
+    for seed in args.seeds:
+        config = TrainConfig(
+            root=args.train_root,
+            out=args.runs_dir / f"{tag.replace(' ', '_')}-s{seed}",
+            source=kind,
+            fusion=args.fusion,
+            model_options=options,
+            epochs=args.epochs,
+            patience=args.patience,
+            seed=seed,
+            cache_dir=args.cache_dir,
+            device=args.device,
+            progress=False,
+        )
+        seed_everything(seed)
+        model = TextITSR(ModelConfig(**{**options, "fusion": args.fusion}))
+        for split in ("train", "val"):  # tokens cached once serve every fusion of this backbone
+            build_or_load(model, source, split, args.cache_dir, tokens=True)
+        data = prepare_data(model, source, config)
+        t0 = time.perf_counter()
+        dataset = {"kind": source.name, "root": str(args.train_root.resolve())}
+        result = fit(model.to(resolve_device(args.device)), data, config, dataset=dataset)
+        print(
+            f"  trained {tag} seed {seed}: val mR {result.best_val_mR:.1f}, {result.epochs_run} epochs, "
+            f"{time.perf_counter() - t0:.0f} s",
+            flush=True,
+        )
+        folders.append(result.checkpoint)
+    return folders
+
+
+def machine_and_date() -> str:
+    return (
+        f"{platform.machine()} ({os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.0f}), "
+        f"torch {torch.__version__}, {dt.datetime.now():%Y-%m-%d %H:%M}"
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--root", type=Path, default=SHARED_DATA_DIR / "realdev", help="labelled pairs folder")
+    ap.add_argument("--checkpoint", type=Path, nargs="+", default=[], help="checkpoints (seeds) of one model")
+    ap.add_argument("--label", default=None, help="row name (default: the model's fusion and backbone)")
+    ap.add_argument(
+        "--train-root", type=Path, default=None, help="train one model per seed on this source first"
+    )
+    ap.add_argument("--train-kind", default=None, help="source kind of --train-root (detected when omitted)")
+    ap.add_argument("--fusion", default="gff:concat+absdiff")
+    ap.add_argument("--image-encoder", default=None)
+    ap.add_argument(
+        "--model-option", action="append", default=[], help="ModelConfig field=value (repeatable)"
+    )
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--max-pairs", type=int, default=None, help="train on the first N pairs of each split")
+    ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--patience", type=int, default=5)
+    ap.add_argument("--runs-dir", type=Path, default=DATA_DIR / "real-runs")
+    ap.add_argument("--cache-dir", type=Path, default=DATA_DIR / "cache")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--out-json", type=Path, default=None, help="write this row (+ baselines) as JSON")
+    ap.add_argument("--from-json", type=Path, nargs="+", default=None, help="no evaluation: merge rows")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.from_json:
+        stamp = machine_and_date()
+        data = [json.loads(Path(f).read_text()) for f in args.from_json]
+        rows = [r for d in data for r in d["rows"]]
+        print(f"# realdev benchmark ({data[-1]['n_pairs']} real pairs); merged {len(data)} files, {stamp}\n")
+        print(markdown(rows, data[-1]["chance"], data[-1]["pixel"], data[-1]["types"], data[-1]["counts"]))
+        return
+    from textitsr.models.checkpoint import load_checkpoint
+
+    source = LabelledFolderSource(args.root)
+    checkpoints = list(args.checkpoint)
+    if args.train_root is not None:
+        checkpoints += train_checkpoints(args)
+    if not checkpoints:
+        ap.error("give --checkpoint or --train-root")
+    counts = type_counts([types and "+".join(types) for types in source.change_types.values()])
+    types = [t for t in TYPE_QUERIES if counts.get(t, 0) >= MIN_PAIRS]
+    runs, label, chance = [], args.label, None
+    for ckpt in checkpoints:
+        model = load_checkpoint(ckpt)
+        runs.append(evaluate_model(model, source, args.cache_dir, types))
+        label = label or f"{model.config.fusion}, {model.config.image_encoder}"
+        chance = chance or chance_rows(source, types, args.cache_dir, model)
+    rows = [{"label": label, "checkpoints": [str(c) for c in checkpoints], "runs": runs}]
+    pixel = pixel_baseline(source, types)
+    stamp = machine_and_date()
+    print(f"# realdev benchmark ({len(source)} real pairs, {args.root}); {stamp}\n")
+    print(markdown(rows, chance, pixel, types, counts))
+    if args.out_json:
+        from textitsr.atomic import atomic_write_text
+
+        args.out_json.parent.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "rows": rows,
+            "chance": chance,
+            "pixel": pixel,
+            "types": types,
+            "counts": counts,
+            "n_pairs": len(source),
+            "stamp": stamp,
+        }
+        atomic_write_text(args.out_json, json.dumps(payload, indent=1))
+
+
+if __name__ == "__main__":
+    main()
