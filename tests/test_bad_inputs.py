@@ -65,38 +65,12 @@ def test_truncated_geotiff_in_ingest_is_one_line(truncated_series, tmp_path, mon
 def test_truncated_geotiff_in_index_leaves_no_store(
     tiny_archive, truncated_series, tmp_path, monkeypatch, capsys
 ) -> None:
-    out = tmp_path / "store"
-    code, err = cli_main(
-        monkeypatch,
-        capsys,
-        "index",
-        "--checkpoint",
-        tiny_archive.checkpoint,
-        "--root",
-        truncated_series,
-        "--out",
-        out,
-        "--tile-size",
-        "64",
-    )
-    one_line(code, err, "site_2002.tif", "truncated")
-    assert not out.exists()
-    assert not (tmp_path / "store2").exists()
     (tmp_path / "mine").mkdir()  # an empty folder given by the user stays, empty
-    code, err = cli_main(
-        monkeypatch,
-        capsys,
-        "index",
-        "--checkpoint",
-        tiny_archive.checkpoint,
-        "--root",
-        truncated_series,
-        "--out",
-        tmp_path / "mine",
-        "--tile-size",
-        "64",
-    )
-    one_line(code, err, "site_2002.tif")
+    for out in (tmp_path / "store", tmp_path / "mine"):
+        code, err = cli_main(monkeypatch, capsys, "index", "--checkpoint", tiny_archive.checkpoint,
+                             "--root", truncated_series, "--out", out, "--tile-size", "64")
+        one_line(code, err, "site_2002.tif", "truncated")
+    assert not (tmp_path / "store").exists()
     assert (tmp_path / "mine").is_dir() and not any((tmp_path / "mine").iterdir())
 
 
