@@ -72,6 +72,7 @@ def test_mgue_uncertainty_highest_at_threshold():
 
 
 # --------------------------------------------------------------------------------- BCGUE
+@pytest.mark.slow
 def test_bcgue_uncertainty_highest_near_the_boundary():
     rng = np.random.default_rng(0)
     x = rng.uniform(-3, 3, size=(400, 2))
@@ -191,6 +192,7 @@ def tiny_problem(seed: int = 0, n_per: int = 25, classes: int = 4, d_in: int = 2
     return Feats(before, after), labels
 
 
+@pytest.mark.slow
 def test_finetune_on_labels_improves_map_over_random_labels():
     torch.manual_seed(0)
     feats, labels = tiny_problem()

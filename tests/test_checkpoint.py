@@ -75,6 +75,7 @@ def test_round_trip_gives_identical_embeddings(fusion, tmp_path, tiny_hf_models,
     assert not loaded.training
 
 
+@pytest.mark.slow
 def test_round_trip_with_default_backbones(tmp_path, images) -> None:
     torch.manual_seed(0)
     model = perturbed(TextITSR(ModelConfig(fusion="gff:concat+diff", embed_dim=32)))

@@ -7,13 +7,9 @@ import pytest
 import torch
 
 from textitsr.errors import InputError
-from textitsr.models.encoders import (
-    EfficientNetLiteEncoder,
-    HFImageEncoder,
-    HFTextEncoder,
-    build_image_encoder,
-    build_text_encoder,
-)
+from textitsr.models.cnn_encoders import EfficientNetLiteEncoder
+from textitsr.models.encoders import build_image_encoder, build_text_encoder
+from textitsr.models.hf_encoders import HFImageEncoder, HFTextEncoder
 
 
 @pytest.fixture(scope="module")

@@ -22,6 +22,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
 
 
+@pytest.mark.slow
 def test_train_then_evaluate_json(world: Path, tmp_path: Path, tiny_hf_models) -> None:
     runner = CliRunner()
     ckpt, cache = tmp_path / "ckpt", tmp_path / "cache"
@@ -132,6 +133,7 @@ def test_evaluate_missing_checkpoint_is_a_clear_error(world: Path, tmp_path: Pat
     assert "nope" in str(result.exception)
 
 
+@pytest.mark.slow
 def test_same_commands_on_the_official_levircc_layout(world: Path, tmp_path: Path, tiny_hf_models) -> None:
     """`--source levircc --root PATH` trains and evaluates on the official layout (the world's export)."""
     runner = CliRunner()

@@ -114,6 +114,7 @@ def test_tff_with_identical_dates_is_batch_independent(feats: PairFeatures) -> N
     assert torch.allclose(whole, one, atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("spec", ["tff", "concat-transformer", "concat-transformer:channel"])
 def test_token_fusions_train(spec: str, feats: PairFeatures) -> None:
     """A few steps of gradient descent move every parameter group and reduce a simple loss."""

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from textitsr.models.encoders import GeoEmbedResNet18Encoder, build_image_encoder, build_text_encoder
+from textitsr.models.cnn_encoders import GeoEmbedResNet18Encoder
+from textitsr.models.encoders import build_image_encoder, build_text_encoder
 from textitsr.models.textitsr import ModelConfig, TextITSR
 
 REFERENCE = Path(__file__).parent / "data" / "geoembed_v3_reference.json"

@@ -159,6 +159,7 @@ def test_logit_scale_init_and_clamp(encoders) -> None:
     assert math.isclose(model.scale().item(), math.exp(LOGIT_SCALE_MAX), rel_tol=1e-5)
 
 
+@pytest.mark.slow
 def test_bf16_inference_stays_close_to_fp32(encoders, images) -> None:
     model = TextITSR(small_config("gff:concat+diff"), **encoders)
     fp32 = model.encode_pairs(*images)

@@ -43,6 +43,7 @@ def test_small_archive_is_exact(tmp_path: Path) -> None:
     assert (np.diff(scores, axis=1) <= 1e-6).all()  # best first
 
 
+@pytest.mark.slow
 def test_hnsw_recall_at_10_against_exact(hnsw_case) -> None:
     x, q, index = hnsw_case
     assert index.kind == "hnsw"
@@ -188,3 +189,75 @@ def test_single_queries_run_faiss_on_query_threads_and_restore_the_setting() -> 
     index.search(unit(rng, 1, 16), 5)
     index.search(unit(rng, 50, 16), 5)
     assert seen == [1, before] and faiss.omp_get_max_threads() == before
+
+
+def clustered(rng: np.random.Generator, n: int, d: int, gap: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Archive-like vectors around 200 centres, and text-like queries across the modality gap from them."""
+    centres = rng.standard_normal((200, d)).astype(np.float32)
+    offset = gap * rng.standard_normal(d).astype(np.float32)
+    x = centres[rng.integers(0, 200, n)] + 0.8 * rng.standard_normal((n, d)).astype(np.float32) + offset
+    q = centres[rng.integers(0, 200, 50)] + rng.standard_normal((50, d)).astype(np.float32) - offset
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float16)  # what a store keeps
+    return x, q / np.linalg.norm(q, axis=1, keepdims=True)
+
+
+def recall_at_10(ids: np.ndarray, exact: np.ndarray) -> float:
+    return float(np.mean([len(set(a) & set(e)) / 10 for a, e in zip(ids, exact, strict=True)]))
+
+
+@pytest.fixture(scope="module")
+def codes_case(tmp_path_factory: pytest.TempPathFactory) -> tuple[np.ndarray, np.ndarray]:
+    """30k clustered float16 vectors in a memory-mapped .npy file, as a store shard holds them."""
+    x, q = clustered(np.random.default_rng(6), 30_000, 64)
+    path = tmp_path_factory.mktemp("codes") / "pair_embeddings.npy"
+    np.save(path, x)
+    return np.load(path, mmap_mode="r"), q
+
+
+def test_codes_tier_reranks_to_the_exact_top_k(codes_case) -> None:
+    x, q = codes_case
+    index = VectorIndex(x, SearchConfig(codes_threshold=10_000, rerank=1_000))
+    assert index.kind == "codes" and isinstance(index.vectors, np.memmap)  # kept on disk, not copied
+    scores, ids = index.search(q, 10)
+    exact = brute_force(x.astype(np.float32), q, 10)
+    assert recall_at_10(ids, exact) == 1.0
+    np.testing.assert_allclose(scores, np.take_along_axis(q @ x.astype(np.float32).T, ids, axis=1), rtol=1e-5)
+    assert (np.diff(scores, axis=1) <= 0).all()
+
+
+def test_codes_tier_with_broad_and_narrow_filters(codes_case) -> None:
+    x, q = codes_case
+    index = VectorIndex(x, SearchConfig(codes_threshold=10_000, rerank=300, exact_subset_max=1_000))
+    rows = np.arange(len(x))
+    for keep in (rows % 2 == 0, rows % 50 == 0, rows < 3):  # 15k, 600, 3 rows selected
+        _, ids = index.search(q[:10], 10, keep)
+        exact = brute_force(x.astype(np.float32), q[:10], 10, np.flatnonzero(keep))
+        assert keep[ids].all() and ids.shape[1] == min(10, keep.sum())
+        if keep.sum() >= 10:
+            assert recall_at_10(ids, exact) >= 0.99
+        else:
+            assert set(ids[0]) == set(np.flatnonzero(keep))
+
+
+def test_ivf_tier_recall_and_cache(codes_case, tmp_path: Path) -> None:
+    x, q = codes_case
+    cfg = SearchConfig(ivf_threshold=10_000, nlist=64, nprobe=32, rerank=300)
+    cache = tmp_path / "pairs.faiss"
+    index = VectorIndex(x, cfg, cache=cache)
+    assert index.kind == "ivf" and cache.is_file()
+    _, ids = index.search(q, 10)
+    assert recall_at_10(ids, brute_force(x.astype(np.float32), q, 10)) >= 0.95
+    stamp = cache.stat().st_mtime_ns
+    again = VectorIndex(x, cfg, cache=cache)
+    assert cache.stat().st_mtime_ns == stamp  # loaded, not retrained
+    np.testing.assert_array_equal(again.search(q, 10)[1], ids)
+    keep = np.arange(len(x)) % 3 == 0
+    _, ids = index.search(q[:10], 10, keep)
+    assert keep[ids].all()
+    assert VectorIndex(x, SearchConfig(ivf_threshold=10_000, pq_dims_per_code=4), cache=cache).kind == "ivf"
+
+
+def test_pq_code_size_must_divide_the_dimension() -> None:
+    x, _ = clustered(np.random.default_rng(7), 2_000, 31)
+    with pytest.raises(InputError, match="pq_dims_per_code"):
+        VectorIndex(x, SearchConfig(codes_threshold=1_000))

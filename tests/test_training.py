@@ -177,6 +177,7 @@ def _config(tmp_path: Path, **kw) -> TrainConfig:
     return TrainConfig(**{**base, **kw})
 
 
+@pytest.mark.slow
 def test_gff_training_learns_far_above_chance(tmp_path: Path, tiny_model_config) -> None:
     from textitsr.evaluation.evaluate import evaluate_cache
     from textitsr.models.checkpoint import load_checkpoint, read_checkpoint_config
@@ -199,6 +200,7 @@ def test_gff_training_learns_far_above_chance(tmp_path: Path, tiny_model_config)
     assert summary["best_epoch"] == result.best_epoch and summary["dataset"]["kind"] == "random-learnable"
 
 
+@pytest.mark.slow
 def test_tff_trains_on_cached_tokens(tmp_path: Path, tiny_model_config) -> None:
     from textitsr.models.textitsr import TextITSR
 
@@ -208,6 +210,7 @@ def test_tff_trains_on_cached_tokens(tmp_path: Path, tiny_model_config) -> None:
     assert result.epochs_run == 2 and np.isfinite(result.history[-1]["loss"])
 
 
+@pytest.mark.slow
 def test_resume_continues_from_the_saved_epoch(tmp_path: Path, tiny_model_config, monkeypatch) -> None:
     import textitsr.training.train as train_module
     from textitsr.models.textitsr import TextITSR
@@ -267,6 +270,7 @@ def _spy_on_checkpoint_saves(monkeypatch, out: Path, crash_after_save: int | Non
     return saves
 
 
+@pytest.mark.slow
 def test_interrupted_run_leaves_the_best_so_far_checkpoint(
     tmp_path: Path, tiny_model_config, monkeypatch
 ) -> None:
@@ -320,6 +324,7 @@ def test_interrupted_run_leaves_the_best_so_far_checkpoint(
     assert evaluate_cache(reloaded, data.val)["mR"] == pytest.approx(state["best_mR"], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_crash_right_after_a_best_save_resumes_and_finishes(
     tmp_path: Path, tiny_model_config, monkeypatch
 ) -> None:

@@ -271,17 +271,35 @@ def search(
     checkpoint: Annotated[
         Path | None, typer.Option(help="Checkpoint folder (default: the one the store was built with).")
     ] = None,
+    scheduler: Annotated[
+        str | None, typer.Option(help="Dask scheduler whose workers search the shards, e.g. tcp://HOST:8786.")
+    ] = None,
 ) -> None:
-    """Search an archive by text and print the best-matching pairs."""
+    """Search an archive by text and print the best-matching pairs.
+
+    When `textitsr api` is serving this store, the query is sent there (no model to load);
+    otherwise only the text encoder and text head are loaded.
+    """
     import json
+    import os
 
-    from textitsr.service import SearchService
+    from textitsr.api_discovery import TOKEN_ENV, running_api
+    from textitsr.api_discovery import search_text as api_search_text
 
-    hits = SearchService.open(store, checkpoint).search_text(query, k=k)
+    url = running_api(store) if scheduler is None and checkpoint is None else None
+    if url is not None:
+        hits = api_search_text(url, query, k, os.environ.get(TOKEN_ENV))
+    else:
+        from dataclasses import asdict
+
+        from textitsr.service import SearchService
+
+        service = SearchService.open(store, checkpoint, scheduler=scheduler, text_only=True)
+        hits = [asdict(h) for h in service.search_text(query, k=k)]
     if as_json:
-        rows = [{"rank": h.rank, "score": round(h.score, 6), "pair_id": h.pair_id,
-                 "bounds": list(h.bounds) if h.bounds else None, "dates": list(h.dates), "source": h.source}
-                for h in hits]
+        rows = [{"rank": h["rank"], "score": round(h["score"], 6), "pair_id": h["pair_id"],
+                 "bounds": list(h["bounds"]) if h["bounds"] else None, "dates": list(h["dates"]),
+                 "source": h["source"]} for h in hits]
         typer.echo(json.dumps(rows, indent=1))
         return
     from rich.console import Console
@@ -292,11 +310,11 @@ def search(
                          ("place (lon, lat)", "left"), ("dates", "left")):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     for h in hits:
-        place = "-"
-        if h.bounds:
-            place = f"{(h.bounds[0] + h.bounds[2]) / 2:.5f}, {(h.bounds[1] + h.bounds[3]) / 2:.5f}"
-        dates = " -> ".join(d or "?" for d in h.dates) if any(h.dates) else "-"
-        table.add_row(str(h.rank), f"{h.score:.3f}", h.pair_id, place, dates)
+        place, bounds = "-", h["bounds"]
+        if bounds:
+            place = f"{(bounds[0] + bounds[2]) / 2:.5f}, {(bounds[1] + bounds[3]) / 2:.5f}"
+        dates = " -> ".join(d or "?" for d in h["dates"]) if any(h["dates"]) else "-"
+        table.add_row(str(h["rank"]), f"{h['score']:.3f}", h["pair_id"], place, dates)
     Console().print(table)
 
 
@@ -412,6 +430,24 @@ def serve(
 
     read_manifest(store)  # a clear error now rather than in the browser
     raise typer.Exit(serve_app(store, checkpoint, data_root or (), address=address, port=port))
+
+
+@app.command()
+def api(
+    store: Annotated[Path, typer.Option(help="Store folder to serve.")],
+    checkpoint: Annotated[Path | None, typer.Option(help="Checkpoint (default: the store's).")] = None,
+    host: Annotated[
+        str, typer.Option(help="Address to bind; anything but loopback needs a token.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8765,
+    token: Annotated[
+        str | None, typer.Option(help="Bearer token clients must send (default: $TEXTITSR_API_TOKEN).")
+    ] = None,
+) -> None:
+    """Serve the archive as an HTTP/JSON API (OpenAPI docs at /docs)."""
+    from textitsr.api import ApiConfig, serve_api
+
+    serve_api(store, checkpoint, ApiConfig(host=host, port=port, token=token))
 
 
 def main() -> None:

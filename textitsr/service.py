@@ -15,7 +15,7 @@ import json
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -23,6 +23,9 @@ from textitsr.errors import InputError, StoreError
 from textitsr.index.catalog import ArchiveStats, Catalog, PairHit
 from textitsr.index.search import Filters, SearchConfig, VectorIndex
 from textitsr.index.store import Store, read_manifest
+
+if TYPE_CHECKING:
+    from textitsr.index.sharded import ShardedIndex
 
 __all__ = ["ArchiveStats", "CaptionHit", "PairHit", "SearchFilters", "SearchService"]
 
@@ -48,11 +51,18 @@ class SearchService:
     """Text -> pairs, pair -> pairs, pair -> captions over one archive store."""
 
     def __init__(
-        self, model: Any, store: Store, checkpoint: Path, search_config: SearchConfig | None = None
+        self,
+        model: Any,
+        store: Store,
+        checkpoint: Path,
+        search_config: SearchConfig | None = None,
+        scheduler: Any = None,
     ) -> None:
         self.model = model
         self.checkpoint = Path(checkpoint)
         self.search_config = search_config or SearchConfig()
+        #: Dask scheduler address (or Client) whose workers search the pair shards; None: this process.
+        self.scheduler = scheduler
         self._lock = threading.Lock()
         self._load(store)
 
@@ -64,8 +74,12 @@ class SearchService:
         device: str = "cpu",
         *,
         search_config: SearchConfig | None = None,
+        scheduler: Any = None,
+        text_only: bool = False,
     ) -> SearchService:
-        """Load the model and the store once. `checkpoint` None -> the one recorded in the store."""
+        """Load the model and the store once. `checkpoint` None -> the one recorded in the store;
+        `scheduler` (tcp://HOST:8786 or a Client): search the pair shards on that Dask cluster;
+        `text_only`: load just the text encoder + head (text queries only, much quicker to open)."""
         from textitsr.embedding.encode import load_model
         from textitsr.models.checkpoint import checkpoint_id
 
@@ -82,30 +96,48 @@ class SearchService:
         checkpoint = Path(checkpoint)
         cid = checkpoint_id(checkpoint)
         opened = Store.open(store, checkpoint_id=cid)
-        model = load_model(checkpoint, device)
+        if text_only:
+            from textitsr.models.text_side import load_text_side
+
+            model = load_text_side(checkpoint, device)
+        else:
+            model = load_model(checkpoint, device)
         if int(model.config.embed_dim) != opened.embed_dim:
             raise StoreError(f"{store}: {opened.embed_dim}-d store, model gives {model.config.embed_dim}-d")
-        return cls(model, opened, checkpoint, search_config)
+        return cls(model, opened, checkpoint, search_config, scheduler)
 
     def _load(self, store: Store) -> None:
         """(Re)read the store and build the indexes and the catalog."""
         store.validate()
-        config = self.search_config
-        pairs = VectorIndex(store.pair_embeddings(), config, cache=self._cache_path(store, "pairs"))
+        pairs: VectorIndex | ShardedIndex
+        if self.scheduler is not None:
+            from textitsr.index.sharded import ShardedIndex
+
+            pairs = ShardedIndex(store, self.scheduler)
+        else:
+            cache = self._cache_path(store, "pairs")
+            pairs = VectorIndex(store.pair_embeddings(), self.search_config, cache=cache)
         catalog = Catalog(store, index_kind=pairs.kind)
-        caps = store.captions()
-        emb = store.caption_embeddings()
-        # One row per distinct sentence: archives repeat captions ("no change") thousands of times.
-        first = ~caps["text"].duplicated().to_numpy() if len(caps) else np.zeros(0, bool)
-        captions = VectorIndex(emb[first], config, cache=self._cache_path(store, "captions"))
-        self._cap_text = caps["text"].to_numpy()[first].tolist()
-        self._cap_pair = caps["pair_id"].to_numpy()[first].tolist()
-        self.store, self.catalog, self._pairs, self._captions = store, catalog, pairs, captions
+        self.store, self.catalog, self._pairs = store, catalog, pairs
+        self._caption_index: tuple[VectorIndex, list[str], list[str]] | None = None
+
+    def _captions(self) -> tuple[VectorIndex, list[str], list[str]]:
+        """(index, texts, pair ids) of the archive's distinct sentences, built on first use."""
+        if self._caption_index is None:
+            caps = self.store.captions()
+            emb = self.store.caption_embeddings()
+            # One row per distinct sentence: archives repeat captions ("no change") thousands of times.
+            first = ~caps["text"].duplicated().to_numpy() if len(caps) else np.zeros(0, bool)
+            cache = self._cache_path(self.store, "captions")
+            index = VectorIndex(emb[first], self.search_config, cache=cache)
+            texts = caps["text"].to_numpy()[first].tolist()
+            self._caption_index = (index, texts, caps["pair_id"].to_numpy()[first].tolist())
+        return self._caption_index
 
     def _cache_path(self, store: Store, what: str) -> Path | None:
-        """Where the HNSW graph of this exact shard list is kept (None: small store, or read-only)."""
+        """Where the index of this exact shard list is kept (None: quick to build, or read-only store)."""
         n = store.manifest.get("n_pairs" if what == "pairs" else "n_captions", 0)
-        if int(n) < self.search_config.hnsw_threshold:
+        if self.search_config.kind(int(n)) not in VectorIndex.CACHED_KINDS:
             return None
         key = json.dumps([what, store.manifest["shards"], self.search_config.__dict__], sort_keys=True)
         return store.index_file(what, hashlib.sha1(key.encode()).hexdigest()[:12])
@@ -201,11 +233,12 @@ class SearchService:
         """The archive's sentences that best describe a pair (distinct sentences, best first)."""
         k = self._check_k(k)
         vec, _ = self._pair_vector(pair_id, before, after)
-        if not self._cap_text:
+        index, texts, pair_ids = self._captions()
+        if not texts:
             return []
-        scores, rows = self._captions.search(vec, k)
+        scores, rows = index.search(vec, k)
         return [
-            CaptionHit(rank=i + 1, score=float(s), text=self._cap_text[r], pair_id=self._cap_pair[r])
+            CaptionHit(rank=i + 1, score=float(s), text=texts[r], pair_id=pair_ids[r])
             for i, (s, r) in enumerate(zip(scores[0], rows[0], strict=True))
         ]
 

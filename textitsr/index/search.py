@@ -1,13 +1,17 @@
 """Top-k inner-product search over L2-normalised embeddings (FAISS), with metadata filters.
 
-Three tiers, by archive size (measured by benchmarks/search.py on 2 cores):
+Tiers, by archive size (measured by benchmarks/search.py on 2 cores):
 - below `scan_threshold`: an exact `IndexFlatIP`;
-- up to `hnsw_threshold`: an exhaustive scan over float16 codes (`IndexScalarQuantizer`, QT_fp16).
-  Stores keep float16 embeddings, so this is exact for what is stored, reads half the bytes of
-  float32, builds in about a second and answers a query over 1M pairs in about 20 ms. It also stays
-  exact for text queries, which lie away from the pair embeddings (the modality gap) and are where
-  graph indexes lose recall;
-- above: an HNSW graph (`IndexHNSWFlat`, inner-product metric), about a millisecond a query.
+- up to `codes_threshold`: an exhaustive scan over float16 codes (`IndexScalarQuantizer`, QT_fp16).
+  Stores keep float16 embeddings, so this is exact for what is stored and reads half the bytes of
+  float32;
+- above: 4-bit product-quantizer codes scanned with FAISS fast scan (32 bytes a 256-d vector), whose
+  best `rerank` candidates are re-scored exactly from the stored vectors (which may be a
+  memory-mapped float16 file: only the candidates' rows are read). From `ivf_threshold` on the codes
+  sit in an inverted file and a query visits `nprobe` of its lists, many of them: text queries lie
+  away from the pair embeddings (the modality gap), so their neighbours spread over more lists than
+  a pair's would. This is where a graph index (HNSW, still available through `hnsw_threshold`) loses
+  recall on text queries.
 A single query (or a few) runs FAISS on `query_threads` threads: splitting one scan over both cores
 costs more in OpenMP hand-over, and in spinning threads fighting the text encoder's, than it saves.
 Filters (bbox / dates / source) become a boolean mask over rows. A selective mask is answered by an
@@ -34,12 +38,28 @@ from textitsr.errors import InputError
 
 @dataclass(frozen=True)
 class SearchConfig:
-    """Index choice and HNSW parameters (defaults measured by benchmarks/search.py)."""
+    """Index choice and its parameters (defaults measured by benchmarks/search.py)."""
 
     #: Archives with at least this many vectors are scanned over float16 codes instead of float32.
     scan_threshold: int = 50_000
-    #: Archives with at least this many vectors get an HNSW graph instead of a scan.
-    hnsw_threshold: int = 5_000_000
+    #: Archives with at least this many vectors are searched over PQ codes + exact re-ranking.
+    codes_threshold: int = 500_000
+    #: Vector dimensions per 4-bit product-quantizer code (256-d: 128 codes, 64 bytes a vector).
+    pq_dims_per_code: int = 2
+    #: Candidates from the codes re-scored exactly; the top-k among them is the answer. (FAISS fast
+    #: scan switches to a much slower collector above 1,000.)
+    rerank: int = 1_000
+    #: Archives with at least this many vectors keep their PQ codes in an inverted file.
+    ivf_threshold: int = 5_000_000
+    #: Inverted lists (None: about sqrt(N) / 3, which keeps assigning 10^7 vectors to lists to
+    #: minutes) and how many of them one query visits.
+    nlist: int | None = None
+    nprobe: int = 128
+    #: Vectors sampled to train the quantizers.
+    train_size: int = 200_000
+    #: Archives with at least this many vectors get an HNSW graph (None: never; it loses recall on
+    #: text queries, so it is only there to be chosen on purpose).
+    hnsw_threshold: int | None = None
     hnsw_m: int = 32
     ef_construction: int = 64
     #: 512 keeps recall@10 >= 0.95 even on isotropic random 256-d vectors (the hardest case).
@@ -49,6 +69,16 @@ class SearchConfig:
     #: Query batches up to `small_batch` rows search on this many FAISS threads.
     query_threads: int = 1
     small_batch: int = 8
+
+    def kind(self, n: int) -> str:
+        """The tier an archive of n vectors gets: flat, scan, codes, ivf or hnsw."""
+        if self.hnsw_threshold is not None and n >= self.hnsw_threshold:
+            return "hnsw"
+        if n >= self.ivf_threshold:
+            return "ivf"
+        if n >= self.codes_threshold:
+            return "codes"
+        return "scan" if n >= self.scan_threshold else "flat"
 
 
 @dataclass(frozen=True)
@@ -136,23 +166,31 @@ class FilterMasks:
 
 
 class VectorIndex:
-    """FAISS index over the rows of an (N, d) float32 matrix of L2-normalised vectors; built once."""
+    """FAISS index over the rows of an (N, d) matrix of L2-normalised vectors; built once.
+
+    `vectors` may be float16 or float32 and may be memory-mapped (`np.load(..., mmap_mode="r")`):
+    the tiers that re-rank keep it as given and read only the rows they re-score; the others copy it
+    into memory as float32.
+    """
+
+    #: Tiers slow enough to build that a store keeps them on disk (see `cache`).
+    CACHED_KINDS = ("codes", "ivf", "hnsw")
 
     def __init__(
         self, vectors: np.ndarray, config: SearchConfig | None = None, cache: Path | None = None
     ) -> None:
-        """Build the index, or (HNSW only) load it from `cache` when that file holds this exact graph.
+        """Build the index, or load it from `cache` when that file holds this exact index.
 
-        Building HNSW over a million vectors takes minutes, so a store keeps it beside its shards;
-        the caller picks a `cache` name that changes whenever the vectors do.
+        Training quantizers or a graph over millions of vectors takes minutes, so a store keeps the
+        index beside its shards; the caller picks a `cache` name that changes whenever the vectors do.
         """
         self.config = config or SearchConfig()
-        self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        n, d = self.vectors.shape
-        if n >= self.config.hnsw_threshold:
-            self.kind = "hnsw"
+        n, d = vectors.shape
+        self.kind = self.config.kind(n)
+        if self.kind in ("codes", "ivf"):
+            self.vectors = vectors
         else:
-            self.kind = "scan" if n >= self.config.scan_threshold else "flat"
+            self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if self.kind == "flat":
             self.index = faiss.IndexFlatIP(d)
             if n:
@@ -163,16 +201,39 @@ class VectorIndex:
             self.index = faiss.IndexScalarQuantizer(d, fp16, faiss.METRIC_INNER_PRODUCT)
             self.index.add(self.vectors)
             return
-        index = _read_index(cache, n, d) if cache is not None else None
+        index = _read_index(cache, n, d, self.kind) if cache is not None else None
         if index is None:
-            index = faiss.IndexHNSWFlat(d, self.config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-            index.hnsw.efConstruction = self.config.ef_construction
-            index.add(self.vectors)
+            index = self._build(n, d)
             if cache is not None:
                 with atomic_path(cache) as tmp:
                     faiss.write_index(index, str(tmp))
-        index.hnsw.efSearch = self.config.ef_search
+        if self.kind == "hnsw":
+            index.hnsw.efSearch = self.config.ef_search
         self.index = index
+
+    def _build(self, n: int, d: int) -> faiss.Index:
+        cfg = self.config
+        if self.kind == "hnsw":
+            index = faiss.IndexHNSWFlat(d, cfg.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+            index.hnsw.efConstruction = cfg.ef_construction
+            index.add(self.vectors)
+            return index
+        if d % cfg.pq_dims_per_code:
+            raise InputError(
+                f"{d}-d vectors: pq_dims_per_code={cfg.pq_dims_per_code} must divide the dimension"
+            )
+        m = d // cfg.pq_dims_per_code
+        if self.kind == "codes":
+            index = faiss.IndexPQFastScan(d, m, 4, faiss.METRIC_INNER_PRODUCT)
+        else:
+            nlist = cfg.nlist or max(1, int(np.sqrt(n) / 3))
+            quantizer = faiss.IndexFlatIP(d)
+            index = faiss.IndexIVFPQFastScan(quantizer, d, nlist, m, 4, faiss.METRIC_INNER_PRODUCT)
+        sample = np.random.default_rng(0).choice(n, min(n, cfg.train_size), replace=False)
+        index.train(_rows(self.vectors, np.sort(sample)))
+        for start in range(0, n, 100_000):
+            index.add(np.ascontiguousarray(self.vectors[start : start + 100_000], dtype=np.float32))
+        return index
 
     def __len__(self) -> int:
         return self.vectors.shape[0]
@@ -190,6 +251,10 @@ class VectorIndex:
             return np.zeros((q.shape[0], 0), np.float32), np.zeros((q.shape[0], 0), np.int64)
         if mask is not None and (n_cand <= self.config.exact_subset_max or self.kind == "flat"):
             return self._exact_subset(q, k, np.flatnonzero(mask))
+        threads = self.config.query_threads if q.shape[0] <= self.config.small_batch else None
+        if self.kind in ("codes", "ivf"):
+            with _faiss_threads(threads):
+                return self._search_codes(q, k, mask, n_cand)
         params = None
         if mask is not None:
             sel = faiss.IDSelectorBitmap(np.packbits(mask, bitorder="little"))
@@ -202,17 +267,47 @@ class VectorIndex:
                 params = faiss.SearchParameters(sel=sel)
         elif self.kind == "hnsw" and k > self.config.ef_search:
             params = faiss.SearchParametersHNSW(efSearch=k)
-        threads = self.config.query_threads if q.shape[0] <= self.config.small_batch else None
         with _faiss_threads(threads):
             scores, ids = self.index.search(q, k, params=params)
         return _drop_missing(scores, ids)
 
+    def _search_codes(
+        self, q: np.ndarray, k: int, mask: np.ndarray | None, n_cand: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Candidates from the PQ codes, re-scored exactly; the top-k of those, best first."""
+        depth = min(n_cand, max(self.config.rerank, k))
+        if self.kind == "ivf":
+            sel = None if mask is None else faiss.IDSelectorBitmap(np.packbits(mask, bitorder="little"))
+            params = faiss.SearchParametersIVF(sel=sel, nprobe=self.config.nprobe)
+            _, cand = self.index.search(q, depth, params=params)
+        else:
+            # Fast scan takes no ID selector: over-fetch by the mask's selectivity, then drop.
+            fetch = depth if mask is None else min(len(self), int(depth * len(self) / n_cand) + k)
+            _, cand = self.index.search(q, fetch, params=None)
+        out_s = np.full((q.shape[0], k), -np.inf, np.float32)
+        out_i = np.full((q.shape[0], k), -1, np.int64)
+        for i in range(q.shape[0]):
+            rows = np.unique(cand[i][cand[i] >= 0])
+            if mask is not None:
+                rows = rows[mask[rows]]
+            if len(rows) < k:  # too few selected rows among the candidates: scan them all
+                rows = np.flatnonzero(mask) if mask is not None else np.arange(len(self))
+            sims = _rows(self.vectors, rows) @ q[i]
+            top = np.argsort(-sims, kind="stable")[:k]
+            out_s[i], out_i[i] = sims[top], rows[top]
+        return out_s, out_i
+
     def _exact_subset(self, q: np.ndarray, k: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        sims = q @ self.vectors[rows].T
+        sims = q @ _rows(self.vectors, rows).T
         top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
         top_s = np.take_along_axis(sims, top, axis=1)
         order = np.argsort(-top_s, axis=1, kind="stable")
         return np.take_along_axis(top_s, order, axis=1), rows[np.take_along_axis(top, order, axis=1)]
+
+
+def _rows(vectors: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """float32 copy of the given (sorted) rows: a memory-mapped file is read only there."""
+    return np.asarray(vectors[rows], dtype=np.float32)
 
 
 @contextlib.contextmanager
@@ -229,15 +324,16 @@ def _faiss_threads(threads: int | None) -> Iterator[None]:
         faiss.omp_set_num_threads(previous)
 
 
-def _read_index(path: Path, n: int, d: int) -> faiss.Index | None:
-    """A cached index when it is readable and has the expected shape; None means rebuild."""
+def _read_index(path: Path, n: int, d: int, kind: str) -> faiss.Index | None:
+    """A cached index when it is readable and has the expected shape and kind; None means rebuild."""
     if not path.is_file():
         return None
     try:
         index = faiss.read_index(str(path))
     except RuntimeError:
         return None
-    if index.ntotal != n or index.d != d or not hasattr(index, "hnsw"):
+    expected = {"hnsw": faiss.IndexHNSWFlat, "codes": faiss.IndexPQFastScan, "ivf": faiss.IndexIVFPQFastScan}
+    if index.ntotal != n or index.d != d or not isinstance(index, expected[kind]):
         return None
     return index
 

@@ -236,10 +236,11 @@ class _ResBlock(nn.Module):
         return torch.relu(x + y)
 
 
-class TokenFeatureFusion(Fusion):
-    """TFF: dual-branch cross-attention to the token difference + multi-layer conv fusion."""
+class _TokenFusion(Fusion):
+    """Shared set-up of the token fusions: checked sizes and the token stem (projection + 2-D positions)."""
 
     uses_tokens = True
+    spec = "tokens"
 
     def __init__(
         self,
@@ -252,8 +253,20 @@ class TokenFeatureFusion(Fusion):
     ) -> None:
         super().__init__()
         _check_width(width, heads, layers)
-        self.spec = "tff"
         self.stem = _TokenStem(image_dim, num_tokens, width)
+        self._build(width, layers, heads, dropout)
+
+    def _build(self, width: int, layers: int, heads: int, dropout: float) -> None:
+        """The layers after the stem (each token fusion its own)."""
+        raise NotImplementedError
+
+
+class TokenFeatureFusion(_TokenFusion):
+    """TFF: dual-branch cross-attention to the token difference + multi-layer conv fusion."""
+
+    spec = "tff"
+
+    def _build(self, width: int, layers: int, heads: int, dropout: float) -> None:
         self.layers = nn.ModuleList(_CrossLayer(width, heads, dropout) for _ in range(layers))
         self.fuse = nn.ModuleList(_ResBlock(2 * width, self.stem.grid) for _ in range(layers))
         self.norm = nn.LayerNorm(2 * width)
@@ -269,24 +282,12 @@ class TokenFeatureFusion(Fusion):
         return self.norm(fused.mean(1))  # type: ignore[union-attr]
 
 
-class ConcatTransformerFusion(Fusion):
+class ConcatTransformerFusion(_TokenFusion):
     """Both dates' tokens in one sequence + temporal/spatial embeddings + CLS; CLS output."""
 
-    uses_tokens = True
+    spec = "concat-transformer"
 
-    def __init__(
-        self,
-        image_dim: int,
-        num_tokens: int,
-        width: int = 256,
-        layers: int = 2,
-        heads: int = 4,
-        dropout: float = 0.1,
-    ) -> None:
-        super().__init__()
-        _check_width(width, heads, layers)
-        self.spec = "concat-transformer"
-        self.stem = _TokenStem(image_dim, num_tokens, width)
+    def _build(self, width: int, layers: int, heads: int, dropout: float) -> None:
         self.temporal = nn.Parameter(torch.randn(2, 1, width) * 0.02)
         self.cls = nn.Parameter(torch.randn(1, 1, width) * 0.02)
         self.blocks = nn.ModuleList(_SelfBlock(width, heads, dropout) for _ in range(layers))
