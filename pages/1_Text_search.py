@@ -8,6 +8,7 @@ import streamlit as st
 from streamlit_folium import st_folium
 
 from textitsr import app_support as ui
+from textitsr.escape import markdown_text
 
 ui.page_setup("Text search")
 st.title("Text search")
@@ -85,7 +86,7 @@ with ui.show_errors("Search"):
     if not hits:
         st.warning("No image pairs match these filters. Widen the area or the date range.")
     else:
-        st.caption(f"{len(hits)} pairs for “{query.strip()}” in {elapsed * 1000:.0f} ms")
+        st.caption(markdown_text(f"{len(hits)} pairs for “{query.strip()}” in {elapsed * 1000:.0f} ms"))
         grid, chart = st.columns([3, 2])
         with chart:
             st.plotly_chart(ui.score_chart(hits), key="score_chart", width="stretch")

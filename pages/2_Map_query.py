@@ -6,6 +6,7 @@ import streamlit as st
 from streamlit_folium import st_folium
 
 from textitsr import app_support as ui
+from textitsr.escape import markdown_code
 from textitsr.map_assets import missing_vendor_files
 
 PICK_KEY = "map_pick"
@@ -89,7 +90,7 @@ with list_col:
         st.info("Click a tile on the map (or draw a rectangle over one) to pick a query pair.")
         st.stop()
     how = "click on the map" if pick.how == "click" else "rectangle drawn on the map"
-    st.subheader(f"Query pair `{pick.pair_id}`")
+    st.subheader(f"Query pair {markdown_code(pick.pair_id)}")
     st.caption(f"picked by {how}")
     with ui.show_errors("Showing the query pair"):
         before, after = service.catalog.thumbnails(pick.pair_id)

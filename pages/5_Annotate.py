@@ -8,6 +8,7 @@ import streamlit as st
 from textitsr import app_support as ui
 from textitsr.active.anneal import STRATEGIES
 from textitsr.errors import TextITSRError
+from textitsr.escape import markdown_code, markdown_text
 
 UPDATED_KEY = "annotate-updated"
 STRATEGY_NAMES = {
@@ -32,12 +33,12 @@ with st.sidebar:
     strategy = st.selectbox("Selection", STRATEGIES, format_func=STRATEGY_NAMES.get, key="annotate-strategy")
     batch = st.slider("Pairs per round", 2, 30, 8, key="annotate-batch")
     who = st.text_input("Your name (recorded with each answer)", value="analyst", key="annotate-who")
-    st.caption(f"Workspace: `{workdir}`")
+    st.caption(f"Workspace: {markdown_code(workdir)}")
 
 try:
     session = ui.anneal_session(config, strategy, batch)
 except TextITSRError as err:
-    st.error(f"Cannot annotate this archive: {err}")
+    st.error(markdown_text(f"Cannot annotate this archive: {err}"))
     st.stop()
 
 prog = session.progress()
@@ -55,12 +56,12 @@ def show_item(col, pair_id: str, title: str) -> None:
     record = service.catalog.pair(pair_id)
     before, after = service.catalog.thumbnails(pair_id)
     with col:
-        st.markdown(f"**{title}** · `{pair_id}`")
+        st.markdown(f"**{title}** · {markdown_code(pair_id)}")
         left, right = st.columns(2)
         left.image(before, caption="before", width="stretch")
         right.image(after, caption="after", width="stretch")
         if record.get("captions"):
-            st.caption(f"“{record['captions'][0]}”")
+            st.caption(markdown_text(f"“{record['captions'][0]}”"))
 
 
 if pending:
@@ -96,7 +97,7 @@ else:
             try:
                 session.next_batch()
             except TextITSRError as err:
-                st.error(str(err))
+                st.error(markdown_text(err))
                 st.stop()
         st.rerun()
 
@@ -112,7 +113,7 @@ if st.button(
     try:
         metrics = session.update_model(lambda f, msg: bar.progress(min(max(f, 0.0), 1.0), text=msg))
     except TextITSRError as err:
-        st.error(f"Update failed: {err}")
+        st.error(markdown_text(f"Update failed: {err}"))
     else:
         using = ui.archive_choice(config) == ui.FINE_TUNED
         st.session_state[UPDATED_KEY] = (

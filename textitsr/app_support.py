@@ -25,6 +25,7 @@ import numpy as np
 from textitsr.config import DATA_DIR, DemoPaths
 from textitsr.data.geotiff import GeoTiffOptions
 from textitsr.errors import InputError, StoreError, TextITSRError
+from textitsr.escape import html_text, markdown_code, markdown_text
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import folium
@@ -78,6 +79,12 @@ class AppConfig:
     basemap: str = "osm"
     #: ANNEAL workspace (annotation log, fine-tuned checkpoints and store); None -> next to the store.
     annotations: Path | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.max_upload_mb, int) or self.max_upload_mb < 1:
+            raise InputError(
+                f"{ENV_MAX_UPLOAD_MB}={self.max_upload_mb!r}: expected a whole number of megabytes >= 1"
+            )
 
     @property
     def max_upload_bytes(self) -> int:
@@ -296,12 +303,12 @@ def service_or_stop(*, base: bool = False) -> SearchService:
     try:
         config = load_config()
         archive = active_archive(config)
-        st.sidebar.caption(f"Searching with the **{archive.label}**  \n`{archive.store}`")
+        st.sidebar.caption(f"Searching with the **{archive.label}**  \n{markdown_code(archive.store)}")
         if archive.note:
-            st.sidebar.warning(archive.note)
+            st.sidebar.warning(markdown_text(archive.note))
         return get_service(config, archive=base_archive(config) if base else archive)
     except TextITSRError as err:
-        st.error(f"Could not open the archive: {err}")
+        st.error(markdown_text(f"Could not open the archive: {err}"))
         st.info(
             "Run `textitsr demo` (or `make run`) to build the demo archive, or point the app at "
             f"another store with {ENV_STORE}=/path/to/store (and {ENV_CHECKPOINT} if needed)."
@@ -309,7 +316,7 @@ def service_or_stop(*, base: bool = False) -> SearchService:
         st.stop()
     except Exception as err:  # noqa: BLE001 - the page must show a message, never a traceback
         log.exception("opening the search service failed")
-        st.error(f"Could not open the archive ({type(err).__name__}: {err}).")
+        st.error(markdown_text(f"Could not open the archive ({type(err).__name__}: {err})."))
         st.stop()
     raise AssertionError("unreachable")  # st.stop() raises
 
@@ -334,10 +341,10 @@ def show_errors(what: str) -> Iterator[None]:
     try:
         yield
     except TextITSRError as err:
-        st.error(f"{what}: {err}")
+        st.error(markdown_text(f"{what}: {err}"))
     except Exception as err:  # noqa: BLE001 - never show a traceback to the analyst
         log.exception("%s failed", what)
-        st.error(f"{what} failed unexpectedly ({type(err).__name__}: {err}).")
+        st.error(markdown_text(f"{what} failed unexpectedly ({type(err).__name__}: {err})."))
 
 
 # ------------------------------------------------------------------------------ input checks
@@ -351,11 +358,19 @@ def resolve_data_path(text: str, roots: Sequence[Path]) -> Path:
         raise InputError("scene path: empty; expected a GeoTIFF path inside the data roots")
     if "\x00" in text:
         raise InputError("scene path: contains a NUL character")
+    if len(text) > MAX_PATH_CHARS or any(len(part) > 255 for part in Path(text).parts):
+        raise InputError(
+            f"scene path {text[:40]!r}...: {len(text)} characters; expected a path of at most "
+            f"{MAX_PATH_CHARS} characters with names of at most 255"
+        )
     if not roots:
         raise InputError("no data roots are configured; set TEXTITSR_DATA_ROOTS")
     raw = Path(text).expanduser()
     candidate = raw if raw.is_absolute() else roots[0] / raw
-    resolved = candidate.resolve()
+    try:
+        resolved = candidate.resolve(strict=False)
+    except (OSError, RuntimeError) as err:  # RuntimeError: a symlink loop (Python < 3.13)
+        raise InputError(f"scene path {text!r}: cannot be resolved ({err}); a symlink loop?") from err
     for root in roots:
         if resolved.is_relative_to(root.resolve()):
             return resolved
@@ -364,6 +379,8 @@ def resolve_data_path(text: str, roots: Sequence[Path]) -> Path:
 
 
 GEOTIFF_SUFFIXES = (".tif", ".tiff")
+#: Longest typed scene path accepted (Linux PATH_MAX is 4096).
+MAX_PATH_CHARS = 4096
 _TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
 
@@ -372,11 +389,14 @@ def check_scene_path(text: str, roots: Sequence[Path]) -> Path:
     path = resolve_data_path(text, roots)
     if path.suffix.lower() not in GEOTIFF_SUFFIXES:
         raise InputError(f"scene path {text!r}: expected a .tif/.tiff GeoTIFF file")
-    if not path.is_file():
-        raise InputError(f"scene path {text!r}: no such file")
-    with path.open("rb") as fh:
-        if fh.read(4) not in _TIFF_MAGICS:
-            raise InputError(f"scene path {text!r}: not a TIFF file (bad header)")
+    try:
+        if not path.is_file():
+            raise InputError(f"scene path {text!r}: no such file")
+        with path.open("rb") as fh:
+            if fh.read(4) not in _TIFF_MAGICS:
+                raise InputError(f"scene path {text!r}: not a TIFF file (bad header)")
+    except OSError as err:  # a symlink loop, a name too long, no permission
+        raise InputError(f"scene path {text!r}: cannot be read ({err.strerror or err})") from err
     return path
 
 
@@ -392,8 +412,9 @@ def safe_upload_name(name: str) -> str:
 def validate_upload(name: str, data: bytes, max_bytes: int) -> dict[str, Any]:
     """Check an uploaded GeoTIFF entirely in memory; returns its basic facts. Nothing is written.
 
-    Checks: extension, size limit, TIFF header, that GDAL can read it, and that it carries a CRS
-    and a geotransform (a scene the archive can tile needs both).
+    Checks: extension, size limit, TIFF header, that GDAL can read it (every pixel block, so a
+    truncated file is caught here and not halfway through tiling), and that it carries a CRS and a
+    geotransform (a scene the archive can tile needs both).
     """
     label = f"upload {name!r}"
     if Path(name).suffix.lower() not in GEOTIFF_SUFFIXES:
@@ -421,6 +442,8 @@ def validate_upload(name: str, data: bytes, max_bytes: int) -> dict[str, Any]:
                 "bounds": tuple(ds.bounds),
                 "identity_transform": ds.transform == rasterio.Affine.identity(),
             }
+            for _, window in ds.block_windows(1):  # one block at a time: memory stays small
+                ds.read(window=window)
     except RasterioError as err:
         raise InputError(f"{label}: GDAL cannot read it as a GeoTIFF ({err})") from err
     if not facts["crs"] or facts["identity_transform"]:
@@ -783,7 +806,10 @@ def archive_map(
         props = dict(feat.get("properties") or {})
         pid = props.get("pair_id")
         dates = props.get("dates") or (props.get("date_before"), props.get("date_after"))
-        props["dates"] = " → ".join(str(d) for d in dates if d) or "?"
+        # Leaflet puts tooltip values into the page as HTML: only escaped copies go there, while
+        # the raw pair_id stays in the properties for identifying clicks.
+        props["tip_pair"] = html_text(pid)
+        props["tip_dates"] = html_text(" → ".join(str(d) for d in dates if d) or "?")
         props["rank"] = "query" if pid == query_id else (f"#{rank[pid]}" if pid in rank else "")
         feats.append({**feat, "properties": props})
     folium.GeoJson(
@@ -791,7 +817,9 @@ def archive_map(
         name="footprints",
         style_function=style,
         highlight_function=lambda _f: {"weight": 4, "color": "#805ad5"},
-        tooltip=folium.GeoJsonTooltip(fields=["pair_id", "rank", "dates"], aliases=["pair", "", "dates"]),
+        tooltip=folium.GeoJsonTooltip(
+            fields=["tip_pair", "rank", "tip_dates"], aliases=["pair", "", "dates"]
+        ),
     ).add_to(m)
     if draw:
         plugins.Draw(
@@ -818,7 +846,7 @@ def score_chart(hits: Sequence[PairHit], title: str = "Similarity of the results
     """Horizontal bar chart of result scores, best on top."""
     import plotly.graph_objects as go
 
-    labels = [f"#{h.rank} {h.pair_id}" for h in hits]
+    labels = [html_text(f"#{h.rank} {h.pair_id}") for h in hits]
     fig = go.Figure(
         go.Bar(
             x=[h.score for h in hits],
@@ -929,7 +957,7 @@ def open_inspector(pair_id: str) -> None:
     try:
         st.switch_page(INSPECTOR_PAGE)
     except st.errors.StreamlitAPIException:
-        st.info(f"Open the Inspector page to see {pair_id}.")
+        st.info(f"Open the Inspector page to see {markdown_code(pair_id)}.")
 
 
 def hit_caption(hit: PairHit) -> str:
@@ -960,17 +988,17 @@ def results_grid(service: SearchService, hits: Sequence[PairHit], key: str, colu
         cols = st.columns(columns, border=True)
         for col, hit in zip(cols, hits[start : start + columns], strict=False):
             with col:
-                st.markdown(f"**#{hit.rank}** `{hit.pair_id}` — score **{hit.score:.3f}**")
+                st.markdown(f"**#{hit.rank}** {markdown_code(hit.pair_id)} — score **{hit.score:.3f}**")
                 try:
                     before, after = service.catalog.thumbnails(hit.pair_id)
                     left, right = st.columns(2)
                     left.image(before, caption="before", width="stretch")
                     right.image(after, caption="after", width="stretch")
                 except TextITSRError as err:
-                    st.warning(f"thumbnails unavailable: {err}")
-                st.caption(hit_caption(hit))
+                    st.warning(f"thumbnails unavailable: {markdown_text(err)}")
+                st.caption(markdown_text(hit_caption(hit)))
                 if hit.captions:
-                    st.caption(f"“{hit.captions[0]}”")
+                    st.caption(markdown_text(f"“{hit.captions[0]}”"))
                 if st.button("Inspect", key=f"{key}-inspect-{hit.pair_id}"):
                     open_inspector(hit.pair_id)
 
