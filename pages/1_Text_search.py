@@ -10,6 +10,7 @@ from streamlit_folium import st_folium
 from textitsr.app import exports, figures, filters, map_events, maps, services, widgets
 from textitsr.app.config import EXAMPLE_QUERIES, load_config
 from textitsr.app.footprints import footprint_clusters
+from textitsr.escape import markdown_text
 
 widgets.page_setup("Text search")
 st.title("Text search")
@@ -48,7 +49,8 @@ with st.sidebar:
                              help="Empty: all sources.") if len(stats.sources) > 1 else None
     dates = service.catalog.acquisition_dates()
     with st.expander(f"Acquisition dates ({len(dates)})"):
-        st.caption(widgets.date_summary(dates, shown=50) if dates else "The archive records no dates.")
+        st.caption(markdown_text(widgets.date_summary(dates, shown=50)) if dates
+                   else "The archive records no dates.")
 
 bbox = None
 if area_mode == "Coordinates":
@@ -92,7 +94,7 @@ with widgets.show_errors("Search"):
         st.warning("No image pairs match these filters. Widen the area or the date range.")
         st.stop()
     found = widgets.plural(len(hits), "pair")
-    st.caption(f"{found} for “{widgets.shorten(query)}” in {elapsed * 1000:.0f} ms")
+    st.caption(markdown_text(f"{found} for “{widgets.shorten(query)}” in {elapsed * 1000:.0f} ms"))
     calibration = service.match_calibration()
     if calibration.is_low(hits[0].score):
         st.warning(

@@ -8,6 +8,7 @@ from streamlit_folium import st_folium
 from textitsr.app import figures, map_events, maps, services, widgets
 from textitsr.app.config import load_config
 from textitsr.app.footprints import footprint_clusters
+from textitsr.escape import markdown_code
 from textitsr.map_assets import missing_vendor_files
 
 PICK_KEY = "map_pick"
@@ -98,7 +99,7 @@ with list_col:
         st.info("Click a tile on the map (or draw a rectangle over one) to pick a query pair.")
         st.stop()
     how = "click on the map" if pick.how == "click" else "rectangle drawn on the map"
-    st.subheader(f"Query pair `{pick.pair_id}`")
+    st.subheader(f"Query pair {markdown_code(pick.pair_id)}")
     st.caption(f"picked by {how}")
     with widgets.show_errors("Showing the query pair"):
         widgets.before_after(service, pick.pair_id)

@@ -7,6 +7,7 @@ import streamlit as st
 from textitsr.app import figures, services, widgets
 from textitsr.app.config import load_config
 from textitsr.errors import TextITSRError
+from textitsr.escape import markdown_text
 
 widgets.page_setup("Inspector")
 st.title("Inspector")
@@ -23,25 +24,25 @@ try:
     record = service.catalog.pair(pair_id)
     before, after = service.catalog.thumbnails(pair_id)
 except TextITSRError as err:
-    st.error(f"Cannot show this pair: {err}")
+    st.error(markdown_text(f"Cannot show this pair: {err}"))
     st.stop()
 
 dates = record.get("dates") or (None, None)
 facts = [
-    f"source **{record.get('source') or '?'}**",
-    f"split **{record.get('split') or '—'}**",
-    f"dates **{dates[0] or '?'} → {dates[1] or '?'}**",
+    f"source **{markdown_text(record.get('source') or '?')}**",
+    f"split **{markdown_text(record.get('split') or '—')}**",
+    f"dates **{markdown_text(dates[0] or '?')} → {markdown_text(dates[1] or '?')}**",
 ]
 if record.get("change_type"):
-    facts.append(f"change type **{record['change_type']}**")
+    facts.append(f"change type **{markdown_text(record['change_type'])}**")
 if record.get("bounds"):
     w, s, e, n = record["bounds"]
     facts.append(f"footprint W {w:.4f} S {s:.4f} E {e:.4f} N {n:.4f}")
 st.markdown(" · ".join(facts))
 
 left, right, where = st.columns([2, 2, 1.4])
-left.image(before, caption=f"before ({dates[0] or 'date unknown'})", width="stretch")
-right.image(after, caption=f"after ({dates[1] or 'date unknown'})", width="stretch")
+left.image(before, caption=markdown_text(f"before ({dates[0] or 'date unknown'})"), width="stretch")
+right.image(after, caption=markdown_text(f"after ({dates[1] or 'date unknown'})"), width="stretch")
 with where:
     if record.get("bounds"):
         config = load_config()
@@ -73,7 +74,7 @@ with stats_col:
     st.subheader("Captions")
     if record.get("captions"):
         for caption in record["captions"]:
-            st.markdown(f"- {caption}")
+            st.markdown(f"- {markdown_text(caption)}")
     else:
         st.caption("This pair has no captions.")
 with text_col:

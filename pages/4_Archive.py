@@ -10,6 +10,7 @@ from textitsr.app import maps, services, uploads, widgets
 from textitsr.app.config import DEFAULT_TILE_SIZE, load_config
 from textitsr.app.footprints import footprint_clusters
 from textitsr.errors import InputError
+from textitsr.escape import html_text, markdown_code
 
 widgets.page_setup("Archive")
 st.title("Archive")
@@ -22,12 +23,12 @@ widgets.archive_metrics(stats)
 
 src_col, split_col = st.columns(2)
 with src_col:
-    fig = px.bar(x=list(stats.sources), y=list(stats.sources.values()), labels={"x": "source", "y": "pairs"},
-                 title="Pairs per source")
+    fig = px.bar(x=[html_text(s) for s in stats.sources], y=list(stats.sources.values()),
+                 labels={"x": "source", "y": "pairs"}, title="Pairs per source")
     st.plotly_chart(fig, key="sources", width="stretch")
 with split_col:
-    fig = px.bar(x=list(stats.splits), y=list(stats.splits.values()), labels={"x": "split", "y": "pairs"},
-                 title="Pairs per split")
+    fig = px.bar(x=[html_text(s) for s in stats.splits], y=list(stats.splits.values()),
+                 labels={"x": "split", "y": "pairs"}, title="Pairs per split")
     st.plotly_chart(fig, key="splits", width="stretch")
 
 map_col, card_col = st.columns([3, 2])
@@ -61,7 +62,7 @@ st.subheader("Add a GeoTIFF scene pair")
 st.caption(
     "Two GeoTIFF scenes of the same place at two dates are tiled into pairs, embedded with the "
     f"archive's model and appended to the archive. Paths must lie inside: "
-    f"{', '.join(f'`{r}`' for r in config.data_roots)}. "
+    f"{', '.join(markdown_code(r) for r in config.data_roots)}. "
     f"Uploads are limited to {config.max_upload_mb} MB a file."
 )
 base = services.get_base_service(config)  # scenes always go into the base archive

@@ -9,6 +9,7 @@ from textitsr.active.anneal import STRATEGIES
 from textitsr.app import services, widgets
 from textitsr.app.config import load_config
 from textitsr.errors import TextITSRError
+from textitsr.escape import markdown_code, markdown_text
 
 UPDATED_KEY = "annotate-updated"
 STRATEGY_NAMES = {
@@ -33,12 +34,12 @@ with st.sidebar:
     strategy = st.selectbox("Selection", STRATEGIES, format_func=STRATEGY_NAMES.get, key="annotate-strategy")
     batch = st.slider("Pairs per round", 2, 30, 8, key="annotate-batch")
     who = st.text_input("Your name (recorded with each answer)", value="analyst", key="annotate-who")
-    st.caption(f"Workspace: `{workdir}`")
+    st.caption(f"Workspace: {markdown_code(workdir)}")
 
 try:
     session = services.anneal_session(config, strategy, batch)
 except TextITSRError as err:
-    st.error(f"Cannot annotate this archive: {err}")
+    st.error(markdown_text(f"Cannot annotate this archive: {err}"))
     st.stop()
 
 prog = session.progress()
@@ -56,12 +57,12 @@ def show_item(col, pair_id: str, title: str) -> None:
     record = service.catalog.pair(pair_id)
     before, after = service.catalog.thumbnails(pair_id)
     with col:
-        st.markdown(f"**{title}** · `{pair_id}`")
+        st.markdown(f"**{title}** · {markdown_code(pair_id)}")
         left, right = st.columns(2)
         left.image(before, caption="before", width="stretch")
         right.image(after, caption="after", width="stretch")
         if record.get("captions"):
-            st.caption(f"“{record['captions'][0]}”")
+            st.caption(markdown_text(f"“{record['captions'][0]}”"))
 
 
 if pending:
@@ -97,7 +98,7 @@ else:
             try:
                 session.next_batch()
             except TextITSRError as err:
-                st.error(str(err))
+                st.error(markdown_text(err))
                 st.stop()
         st.rerun()
 
@@ -113,7 +114,7 @@ if st.button(
     try:
         metrics = session.update_model(lambda f, msg: bar.progress(min(max(f, 0.0), 1.0), text=msg))
     except TextITSRError as err:
-        st.error(f"Update failed: {err}")
+        st.error(markdown_text(f"Update failed: {err}"))
     else:
         using = services.archive_choice(config) == services.FINE_TUNED
         st.session_state[UPDATED_KEY] = (

@@ -123,3 +123,18 @@ def tiny_archive(tmp_path_factory: pytest.TempPathFactory) -> TinyArchive:
 
     tile_store(built)  # map tiles of the world's scenes, as `textitsr index` and the demo write them
     return TinyArchive(world=world, checkpoint=checkpoint, store=store)
+
+
+def cli_main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str]:
+    """Run the real `textitsr` entry point in-process; (exit code, stderr). Errors are one line."""
+    import sys
+
+    from textitsr import cli
+
+    monkeypatch.setattr(sys, "argv", ["textitsr", *map(str, args)])
+    code = 0
+    try:
+        cli.main()
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    return code, capsys.readouterr().err

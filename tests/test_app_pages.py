@@ -442,7 +442,7 @@ def test_demo_keeps_valid_artifacts_and_commands_bind_locally(tiny_archive):
     from textitsr.demo import app_environment, prepare_demo, streamlit_command
 
     lines: list[str] = []
-    result = prepare_demo(DemoPaths(tiny_archive.world.parent), echo=lines.append)
+    result = prepare_demo(DemoPaths(tiny_archive.world.parent), real_scenes=False, echo=lines.append)
     assert result.built == ()  # world, model and store are all current: nothing is rebuilt
     assert sum("(kept)" in line for line in lines) == 4  # world, model, store, map tiles
     cmd = streamlit_command(port=8765)

@@ -12,6 +12,13 @@ import textitsr.atomic as atomic
 from textitsr.atomic import atomic_dir, atomic_path, atomic_write_bytes, atomic_write_text
 
 
+@pytest.fixture(autouse=True)
+def any_folder_is_ours(monkeypatch) -> None:
+    """These tests exercise the swap itself on plain folders; which folders may be replaced at all is
+    `textitsr.outputs`' rule, tested in test_outputs.py."""
+    monkeypatch.setattr(atomic, "recognise", lambda folder: "test folder")
+
+
 class Boom(Exception):
     pass
 
@@ -187,6 +194,7 @@ def test_process_killed_before_the_swap_keeps_old_folder_whole(tmp_path: Path) -
     make_dir(dest, {"model.bin": "old", "last/state.json": "{1}"})
     script = (
         "import os, sys, pathlib, textitsr.atomic as a\n"
+        "a.recognise = lambda folder: 'test folder'\n"
         "a.os.replace = lambda *args: os._exit(9)\n"
         "with a.atomic_dir(sys.argv[1], keep=['last']) as tmp:\n"
         "    (pathlib.Path(tmp) / 'model.bin').write_text('new')\n"

@@ -6,6 +6,7 @@ static/vendor/ (a missing `make assets` fails here). Screenshots land in test-ou
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -14,6 +15,7 @@ import socket
 import subprocess
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -53,17 +55,17 @@ def app_store(tiny_archive, tmp_path_factory) -> Path:
     return store
 
 
-@pytest.fixture(scope="module")
-def app_url(tiny_archive, app_store, annotations):
-    """Base URL of a streamlit server on a copy of the tiny archive (stopped after the module)."""
+@contextlib.contextmanager
+def serve(store: Path, checkpoint: Path, roots: list[Path], annotations: Path) -> Iterator[str]:
+    """Base URL of a streamlit server on `store` (stopped when the block ends)."""
     if not CHROMIUM.exists() and shutil.which("chromium") is None:
         pytest.skip("chromium is not installed (`make browser` installs Debian's chromium)")
     pytest.importorskip("playwright.sync_api")
     port = _free_port()
-    env = app_environment(app_store, tiny_archive.checkpoint, [tiny_archive.world])
+    env = app_environment(store, checkpoint, roots)
     env["TEXTITSR_BASEMAP"] = "none"
     env["TEXTITSR_ANNOTATIONS"] = str(annotations)
-    log = (SHOTS / "streamlit.log")
+    log = (SHOTS / f"streamlit-{port}.log")
     SHOTS.mkdir(exist_ok=True)
     with log.open("w") as out:
         proc = subprocess.Popen(streamlit_command("127.0.0.1", port), cwd=REPO_ROOT, env=env, stdout=out,
@@ -88,6 +90,13 @@ def app_url(tiny_archive, app_store, annotations):
             proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def app_url(tiny_archive, app_store, annotations):
+    """Base URL of a streamlit server on a copy of the tiny archive (stopped after the module)."""
+    with serve(app_store, tiny_archive.checkpoint, [tiny_archive.world], annotations) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -402,3 +411,77 @@ def write_scene(path: Path, seed: int, size: int = 128) -> Path:
                        crs="EPSG:32614", transform=from_origin(640000.0, 3360000.0, 1.0, 1.0)) as dst:
         dst.write(pixels)
     return path
+
+
+XSS_ID = "p<img src=x onerror=alert(1)>A.tif"
+XSS_CAPTION = "see [click](javascript:alert(2)) ![pic](x) <b>bold</b> :red[red] $x^2$"
+
+
+@pytest.fixture(scope="module")
+def hostile_archive(tiny_archive, tmp_path_factory) -> Path:
+    """A copy of the tiny store whose pair ids hold HTML and whose captions hold Markdown/HTML.
+
+    Loaders sanitise ids taken from file names, but a store written elsewhere (or by an older
+    version) can still carry them: the app must show them as text.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    store = tmp_path_factory.mktemp("hostile") / "store"
+    shutil.copytree(tiny_archive.store, store)
+    n = 0
+    for shard in sorted((store / "shards").iterdir()):
+        meta = pq.read_table(shard / "metadata.parquet")
+        old = meta.column("pair_id").to_pylist()
+        new = {pid: XSS_ID.replace("A.tif", f"{n + i}.tif") for i, pid in enumerate(old)}
+        n += len(old)
+        captions = [[XSS_CAPTION, *caps] for caps in meta.column("captions").to_pylist()]
+        meta = meta.set_column(meta.schema.get_field_index("pair_id"), "pair_id",
+                               pa.array([new[p] for p in old], pa.string()))
+        meta = meta.set_column(meta.schema.get_field_index("captions"), "captions",
+                               pa.array(captions, meta.schema.field("captions").type))
+        pq.write_table(meta, shard / "metadata.parquet")
+        for name in ("thumbnails.parquet", "captions.parquet"):
+            table = pq.read_table(shard / name)
+            ids = pa.array([new[p] for p in table.column("pair_id").to_pylist()], pa.string())
+            pq.write_table(table.set_column(table.schema.get_field_index("pair_id"), "pair_id", ids),
+                           shard / name)
+    return store
+
+
+def test_html_in_pair_ids_and_captions_renders_as_text(browser, tiny_archive, hostile_archive, annotations):
+    """Stored XSS: `p<img src=x onerror=alert(1)>A.tif` shows as those characters; no alert fires."""
+    with serve(hostile_archive, tiny_archive.checkpoint, [tiny_archive.world], annotations) as url:
+        context = browser.new_context(viewport={"width": 1500, "height": 1100})
+        pg = context.new_page()
+        pg.set_default_timeout(SLOW_MS)
+        dialogs: list[str] = []
+        pg.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+        try:
+            open_page(pg, url, "Text search")
+            box = pg.get_by_label("Describe the change", exact=True)
+            box.fill("many new buildings were built")
+            box.press("Enter")
+            pg.locator("text=/— score/").first.wait_for()
+            pg.get_by_text("onerror=alert(1)>", exact=False).first.wait_for()  # the id, as text
+            assert pg.locator('img[src="x"]').count() == 0
+
+            pg.get_by_role("link", name="Map query").first.click()
+            frame = pg.frame_locator('iframe[title*="st_folium"]')
+            frame.locator("path.leaflet-interactive").first.wait_for()
+            frame.locator("path.leaflet-interactive").nth(3).hover()
+            tip = frame.locator(".leaflet-tooltip")
+            tip.wait_for()
+            assert "<img src=x onerror=alert(1)>" in tip.inner_text()
+            assert frame.locator('img[src="x"]').count() == 0
+
+            pg.get_by_role("link", name="Inspector").first.click()
+            pg.get_by_text("Neighbours (most similar pairs)").wait_for()
+            pg.get_by_text("[click](javascript:alert(2))", exact=False).first.wait_for()
+            assert pg.locator('a[href^="javascript"]').count() == 0
+            assert pg.locator("b", has_text="bold").count() == 0
+            pg.wait_for_timeout(500)
+            pg.screenshot(path=str(SHOTS / "xss_inspector.png"), full_page=True)
+        finally:
+            context.close()
+    assert dialogs == []

@@ -74,7 +74,7 @@ def imported_modules(path: Path) -> list[tuple[int, str]]:
             base = node.module or ""
             if node.level:
                 base = ".".join(package[: len(package) - node.level + 1] + ([base] if base else []))
-            # `from textitsr import app_support` imports a submodule; `import __version__`, the root
+            # `from textitsr import app` imports a submodule; `import __version__`, the root
             found += [(node.lineno, _from_root(a.name) if base == "textitsr" else base) for a in node.names]
     return [(line, mod) for line, mod in found if mod == "textitsr" or mod.startswith("textitsr.")]
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from textitsr.data.pairs import BitemporalPair
-from textitsr.errors import StoreError
+from textitsr.errors import InputError, StoreError
 from textitsr.index import store as store_mod
 from textitsr.index.shards import ShardData, encode_thumbnail, pair_row, write_shard
 from textitsr.index.store import Store
@@ -46,6 +46,7 @@ def make_shard(prefix: str, n: int, seed: int = 0) -> ShardData:
     emb = rng.standard_normal((n, DIM)).astype(np.float32)
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)
     cap = rng.standard_normal((len(texts), DIM)).astype(np.float32)
+    cap /= np.linalg.norm(cap, axis=1, keepdims=True)
     return ShardData(rows, emb, tb, ta, texts, ids, cap)
 
 
@@ -141,8 +142,9 @@ def test_store_of_another_model_is_refused(tmp_path: Path) -> None:
 def test_refuses_to_build_into_a_folder_that_is_not_a_store(tmp_path: Path) -> None:
     (tmp_path / "x").mkdir()
     (tmp_path / "x" / "notes.txt").write_text("mine")
-    with pytest.raises(StoreError, match="not a store"):
+    with pytest.raises(InputError, match="not a store"):
         Store.create(tmp_path / "x", checkpoint_id="c", embed_dim=DIM)
+    assert (tmp_path / "x" / "notes.txt").read_text() == "mine"
 
 
 def test_corrupt_manifest_is_reported_by_name(tmp_path: Path) -> None:

@@ -1,6 +1,8 @@
 """Crash-safe writes: everything goes to a temporary name in the same folder, then is renamed.
 
 A crash midway therefore leaves either the old file/folder or the new one, never half of either.
+Only a folder textitsr wrote is ever replaced (`textitsr.outputs` recognises one); any other existing
+folder is refused, so a mistyped output path cannot delete a user's files.
 """
 
 from __future__ import annotations
@@ -11,6 +13,9 @@ import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+
+from textitsr.errors import OutputError
+from textitsr.outputs import is_empty_dir, recognise
 
 # mkstemp/mkdtemp create 0600/0700 entries; give results the mode a plain open()/mkdir() would have,
 # so stores and checkpoints stay readable by the other users/workers that share them.
@@ -24,6 +29,8 @@ DIR_MODE = 0o777 & ~_UMASK
 def atomic_path(dest: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary file path beside `dest`; on success it replaces `dest` atomically."""
     dest = Path(dest)
+    if dest.is_dir():
+        raise OutputError(f"{dest}: is a folder; expected a file path to write")
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
     os.close(fd)
@@ -31,6 +38,7 @@ def atomic_path(dest: str | os.PathLike[str]) -> Iterator[Path]:
     os.chmod(tmp, FILE_MODE)
     try:
         yield tmp
+        os.chmod(tmp, FILE_MODE)  # the writer may have recreated it (e.g. with mode 0600)
         os.replace(tmp, dest)
     finally:
         if tmp.exists():
@@ -62,11 +70,20 @@ def atomic_dir(dest: str | os.PathLike[str], keep: Iterable[str] = ()) -> Iterat
     for name in keep:
         if name in ("", ".", "..") or Path(name).name != name:
             raise ValueError(f"atomic_dir {dest}: keep entries must be plain names, got {name!r}")
+    if dest.exists() or dest.is_symlink():
+        if not dest.is_dir():
+            raise OutputError(f"{dest}: exists and is not a folder; refusing to replace it")
+        if not is_empty_dir(dest) and recognise(dest) is None:
+            raise OutputError(
+                f"{dest}: exists and is not a folder textitsr wrote; refusing to replace it "
+                "(choose a new or empty folder)"
+            )
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
     os.chmod(tmp, DIR_MODE)
     try:
         yield tmp
+        _usual_modes(tmp)
         for name in keep:
             if (dest / name).exists() and not (tmp / name).exists():
                 _link_tree(dest / name, tmp / name)
@@ -90,6 +107,28 @@ def atomic_dir(dest: str | os.PathLike[str], keep: Iterable[str] = ()) -> Iterat
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def remove_stale_temps(folder: Path, name: str = "*") -> None:
+    """Delete the temporary folders/files that killed writes of `name` left in `folder`.
+
+    Only safe while holding the lock that serialises those writes (a store's writer lock): any
+    `.<name>.*.tmp` / `.<name>.*.old` found then belongs to a process that no longer runs.
+    """
+    for pattern in (f".{name}.*.tmp", f".{name}.*.old"):
+        for path in Path(folder).glob(pattern):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+
+
+def _usual_modes(folder: Path) -> None:
+    """Give everything written into `folder` the mode plain open()/mkdir() would (some writers,
+    e.g. safetensors, create 0600 files), so shared checkpoints and stores stay readable."""
+    for path in folder.rglob("*"):
+        if not path.is_symlink():
+            os.chmod(path, DIR_MODE if path.is_dir() else FILE_MODE)
 
 
 def _link_tree(src: Path, dst: Path) -> None:

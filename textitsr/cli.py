@@ -17,7 +17,7 @@ import typer
 
 from textitsr.config import DEMO_SEED
 from textitsr.data.registry import SourceOptions
-from textitsr.errors import TextITSRError
+from textitsr.errors import TextITSRError, one_line
 
 app = typer.Typer(
     name="textitsr",
@@ -129,7 +129,9 @@ def ingest(
 ) -> None:
     """Read a source into pairs and write their catalogue (id, split, dates, bounds, CRS, ...)."""
     from textitsr.data.catalog import write_catalog
+    from textitsr.outputs import check_output_file
 
+    check_output_file(out, inputs=source)
     src = options.open(source)
     n = write_catalog(src, out, split=split)
     typer.echo(f"ingested {n} pairs from {src.name} source {', '.join(map(str, source))} -> {out}")
@@ -249,7 +251,9 @@ def index(
 ) -> None:
     """Embed a source into a searchable archive store (resumes; appends new sources as new shards)."""
     from textitsr.index.build import BuildConfig, build_store
+    from textitsr.outputs import STORE, check_output_dir
 
+    check_output_dir(out, (STORE,), inputs=root)
     pairs = options.open(root)
     overrides = {"batch_size": batch_size, "shard_size": shard_size, "feature_cache": feature_cache}
     config = BuildConfig(**{name: value for name, value in overrides.items() if value is not None})
@@ -315,6 +319,22 @@ def search(
         dates = " -> ".join(d or "?" for d in h["dates"]) if any(h["dates"]) else "-"
         table.add_row(str(h["rank"]), f"{h['score']:.3f}", h["pair_id"], place, dates)
     Console().print(table)
+
+
+@app.command()
+def check(store: Annotated[Path, typer.Argument(help="Store folder to check.")]) -> None:
+    """Read a whole store and print everything wrong with it, one line each (exit 1 when anything is)."""
+    from textitsr.index.integrity import check_store
+    from textitsr.index.store import Store
+
+    problems = check_store(store)
+    for line in problems:
+        typer.echo(f"error: {line}", err=True)
+    if problems:
+        raise typer.Exit(1)
+    opened = Store.open(store)
+    typer.echo(f"{store}: ok, {len(opened)} pairs in {len(opened.shard_names)} shard(s), "
+               f"{opened.manifest.get('n_captions', 0)} captions, model {opened.checkpoint_id}")
 
 
 @app.command()
@@ -434,11 +454,12 @@ def api(
 
 
 def main() -> None:
-    """Entry point: library errors become one line on stderr and exit code 1."""
+    """Entry point: library errors, and failures of the file system (a full disk, a permission, a
+    symlink loop), become one line on stderr and exit code 1."""
     try:
         app()
-    except TextITSRError as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (TextITSRError, OSError) as err:
+        print(f"error: {one_line(err)}", file=sys.stderr)
         sys.exit(1)
 
 

@@ -1,5 +1,9 @@
-"""The embedded demo, one command from a fresh clone: synthetic world -> trained model -> archive store.
+"""The embedded demo, one command from a fresh clone: synthetic world + real scenes -> model -> store.
 
+The model is the shipped default (`textitsr/assets/default_model`, trained on real-pixel data by
+`textitsr train-default`), copied into the demo folder, so the first run trains nothing; only when
+it is missing does the demo fall back to training on the world. The store holds the procedural
+world and the real NAIP and Landsat series shipped in `data/real-scenes` (`data/real_scenes.py`).
 Each step is skipped when its artifact already exists and is valid (re-runs take seconds), so
 `textitsr demo` can be run again and again; a broken or stale artifact is rebuilt. `serve_app`
 starts the Streamlit app on an archive (bound to 127.0.0.1 unless told otherwise).
@@ -20,9 +24,8 @@ from textitsr.errors import CheckpointError, TextITSRError
 
 Echo = Callable[[str], None]
 
-#: The demo's model: the best global-feature fusion of benchmarks/results/accuracy.md. The token
-#: fusions (tff, concat-transformer) cost ~15-40 s per epoch on 2 shared cores against < 1-4 s, and
-#: cache 7x7 patch tokens (~250 KB per pair): they would break the 10-minute first-run target.
+#: The fallback model when no shipped default is present: the best global-feature fusion of
+#: benchmarks/results/accuracy.md, trained on the world (token fusions would take minutes per epoch).
 DEMO_FUSION = "gff:concat+absdiff"
 #: Max epochs (early stopping on val mR still applies); GFF's val mR levels off by ~10-18 epochs.
 DEMO_EPOCHS = 20
@@ -79,17 +82,24 @@ def prepare_demo(
     seed: int = DEMO_SEED,
     epochs: int | None = None,
     world_config: object | None = None,
+    real_scenes: bool = True,
+    default_model: Path | None = None,
     echo: Echo = print,
 ) -> DemoResult:
     """Make sure the demo world, checkpoint and store exist and agree; build what is missing.
 
-    `epochs` overrides DEMO_EPOCHS; `world_config` a SyntheticWorldConfig (tests use a tiny one).
+    `real_scenes`: also index the shipped real series; `default_model`: the checkpoint copied in as
+    the demo model (None: the shipped default; training on the world when it is not there).
+    `epochs` overrides DEMO_EPOCHS for that fallback; `world_config` a SyntheticWorldConfig.
     Backbone features are cached under the demo root, so deleting the root starts from nothing.
     Every artifact is written atomically by its own layer.
     """
     import shutil
 
+    from textitsr.outputs import DEMO, STORE, check_output_dir
+
     paths = paths or DemoPaths()
+    check_output_dir(paths.root, (DEMO,), what="demo folder")
     started = time.perf_counter()
     built: list[str] = []
 
@@ -110,10 +120,24 @@ def prepare_demo(
         echo(f"[demo] world: {n_world} pairs in {time.perf_counter() - t0:.0f} s")
         built.append("world")
 
-    # 2. model (retrained when the world was regenerated)
-    cid = None if "world" in built else _checkpoint_id(paths.checkpoint)
+    # 2. model: the shipped default copied in, else trained on the world (retrained with a new world)
+    from textitsr.training.default_model import DEFAULT_MODEL_DIR
+
+    default_model = DEFAULT_MODEL_DIR if default_model is None else Path(default_model)
+    shipped = _checkpoint_id(default_model)
+    cid = None if "world" in built and not shipped else _checkpoint_id(paths.checkpoint)
     if cid:
         echo(f"[demo] model: checkpoint {cid} at {paths.checkpoint} (kept)")
+    elif shipped:
+        from textitsr.atomic import atomic_dir
+
+        with atomic_dir(paths.checkpoint) as tmp:
+            for item in default_model.iterdir():
+                if item.is_file():
+                    shutil.copy2(item, tmp / item.name)
+        cid = _checkpoint_id(paths.checkpoint)
+        echo(f"[demo] model: shipped default {cid} copied to {paths.checkpoint}")
+        built.append("model")
     else:
         from textitsr.training.train import TrainConfig, train
 
@@ -137,19 +161,28 @@ def prepare_demo(
     if cid is None:
         raise CheckpointError(f"{paths.checkpoint}: training finished but the checkpoint cannot be loaded")
 
-    # 3. store (resumed when partial; rebuilt when it belongs to another model or is broken)
+    # 3. store: world + real series (resumed when partial; rebuilt for another model or when broken)
+    real = []
+    if real_scenes:
+        from textitsr.data.real_scenes import series_sources
+
+        real = series_sources()
+    n_expected = n_world + sum(len(src) for src in real)
     n_store = _store_pairs(paths.store, cid)
-    if n_store == n_world and "model" not in built:
+    if n_store == n_expected and "model" not in built:
         echo(f"[demo] store: {n_store} pairs at {paths.store} (kept)")
     else:
         from textitsr.data.synthetic import SyntheticSource
         from textitsr.index.build import build_store
 
         if n_store is None and paths.store.exists():
+            check_output_dir(paths.store, (STORE,), what="demo store")  # delete only what we wrote
             echo(f"[demo] store: {paths.store} is stale or unreadable; rebuilding it")
             shutil.rmtree(paths.store)
-        t0 = step(f"store: embedding {n_world} pairs into {paths.store}")
+        t0 = step(f"store: embedding {n_world} world + {n_expected - n_world} real pairs into {paths.store}")
         store = build_store(paths.checkpoint, SyntheticSource(paths.world), paths.store, progress=True)
+        for src in real:
+            store = build_store(paths.checkpoint, src, paths.store, progress=True)
         echo(f"[demo] store: {len(store)} pairs in {time.perf_counter() - t0:.0f} s")
         built.append("store")
 

@@ -24,6 +24,7 @@ from textitsr.active.annotations import AnnotationLog, pair_key
 from textitsr.active.finetune import FinetuneConfig
 from textitsr.errors import InputError, StoreError
 from textitsr.evaluation.metrics import MAP_K, pair_map_at_k
+from textitsr.outputs import ANNEAL_WORKSPACE, check_output_dir
 
 Progress = Callable[[float, str], None]
 
@@ -147,6 +148,7 @@ class AnnealSession:
         if not ckpt:
             raise InputError(f"{store}: manifest names no checkpoint; pass --checkpoint")
         self.checkpoint = Path(ckpt)
+        check_output_dir(workdir, (ANNEAL_WORKSPACE,), what="ANNEAL workspace", inputs=[store])
         self.paths = AnnealPaths(Path(workdir))
         self.log = AnnotationLog(self.paths.log)
         self.selection = selection or SelectionConfig()

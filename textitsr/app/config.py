@@ -53,6 +53,12 @@ class AppConfig:
     #: ANNEAL workspace (annotation log, fine-tuned checkpoints and store); None -> next to the store.
     annotations: Path | None = None
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.max_upload_mb, int) or self.max_upload_mb < 1:
+            raise InputError(
+                f"{ENV_MAX_UPLOAD_MB}={self.max_upload_mb!r}: expected a whole number of megabytes >= 1"
+            )
+
     @property
     def max_upload_bytes(self) -> int:
         return self.max_upload_mb * 1024 * 1024

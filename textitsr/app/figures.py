@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from textitsr.errors import InputError
+from textitsr.escape import html_text
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import plotly.graph_objects as go
@@ -34,7 +35,7 @@ def score_chart(hits: Sequence[PairHit], title: str = "Similarity of the results
     """Horizontal bar chart of result scores, best on top."""
     import plotly.graph_objects as go
 
-    labels = [f"#{h.rank} {h.pair_id}" for h in hits]
+    labels = [html_text(f"#{h.rank} {h.pair_id}") for h in hits]
     fig = go.Figure(
         go.Bar(
             x=[h.score for h in hits],

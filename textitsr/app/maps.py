@@ -7,7 +7,6 @@ to st_folium as `feature_group_to_add`, so the map itself stays the same between
 
 from __future__ import annotations
 
-import html
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +14,7 @@ import folium
 from folium import plugins
 
 from textitsr.app.footprints import Bounds, Cluster, box_features, feature_bounds, footprints_bounds, union
+from textitsr.escape import html_text
 from textitsr.map_assets import use_local_map_assets
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -40,8 +40,8 @@ def labelled_footprints(footprints: Mapping[str, Any]) -> dict[str, Any]:
         props = feat.get("properties") or {}
         dates = props.get("dates") or (props.get("date_before"), props.get("date_after"))
         feats.append({"type": "Feature", "geometry": feat.get("geometry"), "properties": {
-            "pair_id": html.escape(str(props.get("pair_id"))),
-            "dates": html.escape(" → ".join(str(d) for d in dates if d) or "?"),
+            "pair_id": html_text(str(props.get("pair_id"))),
+            "dates": html_text(" → ".join(str(d) for d in dates if d) or "?"),
             "style": FOOTPRINT_STYLE,
         }})
     return {"type": "FeatureCollection", "features": feats}
@@ -82,7 +82,7 @@ class ArchiveMap(folium.Map):
                     continue
                 w, s, e, n = tiles.bounds
                 folium.TileLayer(
-                    tiles=tiles.url(tiles_url), attr="textitsr scenes", name=html.escape(area.name),
+                    tiles=tiles.url(tiles_url), attr="textitsr scenes", name=html_text(area.name),
                     overlay=True, control=False, bounds=[[s, w], [n, e]], min_zoom=0, max_zoom=MAX_MAP_ZOOM,
                     min_native_zoom=tiles.minzoom, max_native_zoom=tiles.maxzoom, tile_size=256,
                     keep_buffer=1,
@@ -145,7 +145,7 @@ class ArchiveMap(folium.Map):
             pairs = f"{area.n_pairs:,} pair" + ("" if area.n_pairs == 1 else "s")
             folium.CircleMarker(
                 location=[(s + n) / 2, (w + e) / 2], radius=7, color="#2b6cb0", fill=True, fill_opacity=0.25,
-                weight=1, tooltip=html.escape(f"{name}: {pairs}"), interactive=False,
+                weight=1, tooltip=html_text(f"{name}: {pairs}"), interactive=False,
             ).add_to(self)
         return self
 
@@ -181,7 +181,7 @@ def picks_layer(
     layer = folium.FeatureGroup(name="query")
     for rank, pid in enumerate(hits, start=1):
         if pid in boxes:
-            label = html.escape(f"#{rank} {pid}")
+            label = html_text(f"#{rank} {pid}")
             _outline(boxes[pid], HIT_STYLE, label).add_to(layer)
             w, s, e, n = boxes[pid]
             folium.Marker(
@@ -191,7 +191,7 @@ def picks_layer(
                 tooltip=label,
             ).add_to(layer)
     if query_id is not None and query_id in boxes:
-        _outline(boxes[query_id], QUERY_STYLE, html.escape(f"query {query_id}")).add_to(layer)
+        _outline(boxes[query_id], QUERY_STYLE, html_text(f"query {query_id}")).add_to(layer)
     return layer
 
 

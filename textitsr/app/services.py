@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from textitsr.app.config import ENV_CHECKPOINT, ENV_STORE, AppConfig, load_config
 from textitsr.errors import InputError, StoreError, TextITSRError
+from textitsr.escape import markdown_code, markdown_text
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from textitsr.active.rounds import AnnealSession
@@ -194,12 +195,12 @@ def service_or_stop(*, base: bool = False) -> SearchService:
     try:
         config = load_config()
         archive = active_archive(config)
-        st.sidebar.caption(f"Searching with the **{archive.label}**  \n`{archive.store}`")
+        st.sidebar.caption(f"Searching with the **{archive.label}**  \n{markdown_code(archive.store)}")
         if archive.note:
-            st.sidebar.warning(archive.note)
+            st.sidebar.warning(markdown_text(archive.note))
         return get_service(config, archive=base_archive(config) if base else archive)
     except TextITSRError as err:
-        st.error(f"Could not open the archive: {err}")
+        st.error(markdown_text(f"Could not open the archive: {err}"))
         st.info(
             "Run `textitsr demo` (or `make run`) to build the demo archive, or point the app at "
             f"another store with {ENV_STORE}=/path/to/store (and {ENV_CHECKPOINT} if needed)."
@@ -207,7 +208,7 @@ def service_or_stop(*, base: bool = False) -> SearchService:
         st.stop()
     except Exception as err:  # noqa: BLE001 - the page must show a message, never a traceback
         log.exception("opening the search service failed")
-        st.error(f"Could not open the archive ({type(err).__name__}: {err}).")
+        st.error(markdown_text(f"Could not open the archive ({type(err).__name__}: {err})."))
         st.stop()
     raise AssertionError("unreachable")  # st.stop() raises
 

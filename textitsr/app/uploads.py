@@ -16,6 +16,8 @@ from textitsr.errors import InputError
 
 GEOTIFF_SUFFIXES = (".tif", ".tiff")
 _TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+#: Longest typed scene path accepted (Linux PATH_MAX is 4096).
+MAX_PATH_CHARS = 4096
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 _DATE = re.compile(r"(?<![0-9])(?:19|20)\d{2}(?:[-_]?\d{2}[-_]?\d{2})?(?![0-9])")
 
@@ -30,11 +32,19 @@ def resolve_data_path(text: str, roots: Sequence[Path]) -> Path:
         raise InputError("scene path: empty; expected a GeoTIFF path inside the data roots")
     if "\x00" in text:
         raise InputError("scene path: contains a NUL character")
+    if len(text) > MAX_PATH_CHARS or any(len(part) > 255 for part in Path(text).parts):
+        raise InputError(
+            f"scene path {text[:40]!r}...: {len(text)} characters; expected a path of at most "
+            f"{MAX_PATH_CHARS} characters with names of at most 255"
+        )
     if not roots:
         raise InputError("no data roots are configured; set TEXTITSR_DATA_ROOTS")
     raw = Path(text).expanduser()
     candidate = raw if raw.is_absolute() else roots[0] / raw
-    resolved = candidate.resolve()
+    try:
+        resolved = candidate.resolve(strict=False)
+    except (OSError, RuntimeError) as err:  # RuntimeError: a symlink loop (Python < 3.13)
+        raise InputError(f"scene path {text!r}: cannot be resolved ({err}); a symlink loop?") from err
     for root in roots:
         if resolved.is_relative_to(root.resolve()):
             return resolved
@@ -47,11 +57,14 @@ def check_scene_path(text: str, roots: Sequence[Path]) -> Path:
     path = resolve_data_path(text, roots)
     if path.suffix.lower() not in GEOTIFF_SUFFIXES:
         raise InputError(f"scene path {text!r}: expected a .tif/.tiff GeoTIFF file")
-    if not path.is_file():
-        raise InputError(f"scene path {text!r}: no such file")
-    with path.open("rb") as fh:
-        if fh.read(4) not in _TIFF_MAGICS:
-            raise InputError(f"scene path {text!r}: not a TIFF file (bad header)")
+    try:
+        if not path.is_file():
+            raise InputError(f"scene path {text!r}: no such file")
+        with path.open("rb") as fh:
+            if fh.read(4) not in _TIFF_MAGICS:
+                raise InputError(f"scene path {text!r}: not a TIFF file (bad header)")
+    except OSError as err:  # a symlink loop, a name too long, no permission
+        raise InputError(f"scene path {text!r}: cannot be read ({err.strerror or err})") from err
     return path
 
 
@@ -64,8 +77,9 @@ def safe_upload_name(name: str) -> str:
 def validate_upload(name: str, data: bytes, max_bytes: int) -> dict[str, Any]:
     """Check an uploaded GeoTIFF entirely in memory; returns its basic facts. Nothing is written.
 
-    Checks: extension, size limit, TIFF header, that GDAL can read it, and that it carries a CRS
-    and a geotransform (a scene the archive can tile needs both).
+    Checks: extension, size limit, TIFF header, that GDAL can read it (every pixel block, so a
+    truncated file is caught here and not halfway through tiling), and that it carries a CRS and a
+    geotransform (a scene the archive can tile needs both).
     """
     label = f"upload {name!r}"
     if Path(name).suffix.lower() not in GEOTIFF_SUFFIXES:
@@ -93,6 +107,8 @@ def validate_upload(name: str, data: bytes, max_bytes: int) -> dict[str, Any]:
                 "bounds": tuple(ds.bounds),
                 "identity_transform": ds.transform == rasterio.Affine.identity(),
             }
+            for _, window in ds.block_windows(1):  # one block at a time: memory stays small
+                ds.read(window=window)
     except RasterioError as err:
         raise InputError(f"{label}: GDAL cannot read it as a GeoTIFF ({err})") from err
     if not facts["crs"] or facts["identity_transform"]:

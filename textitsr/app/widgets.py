@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from textitsr.app.config import APP_ICON, APP_TITLE
 from textitsr.app.footprints import Bounds
 from textitsr.errors import TextITSRError
+from textitsr.escape import markdown_code, markdown_text
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from textitsr.app.services import MapLayers
@@ -55,10 +56,10 @@ def show_errors(what: str) -> Iterator[None]:
     try:
         yield
     except TextITSRError as err:
-        st.error(f"{what}: {err}")
+        st.error(markdown_text(f"{what}: {err}"))
     except Exception as err:  # noqa: BLE001 - never show a traceback to the analyst
         log.exception("%s failed", what)
-        st.error(f"{what} failed unexpectedly ({type(err).__name__}: {err}).")
+        st.error(markdown_text(f"{what} failed unexpectedly ({type(err).__name__}: {err})."))
 
 
 def open_inspector(pair_id: str) -> None:
@@ -70,7 +71,7 @@ def open_inspector(pair_id: str) -> None:
     try:
         st.switch_page(INSPECTOR_PAGE)
     except st.errors.StreamlitAPIException:
-        st.info(f"Open the Inspector page to see {pair_id}.")
+        st.info(f"Open the Inspector page to see {markdown_code(pair_id)}.")
 
 
 def inspector_pair_box(default: str | None = None) -> str:
@@ -195,13 +196,13 @@ def results_grid(service: SearchService, hits: Sequence[PairHit], key: str, colu
         cols = st.columns(columns)  # a short last row leaves its spare columns empty, not empty cards
         for col, hit in zip(cols, hits[start : start + columns], strict=False):
             with col, st.container(border=True):
-                st.markdown(f"**#{hit.rank}** `{hit.pair_id}` — score **{hit.score:.3f}**")
+                st.markdown(f"**#{hit.rank}** {markdown_code(hit.pair_id)} — score **{hit.score:.3f}**")
                 try:
                     before_after(service, hit.pair_id)
                 except TextITSRError as err:
-                    st.warning(f"thumbnails unavailable: {err}")
-                st.caption(hit_caption(hit))
+                    st.warning(f"thumbnails unavailable: {markdown_text(err)}")
+                st.caption(markdown_text(hit_caption(hit)))
                 if hit.captions:
-                    st.caption(f"“{hit.captions[0]}”")
+                    st.caption(markdown_text(f"“{hit.captions[0]}”"))
                 if st.button("Inspect", key=f"{key}-inspect-{hit.pair_id}"):
                     open_inspector(hit.pair_id)

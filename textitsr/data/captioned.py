@@ -3,7 +3,7 @@
 torchgeo's `LEVIRCDBase` / `_load_files` pattern: a dataset (LEVIR-CC, Dubai-CCD, a pairs folder)
 only says which before/after files make a pair and what is known about them (`PairFiles`); reading
 the images, naming the bands, checking for missing files and building `BitemporalPair`s happens
-here, the same way for all of them. Pair ids are `<source name>_<file stem>`.
+here, the same way for all of them. Pair ids are `<source name>_<file stem>` (stem sanitised by `id_part`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from textitsr.data.imageio import normalise_band_name, read_pair_images, resolve_band_names, resolve_display
-from textitsr.data.pairs import SPLITS, BitemporalPair, PairSourceBase
+from textitsr.data.pairs import SPLITS, BitemporalPair, PairSourceBase, id_part
 from textitsr.errors import InputError
 
 ON_MISSING = ("error", "skip")
@@ -91,7 +91,7 @@ class CaptionedPairSource(PairSourceBase):
                         f"{p}: image listed in {f.listed_in or self.root} is missing; expected "
                         f"{self._relative(f.before)} and {self._relative(f.after)} (or use on_missing='skip')"
                     )
-            pair_id = f"{self.name}_{f.before.stem}"
+            pair_id = f"{self.name}_{id_part(f.before.stem)}"
             a, b, names = read_pair_images(f.before, f.after, pair_id)
             bands = resolve_band_names(a.shape[2], self.band_names, names, f.before, self.band_defaults)
             yield BitemporalPair(

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from textitsr.atomic import atomic_path
-from textitsr.data.pairs import BitemporalPair, PairSource
+from textitsr.data.pairs import BitemporalPair, PairSource, check_split
 from textitsr.errors import InputError
 
 SCHEMA = pa.schema(
@@ -76,6 +76,7 @@ def write_catalog(
 
     A source that yields no pairs is an error (nothing to catalogue usually means wrong input).
     """
+    check_split(split)
     rows, seen = [], set()
     for pair in source.pairs(split):
         if pair.pair_id in seen:

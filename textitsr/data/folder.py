@@ -14,6 +14,7 @@ folder without its partner (or `on_missing="skip"`).
 from __future__ import annotations
 
 import csv
+import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,9 +26,20 @@ from textitsr.data.pairs import SPLITS
 from textitsr.errors import InputError
 
 
+def _read_utf8(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise InputError(
+            f"{path}: not UTF-8 text (byte {err.start}: {err.reason}); expected a UTF-8 encoded file"
+        ) from err
+    except OSError as err:
+        raise InputError(f"{path}: cannot be read ({err.strerror or err})") from err
+
+
 def _read_csv(path: Path) -> list[tuple[str, str, str | None, int]]:
     rows = []
-    with path.open(newline="", encoding="utf-8") as fh:
+    with io.StringIO(_read_utf8(path), newline="") as fh:
         reader = csv.DictReader(fh)
         cols = [c.strip().lower() for c in reader.fieldnames or []]
         if "filename" not in cols or "caption" not in cols:
@@ -45,7 +57,7 @@ def _read_csv(path: Path) -> list[tuple[str, str, str | None, int]]:
 
 def jsonl_objects(path: Path) -> Iterator[tuple[int, Any]]:
     """(line number, parsed value) of every non-blank line of a JSON-lines file."""
-    for line, text in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+    for line, text in enumerate(_read_utf8(Path(path)).splitlines(), start=1):
         if not text.strip():
             continue
         try:

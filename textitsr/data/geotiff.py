@@ -46,7 +46,7 @@ from textitsr.data.imageio import (
     scale_gain,
     to_unit,
 )
-from textitsr.data.pairs import BitemporalPair, Bounds, PairSourceBase
+from textitsr.data.pairs import BitemporalPair, Bounds, PairSourceBase, id_part
 from textitsr.data.scenes import Scene, expand_paths, open_scene, place_name
 from textitsr.errors import InputError
 
@@ -105,6 +105,8 @@ class GeoTiffSource(PairSourceBase):
             raise InputError(
                 f"tile_size={opts.tile_size}, stride={opts.stride}: expected tile_size >= 8, stride >= 1"
             )
+        if not 0.0 <= opts.max_nodata <= 1.0:  # also refuses NaN
+            raise InputError(f"max_nodata={opts.max_nodata}: expected a fraction between 0 and 1")
         if opts.stretch not in ("gain", "percentile", "none"):
             raise InputError(f"stretch={opts.stretch!r}: expected 'gain', 'percentile' or 'none'")
         files = expand_paths(paths)
@@ -127,7 +129,7 @@ class GeoTiffSource(PairSourceBase):
             for s in scenes:
                 s.token = re.sub(r"[^A-Za-z0-9]+", "-", s.path.stem)
         self.scenes = scenes
-        self.place = opts.place or place_name(scenes)
+        self.place = id_part(opts.place) if opts.place else place_name(scenes)
         self.all_bands = first.band_names
         keep = tuple(normalise_band_name(b) for b in opts.bands) if opts.bands else self.all_bands
         missing = [b for b in keep if b not in self.all_bands]
@@ -219,11 +221,12 @@ class GeoTiffSource(PairSourceBase):
 
     def _read(self, vrt: Any, scene: Scene, window: Any) -> tuple[np.ndarray, np.ndarray]:
         """(bands x h x w data, h x w validity) of one window."""
-        data = vrt.read(self._band_idx, window=window)
-        if scene.nodata is None:
-            valid = vrt.read(scene.count + 1, window=window) > 0
-        else:
-            valid = _dataset_mask(vrt, window=window)
+        with _pixels_of(scene):
+            data = vrt.read(self._band_idx, window=window)
+            if scene.nodata is None:
+                valid = vrt.read(scene.count + 1, window=window) > 0
+            else:
+                valid = _dataset_mask(vrt, window=window)
         if np.issubdtype(data.dtype, np.floating):
             valid &= np.isfinite(data).all(axis=0)
         return data, valid
@@ -240,11 +243,12 @@ class GeoTiffSource(PairSourceBase):
         else:
             f = max(1.0, max(self.grid.width, self.grid.height) / STATS_MAX_SIDE)
             shape = (max(1, int(self.grid.height / f)), max(1, int(self.grid.width / f)))
-            data = vrt.read(self._band_idx, out_shape=(len(self.bands), *shape))
-            if scene.nodata is None:
-                valid = vrt.read(scene.count + 1, out_shape=shape) > 0
-            else:
-                valid = _dataset_mask(vrt, out_shape=shape)
+            with _pixels_of(scene):
+                data = vrt.read(self._band_idx, out_shape=(len(self.bands), *shape))
+                if scene.nodata is None:
+                    valid = vrt.read(scene.count + 1, out_shape=shape) > 0
+                else:
+                    valid = _dataset_mask(vrt, out_shape=shape)
             if stretch == "gain":
                 gain = scale_gain(data, np.broadcast_to(valid, data.shape))
                 out = [(0.0, gain)] * len(self.bands)
@@ -332,6 +336,21 @@ class GeoTiffSource(PairSourceBase):
                                 "nodata_fraction": nodata,
                             },
                         )
+
+
+@contextlib.contextmanager
+def _pixels_of(scene: Scene) -> Iterator[None]:
+    """Name the file when its pixels cannot be read (a truncated or damaged GeoTIFF passes the
+    header checks of `open_scene` and only fails here)."""
+    from rasterio.errors import RasterioError
+
+    try:
+        yield
+    except RasterioError as err:
+        raise InputError(
+            f"{scene.path}: pixels cannot be read ({' '.join(str(err).split())}); the file is truncated or "
+            "damaged, expected a complete GeoTIFF"
+        ) from err
 
 
 def _dataset_mask(vrt: Any, **kwargs: Any) -> np.ndarray:

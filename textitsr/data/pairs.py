@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,22 @@ from textitsr.errors import InputError
 Bounds = tuple[float, float, float, float]
 
 SPLITS = ("train", "val", "test")
+
+def check_split(split: str | None) -> str | None:
+    """`split` when it is None (all pairs) or one of SPLITS; anything else is an InputError."""
+    if split is not None and split not in SPLITS:
+        raise InputError(f"split {split!r}: expected one of {', '.join(SPLITS)} (or none for all pairs)")
+    return split
+
+
+_ID_UNSAFE = re.compile(r"[^\w.+-]+")
+
+
+def id_part(text: str) -> str:
+    """A piece of a pair id taken from a file name: runs of anything but letters, digits, '.', '+',
+    '-' and '_' become one '_', so ids carry no markup, quotes, slashes or spaces into URLs and pages.
+    """
+    return _ID_UNSAFE.sub("_", str(text)).strip("_") or "_"
 
 
 @dataclass

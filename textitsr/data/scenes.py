@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from textitsr.data.imageio import default_band_names, normalise_band_name
-from textitsr.data.pairs import Bounds
+from textitsr.data.pairs import Bounds, id_part
 from textitsr.errors import InputError
 
 GEOTIFF_SUFFIXES = (".tif", ".tiff")
@@ -95,7 +95,7 @@ def open_scene(path: Path, band_names: tuple[str, ...] | None) -> Scene:
         if parsed is None:
             tags = src.tags()
             parsed = next((p for t in _DATE_TAGS if t in tags and (p := _parse_date(tags[t]))), None)
-        iso, token = parsed if parsed else (None, path.stem)
+        iso, token = parsed if parsed else (None, id_part(path.stem))
         return Scene(
             path=path,
             date=iso,

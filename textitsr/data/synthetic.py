@@ -42,6 +42,7 @@ from textitsr.data import synthetic_landcover as lc
 from textitsr.data.pairs import SPLITS, BitemporalPair, PairSourceBase
 from textitsr.data.synthetic_captions import captions_for
 from textitsr.errors import InputError
+from textitsr.outputs import WORLD, check_output_dir
 
 #: Ground-truth change events (one per tile, applied at the after date):
 #:   none                  nothing; the dates differ only by radiometry (gain, season) and sensor noise
@@ -282,8 +283,7 @@ def write_demo_world(out: Path, seed: int = DEMO_SEED, config: SyntheticWorldCon
     """Generate the world into `out` (replacing an older world there atomically); return `out`."""
     out = Path(out)
     cfg = config or SyntheticWorldConfig()
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST).is_file())):
-        raise InputError(f"{out}: exists and is not a synthetic world (no {MANIFEST}); refusing to replace")
+    check_output_dir(out, (WORLD,))
     with atomic_dir(out) as tmp:
         scenes, pairs = {}, []
         for split in SPLITS:

@@ -88,8 +88,10 @@ def evaluate_checkpoint(
     progress: bool = True,
 ) -> dict:
     """Load a checkpoint, cache the split's backbone features, and return its metrics (percent)."""
+    from textitsr.data.pairs import check_split
     from textitsr.models.checkpoint import load_checkpoint
 
+    check_split(split)
     dev = resolve_device(device)
     model = load_checkpoint(Path(checkpoint), device=str(dev))
     cache = build_or_load(model, source, split, cache_dir, progress=progress)

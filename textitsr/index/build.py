@@ -22,12 +22,21 @@ from typing import Any
 import numpy as np
 import torch
 
+from textitsr.atomic import remove_stale_temps
 from textitsr.data.describe import change_stats
-from textitsr.data.pairs import BitemporalPair, PairSource
+from textitsr.data.pairs import BitemporalPair, PairSource, check_split
 from textitsr.embedding.encode import encode_rgb_pairs, encode_texts, load_model, to_numpy
 from textitsr.errors import InputError
-from textitsr.index.shards import DEFAULT_THUMB_SIZE, ShardData, encode_thumbnail, pair_row, write_shard
-from textitsr.index.store import Store
+from textitsr.index.lock import writer_lock
+from textitsr.index.shards import (
+    DEFAULT_THUMB_SIZE,
+    SHARDS,
+    ShardData,
+    encode_thumbnail,
+    pair_row,
+    write_shard,
+)
+from textitsr.index.store import MANIFEST, Store, discard_empty_store
 from textitsr.models.checkpoint import model_card
 
 #: progress(fraction done in [0, 1], message)
@@ -191,11 +200,38 @@ def build_store(
     root on a shared filesystem. Returns the opened store.
     """
     config = config or BuildConfig(batch_size=batch_size, shard_size=shard_size)
+    check_split(split)
     if config.batch_size <= 0 or config.shard_size <= 0:
         raise InputError(f"batch_size={config.batch_size}, shard_size={config.shard_size}: expected positive")
     checkpoint = Path(checkpoint).resolve()
     model = load_model(checkpoint, config.device)
     card = model_card(checkpoint)
+    out = Path(out)
+    with writer_lock(out):
+        created = not (out / MANIFEST).exists()
+        folder_existed = out.exists()
+        try:
+            _build(model, card, checkpoint, source, out, split, scheduler, progress, config, prefix)
+        except BaseException:
+            if created:  # a failed first build leaves no empty store behind
+                discard_empty_store(out, remove_folder=not folder_existed)
+            raise
+    return Store.open(out, checkpoint_id=card["checkpoint_id"])
+
+
+def _build(
+    model: Any,
+    card: dict[str, Any],
+    checkpoint: Path,
+    source: PairSource,
+    out: Path,
+    split: str | None,
+    scheduler: Any,
+    progress: bool | ProgressFn,
+    config: BuildConfig,
+    prefix: str | None,
+) -> None:
+    """build_store's work, run while it holds the store's writer lock."""
     store = Store.create(
         Path(out),
         checkpoint_id=card["checkpoint_id"],
@@ -205,6 +241,7 @@ def build_store(
         model=card,
         thumb_size=config.thumb_size,
     )
+    remove_stale_temps(out / SHARDS)  # half-written shards of a killed build (we hold the lock)
     prefix = prefix or shard_prefix(source, split)
     # Some sources only know an upper bound of their length (GeoTIFF tiles with nodata are skipped),
     # so slices may come out short; shard k always holds pairs [k * shard_size, (k + 1) * shard_size).
@@ -222,7 +259,6 @@ def build_store(
             _build_local(store, checkpoint, source, split, prefix, config, bar)
     finally:
         bar.close()
-    return Store.open(store.root, checkpoint_id=card["checkpoint_id"])
 
 
 def _build_local(

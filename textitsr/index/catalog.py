@@ -20,6 +20,7 @@ import pandas as pd
 from textitsr.data.pairs import Bounds
 from textitsr.errors import InputError
 from textitsr.index.search import FilterMasks, Filters
+from textitsr.index.shards import parse_json_field
 from textitsr.index.store import Store
 from textitsr.index.tiles import SceneArea, TileIndex, scene_areas
 
@@ -127,8 +128,9 @@ class Catalog:
         r = self.meta.iloc[self.row_of(pair_id)]
         rec = {c: plain(r[c]) for c in self.meta.columns}
         rec["captions"] = _captions(r)
-        rec["location"] = json.loads(r["location"]) if plain(r["location"]) else {}
-        rec["change_stats"] = json.loads(r["change_stats"]) if plain(r["change_stats"]) else None
+        where = f"{self.store.root}: shard {r['shard']}, pair {pair_id!r}"
+        rec["location"] = parse_json_field(plain(r["location"]), where, "location") or {}
+        rec["change_stats"] = parse_json_field(plain(r["change_stats"]), where, "change_stats")
         rec["bounds"] = _bounds(r)
         rec["native_bounds"] = _bounds(r, "native_")
         rec["dates"] = (rec["date_before"], rec["date_after"])

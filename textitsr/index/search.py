@@ -139,6 +139,11 @@ class FilterMasks:
                 ) from err
             if not (w <= e and s <= n):
                 raise InputError(f"filter bbox={filters.bbox!r}: expected west <= east and south <= north")
+            if not (-180 <= w and e <= 180 and -90 <= s and n <= 90):  # also refuses NaN
+                raise InputError(
+                    f"filter bbox={filters.bbox!r}: expected longitudes in [-180, 180] and latitudes in "
+                    "[-90, 90] (degrees)"
+                )
             with np.errstate(invalid="ignore"):
                 keep &= (self.west <= e) & (self.east >= w) & (self.south <= n) & (self.north >= s)
         lo, hi = _date(filters.date_from, "date_from"), _date(filters.date_to, "date_to")
@@ -151,6 +156,11 @@ class FilterMasks:
         if hi is not None:
             keep &= ~np.isnat(self.date_after) & (self.date_after <= hi)
         if filters.sources is not None:
+            names = filters.sources
+            if isinstance(names, str | bytes) or not all(isinstance(v, str) for v in names):
+                raise InputError(  # a string would be split into letters and match nothing
+                    f"filter sources={filters.sources!r}: expected a list of source names, e.g. ['levircc']"
+                )
             keep &= np.isin(self.source, list(filters.sources))
         return keep
 

@@ -51,7 +51,7 @@ METADATA_COLUMNS = (
     "change_stats",
 )
 
-_SHARD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+SHARD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
 @dataclass
@@ -141,12 +141,52 @@ def _metadata_schema() -> pa.Schema:
     )
 
 
+#: Largest |norm - 1| of a stored embedding row (float16 rounding stays well inside it).
+NORM_TOLERANCE = 1e-2
+
+
+def check_embeddings(emb: np.ndarray, where: str) -> None:
+    """Raise StoreError unless every row of `emb` is finite and L2-normalised.
+
+    Search scores are dot products: a NaN row silently drops out of the results and a row scaled
+    by 1000 ranks first for every query, so both are refused wherever embeddings are read or written.
+    """
+    if emb.size == 0:
+        return
+    for start in range(0, emb.shape[0], 65536):  # bounded memory on large memory-mapped shards
+        block = np.asarray(emb[start : start + 65536], dtype=np.float32)
+        finite = np.isfinite(block).all(axis=1)
+        if not finite.all():
+            row = start + int(np.flatnonzero(~finite)[0])
+            raise StoreError(f"{where}: embedding row {row} is not finite (NaN or inf); rebuild the shard")
+        norms = np.linalg.norm(block, axis=1)
+        bad = np.abs(norms - 1.0) > NORM_TOLERANCE
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise StoreError(
+                f"{where}: embedding row {start + row} has L2 norm {norms[row]:.4g}, expected 1 "
+                "(normalised); rebuild the shard"
+            )
+
+
+def parse_json_field(text: Any, where: str, field_name: str) -> Any:
+    """A JSON-encoded metadata field (`location`, `change_stats`); null/empty gives None."""
+    if text is None or (isinstance(text, float) and np.isnan(text)) or text == "":
+        return None
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError) as err:
+        raise StoreError(
+            f"{where}: field {field_name!r} is not valid JSON ({err}); rebuild the shard"
+        ) from err
+
+
 def write_shard(root: Path, name: str, data: ShardData, dtype: str = "float16") -> dict[str, Any]:
     """Write one shard folder atomically under `root/shards/` and return its manifest entry.
 
     Safe to call from Dask workers: it touches only its own shard folder, never the manifest.
     """
-    if not _SHARD_NAME.match(name):
+    if not SHARD_NAME.match(name):
         raise StoreError(f"shard name {name!r}: expected letters, digits, '_', '-', '.'")
     n = len(data.rows)
     emb = np.asarray(data.pair_embeddings)
@@ -160,6 +200,8 @@ def write_shard(root: Path, name: str, data: ShardData, dtype: str = "float16") 
         cap_emb = np.zeros((0, emb.shape[1]), dtype=np.float32)
     if cap_emb.shape[0] != len(data.caption_texts) or len(data.caption_texts) != len(data.caption_pair_ids):
         raise StoreError(f"shard {name!r}: caption texts, pair ids and embeddings differ in length")
+    check_embeddings(emb, f"shard {name!r} pair embeddings")
+    check_embeddings(cap_emb, f"shard {name!r} caption embeddings")
     ids = [r["pair_id"] for r in data.rows]
     with atomic_dir(Path(root) / SHARDS / name) as tmp:
         table = pa.Table.from_pylist(data.rows, schema=_metadata_schema())

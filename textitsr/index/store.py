@@ -15,11 +15,15 @@ A shard is written into a temporary folder and renamed into place; the manifest 
 atomically *after* that, so it only ever lists complete shards. A build killed midway leaves the
 last good store, and a rerun skips the shards the manifest already lists. The manifest is the
 truth: a shard folder it does not list is an interrupted write and is ignored (and overwritten).
-One shard's files (schema, thumbnails, the atomic write) are in `shards.py`.
+One shard's files (schema, thumbnails, the atomic write) are in `shards.py`, the manifest's schema
+in `manifest.py`, the writer lock in `lock.py`. On open the manifest is checked and every listed
+shard's row counts and embedding shapes are compared with it; embeddings are checked finite and
+normalised when loaded.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from collections.abc import Sequence
@@ -32,25 +36,25 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from textitsr.atomic import atomic_dir, atomic_write_text
+from textitsr.atomic import atomic_dir, atomic_write_text, remove_stale_temps
 from textitsr.errors import StoreError
+from textitsr.index.lock import writer_lock
+from textitsr.index.manifest import DTYPES, FORMAT, FORMAT_VERSION, MANIFEST, check_manifest
 from textitsr.index.shards import (
     DEFAULT_THUMB_SIZE,
     METADATA_COLUMNS,
     SHARDS,
     ShardData,
+    check_embeddings,
     decode_thumbnail,
     write_shard,
 )
+from textitsr.outputs import STORE, check_output_dir
 
-FORMAT = "textitsr-store"
-FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
 #: Cached search graphs (derived data: safe to delete, rebuilt on open).
 INDEX_DIR = "index"
 #: Map tile pyramids of the scenes (see `textitsr.index.tiles`).
 TILES = "tiles"
-DTYPES = ("float16", "float32")
 
 
 def is_store(root: Path) -> bool:
@@ -59,6 +63,7 @@ def is_store(root: Path) -> bool:
 
 
 def read_manifest(root: Path) -> dict[str, Any]:
+    """The parsed manifest of the store at `root`, checked against the schema (`check_manifest`)."""
     path = Path(root) / MANIFEST
     if not path.is_file():
         raise StoreError(f"{path}: no store manifest here; build one with `textitsr index`")
@@ -66,20 +71,7 @@ def read_manifest(root: Path) -> dict[str, Any]:
         manifest = json.loads(path.read_text("utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise StoreError(f"{path}: corrupt store manifest ({err}); rebuild the store") from err
-    required = ("format", "version", "checkpoint_id", "embed_dim", "dtype", "shards")
-    if (
-        not isinstance(manifest, dict)
-        or manifest.get("format") != FORMAT
-        or any(k not in manifest for k in required)
-    ):
-        raise StoreError(f"{path}: not a textitsr store manifest (expected keys {', '.join(required)})")
-    if manifest["version"] != FORMAT_VERSION:
-        raise StoreError(
-            f"{path}: store format version {manifest['version']}, this textitsr reads {FORMAT_VERSION}; "
-            "rebuild the store"
-        )
-    if not isinstance(manifest["shards"], list):
-        raise StoreError(f"{path}: 'shards' must be a list")
+    check_manifest(manifest, path)
     return manifest
 
 
@@ -124,8 +116,7 @@ class Store:
                     f"model gives {embed_dim}-d"
                 )
             return store
-        if root.exists() and any(p for p in root.iterdir() if p.name != SHARDS):
-            raise StoreError(f"{root}: folder exists and is not a store; choose an empty or new folder")
+        check_output_dir(root, (STORE,), what="store folder")
         now = _now()
         manifest = {
             "format": FORMAT,
@@ -158,7 +149,9 @@ class Store:
                 f"model is {checkpoint_id}; its embeddings are not comparable. Rebuild the store with "
                 "`textitsr index` for this checkpoint (or re-embed it)."
             )
-        return cls(root, manifest)
+        store = cls(root, manifest)
+        store.check_files()
+        return store
 
     @property
     def tiles_dir(self) -> Path:
@@ -200,6 +193,7 @@ class Store:
         """
         if not entries:
             return
+        self._refresh()  # build on the manifest as it is on disk, not as this process last read it
         names = {e["name"] for e in entries}
         existing = {pid for pid in self.pair_ids()} if not names & set(self.shard_names) else None
         new_ids: set[str] = set()
@@ -227,6 +221,14 @@ class Store:
             self._ids = None
         self._metadata = self._embeddings = self._captions = self._caption_embeddings = None
 
+    def _refresh(self) -> None:
+        """Reload the manifest when another writer committed since it was read."""
+        current = read_manifest(self.root)
+        if current != self.manifest:
+            self.manifest = current
+            self._ids = None
+            self._metadata = self._embeddings = self._captions = self._caption_embeddings = None
+
     def add_shard(self, name: str, data: ShardData) -> dict[str, Any]:
         """Write one shard and commit it (the local, single-process path)."""
         entry = write_shard(self.root, name, data, dtype=self.manifest["dtype"])
@@ -248,17 +250,20 @@ class Store:
             raise StoreError(
                 f"{self.root}: {len(self)} pairs of {self.embed_dim}-d, new embeddings of shape {emb.shape}"
             )
+        check_embeddings(emb, f"{out}: new pair embeddings")
         manifest = dict(self.manifest)
-        with atomic_dir(Path(out)) as tmp:
-            start = 0
-            for shard in manifest["shards"]:
-                name, n = shard["name"], int(shard["n_pairs"])
-                shutil.copytree(self.root / SHARDS / name, tmp / SHARDS / name)
-                rows = emb[start : start + n].astype(manifest["dtype"])
-                np.save(tmp / SHARDS / name / "pair_embeddings.npy", rows)
-                start += n
-            manifest.update(checkpoint_id=model["checkpoint_id"], checkpoint=str(checkpoint), model=model)
-            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+        with writer_lock(Path(out)):
+            remove_stale_temps(Path(out).parent, Path(out).name)  # left by a killed earlier copy
+            with atomic_dir(Path(out)) as tmp:
+                start = 0
+                for shard in manifest["shards"]:
+                    name, n = shard["name"], int(shard["n_pairs"])
+                    shutil.copytree(self.root / SHARDS / name, tmp / SHARDS / name)
+                    rows = emb[start : start + n].astype(manifest["dtype"])
+                    np.save(tmp / SHARDS / name / "pair_embeddings.npy", rows)
+                    start += n
+                manifest.update(checkpoint_id=model["checkpoint_id"], checkpoint=str(checkpoint), model=model)
+                (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
         return Store.open(out)
 
     def index_file(self, what: str, key: str) -> Path | None:
@@ -288,7 +293,33 @@ class Store:
         except (OSError, pa.ArrowException) as err:
             raise StoreError(f"{path}: corrupt or missing shard file ({err}); rebuild the shard") from err
 
+    def check_files(self) -> None:
+        """Cheap checks of every listed shard (file footers/headers only): the files are there, with
+        the row counts the manifest gives and embeddings of its shape and dtype. Run on open."""
+        for s in self.manifest["shards"]:
+            name = s["name"]
+            counts = {"metadata.parquet": s["n_pairs"], "thumbnails.parquet": s["n_pairs"]}
+            counts["captions.parquet"] = s["n_captions"]
+            for file, rows in counts.items():
+                path = self._shard_file(name, file)
+                try:
+                    found = pq.ParquetFile(path).metadata.num_rows
+                except (OSError, pa.ArrowException) as err:
+                    raise StoreError(
+                        f"{path}: corrupt or missing shard file ({err}); rebuild the shard"
+                    ) from err
+                if found != rows:
+                    raise StoreError(f"{path}: {found} rows, the manifest lists {rows}")
+            self._open_npy(name, "pair_embeddings.npy", s["n_pairs"])
+            self._open_npy(name, "caption_embeddings.npy", s["n_captions"])
+
     def _read_npy(self, shard: str, name: str, rows: int) -> np.ndarray:
+        """A shard's embeddings (memory-mapped), checked finite and normalised."""
+        arr = self._open_npy(shard, name, rows)
+        check_embeddings(arr, str(self._shard_file(shard, name)))
+        return arr
+
+    def _open_npy(self, shard: str, name: str, rows: int) -> np.ndarray:
         path = self._shard_file(shard, name)
         try:
             arr = np.load(path, mmap_mode="r", allow_pickle=False)
@@ -296,24 +327,30 @@ class Store:
             raise StoreError(f"{path}: corrupt or missing shard file ({err}); rebuild the shard") from err
         if arr.ndim != 2 or arr.shape != (rows, self.embed_dim):
             raise StoreError(f"{path}: shape {arr.shape}, expected ({rows}, {self.embed_dim})")
+        if arr.dtype != np.dtype(self.manifest["dtype"]):
+            raise StoreError(f"{path}: dtype {arr.dtype}, the manifest says {self.manifest['dtype']}")
         return arr
+
+    def shard_metadata(self, s: dict[str, Any]) -> pd.DataFrame:
+        """The metadata rows of one manifest shard entry, checked against the schema."""
+        df = self._read_parquet(s["name"], "metadata.parquet")
+        path = self._shard_file(s["name"], "metadata.parquet")
+        if len(df) != int(s["n_pairs"]) or list(df.columns)[: len(METADATA_COLUMNS)] != list(
+            METADATA_COLUMNS
+        ):
+            raise StoreError(
+                f"{path}: {len(df)} rows / columns {list(df.columns)}, manifest expects {s['n_pairs']} rows "
+                f"of {list(METADATA_COLUMNS)}"
+            )
+        if not all(isinstance(p, str) and p for p in df["pair_id"]):
+            raise StoreError(f"{path}: column 'pair_id' holds empty or non-text ids; expected one id per row")
+        df["shard"] = s["name"]
+        return df
 
     def metadata(self) -> pd.DataFrame:
         """All pairs' metadata rows, in store order, with a `shard` column (row i <-> embedding i)."""
         if self._metadata is None:
-            frames = []
-            for s in self.manifest["shards"]:
-                df = self._read_parquet(s["name"], "metadata.parquet")
-                if len(df) != int(s["n_pairs"]) or list(df.columns)[: len(METADATA_COLUMNS)] != list(
-                    METADATA_COLUMNS
-                ):
-                    raise StoreError(
-                        f"{self._shard_file(s['name'], 'metadata.parquet')}: {len(df)} rows / columns "
-                        f"{list(df.columns)}, manifest expects {s['n_pairs']} rows "
-                        f"of {list(METADATA_COLUMNS)}"
-                    )
-                df["shard"] = s["name"]
-                frames.append(df)
+            frames = [self.shard_metadata(s) for s in self.manifest["shards"]]
             if frames:
                 self._metadata = pd.concat(frames, ignore_index=True)
             else:
@@ -384,6 +421,22 @@ class Store:
         dupes = meta["pair_id"][meta["pair_id"].duplicated()]
         if len(dupes):
             raise StoreError(f"{self.root}: duplicate pair ids across shards, e.g. {dupes.iloc[0]!r}")
+
+
+def discard_empty_store(root: Path, remove_folder: bool) -> None:
+    """Remove a store this process just created when it committed nothing (a build that failed on its
+    first pairs): its manifest, its shards/ folder of unfinished writes, and the folder if we made it."""
+    root = Path(root)
+    try:
+        if read_manifest(root)["shards"]:
+            return
+    except StoreError:
+        return
+    shutil.rmtree(root / SHARDS, ignore_errors=True)
+    (root / MANIFEST).unlink(missing_ok=True)
+    if remove_folder:
+        with contextlib.suppress(OSError):
+            root.rmdir()  # only when nothing else is in it
 
 
 def _concat(parts: list[np.ndarray], dim: int) -> np.ndarray:

@@ -21,6 +21,8 @@ from textitsr.data.training_data import TrainingDataRecipe, make_training_data
 DEFAULT_MODEL_DIR = REPO_ROOT / "textitsr" / "assets" / "default_model"
 DEFAULT_DATA_DIR = DATA_DIR / "cache" / "realtrain"
 RECIPE_KEY = "recipe"
+#: Hand-written file of the shipped checkpoint folder that re-training keeps.
+MODEL_CARD = "MODEL_CARD.md"
 
 
 @dataclass(frozen=True)
@@ -30,8 +32,8 @@ class DefaultRecipe:
     data: TrainingDataRecipe = field(default_factory=TrainingDataRecipe)
     fusion: str = "gff:concat+absdiff"
     model_options: dict = field(default_factory=dict)
-    epochs: int = 20
-    patience: int = 5
+    epochs: int = 8
+    patience: int = 3
     batch_size: int = 128
     lr: float = 5e-4
     seed: int = 0
@@ -59,7 +61,11 @@ def train_default(
     cache_dir: Path | None = None,
     progress: bool = True,
 ) -> dict:
-    """Generate the data (cached), train per `recipe`, write the checkpoint to `out`; returns its extra."""
+    """Generate the data (cached), train per `recipe`, write the checkpoint to `out`; returns its extra.
+
+    Training runs in `DATA_DIR/cache/default-runs/seedN` (resumable there); `out` receives only the
+    final weights and config, and keeps its MODEL_CARD.md.
+    """
     from textitsr.models.checkpoint import load_checkpoint, read_checkpoint_config, save_checkpoint
     from textitsr.training.train import TrainConfig, train
 
@@ -68,10 +74,11 @@ def train_default(
         Path(shared), Path(data_dir), recipe.data, echo=print if progress else (lambda _: None)
     )
     options = {"cache_dir": cache_dir} if cache_dir is not None else {}
+    work = Path(data_dir).parent / "default-runs" / f"seed{recipe.seed}"
     result = train(
         TrainConfig(
             root=Path(data_dir),
-            out=Path(out),
+            out=work,
             source="levircc",
             fusion=recipe.fusion,
             model_options=dict(recipe.model_options),
@@ -85,11 +92,11 @@ def train_default(
             **options,
         )
     )
-    extra = read_checkpoint_config(Path(out))["extra"]
+    extra = read_checkpoint_config(work)["extra"]
     summary = extra.get("training", {})
     summary["dataset"] = {"kind": "levircc", "root": _relative(data_dir)}
     summary["config"] = {
-        k: (_relative(v) if k in ("root", "out", "cache_dir") else v)
+        k: (_relative(v) if k in ("root", "out", "cache_dir") and v else v)
         for k, v in summary.get("config", {}).items()
     }
     extra = {
@@ -103,5 +110,5 @@ def train_default(
         },
         "best_val_mR": round(result.best_val_mR, 3),
     }
-    save_checkpoint(load_checkpoint(Path(out)), Path(out), extra=extra)  # drops the resumable last/
+    save_checkpoint(load_checkpoint(work), Path(out), extra=extra, keep=[MODEL_CARD])
     return extra

