@@ -152,7 +152,7 @@ def write_scene_tiles(path: Path, dest: Path, progress: Callable[[int, int], Non
     """Write the XYZ pyramid of one georeferenced scene into the folder `dest` (created atomically)."""
     import mercantile
     import rasterio
-    from rasterio.enums import Resampling
+    from rasterio.enums import ColorInterp, Resampling
     from rasterio.errors import RasterioError
     from rasterio.transform import from_bounds
     from rasterio.vrt import WarpedVRT
@@ -177,6 +177,8 @@ def write_scene_tiles(path: Path, dest: Path, progress: Callable[[int, int], Non
         lo = np.array([a for a, _ in stretch], dtype=np.float32)[:, None, None]
         span = np.array([b - a for a, b in stretch], dtype=np.float32)[:, None, None]
         tiles = [t for z in range(minzoom, maxzoom + 1) for t in mercantile.tiles(w, s, e, n, z)]
+        # A scene with its own alpha band keeps it (GDAL refuses a second); otherwise one is added.
+        own_alpha = [i + 1 for i, ci in enumerate(src.colorinterp) if ci == ColorInterp.alpha]
         written = 0
         with atomic_dir(dest) as tmp:
             for i, tile in enumerate(tiles):
@@ -184,8 +186,8 @@ def write_scene_tiles(path: Path, dest: Path, progress: Callable[[int, int], Non
                 grid = from_bounds(xy.left, xy.bottom, xy.right, xy.top, TILE_SIZE, TILE_SIZE)
                 resampling = Resampling.bilinear if tile.z == maxzoom else Resampling.average
                 with WarpedVRT(src, crs="EPSG:3857", transform=grid, width=TILE_SIZE, height=TILE_SIZE,
-                               resampling=resampling, add_alpha=True) as vrt:
-                    data = vrt.read([*bands, vrt.count])
+                               resampling=resampling, add_alpha=not own_alpha) as vrt:
+                    data = vrt.read([*bands, own_alpha[0] if own_alpha else vrt.count])
                 alpha = data[-1]
                 if not alpha.any():
                     continue
