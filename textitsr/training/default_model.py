@@ -60,11 +60,12 @@ def train_default(
     data_dir: Path = DEFAULT_DATA_DIR,
     cache_dir: Path | None = None,
     progress: bool = True,
+    resume: bool = False,
 ) -> dict:
     """Generate the data (cached), train per `recipe`, write the checkpoint to `out`; returns its extra.
 
-    Training runs in `DATA_DIR/cache/default-runs/seedN` (resumable there); `out` receives only the
-    final weights and config, and keeps its MODEL_CARD.md.
+    Training runs in `DATA_DIR/cache/default-runs/seedN` (`resume=True` continues an interrupted run
+    there); `out` receives only the final weights and config, and keeps its MODEL_CARD.md.
     """
     from textitsr.models.checkpoint import load_checkpoint, read_checkpoint_config, save_checkpoint
     from textitsr.training.train import TrainConfig, train
@@ -89,6 +90,7 @@ def train_default(
             seed=recipe.seed,
             device="cpu",
             progress=progress,
+            resume=resume,
             **options,
         )
     )
