@@ -203,9 +203,10 @@ class SearchService:
         """(1, d) embedding of a text query (validated; very long text is cut)."""
         if not isinstance(query, str) or not query.strip():
             raise InputError("query: expected a non-empty description of the change to look for")
-        from textitsr.embedding.encode import encode_texts
+        from textitsr.embedding.encode import QUERY_THREADS, encode_texts, torch_threads
 
-        return encode_texts(self.model, [" ".join(query.split())[:MAX_QUERY_CHARS]])
+        with torch_threads(QUERY_THREADS):
+            return encode_texts(self.model, [" ".join(query.split())[:MAX_QUERY_CHARS]])
 
     def search_text(self, query: str, k: int = 10, filters: SearchFilters | None = None) -> list[PairHit]:
         """The k pairs that best match a text query (any language the text encoder reads), best first."""

@@ -52,6 +52,25 @@ def backbone_precision(model: Any, precision: str) -> Iterator[None]:
         model.bf16 = bf16_before
 
 
+#: Intra-op threads for one short text query: splitting a sentence's small matrix products over
+#: more threads costs more in hand-over (and in cores taken from other work) than it saves.
+QUERY_THREADS = 1
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block with torch on `n` intra-op threads, then restore the previous count."""
+    before = torch.get_num_threads()
+    if before == n:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def load_model(checkpoint: Path, device: str = "cpu") -> Any:
     """The checkpoint's model, loaded once per process (Dask workers reuse it across shards)."""
     from textitsr.models.checkpoint import load_checkpoint

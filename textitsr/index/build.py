@@ -113,21 +113,25 @@ def _read_batch(batch: list[BitemporalPair], thumb_size: int) -> _ReadBatch:
 
 
 def _read_batches(pairs: Iterable[BitemporalPair], config: BuildConfig) -> Iterator[_ReadBatch]:
-    """Batches read one ahead on a thread (decoding and PNG encoding overlap the model), or inline."""
+    """Batches whose pixels, thumbnails and statistics are prepared one batch ahead on a thread,
+    overlapping the model's work on the current one (`config.prefetch`), or inline.
+
+    The source itself is iterated here, in the caller's thread: loaders hold per-thread state
+    across pairs (rasterio's GDAL environment), so only the prepared pairs cross to the thread.
+    """
     batches = _batches(pairs, config.batch_size)
     if not config.prefetch:
         yield from (_read_batch(b, config.thumb_size) for b in batches)
         return
-
-    def read_next() -> _ReadBatch | None:
-        batch = next(batches, None)
-        return None if batch is None else _read_batch(batch, config.thumb_size)
-
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="textitsr-read") as pool:
-        pending = pool.submit(read_next)
-        while (ready := pending.result()) is not None:
-            pending = pool.submit(read_next)
-            yield ready
+        pending = None
+        for batch in batches:
+            ahead = pool.submit(_read_batch, batch, config.thumb_size)
+            if pending is not None:
+                yield pending.result()
+            pending = ahead
+        if pending is not None:
+            yield pending.result()
 
 
 def resolve_precision(model: Any, source: PairSource, split: str | None, config: BuildConfig) -> BuildConfig:
