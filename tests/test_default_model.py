@@ -51,6 +51,7 @@ def test_train_default_writes_recipe_and_fingerprints(tmp_path: Path) -> None:
         data=TrainingDataRecipe(
             synth_targets={"buildings_built": 6, "water_expanded": 4, "none": 6}, real_pair_copies=2
         ),
+        extra_data=TrainingDataRecipe(synth_targets={"vegetation_storm_damage": 3, "road_laid": 2}),
         epochs=1,
         batch_size=8,
     )
@@ -58,8 +59,8 @@ def test_train_default_writes_recipe_and_fingerprints(tmp_path: Path) -> None:
     from textitsr.training import default_model
 
     original = default_model.make_training_data
-    default_model.make_training_data = lambda s, o, r, echo: original(
-        s, o, r, parts=("synth", "realpairs"), echo=echo
+    default_model.make_training_data = lambda s, o, r, parts=("synth", "realpairs"), echo=print: original(
+        s, o, r, parts=parts, echo=echo
     )
     try:
         extra = train_default(
@@ -74,6 +75,10 @@ def test_train_default_writes_recipe_and_fingerprints(tmp_path: Path) -> None:
         default_model.make_training_data = original
     assert extra["recipe_fingerprint"] == recipe.fingerprint()
     assert extra["data"]["per_type"] == {"buildings_built": 8, "none": 6, "water_expanded": 4}
+    # the extra set is made and trained on: storm damage and laid roads keep the existing types
+    assert extra["data"]["extra"]["per_type"] == {"road_built": 2, "vegetation_cleared": 3}
+    assert extra["training"]["dataset"]["extra"] == [str(tmp_path / "data-extra").rsplit("/", 1)[-1]]
+    assert extra["training"]["n_train_pairs"] > sum(extra["data"]["per_split"].get(k, 0) for k in ("train",))
     saved = read_checkpoint_config(tmp_path / "model")["extra"]
     assert saved["data"]["content_sha256"] == extra["data"]["content_sha256"]
     assert not (tmp_path / "model" / "last").exists()

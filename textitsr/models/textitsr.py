@@ -30,7 +30,7 @@ from textitsr.models.encoders import (
     build_text_encoder,
     check_images,
 )
-from textitsr.models.fusion import PairFeatures, build_fusion, parse_fusion_spec
+from textitsr.models.fusion import LEGACY_CONCAT_LAYOUT, PairFeatures, build_fusion, explicit_fusion_spec
 from textitsr.models.heads import ProjectionHead
 
 __all__ = ["ModelConfig", "PairFeatures", "TextITSR", "LOGIT_SCALE_INIT", "LOGIT_SCALE_MAX"]
@@ -58,7 +58,9 @@ class ModelConfig:
     unfreeze_text_blocks: int = 0
 
     def __post_init__(self) -> None:
-        parse_fusion_spec(self.fusion)  # raises InputError for unknown specs
+        # Raises InputError for unknown specs; spells out the concat-transformer layout so that a
+        # saved config means the same fusion whatever a bare spec means later.
+        self.fusion = explicit_fusion_spec(self.fusion)
         for name in ("embed_dim", "fusion_width", "fusion_layers", "fusion_heads", "max_text_length"):
             if int(getattr(self, name)) < 1:
                 raise InputError(f"model config: {name} must be >= 1, got {getattr(self, name)}")
@@ -70,10 +72,14 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> ModelConfig:
+        """A stored (checkpoint) config. A bare "concat-transformer" there was written before the
+        channel layout became the default, so it is read as the sequence layout it was trained with."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise InputError(f"model config: unknown field(s) {unknown}; expected some of {sorted(known)}")
+        if isinstance(data.get("fusion"), str):
+            data = {**data, "fusion": explicit_fusion_spec(data["fusion"], LEGACY_CONCAT_LAYOUT)}
         return cls(**data)
 
 
