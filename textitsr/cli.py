@@ -252,6 +252,11 @@ def index(
     feature_cache: Annotated[
         Path | None, typer.Option(help="Reuse the training feature cache in this folder (local builds).")
     ] = None,
+    precision: Annotated[
+        str,
+        typer.Option(help="Backbone precision: auto (bf16 where the CPU/GPU has it and a probe stays "
+                     "within cosine 0.99 of fp32), fp32 or bf16."),
+    ] = "auto",
     options: SourceOptions = SOURCE_DEFAULTS,
 ) -> None:
     """Embed a source into a searchable archive store (resumes; appends new sources as new shards)."""
@@ -260,7 +265,8 @@ def index(
 
     check_output_dir(out, (STORE,), inputs=root)
     pairs = options.open(root)
-    overrides = {"batch_size": batch_size, "shard_size": shard_size, "feature_cache": feature_cache}
+    overrides = {"batch_size": batch_size, "shard_size": shard_size, "feature_cache": feature_cache,
+                 "precision": precision}
     config = BuildConfig(**{name: value for name, value in overrides.items() if value is not None})
     store = build_store(checkpoint, pairs, out, split=split, scheduler=scheduler, config=config)
     from textitsr.index.tiles import tile_store

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
@@ -126,6 +126,9 @@ class TextITSR(nn.Module):
         self.text_encoder.unfreeze_last(config.unfreeze_text_blocks)
         #: Run backbones under bf16 autocast in encode_*/backbone_* (a runtime choice, not saved).
         self.bf16 = False
+        #: Optional compiled copy of the frozen image backbone for fp32 inference (see
+        #: `embedding.encode.trace_image_backbone`); used only where it computes the same thing.
+        self.fast_image_encoder: Callable[[Tensor], tuple[Tensor, Tensor]] | None = None
         self.eval()
 
     @classmethod
@@ -209,6 +212,16 @@ class TextITSR(nn.Module):
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             yield
 
+    def _fast_backbone_applies(self, pixels: Tensor) -> bool:
+        """The compiled backbone computes what eager fp32 does: no autocast, no gradients, on the CPU."""
+        return (
+            self.fast_image_encoder is not None
+            and not self.bf16
+            and not torch.is_grad_enabled()
+            and pixels.device.type == "cpu"
+            and not self.image_encoder.unfrozen
+        )
+
     def _pair_features(self, before: np.ndarray, after: np.ndarray, tokens: bool) -> PairFeatures:
         enc = self.image_encoder
         with self._autocast():
@@ -217,6 +230,8 @@ class TextITSR(nn.Module):
                 fmap = self.image_tail.frozen_map(pixels)
                 glob, toks = fmap.mean((2, 3)), fmap.flatten(2).transpose(1, 2)
                 tokens = True
+            elif self._fast_backbone_applies(pixels):
+                glob, toks = self.fast_image_encoder(pixels)
             else:
                 glob, toks = enc(pixels)
         n = len(before)
