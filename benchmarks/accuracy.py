@@ -57,7 +57,7 @@ def main() -> None:
     train_options = {k: v for k, v in (("patience", args.patience), ("lr", args.lr)) if v is not None}
     token_fusions = ("tff", "concat-transformer")
     fusion_options = (
-        {f: {"epochs": args.token_epochs} for f in args.fusions if f in token_fusions}
+        {f: {"epochs": args.token_epochs} for f in args.fusions if f.split(":")[0] in token_fusions}
         if args.token_epochs else {}
     )
 

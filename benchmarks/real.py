@@ -15,6 +15,10 @@ For each model (one or several checkpoints = seeds of one configuration, mean ±
     # train each seed on a source, then evaluate (one row; backbone/fusion study):
     .venv/bin/python benchmarks/real.py --train-root data/demo/world --fusion gff:concat+absdiff \\
         --image-encoder geoembed-resnet18 --seeds 0 1 2 --out-json data/real-runs/geo.json
+    # the same, adding the procedural world's train split, scored on realdev and the world's test split:
+    .venv/bin/python benchmarks/real.py --train-root data/cache/realtrain \\
+        --extra-train-root data/bench-world --synthetic-root data/bench-world --seeds 0 1 2 --epochs 8 \\
+        --out-json data/real-runs/world.json
     # one table from several --out-json files:
     .venv/bin/python benchmarks/real.py --from-json data/real-runs/*.json
 """
@@ -105,6 +109,19 @@ def evaluate_model(model, source: LabelledFolderSource, cache_dir: Path, types: 
     return row
 
 
+def synthetic_row(model, root: Path, cache_dir: Path) -> dict:
+    """Strict retrieval on the synthetic world's test split (the issue's second benchmark), prefixed
+    "syn:" so it sits in the same run row as the realdev numbers."""
+    from textitsr.data.registry import open_source
+    from textitsr.embedding.cache import build_or_load
+    from textitsr.evaluation.evaluate import evaluate_cache
+    from textitsr.evaluation.metrics import flatten_metrics
+
+    cache = build_or_load(model, open_source(root, "synthetic"), "test", cache_dir, progress=False)
+    metrics = flatten_metrics(evaluate_cache(model, cache))
+    return {f"syn:{k}": metrics[k] for k in RETRIEVAL}
+
+
 def pixel_baseline(source: LabelledFolderSource, types: list[str]) -> dict:
     from textitsr.evaluation.realdev import relevance
 
@@ -163,6 +180,21 @@ def markdown(rows: list[dict], chance: dict, pixel: dict, types: list[str], coun
         )
     out.append("| pixel difference | " + " | ".join(f"{pixel[c]:.2f}" for c in cols) + " |")
     out.append("| random (prevalence) | " + " | ".join(f"{chance[c]:.2f}" for c in cols) + " |")
+    synthetic = [r for r in rows if all("syn:mR" in x for x in r["runs"])]
+    if synthetic:
+        out += [
+            "",
+            "Synthetic world, test split (400 pairs):",
+            "",
+            "| model | seeds | T→P R@1 | T→P R@5 | T→P R@10 | P→T R@1 | P→T R@5 | P→T R@10 | mR |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in synthetic:
+            out.append(
+                f"| {r['label']} | {len(r['runs'])} | "
+                + " | ".join(_cell([x[f"syn:{k}"] for x in r["runs"]]) for k in RETRIEVAL)
+                + " |"
+            )
     return "\n".join(out)
 
 
@@ -212,6 +244,7 @@ def train_checkpoints(args: argparse.Namespace) -> list[Path]:
     for seed in args.seeds:
         config = TrainConfig(
             root=args.train_root,
+            extra_roots=args.extra_train_root,
             out=args.runs_dir / f"{tag.replace(' ', '_')}-s{seed}",
             source=kind,
             fusion=args.fusion,
@@ -225,11 +258,15 @@ def train_checkpoints(args: argparse.Namespace) -> list[Path]:
         )
         seed_everything(seed)
         model = TextITSR(ModelConfig(**{**options, "fusion": args.fusion}))
+        extra = [open_source(root) for root in args.extra_train_root]
         for split in ("train", "val"):  # tokens cached once serve every fusion of this backbone
             build_or_load(model, source, split, args.cache_dir, tokens=True)
-        data = prepare_data(model, source, config)
+        for more in extra:
+            build_or_load(model, more, "train", args.cache_dir, tokens=True)
+        data = prepare_data(model, source, config, extra)
         t0 = time.perf_counter()
-        dataset = {"kind": source.name, "root": str(args.train_root.resolve())}
+        dataset = {"kind": source.name, "root": str(args.train_root.resolve()),
+                   "extra": [str(p.resolve()) for p in args.extra_train_root]}
         result = fit(model.to(resolve_device(args.device)), data, config, dataset=dataset)
         print(
             f"  trained {tag} seed {seed}: val mR {result.best_val_mR:.1f}, {result.epochs_run} epochs, "
@@ -256,6 +293,14 @@ def main() -> None:
         "--train-root", type=Path, default=None, help="train one model per seed on this source first"
     )
     ap.add_argument("--train-kind", default=None, help="source kind of --train-root (detected when omitted)")
+    ap.add_argument(
+        "--extra-train-root", type=Path, action="append", default=[],
+        help="also train on this source's train split (repeatable; validation stays --train-root's)",
+    )
+    ap.add_argument(
+        "--synthetic-root", type=Path, default=None,
+        help="also score each model on this synthetic world's test split (e.g. data/bench-world)",
+    )
     ap.add_argument("--fusion", default="gff:concat+absdiff")
     ap.add_argument("--image-encoder", default=None)
     ap.add_argument(
@@ -295,6 +340,8 @@ def main() -> None:
     for ckpt in checkpoints:
         model = load_checkpoint(ckpt)
         runs.append(evaluate_model(model, source, args.cache_dir, types))
+        if args.synthetic_root is not None:
+            runs[-1].update(synthetic_row(model, args.synthetic_root, args.cache_dir))
         label = label or f"{model.config.fusion}, {model.config.image_encoder}"
         chance = chance or chance_rows(source, types, args.cache_dir, model)
     rows = [{"label": label, "checkpoints": [str(c) for c in checkpoints], "runs": runs}]

@@ -61,7 +61,9 @@ def rewrite_config(folder: Path, edit) -> None:
     (folder / CONFIG_FILE).write_text(json.dumps(config))
 
 
-@pytest.mark.parametrize("fusion", ["tff", "concat-transformer", "gff:before+after+diff"])
+@pytest.mark.parametrize(
+    "fusion", ["tff", "concat-transformer", "concat-transformer:sequence", "gff:before+after+diff"]
+)
 def test_round_trip_gives_identical_embeddings(fusion, tmp_path, tiny_hf_models, images) -> None:
     torch.manual_seed(1)
     model = perturbed(TextITSR(tiny_config(tiny_hf_models, fusion)))
@@ -73,6 +75,28 @@ def test_round_trip_gives_identical_embeddings(fusion, tmp_path, tiny_hf_models,
     assert torch.equal(loaded.encode_pairs(*images), model.encode_pairs(*images))
     assert torch.equal(loaded.encode_texts(TEXTS), model.encode_texts(TEXTS))
     assert not loaded.training
+
+
+def test_concat_transformer_layout_is_stored_and_old_checkpoints_keep_theirs(
+    tmp_path, tiny_hf_models, images
+) -> None:
+    """A bare "concat-transformer" now means the channel layout and is saved spelled out; a
+    checkpoint written before that (bare spec, sequence weights) still loads as the sequence layout
+    and embeds exactly as it did."""
+    from textitsr.models.fusion import ChannelConcatTransformerFusion, ConcatTransformerFusion
+
+    fresh = TextITSR(tiny_config(tiny_hf_models, "concat-transformer"))
+    assert isinstance(fresh.fusion, ChannelConcatTransformerFusion)
+    assert fresh.config.fusion == "concat-transformer:channel"
+    torch.manual_seed(2)
+    old = perturbed(TextITSR(tiny_config(tiny_hf_models, "concat-transformer:sequence")))
+    folder = save_checkpoint(old, tmp_path / "old")
+    assert read_checkpoint_config(folder)["model"]["fusion"] == "concat-transformer:sequence"
+    rewrite_config(folder, lambda c: c["model"].update(fusion="concat-transformer"))  # as written before
+    loaded = load_checkpoint(folder)
+    assert isinstance(loaded.fusion, ConcatTransformerFusion)
+    assert loaded.config.fusion == "concat-transformer:sequence"
+    assert torch.equal(loaded.encode_pairs(*images), old.encode_pairs(*images))
 
 
 @pytest.mark.slow

@@ -51,6 +51,8 @@ def test_train_default_writes_recipe_and_fingerprints(tmp_path: Path) -> None:
         data=TrainingDataRecipe(
             synth_targets={"buildings_built": 6, "water_expanded": 4, "none": 6}, real_pair_copies=2
         ),
+        extra_data=TrainingDataRecipe(synth_targets={"vegetation_storm_damage": 3, "road_laid": 2}),
+        demo_world=False,  # 1,200 pairs through the backbone: test_demo_world_is_written_once covers it
         epochs=1,
         batch_size=8,
     )
@@ -58,8 +60,8 @@ def test_train_default_writes_recipe_and_fingerprints(tmp_path: Path) -> None:
     from textitsr.training import default_model
 
     original = default_model.make_training_data
-    default_model.make_training_data = lambda s, o, r, echo: original(
-        s, o, r, parts=("synth", "realpairs"), echo=echo
+    default_model.make_training_data = lambda s, o, r, parts=("synth", "realpairs"), echo=print: original(
+        s, o, r, parts=parts, echo=echo
     )
     try:
         extra = train_default(
@@ -74,9 +76,27 @@ def test_train_default_writes_recipe_and_fingerprints(tmp_path: Path) -> None:
         default_model.make_training_data = original
     assert extra["recipe_fingerprint"] == recipe.fingerprint()
     assert extra["data"]["per_type"] == {"buildings_built": 8, "none": 6, "water_expanded": 4}
+    # the extra set is made and trained on: storm damage and laid roads keep the existing types
+    assert extra["data"]["extra"]["per_type"] == {"road_built": 2, "vegetation_cleared": 3}
+    assert extra["training"]["dataset"]["extra"] == [str(tmp_path / "data-extra").rsplit("/", 1)[-1]]
+    assert extra["training"]["n_train_pairs"] > sum(extra["data"]["per_split"].get(k, 0) for k in ("train",))
     saved = read_checkpoint_config(tmp_path / "model")["extra"]
     assert saved["data"]["content_sha256"] == extra["data"]["content_sha256"]
     assert not (tmp_path / "model" / "last").exists()
+
+
+@pytest.mark.slow
+def test_demo_world_is_written_once(tmp_path: Path) -> None:
+    """The recipe's world is the demo world (the synthetic benchmark's); a second call keeps it."""
+    from textitsr.data.synthetic import MANIFEST, SyntheticSource
+    from textitsr.training.default_model import demo_world
+
+    world = demo_world(tmp_path / "world")
+    stamp = (world / MANIFEST).stat().st_mtime_ns
+    assert SyntheticSource(world).count("train") == 1200
+    assert demo_world(tmp_path / "world") == world and (world / MANIFEST).stat().st_mtime_ns == stamp
+    assert DefaultRecipe().demo_world and DefaultRecipe().to_dict()["demo_world"] is True
+    assert "demo_world" not in DefaultRecipe(demo_world=False, extra_data=None).to_dict()
 
 
 @pytest.mark.slow

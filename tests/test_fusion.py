@@ -6,7 +6,16 @@ import pytest
 import torch
 
 from textitsr.errors import InputError
-from textitsr.models.fusion import GFF_OPERATORS, PairFeatures, build_fusion, parse_fusion_spec
+from textitsr.models.fusion import (
+    GFF_OPERATORS,
+    LEGACY_CONCAT_LAYOUT,
+    ChannelConcatTransformerFusion,
+    ConcatTransformerFusion,
+    PairFeatures,
+    build_fusion,
+    explicit_fusion_spec,
+    parse_fusion_spec,
+)
 from textitsr.models.heads import ProjectionHead
 
 D, N, B = 24, 16, 5
@@ -22,7 +31,7 @@ SPECS = [
     "gff:before+after+diff",
     "gff:concat+diff",
     "tff",
-    "concat-transformer",
+    "concat-transformer:sequence",
     "concat-transformer:channel",
 ]
 
@@ -74,8 +83,15 @@ def test_spec_parsing_and_aliases() -> None:
     assert parse_fusion_spec(" GFF:Difference+abs ") == ("gff", ("diff", "absdiff"))
     assert parse_fusion_spec("gff") == ("gff", ("concat",))
     assert parse_fusion_spec("tff") == ("tff", ())
-    assert parse_fusion_spec("concat-transformer:sequence") == ("concat-transformer", ())
+    assert parse_fusion_spec("concat-transformer:sequence") == ("concat-transformer", ("sequence",))
     assert parse_fusion_spec("concat-transformer:channel") == ("concat-transformer", ("channel",))
+    assert parse_fusion_spec("concat-transformer") == ("concat-transformer", ("channel",))
+    assert isinstance(build_fusion("concat-transformer", D, N, width=32), ChannelConcatTransformerFusion)
+    assert isinstance(build_fusion("concat-transformer:sequence", D, N), ConcatTransformerFusion)
+    assert explicit_fusion_spec("concat-transformer") == "concat-transformer:channel"
+    assert explicit_fusion_spec("concat-transformer", LEGACY_CONCAT_LAYOUT) == "concat-transformer:sequence"
+    assert explicit_fusion_spec("Concat-Transformer:Sequence") == "concat-transformer:sequence"
+    assert explicit_fusion_spec("gff:after+diff") == "gff:after+diff"
     for bad in ("", "gff:ratio", "transformer", "tff:x", "gff:after+", "concat-transformer:cls"):
         with pytest.raises(InputError, match="fusion"):
             build_fusion(bad, D, N)
@@ -85,10 +101,10 @@ def test_bad_transformer_shapes_are_input_errors() -> None:
     with pytest.raises(InputError, match="multiple of heads"):
         build_fusion("tff", D, N, width=10, heads=4)
     with pytest.raises(InputError, match="layers"):
-        build_fusion("concat-transformer", D, N, layers=0)
+        build_fusion("concat-transformer:sequence", D, N, layers=0)
 
 
-@pytest.mark.parametrize("spec", ["tff", "concat-transformer", "concat-transformer:channel"])
+@pytest.mark.parametrize("spec", ["tff", "concat-transformer:sequence", "concat-transformer:channel"])
 def test_token_fusions_see_where_the_change_is(spec: str, feats: PairFeatures) -> None:
     """The same change at another grid cell gives another feature (position embeddings work),
     and swapping the dates changes the output (the fusion knows which date is which)."""
@@ -115,7 +131,7 @@ def test_tff_with_identical_dates_is_batch_independent(feats: PairFeatures) -> N
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("spec", ["tff", "concat-transformer", "concat-transformer:channel"])
+@pytest.mark.parametrize("spec", ["tff", "concat-transformer:sequence", "concat-transformer:channel"])
 def test_token_fusions_train(spec: str, feats: PairFeatures) -> None:
     """A few steps of gradient descent move every parameter group and reduce a simple loss."""
     torch.manual_seed(0)

@@ -24,6 +24,7 @@ from textitsr.data.realsynth import (
     paste_buildings,
     read_tiles,
 )
+from textitsr.data.storm_roads import MORE_OPERATIONS
 from textitsr.data.training_data import TrainingDataRecipe, make_training_data
 
 SIZE = 96
@@ -266,3 +267,27 @@ def test_real_tiles_synthesis_changes_only_the_mask() -> None:
             differs = np.abs(change.before.astype(int) - change.after.astype(int)).max(axis=2) > 0
             assert not (differs & ~changed_region(change.mask)).any(), (tile.name, kind)
     assert {"buildings_built", "road_built", "vegetation_cleared"} <= made
+
+
+@pytest.mark.parametrize("name", sorted(MORE_OPERATIONS))
+def test_storm_damage_and_laid_roads_change_only_their_mask(name: str) -> None:
+    tile = fixture_tile()
+    change = next(
+        (c for seed in range(12) if (c := MORE_OPERATIONS[name](tile, np.random.default_rng(seed)))), None
+    )
+    assert change is not None, f"{name} never applied to a tile that has every layer"
+    assert change.change_type in {"vegetation_cleared", "road_built"}  # captioned as existing types
+    assert np.array_equal(change.before, tile.image)
+    differs = np.abs(change.before.astype(int) - change.after.astype(int)).max(axis=2) > 0
+    assert differs.any() and not (differs & ~changed_region(change.mask)).any()
+    inside_before = change.before[change.mask].astype(float)
+    inside_after = change.after[change.mask].astype(float)
+    if name == "vegetation_storm_damage":
+        assert (change.mask <= tile.layer("tree")).all()
+        # green canopy turns to brown-grey debris: less green than red, brighter
+        greenness = [(x[:, 1] - x[:, 0]).mean() for x in (inside_before, inside_after)]
+        assert greenness[1] < greenness[0]
+        assert inside_after.mean() > inside_before.mean()
+    else:
+        assert not (change.mask & (tile.layer("building") | tile.layer("water"))).any()
+        assert inside_after.std(axis=1).mean() < inside_before.std(axis=1).mean() + 5  # a grey-ish strip

@@ -354,3 +354,39 @@ def test_crash_right_after_a_best_save_resumes_and_finishes(
     summary = read_checkpoint_config(out)["extra"]["training"]
     assert summary["finished"] is True and summary["best_epoch"] == result.best_epoch
     load_checkpoint(out)
+
+
+def test_concatenated_caches_keep_every_pair_with_its_captions() -> None:
+    """Training on several sources: the union holds each pair's own features and caption features,
+    a text shared by both caches is stored once, and tokens survive."""
+    a = _learnable_cache(12, 8, 6, 4, seed=1)
+    b = _learnable_cache(9, 8, 6, 4, seed=2)
+    b.texts = [t if t == "no change" else f"other {t}" for t in b.texts]  # shared: "no change" only
+    both = FeatureCache.concat([a, b])
+    assert both.n_pairs == 21 and both.pair_ids == a.pair_ids + b.pair_ids
+    assert both.texts.count("no change") == 1 and len(both.texts) == len(a.texts) + len(b.texts) - 1
+    for cache, offset in ((a, 0), (b, 12)):
+        for i in range(cache.n_pairs):
+            j = offset + i
+            assert both.captions(j) == cache.captions(i)
+            assert np.array_equal(both.before_global[j], cache.before_global[i])
+            assert np.array_equal(both.after_tokens[j], cache.after_tokens[i])
+            lo, hi = cache.caption_offsets[i], cache.caption_offsets[i + 1]
+            mine = both.caption_text[both.caption_offsets[j] : both.caption_offsets[j + 1]]
+            theirs = cache.text_features_all[cache.caption_text[lo:hi]]
+            assert np.array_equal(both.text_features_all[mine], theirs)
+    assert both.change_type == a.change_type + b.change_type
+    no_tokens = FeatureCache(**{**_fields(b), "before_tokens": None, "after_tokens": None})
+    globals_only = FeatureCache.concat([a, no_tokens])
+    assert not globals_only.with_tokens
+    with pytest.raises(ValueError, match="widths"):
+        FeatureCache.concat([a, _learnable_cache(5, 10, 6, 4, seed=3)])
+
+
+def _fields(c: FeatureCache) -> dict:
+    return dict(
+        pair_ids=c.pair_ids, texts=c.texts, caption_text=c.caption_text, caption_offsets=c.caption_offsets,
+        changed=c.changed, before_global=c.before_global, after_global=c.after_global,
+        text_features=c.text_features_all, before_tokens=c.before_tokens, after_tokens=c.after_tokens,
+        change_type=c.change_type,
+    )

@@ -142,6 +142,10 @@ def ingest(
 def train(
     root: Annotated[Path, typer.Option(help="Dataset root.")],
     out: Annotated[Path, typer.Option(help="Checkpoint folder to write (resumable state in OUT/last/).")],
+    extra_root: Annotated[
+        list[Path] | None,
+        typer.Option(help="Also train on this source's train split (repeatable; kind detected)."),
+    ] = None,
     fusion: Annotated[
         str | None, typer.Option(help="Fusion: tff, concat-transformer, or a GFF spec (gff:after+diff).")
     ] = None,
@@ -172,7 +176,7 @@ def train(
                  "unfreeze_image_blocks": unfreeze_image_blocks}
     model_options = {k: v for k, v in backbones.items() if v is not None}  # unset -> ModelConfig's
     config = TrainConfig(root=root, out=out, source=kind, source_options=source_options, resume=resume,
-                         model_options=model_options, **settings)
+                         model_options=model_options, extra_roots=list(extra_root or []), **settings)
     result = run_training(config)
     typer.echo(
         f"best val mR {result.best_val_mR:.2f} (epoch {result.best_epoch}/{result.epochs_run}, "
@@ -191,6 +195,7 @@ def train_default(
         Path | None, typer.Option(help="Generated data folder [default: data/cache/realtrain].")
     ] = None,
     cache_dir: Annotated[Path | None, typer.Option(help="Folder of backbone feature caches.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run of this seed.")] = False,
 ) -> None:
     """Reproduce the shipped default model: make-training-data, then train with the default recipe."""
     import dataclasses
@@ -201,7 +206,7 @@ def train_default(
 
     recipe = dataclasses.replace(DefaultRecipe(), seed=seed)
     extra = run(shared or SHARED_DATA_DIR, out, recipe, data_dir=data_dir or DEFAULT_DATA_DIR,
-                cache_dir=cache_dir)
+                cache_dir=cache_dir, resume=resume)
     typer.echo(f"{out}: recipe {extra['recipe_fingerprint']}, data {extra['data']['content_sha256']}, "
                f"best val mR {extra['best_val_mR']:.2f}")
 
@@ -247,6 +252,11 @@ def index(
     feature_cache: Annotated[
         Path | None, typer.Option(help="Reuse the training feature cache in this folder (local builds).")
     ] = None,
+    precision: Annotated[
+        str,
+        typer.Option(help="Backbone precision: auto (bf16 where the CPU/GPU has it and a probe stays "
+                     "within cosine 0.99 of fp32), fp32 or bf16."),
+    ] = "auto",
     options: SourceOptions = SOURCE_DEFAULTS,
 ) -> None:
     """Embed a source into a searchable archive store (resumes; appends new sources as new shards)."""
@@ -255,7 +265,8 @@ def index(
 
     check_output_dir(out, (STORE,), inputs=root)
     pairs = options.open(root)
-    overrides = {"batch_size": batch_size, "shard_size": shard_size, "feature_cache": feature_cache}
+    overrides = {"batch_size": batch_size, "shard_size": shard_size, "feature_cache": feature_cache,
+                 "precision": precision}
     config = BuildConfig(**{name: value for name, value in overrides.items() if value is not None})
     store = build_store(checkpoint, pairs, out, split=split, scheduler=scheduler, config=config)
     from textitsr.index.tiles import tile_store

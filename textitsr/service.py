@@ -117,7 +117,7 @@ class SearchService:
             pairs = ShardedIndex(store, self.scheduler)
         else:
             cache = self._cache_path(store, "pairs")
-            pairs = VectorIndex(store.pair_embeddings(), self.search_config, cache=cache)
+            pairs = VectorIndex(self._pair_vectors(store), self.search_config, cache=cache)
         catalog = Catalog(store, index_kind=pairs.kind)
         self.store, self.catalog, self._pairs = store, catalog, pairs
         self._caption_index: tuple[VectorIndex, list[str], list[str]] | None = None
@@ -135,6 +135,14 @@ class SearchService:
             texts = caps["text"].to_numpy()[first].tolist()
             self._caption_index = (index, texts, caps["pair_id"].to_numpy()[first].tolist())
         return self._caption_index
+
+    def _pair_vectors(self, store: Store) -> np.ndarray:
+        """The pair embeddings for the index: memory-mapped float16 where the tier re-ranks from
+        them (large archives: only candidates' rows are read), float32 in memory otherwise."""
+        if self.search_config.kind(len(store)) not in VectorIndex.RERANK_KINDS:
+            return store.pair_embeddings()
+        key = hashlib.sha1(json.dumps(store.manifest["shards"], sort_keys=True).encode()).hexdigest()[:12]
+        return store.pair_vectors(store.index_file("pair-vectors", key, suffix=".npy"))
 
     def _cache_path(self, store: Store, what: str) -> Path | None:
         """Where the index of this exact shard list is kept (None: quick to build, or read-only store)."""
@@ -195,9 +203,10 @@ class SearchService:
         """(1, d) embedding of a text query (validated; very long text is cut)."""
         if not isinstance(query, str) or not query.strip():
             raise InputError("query: expected a non-empty description of the change to look for")
-        from textitsr.embedding.encode import encode_texts
+        from textitsr.embedding.encode import QUERY_THREADS, encode_texts, torch_threads
 
-        return encode_texts(self.model, [" ".join(query.split())[:MAX_QUERY_CHARS]])
+        with torch_threads(QUERY_THREADS):
+            return encode_texts(self.model, [" ".join(query.split())[:MAX_QUERY_CHARS]])
 
     def search_text(self, query: str, k: int = 10, filters: SearchFilters | None = None) -> list[PairHit]:
         """The k pairs that best match a text query (any language the text encoder reads), best first."""
@@ -210,8 +219,13 @@ class SearchService:
         """What the archive's own captions score as queries (computed once): flags weak text matches."""
         if self._calibration is None:
             index, _, _ = self._captions()
-            self._calibration = calibrate_text_matches(index.vectors, self.store.pair_embeddings())
+            self._calibration = calibrate_text_matches(index.vectors, self._best_pair_scores)
         return self._calibration
+
+    def _best_pair_scores(self, queries: np.ndarray) -> np.ndarray:
+        """Top-1 score of each query row among all pairs (through the index: bounded memory)."""
+        scores, _ = self._pairs.search(queries, 1)
+        return scores[:, 0] if scores.shape[1] else np.full(len(queries), -np.inf, np.float32)
 
     def search_pair(
         self,

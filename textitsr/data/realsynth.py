@@ -273,20 +273,27 @@ def road_built(tile: RealTile, rng: np.random.Generator) -> SynthChange | None:
     return None if before is None else SynthChange(before, tile.image.copy(), mask, "road_built", 1)
 
 
-def _clear_trees(tile: RealTile, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray] | None:
-    """The tile with part of its trees replaced by bare-soil texture: (image, mask)."""
+def tree_blob(tile: RealTile, rng: np.random.Generator) -> np.ndarray | None:
+    """A random blob of the tree cover (trees within a disc around a random tree pixel), or None
+    when the tile has too few trees."""
     trees = tile.layer("tree") & tile.valid
     if trees.mean() < 0.05:
         return None
-    # a random blob of the tree cover: trees within a disc around a random tree pixel
     ys, xs = np.nonzero(trees)
     i = rng.integers(len(ys))
     yy, xx = np.mgrid[: trees.shape[0], : trees.shape[1]]
     radius = rng.uniform(50, 160)
     mask = trees & ((yy - ys[i]) ** 2 + (xx - xs[i]) ** 2 < radius**2)
     mask = ndimage.binary_opening(mask, iterations=2)
-    if mask.mean() < 0.03:
+    return None if mask.mean() < 0.03 else mask
+
+
+def _clear_trees(tile: RealTile, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray] | None:
+    """The tile with part of its trees replaced by bare-soil texture: (image, mask)."""
+    mask = tree_blob(tile, rng)
+    if mask is None:
         return None
+    trees = tile.layer("tree") & tile.valid
     source = (tile.layer("ground") | tile.layer("field")) & ~trees
     tint = SOIL_TINT * rng.uniform(1.0, 1.2)
     image = _fill_from(tile, mask, source, rng, tint=tint)

@@ -115,6 +115,9 @@ def _jittered(
 def synth_part(shared: Path, recipe: TrainingDataRecipe, bank: CaptionBank) -> Iterator[Generated]:
     """Fabricated changes on realtrain tiles; false-colour tiles are left out (realdev is RGB)."""
     from textitsr.data.realsynth import OPERATIONS, paste_buildings, read_tiles
+    from textitsr.data.storm_roads import MORE_OPERATIONS
+
+    operations = {**OPERATIONS, **MORE_OPERATIONS}
 
     tiles = [t for t in read_tiles(shared / "realtrain") if not t.false_colour]
     donors = [t for t in tiles if t.layer("building").sum() > 200]
@@ -129,20 +132,20 @@ def synth_part(shared: Path, recipe: TrainingDataRecipe, bank: CaptionBank) -> I
             if kind == "buildings_built" and attempt % 2 == 1 and donors:
                 change = paste_buildings(tile, donors[int(rng.integers(len(donors)))], rng)
             else:
-                change = OPERATIONS[kind](tile, rng)
+                change = operations[kind](tile, rng)
             if change is None:
                 continue
             before, after = _jittered(
                 change.before, change.after, rng, recipe.jitter_strength, kind == "none"
             )
-            captions = bank.draw(kind, change.count, place_of(change.mask), rng)
+            captions = bank.draw(change.change_type, change.count, place_of(change.mask), rng)
             yield Generated(
                 f"{kind}_{attempt:05d}",
                 _split_of(tile.name, recipe),
                 before,
                 after,
                 captions,
-                kind,
+                change.change_type,
                 tile.name,
             )
             made += 1

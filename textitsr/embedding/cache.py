@@ -125,6 +125,53 @@ class FeatureCache:
             meta=meta,
         )
 
+    @classmethod
+    def concat(cls, caches: list[FeatureCache]) -> FeatureCache:
+        """One in-memory cache of several (e.g. the train splits of several sources), so a model
+        trains on their union while each source keeps its own on-disk cache. Texts shared by the
+        caches are stored once; tokens are kept only when every cache has them."""
+        if not caches:
+            raise InputError("feature caches: nothing to concatenate")
+        if len(caches) == 1:
+            return caches[0]
+        widths = {(c.before_global.shape[1], c.text_features_all.shape[1]) for c in caches}
+        if len(widths) > 1:
+            raise InputError(
+                f"feature caches: different backbone widths {sorted(widths)}; same backbones needed"
+            )
+        index: dict[str, int] = {}
+        texts: list[str] = []
+        remapped, offsets, rows = [], [np.zeros(1, dtype=np.int64)], []
+        for c in caches:
+            new_ids = np.empty(len(c.texts), dtype=np.int64)
+            for i, text in enumerate(c.texts):
+                if text not in index:
+                    index[text] = len(texts)
+                    texts.append(text)
+                    rows.append((c, i))
+                new_ids[i] = index[text]
+            remapped.append(new_ids[c.caption_text])
+            offsets.append(c.caption_offsets[1:] + offsets[-1][-1])
+        tokens = all(c.with_tokens for c in caches)
+
+        def cat(name: str) -> np.ndarray:
+            return np.concatenate([np.asarray(getattr(c, name)) for c in caches])
+
+        return cls(
+            pair_ids=[p for c in caches for p in c.pair_ids],
+            texts=texts,
+            caption_text=np.concatenate(remapped),
+            caption_offsets=np.concatenate(offsets),
+            changed=cat("changed"),
+            before_global=cat("before_global"),
+            after_global=cat("after_global"),
+            text_features=np.stack([c.text_features_all[i] for c, i in rows]),
+            before_tokens=cat("before_tokens") if tokens else None,
+            after_tokens=cat("after_tokens") if tokens else None,
+            change_type=[t for c in caches for t in c.change_type],
+            meta={"parts": [c.meta.get("identity") for c in caches]},
+        )
+
     @property
     def n_pairs(self) -> int:
         return len(self.pair_ids)

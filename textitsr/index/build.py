@@ -4,7 +4,9 @@ The source is cut into contiguous slices of `shard_size` pairs; each slice becom
 by the same function (`embed_shard`, the runner) whether it runs in this process (`_build_local`)
 or on a Dask worker (`_build_distributed`): clip-retrieval's runner / distributor split. Pairs are
 read and encoded `batch_size` at a time and a shard holds only its own rows, so peak memory is one
-shard's thumbnails + embeddings whatever the archive size. Shards listed in the manifest are
+shard's thumbnails + embeddings whatever the archive size. A thread reads the next batch (pixels,
+thumbnails, statistics) while the model embeds the current one; the backbone precision is chosen
+once per build (`embedding.precision`). Shards listed in the manifest are
 skipped, so an interrupted build resumes where it stopped.
 """
 
@@ -15,7 +17,8 @@ import itertools
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +28,15 @@ import torch
 from textitsr.atomic import remove_stale_temps
 from textitsr.data.describe import change_stats
 from textitsr.data.pairs import BitemporalPair, PairSource, check_split
-from textitsr.embedding.encode import encode_rgb_pairs, encode_texts, load_model, to_numpy
+from textitsr.embedding.encode import (
+    backbone_precision,
+    encode_rgb_pairs,
+    encode_texts,
+    load_model,
+    to_numpy,
+    trace_image_backbone,
+)
+from textitsr.embedding.precision import PROBE_PAIRS, check_precision, choose_precision
 from textitsr.errors import InputError
 from textitsr.index.lock import writer_lock
 from textitsr.index.shards import (
@@ -55,6 +66,11 @@ class BuildConfig:
     device: str = "cpu"
     #: Reuse / build the training feature cache here (skips the backbones when it is valid).
     feature_cache: Path | None = None
+    #: Backbone precision: fp32, bf16 autocast, or auto (bf16 where the device has it natively and
+    #: a probe of the source's first pairs stays within cosine 0.99 of fp32).
+    precision: str = "auto"
+    #: Read the next batch on a thread while the model embeds the current one.
+    prefetch: bool = True
 
 
 def _change_stats(pair: BitemporalPair) -> dict[str, float] | None:
@@ -71,6 +87,67 @@ def _batches(pairs: Iterable[BitemporalPair], size: int) -> Iterator[list[Bitemp
         yield batch
 
 
+@dataclass
+class _ReadBatch:
+    """One batch of pairs with everything but the embeddings: pixels, metadata rows, thumbnails."""
+
+    pairs: list[BitemporalPair]
+    before: list[np.ndarray]
+    after: list[np.ndarray]
+    rows: list[dict[str, Any]]
+    thumbs_before: list[bytes]
+    thumbs_after: list[bytes]
+
+
+def _read_batch(batch: list[BitemporalPair], thumb_size: int) -> _ReadBatch:
+    before = [p.rgb("before") for p in batch]
+    after = [p.rgb("after") for p in batch]
+    return _ReadBatch(
+        batch,
+        before,
+        after,
+        [pair_row(p, _change_stats(p)) for p in batch],
+        [encode_thumbnail(b, thumb_size) for b in before],
+        [encode_thumbnail(a, thumb_size) for a in after],
+    )
+
+
+def _read_batches(pairs: Iterable[BitemporalPair], config: BuildConfig) -> Iterator[_ReadBatch]:
+    """Batches whose pixels, thumbnails and statistics are prepared one batch ahead on a thread,
+    overlapping the model's work on the current one (`config.prefetch`), or inline.
+
+    The source itself is iterated here, in the caller's thread: loaders hold per-thread state
+    across pairs (rasterio's GDAL environment), so only the prepared pairs cross to the thread.
+    """
+    batches = _batches(pairs, config.batch_size)
+    if not config.prefetch:
+        yield from (_read_batch(b, config.thumb_size) for b in batches)
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="textitsr-read") as pool:
+        pending = None
+        for batch in batches:
+            ahead = pool.submit(_read_batch, batch, config.thumb_size)
+            if pending is not None:
+                yield pending.result()
+            pending = ahead
+        if pending is not None:
+            yield pending.result()
+
+
+def resolve_precision(model: Any, source: PairSource, split: str | None, config: BuildConfig) -> BuildConfig:
+    """`config` with "auto" precision replaced by the choice for this model and source (made once
+    per build, so Dask workers do not each re-run the accuracy check)."""
+    check_precision(config.precision)
+    if config.precision != "auto":
+        return config
+
+    def probe() -> tuple[list[np.ndarray], list[np.ndarray]]:
+        pairs = list(itertools.islice(source.pairs(split), PROBE_PAIRS))
+        return [p.rgb("before") for p in pairs], [p.rgb("after") for p in pairs]
+
+    return replace(config, precision=choose_precision(model, "auto", probe).precision)
+
+
 def embed_pairs(
     model: Any,
     pairs: Iterable[BitemporalPair],
@@ -79,6 +156,11 @@ def embed_pairs(
     cache: Any | None = None,
 ) -> ShardData:
     """Embed pairs batch by batch into one in-memory shard (metadata, embeddings, thumbnails, captions)."""
+    precision = check_precision(config.precision)
+    if precision == "auto":  # a caller that did not resolve it: no probe, so the safe choice
+        precision = choose_precision(model, "auto", None).precision
+    if precision == "fp32":
+        trace_image_backbone(model)
     rows: list[dict[str, Any]] = []
     embs: list[np.ndarray] = []
     tb: list[bytes] = []
@@ -86,31 +168,33 @@ def embed_pairs(
     cap_texts: list[str] = []
     cap_ids: list[str] = []
     cache_rows = {pid: i for i, pid in enumerate(cache.pair_ids)} if cache is not None else {}
-    for batch in _batches(pairs, config.batch_size):
-        before = [p.rgb("before") for p in batch]
-        after = [p.rgb("after") for p in batch]
-        if cache is not None and all(p.pair_id in cache_rows for p in batch):
-            feats = cache.pair_features(
-                np.array([cache_rows[p.pair_id] for p in batch]),
-                tokens=bool(getattr(model, "uses_tokens", False)),
-            )
-            with torch.inference_mode():
-                embs.append(to_numpy(model.embed_pair_features(feats)))
-        else:
-            embs.append(encode_rgb_pairs(model, before, after))
-        for p, b, a in zip(batch, before, after, strict=True):
-            rows.append(pair_row(p, _change_stats(p)))
-            tb.append(encode_thumbnail(b, config.thumb_size))
-            ta.append(encode_thumbnail(a, config.thumb_size))
-            for c in p.captions:
-                if str(c).strip():
-                    cap_texts.append(str(c))
-                    cap_ids.append(p.pair_id)
-        if on_batch is not None:
-            on_batch(len(batch))
-    dim = int(model.config.embed_dim) if hasattr(model, "config") else (embs[0].shape[1] if embs else 0)
-    pair_emb = np.concatenate(embs) if embs else np.zeros((0, dim), np.float32)
-    cap_emb = encode_texts(model, cap_texts) if cap_texts else np.zeros((0, pair_emb.shape[1]), np.float32)
+    with backbone_precision(model, precision):
+        for read in _read_batches(pairs, config):
+            batch = read.pairs
+            if cache is not None and all(p.pair_id in cache_rows for p in batch):
+                feats = cache.pair_features(
+                    np.array([cache_rows[p.pair_id] for p in batch]),
+                    tokens=bool(getattr(model, "uses_tokens", False)),
+                )
+                with torch.inference_mode():
+                    embs.append(to_numpy(model.embed_pair_features(feats)))
+            else:
+                embs.append(encode_rgb_pairs(model, read.before, read.after))
+            rows.extend(read.rows)
+            tb.extend(read.thumbs_before)
+            ta.extend(read.thumbs_after)
+            for p in batch:
+                for c in p.captions:
+                    if str(c).strip():
+                        cap_texts.append(str(c))
+                        cap_ids.append(p.pair_id)
+            if on_batch is not None:
+                on_batch(len(batch))
+        dim = int(model.config.embed_dim) if hasattr(model, "config") else (embs[0].shape[1] if embs else 0)
+        pair_emb = np.concatenate(embs) if embs else np.zeros((0, dim), np.float32)
+        cap_emb = (
+            encode_texts(model, cap_texts) if cap_texts else np.zeros((0, pair_emb.shape[1]), np.float32)
+        )
     return ShardData(rows, pair_emb, tb, ta, cap_texts, cap_ids, cap_emb)
 
 
@@ -205,6 +289,7 @@ def build_store(
         raise InputError(f"batch_size={config.batch_size}, shard_size={config.shard_size}: expected positive")
     checkpoint = Path(checkpoint).resolve()
     model = load_model(checkpoint, config.device)
+    config = resolve_precision(model, source, split, config)
     card = model_card(checkpoint)
     out = Path(out)
     with writer_lock(out):

@@ -8,6 +8,7 @@ app can say that nothing matched well. Computed once per opened store, from a fi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,16 +33,28 @@ class MatchCalibration:
 
 
 def calibrate_text_matches(
-    caption_embeddings: np.ndarray, pair_embeddings: np.ndarray, *, sample: int = SAMPLE, seed: int = 0
+    caption_embeddings: np.ndarray,
+    pair_embeddings: np.ndarray | Callable[[np.ndarray], np.ndarray],
+    *,
+    sample: int = SAMPLE,
+    seed: int = 0,
 ) -> MatchCalibration:
-    """Top-1 cosine of up to `sample` distinct captions against every pair (L2-normalised rows)."""
+    """Top-1 cosine of up to `sample` distinct captions against every pair (L2-normalised rows).
+
+    `pair_embeddings`: the (N, d) pair rows (read a block at a time, so a memory-mapped file is
+    never loaded whole), or a function giving each query row's best score (a search index).
+    """
     caps = np.asarray(caption_embeddings, dtype=np.float32)
-    pairs = np.asarray(pair_embeddings, dtype=np.float32)
-    if len(caps) == 0 or len(pairs) == 0:
+    if len(caps) == 0 or (not callable(pair_embeddings) and len(pair_embeddings) == 0):
         return MatchCalibration(0, float("-inf"), float("nan"))
     rows = np.random.default_rng(seed).choice(len(caps), size=min(sample, len(caps)), replace=False)
-    best = np.full(len(rows), -np.inf, dtype=np.float32)
-    for start in range(0, len(pairs), 65_536):  # bounded memory on large archives
-        block = caps[rows] @ pairs[start : start + 65_536].T
-        best = np.maximum(best, block.max(axis=1))
+    if callable(pair_embeddings):
+        best = np.asarray(pair_embeddings(caps[rows]), dtype=np.float32)
+    else:
+        best = np.full(len(rows), -np.inf, dtype=np.float32)
+        for start in range(0, len(pair_embeddings), 65_536):  # bounded memory on large archives
+            block = np.asarray(pair_embeddings[start : start + 65_536], dtype=np.float32)
+            best = np.maximum(best, (caps[rows] @ block.T).max(axis=1))
+    if not np.isfinite(best).any():
+        return MatchCalibration(0, float("-inf"), float("nan"))
     return MatchCalibration(len(rows), float(np.quantile(best, LOW_QUANTILE)), float(np.median(best)))

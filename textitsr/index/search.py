@@ -175,6 +175,8 @@ class VectorIndex:
 
     #: Tiers slow enough to build that a store keeps them on disk (see `cache`).
     CACHED_KINDS = ("codes", "ivf", "hnsw")
+    #: Tiers that keep `vectors` as given (e.g. memory-mapped float16) and re-rank from them.
+    RERANK_KINDS = ("codes", "ivf")
 
     def __init__(
         self, vectors: np.ndarray, config: SearchConfig | None = None, cache: Path | None = None
@@ -187,7 +189,7 @@ class VectorIndex:
         self.config = config or SearchConfig()
         n, d = vectors.shape
         self.kind = self.config.kind(n)
-        if self.kind in ("codes", "ivf"):
+        if self.kind in self.RERANK_KINDS:
             self.vectors = vectors
         else:
             self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)

@@ -8,7 +8,8 @@ Layout of a store folder::
     shards/<name>/thumbnails.parquet  pair_id + before/after PNG bytes (small, for display)
     shards/<name>/captions.parquet    text, pair_id: the archive's captions (for pair -> text)
     shards/<name>/caption_embeddings.npy
-    index/<what>-<key>.faiss      cached HNSW graphs of large stores (derived; see `index_file`)
+    index/<what>-<key>.faiss      cached search indexes of large stores (derived; see `index_file`)
+    index/pair-vectors-<key>.npy  the shards' pair embeddings in one memory-mappable file (large stores)
     tiles/index.json, tiles/<key>/{z}/{x}/{y}.webp   map tiles of the scenes (textitsr.index.tiles)
 
 A shard is written into a temporary folder and renamed into place; the manifest is rewritten
@@ -36,7 +37,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from textitsr.atomic import atomic_dir, atomic_write_text, remove_stale_temps
+from textitsr.atomic import atomic_dir, atomic_path, atomic_write_text, remove_stale_temps
 from textitsr.errors import StoreError
 from textitsr.index.lock import writer_lock
 from textitsr.index.manifest import DTYPES, FORMAT, FORMAT_VERSION, MANIFEST, check_manifest
@@ -266,10 +267,11 @@ class Store:
                 (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
         return Store.open(out)
 
-    def index_file(self, what: str, key: str) -> Path | None:
-        """Where a search graph of this store (`what`: pairs or captions) built for `key` is cached.
+    def index_file(self, what: str, key: str, suffix: str = ".faiss") -> Path | None:
+        """Where a search graph (or another derived file: `suffix`) of this store built for `key` is
+        cached; `what`: pairs, captions, pair-vectors.
 
-        Graphs cached for other keys (older shard lists or settings) are removed. None when the
+        Files cached for other keys (older shard lists or settings) are removed. None when the
         store folder is read-only: the graph is then rebuilt in memory on every open.
         """
         folder = self.root / INDEX_DIR
@@ -277,8 +279,8 @@ class Store:
             folder.mkdir(exist_ok=True)
         except OSError:
             return None
-        name = f"{what}-{key}.faiss"
-        for old in folder.glob(f"{what}-*.faiss"):
+        name = f"{what}-{key}{suffix}"
+        for old in folder.glob(f"{what}-*{suffix}"):
             if old.name != name:
                 old.unlink(missing_ok=True)
         return folder / name
@@ -359,8 +361,49 @@ class Store:
                 )
         return self._metadata
 
+    def pair_embedding_parts(self) -> list[np.ndarray]:
+        """Each shard's pair embeddings, memory-mapped in the stored dtype (nothing loaded), in store
+        order; every row checked finite and normalised, a block at a time (bounded memory)."""
+        parts = []
+        for s in self.manifest["shards"]:
+            arr = self._read_npy(s["name"], "pair_embeddings.npy", int(s["n_pairs"]))
+            parts.append(_fresh_map(arr))  # drop the pages the check read: they would count as resident
+        return parts
+
+    def pair_vectors(self, consolidated: Path | None = None) -> np.ndarray:
+        """(N, d) pair embeddings as one memory-mapped array in the stored dtype (float16 by default),
+        for archives too large to hold as float32 (10M x 256-d: 10 GB); the search tiers that
+        re-rank read only their candidates' rows from it.
+
+        One shard is mapped as it is; several are first concatenated (streamed) into `consolidated`,
+        a derived file that is reused while its name is unchanged (the caller keys it to the shard
+        list). Without a place to write it, the rows are loaded as float32 as `pair_embeddings` does.
+        """
+        parts = self.pair_embedding_parts()
+        if len(parts) == 1:
+            return parts[0]
+        if consolidated is None:
+            return self.pair_embeddings()
+        n = sum(len(p) for p in parts)
+        dtype = np.dtype(self.manifest["dtype"])
+        if consolidated.is_file():
+            with contextlib.suppress(OSError, ValueError):
+                arr = np.load(consolidated, mmap_mode="r", allow_pickle=False)
+                if arr.shape == (n, self.embed_dim) and arr.dtype == dtype:
+                    return arr
+        with atomic_path(consolidated) as tmp:
+            with open(tmp, "wb") as f:
+                np.lib.format.write_array_header_1_0(
+                    f, {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
+                        "shape": (n, self.embed_dim)}
+                )
+                for part in parts:
+                    for start in range(0, len(part), 65_536):
+                        f.write(np.ascontiguousarray(part[start : start + 65_536]).tobytes())
+        return np.load(consolidated, mmap_mode="r", allow_pickle=False)
+
     def pair_embeddings(self) -> np.ndarray:
-        """(N, d) float32 pair embeddings in store order."""
+        """(N, d) float32 pair embeddings in store order, in memory (see `pair_vectors` for large stores)."""
         if self._embeddings is None:
             parts = [
                 self._read_npy(s["name"], "pair_embeddings.npy", int(s["n_pairs"]))
@@ -413,9 +456,11 @@ class Store:
             ) from err
 
     def validate(self) -> None:
-        """Read everything once, raising StoreError naming the first bad file."""
+        """Read everything once, raising StoreError naming the first bad file. Pair embeddings are
+        checked a block at a time and not kept (`pair_vectors` / `pair_embeddings` load them)."""
         meta = self.metadata()
-        self.pair_embeddings()
+        if self._embeddings is None:
+            self.pair_embedding_parts()
         self.captions()
         self.caption_embeddings()
         dupes = meta["pair_id"][meta["pair_id"].duplicated()]
@@ -437,6 +482,13 @@ def discard_empty_store(root: Path, remove_folder: bool) -> None:
     if remove_folder:
         with contextlib.suppress(OSError):
             root.rmdir()  # only when nothing else is in it
+
+
+def _fresh_map(arr: np.ndarray) -> np.ndarray:
+    """A new read-only mapping of the file behind memory-mapped `arr` (the old one is released)."""
+    if isinstance(arr, np.memmap) and arr.filename:
+        return np.load(arr.filename, mmap_mode="r", allow_pickle=False)
+    return arr
 
 
 def _concat(parts: list[np.ndarray], dim: int) -> np.ndarray:

@@ -8,13 +8,17 @@
   two branches are concatenated and refined by a convolutional residual block on the token grid;
   the layers' fused grids are summed and mean-pooled. Tokens are first projected to the fusion
   width and given a learned 2-D (row + column) position embedding.
-- "concat-transformer" (= "concat-transformer:sequence"): both dates' tokens in one sequence with
-  learned temporal and spatial embeddings and a CLS token, through a pre-norm transformer encoder;
-  the CLS output is the feature.
-- "concat-transformer:channel": the public variant (Roy et al. 2026): the dates joined along
-  channels at each grid cell (N tokens of 2 x width), no position embedding, a post-norm encoder
-  (3 layers, 16 heads, 2048-wide ReLU feed-forward, dropout 0.25), mean-pooled. Tokens are first
-  projected to width/2 per date (`width` = 2 x the backbone width keeps the raw channels, as published).
+- "concat-transformer" (= "concat-transformer:channel"): the public variant (Roy et al. 2026): the
+  dates joined along channels at each grid cell (N tokens of 2 x width), no position embedding, a
+  post-norm encoder (3 layers, 16 heads, 2048-wide ReLU feed-forward, dropout 0.25), mean-pooled.
+  Tokens are first projected to width/2 per date (`width` = 2 x the backbone width keeps the raw
+  channels, as published). It beat the sequence layout on both benchmarks (issue 13), so a bare
+  "concat-transformer" means it.
+- "concat-transformer:sequence": both dates' tokens in one sequence with learned temporal and
+  spatial embeddings and a CLS token, through a pre-norm transformer encoder; the CLS output is the
+  feature. Checkpoints written before the channel layout became the default say a bare
+  "concat-transformer" and mean this layout: `explicit_fusion_spec(spec, LEGACY_CONCAT_LAYOUT)`
+  reads them so.
 
 Layer norm replaces batch norm throughout, so a pair's embedding never depends on its batch.
 
@@ -42,6 +46,7 @@ __all__ = [
     "ConcatTransformerFusion",
     "ChannelConcatTransformerFusion",
     "build_fusion",
+    "explicit_fusion_spec",
     "parse_fusion_spec",
 ]
 
@@ -108,6 +113,10 @@ _GFF_ALIASES = {"difference": "diff", "abs": "absdiff", "prod": "product", "add"
 FUSION_KINDS = ("gff", "tff", "concat-transformer")
 #: Token layouts of the concat-transformer: one sequence of both dates (ours), or channel-joined.
 CONCAT_LAYOUTS = ("sequence", "channel")
+#: What a bare "concat-transformer" means in a spec given now ...
+DEFAULT_CONCAT_LAYOUT = "channel"
+#: ... and what it meant in checkpoint configs written before the channel layout became the default.
+LEGACY_CONCAT_LAYOUT = "sequence"
 
 
 class Fusion(nn.Module):
@@ -285,7 +294,7 @@ class TokenFeatureFusion(_TokenFusion):
 class ConcatTransformerFusion(_TokenFusion):
     """Both dates' tokens in one sequence + temporal/spatial embeddings + CLS; CLS output."""
 
-    spec = "concat-transformer"
+    spec = "concat-transformer:sequence"
 
     def _build(self, width: int, layers: int, heads: int, dropout: float) -> None:
         self.temporal = nn.Parameter(torch.randn(2, 1, width) * 0.02)
@@ -368,13 +377,14 @@ def _check_width(width: int, heads: int, layers: int) -> None:
 
 
 def parse_fusion_spec(spec: str) -> tuple[str, tuple[str, ...]]:
-    """'gff:before+after+diff' -> ('gff', ('before','after','diff')); 'tff' -> ('tff', ())."""
+    """'gff:before+after+diff' -> ('gff', ('before','after','diff')); 'tff' -> ('tff', ());
+    'concat-transformer' -> ('concat-transformer', (DEFAULT_CONCAT_LAYOUT,))."""
     text = (spec or "").strip().lower()
     kind, _, rest = text.partition(":")
-    if kind in ("tff", "concat-transformer") and not rest:
+    if kind == "tff" and not rest:
         return kind, ()
-    if kind == "concat-transformer" and rest in CONCAT_LAYOUTS:
-        return kind, () if rest == "sequence" else (rest,)
+    if kind == "concat-transformer" and (rest or DEFAULT_CONCAT_LAYOUT) in CONCAT_LAYOUTS:
+        return kind, (rest or DEFAULT_CONCAT_LAYOUT,)
     if kind == "gff":
         names = [_GFF_ALIASES.get(p.strip(), p.strip()) for p in (rest or "concat").split("+")]
         unknown = [n for n in names if n not in GFF_OPERATORS]
@@ -389,6 +399,22 @@ def parse_fusion_spec(spec: str) -> tuple[str, tuple[str, ...]]:
         f"'gff:OP[+OP...]' "
         f"with OP in {sorted(GFF_OPERATORS)} (baselines: 'gff:after', 'gff:before', 'gff:diff')"
     )
+
+
+def explicit_fusion_spec(spec: str, bare_layout: str = DEFAULT_CONCAT_LAYOUT) -> str:
+    """`spec` with a concat-transformer's layout spelled out, so a stored config never depends on
+    what a bare "concat-transformer" means at load time; other specs come back unchanged.
+
+    `bare_layout` is what a bare "concat-transformer" means: the current default for specs given
+    now, `LEGACY_CONCAT_LAYOUT` for checkpoint configs (older ones stored the bare spec).
+    """
+    parse_fusion_spec(spec)  # raises InputError for an unknown spec
+    kind, _, rest = spec.strip().lower().partition(":")
+    if kind != "concat-transformer":
+        return spec
+    if bare_layout not in CONCAT_LAYOUTS:
+        raise InputError(f"fusion layout {bare_layout!r}: expected one of {CONCAT_LAYOUTS}")
+    return f"{kind}:{rest or bare_layout}"
 
 
 def build_fusion(

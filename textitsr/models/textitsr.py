@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
@@ -30,7 +30,7 @@ from textitsr.models.encoders import (
     build_text_encoder,
     check_images,
 )
-from textitsr.models.fusion import PairFeatures, build_fusion, parse_fusion_spec
+from textitsr.models.fusion import LEGACY_CONCAT_LAYOUT, PairFeatures, build_fusion, explicit_fusion_spec
 from textitsr.models.heads import ProjectionHead
 
 __all__ = ["ModelConfig", "PairFeatures", "TextITSR", "LOGIT_SCALE_INIT", "LOGIT_SCALE_MAX"]
@@ -58,7 +58,9 @@ class ModelConfig:
     unfreeze_text_blocks: int = 0
 
     def __post_init__(self) -> None:
-        parse_fusion_spec(self.fusion)  # raises InputError for unknown specs
+        # Raises InputError for unknown specs; spells out the concat-transformer layout so that a
+        # saved config means the same fusion whatever a bare spec means later.
+        self.fusion = explicit_fusion_spec(self.fusion)
         for name in ("embed_dim", "fusion_width", "fusion_layers", "fusion_heads", "max_text_length"):
             if int(getattr(self, name)) < 1:
                 raise InputError(f"model config: {name} must be >= 1, got {getattr(self, name)}")
@@ -70,10 +72,14 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> ModelConfig:
+        """A stored (checkpoint) config. A bare "concat-transformer" there was written before the
+        channel layout became the default, so it is read as the sequence layout it was trained with."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise InputError(f"model config: unknown field(s) {unknown}; expected some of {sorted(known)}")
+        if isinstance(data.get("fusion"), str):
+            data = {**data, "fusion": explicit_fusion_spec(data["fusion"], LEGACY_CONCAT_LAYOUT)}
         return cls(**data)
 
 
@@ -120,6 +126,9 @@ class TextITSR(nn.Module):
         self.text_encoder.unfreeze_last(config.unfreeze_text_blocks)
         #: Run backbones under bf16 autocast in encode_*/backbone_* (a runtime choice, not saved).
         self.bf16 = False
+        #: Optional compiled copy of the frozen image backbone for fp32 inference (see
+        #: `embedding.encode.trace_image_backbone`); used only where it computes the same thing.
+        self.fast_image_encoder: Callable[[Tensor], tuple[Tensor, Tensor]] | None = None
         self.eval()
 
     @classmethod
@@ -203,6 +212,16 @@ class TextITSR(nn.Module):
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             yield
 
+    def _fast_backbone_applies(self, pixels: Tensor) -> bool:
+        """The compiled backbone computes what eager fp32 does: no autocast, no gradients, on the CPU."""
+        return (
+            self.fast_image_encoder is not None
+            and not self.bf16
+            and not torch.is_grad_enabled()
+            and pixels.device.type == "cpu"
+            and not self.image_encoder.unfrozen
+        )
+
     def _pair_features(self, before: np.ndarray, after: np.ndarray, tokens: bool) -> PairFeatures:
         enc = self.image_encoder
         with self._autocast():
@@ -211,6 +230,8 @@ class TextITSR(nn.Module):
                 fmap = self.image_tail.frozen_map(pixels)
                 glob, toks = fmap.mean((2, 3)), fmap.flatten(2).transpose(1, 2)
                 tokens = True
+            elif self._fast_backbone_applies(pixels):
+                glob, toks = self.fast_image_encoder(pixels)
             else:
                 glob, toks = enc(pixels)
         n = len(before)

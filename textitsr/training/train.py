@@ -54,6 +54,9 @@ class TrainConfig:
 
     root: Path
     out: Path
+    #: More training sources (kinds detected): their train splits are added to root's; validation
+    #: stays root's, so early stopping judges the data the model is meant for.
+    extra_roots: list[Path] = field(default_factory=list)
     #: Source kind (levircc, dubaiccd, folder, geotiff, synthetic); None -> detected from root.
     source: str | None = None
     #: Keyword arguments of the source's loader (data.registry.SourceOptions.resolve gives them).
@@ -80,6 +83,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.root, self.out, self.cache_dir = Path(self.root), Path(self.out), Path(self.cache_dir)
+        self.extra_roots = [Path(p) for p in self.extra_roots]
         for name in ("epochs", "batch_size", "patience"):
             if int(getattr(self, name)) < 1:
                 raise InputError(f"train config: {name} must be >= 1, got {getattr(self, name)}")
@@ -92,6 +96,7 @@ class TrainConfig:
 
     def to_json(self) -> dict:
         d = asdict(self)
+        d["extra_roots"] = [str(p) for p in self.extra_roots]
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items()}
 
 
@@ -125,7 +130,7 @@ def train(config: TrainConfig) -> TrainResult:
     from textitsr.data.registry import open_source
     from textitsr.models.textitsr import ModelConfig, TextITSR
 
-    check_output_dir(config.out, (CHECKPOINT, TRAINING_OUT), inputs=[config.root])
+    check_output_dir(config.out, (CHECKPOINT, TRAINING_OUT), inputs=[config.root, *config.extra_roots])
     device = resolve_device(config.device)
     seed_everything(config.seed)
     options = dict(config.model_options)
@@ -134,8 +139,13 @@ def train(config: TrainConfig) -> TrainResult:
     model = TextITSR(ModelConfig(**options))
     source = open_source(config.root, config.source, **config.source_options)
     kind = config.source or source.name
-    data = prepare_data(model, source, config)
-    return fit(model.to(device), data, config, dataset={"kind": kind, "root": str(config.root.resolve())})
+    extra = [open_source(root) for root in config.extra_roots]
+    data = prepare_data(model, source, config, extra)
+    dataset = {"kind": kind, "root": str(config.root.resolve())}
+    if extra:
+        roots = zip(extra, config.extra_roots, strict=True)
+        dataset["extra"] = [{"kind": s.name, "root": str(r.resolve())} for s, r in roots]
+    return fit(model.to(device), data, config, dataset=dataset)
 
 
 def seed_everything(seed: int) -> None:
@@ -144,11 +154,22 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def prepare_data(model: torch.nn.Module, source: PairSource, config: TrainConfig) -> TrainData:
-    """Feature caches for training and validation: the "val" split, else a hold-out of "train"."""
+def prepare_data(
+    model: torch.nn.Module, source: PairSource, config: TrainConfig, extra: list[PairSource] | None = None
+) -> TrainData:
+    """Feature caches for training and validation: the "val" split, else a hold-out of "train".
+    The train splits of `extra` sources join the training pairs (never the validation)."""
 
     def cache(split: str | None) -> FeatureCache:
         return build_or_load(model, source, split, config.cache_dir, progress=config.progress)
+
+    if extra:
+        data = prepare_data(model, source, config)
+        more = [build_or_load(model, s, "train", config.cache_dir, progress=config.progress) for s in extra]
+        train = FeatureCache.concat([data.train, *more])  # root's pairs first: hold-out indices stay valid
+        train_idx = np.concatenate([data.train_idx, np.arange(data.train.n_pairs, train.n_pairs)])
+        val = train if data.val is data.train else data.val
+        return TrainData(train, val, train_idx, data.val_idx, data.val_name)
 
     try:
         train_cache, val_cache = cache("train"), None

@@ -1,0 +1,128 @@
+"""Store build throughput (pairs/s) of the real build path: `build_store` with the default model.
+
+Builds a store from one split of a synthetic world (the demo's by default) once per setting, each in
+its own process, and times the whole build after the model is loaded (reading, thumbnails,
+statistics, pair and caption embedding, shard writes). `--baseline PATH` adds a row for the code
+in PATH (e.g. an export of an older commit) built the same way; every row's pair embeddings are
+compared with the first row's (mean / min cosine).
+
+    .venv/bin/python benchmarks/build_speed.py --world data/demo/world --split val
+    .venv/bin/python benchmarks/build_speed.py --baseline /tmp/textitsr-before
+
+Target (issue 12): >= 60 pairs/s on 2 cores with mean cosine >= 0.99 to fp32.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+
+#: name -> (BuildConfig overrides, trace the backbone?)
+SETTINGS = {
+    "default (auto precision, traced backbone, read-ahead thread)": ({}, True),
+    "no read-ahead thread": ({"prefetch": False}, True),
+    "eager backbone (no trace)": ({}, False),
+}
+
+
+def one(world: str, split: str, out: str, overrides: dict, trace: bool) -> dict:
+    """Build in this process; returns pairs/s and the precision used."""
+    import torch
+
+    import textitsr.index.build as build
+    from textitsr.data.synthetic import SyntheticSource
+    from textitsr.embedding.encode import load_model
+    from textitsr.training.default_model import DEFAULT_MODEL_DIR
+
+    if not trace:
+        build.trace_image_backbone = lambda model: False
+    fields = getattr(build.BuildConfig, "__dataclass_fields__", {})
+    config = build.BuildConfig(**{k: v for k, v in overrides.items() if k in fields})
+    checkpoint = Path(DEFAULT_MODEL_DIR).resolve()
+    model = load_model(checkpoint)
+    source = SyntheticSource(Path(world))
+    resolve = getattr(build, "resolve_precision", None)
+    used = resolve(model, source, split, config).precision if resolve else "fp32"
+    t0 = time.perf_counter()
+    store = build.build_store(checkpoint, source, Path(out), split=split, config=config, progress=False)
+    seconds = time.perf_counter() - t0
+    return {
+        "pairs": len(store),
+        "captions": int(store.manifest["n_captions"]),
+        "pairs_per_s": len(store) / seconds,
+        "precision": used,
+        "threads": torch.get_num_threads(),
+    }
+
+
+def run(spec: dict, code: Path) -> dict:
+    env = dict(os.environ, PYTHONPATH=str(code))
+    proc = subprocess.run(
+        [sys.executable, __file__, "--one", json.dumps(spec)], env=env, capture_output=True, text=True
+    )
+    if proc.returncode:
+        raise SystemExit(f"setting {spec} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--world", default=str(REPO / "data" / "demo" / "world"))
+    ap.add_argument("--split", default="val")
+    ap.add_argument("--baseline", type=Path, help="folder holding an older `textitsr` package to compare")
+    ap.add_argument("--one", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.one:
+        spec = json.loads(args.one)
+        print(json.dumps(one(**spec)))
+        return
+    work = Path(tempfile.mkdtemp(prefix="textitsr-build-bench-"))
+    rows = []
+    try:
+        runs = [("baseline: " + str(args.baseline), {}, True, args.baseline)] if args.baseline else []
+        runs += [(name, o, t, REPO) for name, (o, t) in SETTINGS.items()]
+        for i, (name, overrides, trace, code) in enumerate(runs):
+            out = work / f"store-{i}"
+            spec = {"world": args.world, "split": args.split, "out": str(out), "overrides": overrides,
+                    "trace": trace}
+            result = run(spec, code)
+            emb = _embeddings(out)
+            rows.append((name, result, emb))
+            print(f"{name}: {result['pairs_per_s']:.1f} pairs/s", file=sys.stderr, flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    load = os.getloadavg()
+    print(
+        f"# Store build, default model (EfficientNet-Lite0 + MiniLM-L6), {rows[0][1]['pairs']} pairs / "
+        f"{rows[0][1]['captions']} captions ({args.split} split of {args.world}) — {platform.machine()}, "
+        f"{os.cpu_count()} CPUs, load average {load[0]:.1f} at the end, {dt.date.today()}\n"
+    )
+    print("| setting | precision | pairs/s | cosine to first row (mean / min) |")
+    print("|---|---|---:|---|")
+    ref = rows[0][2]
+    for name, r, emb in rows:
+        cos = (emb * ref).sum(axis=1)
+        print(f"| {name} | {r['precision']} | {r['pairs_per_s']:.1f} | {cos.mean():.4f} / {cos.min():.4f} |")
+
+
+def _embeddings(store: Path) -> np.ndarray:
+    parts = sorted((store / "shards").glob("*/pair_embeddings.npy"))
+    emb = np.concatenate([np.load(p).astype(np.float32) for p in parts])
+    return emb / np.linalg.norm(emb, axis=1, keepdims=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""Embedding throughput features keep the embeddings: precision choice, traced backbone, text dedup."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import textitsr.embedding.precision as precision
+from textitsr.embedding.encode import backbone_precision, encode_rgb_pairs, encode_texts
+from textitsr.errors import InputError
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from textitsr.data.synthetic import SyntheticWorldConfig, write_demo_world
+
+    return write_demo_world(
+        tmp_path_factory.mktemp("speed") / "world",
+        config=SyntheticWorldConfig(n_train=4, n_val=2, n_test=2, tile_size=64),
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tiny_hf_models):
+    from textitsr.models.textitsr import ModelConfig, TextITSR
+
+    torch.manual_seed(0)
+    return TextITSR(
+        ModelConfig(image_encoder=str(tiny_hf_models.vit), text_encoder=str(tiny_hf_models.bert),
+                    fusion="gff:before+after+diff", embed_dim=16)
+    )
+
+
+def _pairs(world: Path, n: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    from textitsr.data.synthetic import SyntheticSource
+
+    pairs = list(itertools.islice(SyntheticSource(world).pairs(None), n))
+    return [p.rgb("before") for p in pairs], [p.rgb("after") for p in pairs]
+
+
+def test_auto_falls_back_to_fp32_when_the_bf16_check_fails(tiny_model, world, monkeypatch, caplog) -> None:
+    monkeypatch.setattr(precision, "native_bf16", lambda device: True)
+    probe = lambda: _pairs(world, 2)  # noqa: E731
+    monkeypatch.setattr(precision, "MIN_BF16_COSINE", 1.5)  # no embedding can pass
+    with caplog.at_level(logging.INFO, logger="textitsr.embedding.precision"):
+        choice = precision.choose_precision(tiny_model, "auto", probe)
+    assert choice.precision == "fp32"
+    assert "< 1.5" in choice.reason and "fp32" in caplog.text
+    monkeypatch.setattr(precision, "MIN_BF16_COSINE", 0.99)
+    assert precision.choose_precision(tiny_model, "auto", probe).precision == "bf16"
+
+
+def test_auto_keeps_fp32_without_native_bf16_or_probe_pairs(tiny_model, monkeypatch) -> None:
+    monkeypatch.setattr(precision, "native_bf16", lambda device: False)
+    choice = precision.choose_precision(tiny_model, "auto", lambda: _pairs(Path("unused"), 0))
+    assert choice.precision == "fp32" and "no native bf16" in choice.reason
+    monkeypatch.setattr(precision, "native_bf16", lambda device: True)
+    assert precision.choose_precision(tiny_model, "auto", lambda: ([], [])).precision == "fp32"
+    assert precision.choose_precision(tiny_model, "bf16", None).precision == "bf16"
+    with pytest.raises(InputError, match="precision='fp16'"):
+        precision.choose_precision(tiny_model, "fp16", None)
+
+
+def test_distinct_texts_are_encoded_once_with_the_same_result(tiny_model) -> None:
+    texts = ["a new road", "two houses were built", "a new road", "trees", "two houses were built"]
+    dedup = encode_texts(tiny_model, texts, batch_size=2)
+    one_by_one = np.concatenate([tiny_model.encode_texts([t]).numpy() for t in texts])
+    assert dedup.shape == (5, 16)
+    np.testing.assert_allclose(dedup, one_by_one, atol=1e-5)
+    assert encode_texts(tiny_model, []).shape[0] == 0
+
+
+@pytest.mark.slow
+def test_default_model_bf16_and_traced_backbone_match_fp32(world) -> None:
+    """On real-size CNN inputs: bf16 stays within cosine 0.99 of fp32; the traced graph is fp32 itself."""
+    from textitsr.embedding.encode import trace_image_backbone
+    from textitsr.models.checkpoint import load_checkpoint
+    from textitsr.training.default_model import DEFAULT_MODEL_DIR
+
+    model = load_checkpoint(DEFAULT_MODEL_DIR)
+    before, after = _pairs(world, 3)
+    with backbone_precision(model, "fp32"):
+        eager = encode_rgb_pairs(model, before, after)
+    assert precision.bf16_cosine(model, before, after) >= precision.MIN_BF16_COSINE
+    assert trace_image_backbone(model) and model.fast_image_encoder is not None
+    traced = encode_rgb_pairs(model, before, after)
+    np.testing.assert_allclose(traced, eager, atol=1e-4)
+    with backbone_precision(model, "bf16"):  # autocast runs eagerly, not through the fp32 graph
+        assert not model._fast_backbone_applies(torch.zeros(1, 3, 8, 8))
+    assert "fast_image_encoder" not in "".join(model.state_dict())

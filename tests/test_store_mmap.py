@@ -1,0 +1,79 @@
+"""Large-archive read path: the service memory-maps float16 pair embeddings instead of loading float32,
+answers as the loading path does, and still refuses corrupt rows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from test_store import DIM, make_shard, new_store
+from textitsr.errors import StoreError
+from textitsr.index.search import SearchConfig
+from textitsr.service import SearchService
+
+#: 900 pairs get the re-ranking PQ tier; re-scoring every candidate makes it exact, as the flat tier.
+RERANK = SearchConfig(scan_threshold=100, codes_threshold=500, rerank=1000, train_size=900)
+
+
+class FixedTextModel:
+    """Stands in for the text side: maps a query to a fixed unit vector derived from its words."""
+
+    def encode_texts(self, texts: list[str]) -> torch.Tensor:
+        out = []
+        for t in texts:
+            v = np.random.default_rng(abs(hash(t)) % 2**32).standard_normal(DIM).astype(np.float32)
+            out.append(v / np.linalg.norm(v))
+        return torch.from_numpy(np.stack(out))
+
+
+def _store(root: Path, shards: int = 3, per_shard: int = 300):
+    store = new_store(root)
+    for k in range(shards):
+        store.add_shard(f"s-{k:05d}", make_shard(f"p{k}", per_shard, seed=k))
+    return store
+
+
+def test_memory_mapped_service_answers_as_the_loading_one(tmp_path: Path) -> None:
+    store = _store(tmp_path / "s")
+    mapped = SearchService(FixedTextModel(), store, Path("/m"), RERANK)
+    loaded = SearchService(FixedTextModel(), store, Path("/m"), SearchConfig())
+    assert mapped._pairs.kind == "codes" and loaded._pairs.kind == "flat"
+    vectors = mapped._pairs.vectors
+    assert isinstance(vectors, np.memmap) and vectors.dtype == np.float16
+    assert Path(vectors.filename).parent == store.root / "index"
+    for query in ("a road was built", "houses demolished near the river", "no change"):
+        a, b = mapped.search_text(query, k=10), loaded.search_text(query, k=10)
+        assert [h.pair_id for h in a] == [h.pair_id for h in b]
+        np.testing.assert_allclose([h.score for h in a], [h.score for h in b], atol=1e-5)
+    by_id = mapped.search_pair("p1_7", k=5)
+    assert [h.pair_id for h in by_id] == [h.pair_id for h in loaded.search_pair("p1_7", k=5)]
+    assert "p1_7" not in {h.pair_id for h in by_id}
+    assert mapped.match_calibration() == loaded.match_calibration()
+    # Reopened, the consolidated file is reused, not rewritten.
+    mtime = Path(vectors.filename).stat().st_mtime_ns
+    again = SearchService(FixedTextModel(), store, Path("/m"), RERANK)
+    assert Path(again._pairs.vectors.filename).stat().st_mtime_ns == mtime
+
+
+@pytest.mark.parametrize(("value", "message"), [(np.nan, "not finite"), (3.0, "L2 norm")])
+def test_corrupt_rows_are_refused_on_the_memory_mapped_path(tmp_path: Path, value: float, message: str) -> None:
+    store = _store(tmp_path / "s")
+    path = store.root / "shards" / "s-00001" / "pair_embeddings.npy"
+    emb = np.load(path)
+    emb[123] = emb[123] * value if np.isfinite(value) else value
+    np.save(path, emb)
+    with pytest.raises(StoreError, match=rf"s-00001/pair_embeddings.npy: embedding row 123 .*{message}"):
+        SearchService(FixedTextModel(), store, Path("/m"), RERANK)
+
+
+def test_one_shard_is_mapped_in_place_and_validation_keeps_nothing(tmp_path: Path) -> None:
+    store = _store(tmp_path / "s", shards=1, per_shard=600)
+    store.validate()
+    assert store._embeddings is None  # checked a block at a time, not loaded
+    vectors = store.pair_vectors()
+    assert isinstance(vectors, np.memmap)
+    assert Path(vectors.filename) == store.root / "shards" / "s-00000" / "pair_embeddings.npy"
+    np.testing.assert_array_equal(np.asarray(vectors, np.float32), store.pair_embeddings())
