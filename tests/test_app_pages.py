@@ -476,3 +476,16 @@ def test_demo_keeps_valid_artifacts_and_commands_bind_locally(tiny_archive):
     env = app_environment(tiny_archive.store, None, [tiny_archive.world], base={})
     assert config.load_config(env).store == tiny_archive.store.resolve()
     assert env["HF_HUB_OFFLINE"] == "1"
+
+
+def test_scene_tiles_stop_a_few_levels_below_their_coarsest_zoom(service):
+    """Zoomed far out, Leaflet would fill the view with a scene's native-zoom tile grid (billions of
+    slots for a small scene on a continent-wide results map) and freeze the page: each scene layer's
+    minZoom stays within SCENE_ZOOM_OUT_LEVELS of its minNativeZoom."""
+    areas = service.catalog.scene_areas()
+    html = maps.ArchiveMap(basemap="none").add_scene_tiles(areas, "/app/static/tiles/x").get_root().render()
+    layers = re.findall(r'L\.tileLayer\((.*?)\);', html, re.S)
+    assert len(layers) == 2 * len(areas) > 0
+    for options in layers:
+        zoom, native = (int(re.search(rf'"{name}": (\d+)', options).group(1)) for name in ("minZoom", "minNativeZoom"))
+        assert native - maps.SCENE_ZOOM_OUT_LEVELS <= zoom <= native, options

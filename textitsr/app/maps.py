@@ -26,6 +26,10 @@ MAX_OVERLAYS = 400
 
 #: Deepest zoom the maps allow (imagery past a scene's native zoom is shown enlarged).
 MAX_MAP_ZOOM = 22
+#: Scene tiles are drawn down to this many zoom levels below their coarsest (each level halves
+#: them). Further out Leaflet would cover the whole view with the scene's native-zoom grid: a
+#: continent-wide view of a 1 km scene is a billion tile slots, and the page freezes.
+SCENE_ZOOM_OUT_LEVELS = 3
 FOOTPRINT_STYLE = {"color": "#2b6cb0", "weight": 1.5, "fillOpacity": 0.0}
 QUERY_STYLE = {"color": "#e53e3e", "weight": 4, "fillOpacity": 0.0}
 HIT_STYLE = {"color": "#f6ad55", "weight": 3, "fillOpacity": 0.0}
@@ -70,8 +74,8 @@ class ArchiveMap(folium.Map):
 
         "before" and "after" are the map's two base layers (a radio in the layer control; without
         `switch` only `show` is drawn): the browser fetches only the tiles on screen, and imagery
-        shows at every zoom (tiles are enlarged past their native zoom and reduced below their
-        coarsest).
+        shows at every closer zoom (tiles are enlarged past their native zoom) and a few levels further
+        out (reduced below their coarsest, see SCENE_ZOOM_OUT_LEVELS; further out only outlines).
         """
         groups = {}
         for when in ("before", "after") if switch else (show,):
@@ -83,7 +87,8 @@ class ArchiveMap(folium.Map):
                 w, s, e, n = tiles.bounds
                 folium.TileLayer(
                     tiles=tiles.url(tiles_url), attr="textitsr scenes", name=html_text(area.name),
-                    overlay=True, control=False, bounds=[[s, w], [n, e]], min_zoom=0, max_zoom=MAX_MAP_ZOOM,
+                    overlay=True, control=False, bounds=[[s, w], [n, e]],
+                    min_zoom=max(0, tiles.minzoom - SCENE_ZOOM_OUT_LEVELS), max_zoom=MAX_MAP_ZOOM,
                     min_native_zoom=tiles.minzoom, max_native_zoom=tiles.maxzoom, tile_size=256,
                     keep_buffer=1,
                 ).add_to(groups[when])
