@@ -252,11 +252,14 @@ def main() -> None:
             rows.append(("map page open to imagery", f"{secs:.2f} s ({size / 1e6:.2f} MB)", "<= 3 s"))
             frame = page.frame_locator(MAP).first
             footprints = frame.locator("path.leaflet-interactive")
-            footprints.first.wait_for()
-            n = footprints.count()
+            footprints.first.wait_for(state="attached")
+            # Outlines too small to draw at the opening zoom are attached as "M0 0": click drawn ones.
+            drawn = footprints.evaluate_all(
+                "els => els.map((e, i) => [i, e.getAttribute('d')]).filter(x => x[1] && x[1] !== 'M0 0')"
+                ".map(x => x[0])")
             clicks = []
             for i in range(args.clicks):
-                target = footprints.nth((i * 97 + 13) % n)
+                target = footprints.nth(drawn[(i * 97 + 13) % len(drawn)])
                 previous = _query_pair(page)
                 clicks.append(measure(page, traffic, lambda t=target: t.click(force=True),
                                       lambda p=previous: _new_results(page, p), settle_ms=600))
