@@ -63,7 +63,9 @@ class _Stub(torch.nn.Module):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pairs", type=int, default=10_000)
-    ap.add_argument("--fusions", nargs="+", default=["gff:before+after+diff", "tff", "concat-transformer:sequence"])
+    ap.add_argument(
+        "--fusions", nargs="+", default=["gff:before+after+diff", "tff", "concat-transformer:sequence"]
+    )
     ap.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = ap.parse_args()

@@ -16,8 +16,9 @@ For each model (one or several checkpoints = seeds of one configuration, mean ±
     .venv/bin/python benchmarks/real.py --train-root data/demo/world --fusion gff:concat+absdiff \\
         --image-encoder geoembed-resnet18 --seeds 0 1 2 --out-json data/real-runs/geo.json
     # the same, adding the procedural world's train split, scored on realdev and the world's test split:
-    .venv/bin/python benchmarks/real.py --train-root data/cache/realtrain --extra-train-root data/bench-world \\
-        --synthetic-root data/bench-world --seeds 0 1 2 --epochs 8 --out-json data/real-runs/world.json
+    .venv/bin/python benchmarks/real.py --train-root data/cache/realtrain \\
+        --extra-train-root data/bench-world --synthetic-root data/bench-world --seeds 0 1 2 --epochs 8 \\
+        --out-json data/real-runs/world.json
     # one table from several --out-json files:
     .venv/bin/python benchmarks/real.py --from-json data/real-runs/*.json
 """

@@ -52,6 +52,7 @@ def test_train_default_writes_recipe_and_fingerprints(tmp_path: Path) -> None:
             synth_targets={"buildings_built": 6, "water_expanded": 4, "none": 6}, real_pair_copies=2
         ),
         extra_data=TrainingDataRecipe(synth_targets={"vegetation_storm_damage": 3, "road_laid": 2}),
+        demo_world=False,  # 1,200 pairs through the backbone: test_demo_world_is_written_once covers it
         epochs=1,
         batch_size=8,
     )
@@ -82,6 +83,20 @@ def test_train_default_writes_recipe_and_fingerprints(tmp_path: Path) -> None:
     saved = read_checkpoint_config(tmp_path / "model")["extra"]
     assert saved["data"]["content_sha256"] == extra["data"]["content_sha256"]
     assert not (tmp_path / "model" / "last").exists()
+
+
+@pytest.mark.slow
+def test_demo_world_is_written_once(tmp_path: Path) -> None:
+    """The recipe's world is the demo world (the synthetic benchmark's); a second call keeps it."""
+    from textitsr.data.synthetic import MANIFEST, SyntheticSource
+    from textitsr.training.default_model import demo_world
+
+    world = demo_world(tmp_path / "world")
+    stamp = (world / MANIFEST).stat().st_mtime_ns
+    assert SyntheticSource(world).count("train") == 1200
+    assert demo_world(tmp_path / "world") == world and (world / MANIFEST).stat().st_mtime_ns == stamp
+    assert DefaultRecipe().demo_world and DefaultRecipe().to_dict()["demo_world"] is True
+    assert "demo_world" not in DefaultRecipe(demo_world=False, extra_data=None).to_dict()
 
 
 @pytest.mark.slow

@@ -136,7 +136,9 @@ class FeatureCache:
             return caches[0]
         widths = {(c.before_global.shape[1], c.text_features_all.shape[1]) for c in caches}
         if len(widths) > 1:
-            raise InputError(f"feature caches: different backbone widths {sorted(widths)}; same backbones needed")
+            raise InputError(
+                f"feature caches: different backbone widths {sorted(widths)}; same backbones needed"
+            )
         index: dict[str, int] = {}
         texts: list[str] = []
         remapped, offsets, rows = [], [np.zeros(1, dtype=np.int64)], []

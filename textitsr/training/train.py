@@ -143,7 +143,8 @@ def train(config: TrainConfig) -> TrainResult:
     data = prepare_data(model, source, config, extra)
     dataset = {"kind": kind, "root": str(config.root.resolve())}
     if extra:
-        dataset["extra"] = [{"kind": s.name, "root": str(r.resolve())} for s, r in zip(extra, config.extra_roots)]
+        roots = zip(extra, config.extra_roots, strict=True)
+        dataset["extra"] = [{"kind": s.name, "root": str(r.resolve())} for s, r in roots]
     return fit(model.to(device), data, config, dataset=dataset)
 
 
