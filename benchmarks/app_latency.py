@@ -9,6 +9,8 @@ drives headless Debian chromium through Playwright, and prints a markdown table:
 - map click / rectangle -> results: to the similar pairs' images on screen (<= 1.5 s);
 - before/after switch on the map: to the other date's tiles on screen (no rerun);
 - Inspector open: pressing Inspect on a result to the pair and its neighbours on screen (<= 1 s);
+- Inspector swipe and blink: messages the page sent to the server while dragging and blinking
+  (none: they run in the browser);
 - Update model: pressing it with 20 answers logged to the success message (<= 30 s).
 
 Bytes are what the browser received for an interaction: websocket frames (Streamlit's deltas)
@@ -57,6 +59,7 @@ QUERIES = [
 IMAGES = ("n => [...document.querySelectorAll('[data-testid=\"stImage\"] img')]"
           ".filter(i => i.complete && i.naturalWidth > 0).length >= n")
 MAP = 'iframe[title*="st_folium"]'
+VIEWER = 'iframe[srcdoc*="Swipe position"]'
 N_LABELS = 20
 
 
@@ -81,13 +84,21 @@ def _wait_healthy(url: str, proc: subprocess.Popen, timeout_s: float = 120.0) ->
 
 
 class Traffic:
-    """Bytes the page received: websocket frames and finished HTTP responses (all frames)."""
+    """Bytes the page received (websocket frames and finished HTTP responses) and messages it sent."""
 
     def __init__(self, page: Any) -> None:
         self.ws = 0
         self.http = 0
-        page.on("websocket", lambda ws: ws.on("framereceived", self._frame))
+        self.sent = 0
+        page.on("websocket", self._watch)
         page.on("requestfinished", self._request)
+
+    def _watch(self, ws: Any) -> None:
+        ws.on("framereceived", self._frame)
+        ws.on("framesent", self._sent)
+
+    def _sent(self, _payload: str | bytes) -> None:
+        self.sent += 1
 
     def _frame(self, payload: str | bytes) -> None:
         self.ws += len(payload.encode() if isinstance(payload, str) else payload)
@@ -128,6 +139,22 @@ def _search(page, query: str) -> float:
 
 def _tiles_loaded(page: Any, at_least: int = 1) -> None:
     page.frame_locator(MAP).first.locator("img.leaflet-tile-loaded").nth(at_least - 1).wait_for()
+
+
+def _swipe_and_blink(page: Any) -> None:
+    """Drag the swipe line across the image, then blink for two seconds (all inside the viewer)."""
+    frame = page.frame_locator(VIEWER)
+    viewer = frame.locator("#viewer")
+    viewer.scroll_into_view_if_needed()
+    box = viewer.bounding_box()
+    y = box["y"] + box["height"] / 2
+    page.mouse.move(box["x"] + 0.5 * box["width"], y)
+    page.mouse.down()
+    page.mouse.move(box["x"] + 0.9 * box["width"], y, steps=10)
+    page.mouse.up()
+    frame.get_by_role("button", name="Blink").click()
+    page.wait_for_timeout(2000)
+    frame.get_by_role("button", name="Pause").click()
 
 
 QUERY_PAIR = "() => ([...document.querySelectorAll('h3')].find(h => h.innerText.startsWith('Query pair'))"\
@@ -185,6 +212,7 @@ def main() -> None:
     env["TEXTITSR_BASEMAP"] = "none"
     env["TEXTITSR_ANNOTATIONS"] = str(workdir)
     rows: list[tuple[str, str, str]] = []
+    load_start = os.getloadavg()
     t0 = time.perf_counter()
     proc = subprocess.Popen(streamlit_command("127.0.0.1", port), cwd=REPO_ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -214,6 +242,10 @@ def main() -> None:
                 page.wait_for_function(SETTLED), page.wait_for_function(IMAGES, arg=4)))
             rows.append(("Inspector open (Inspect on a result)",
                          f"{secs * 1000:.0f} ms ({size / 1e6:.2f} MB)", "<= 1000 ms"))
+            sent = traffic.sent
+            _, size = measure(page, traffic, lambda: _swipe_and_blink(page), lambda: None)
+            rows.append(("Inspector swipe drag + blink", f"{traffic.sent - sent} messages sent, "
+                         f"{size / 1e3:.0f} kB received", "no rerun"))
 
             secs, size = measure(page, traffic, page.get_by_role("link", name="Map query").first.click,
                                  lambda: _tiles_loaded(page, 4))
@@ -267,8 +299,11 @@ def main() -> None:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
 
+    load_end = os.getloadavg()
     print(f"App latency — {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"{date.today().isoformat()}, store {args.store}\n")
+          f"{date.today().isoformat()}, store {args.store}; load average (1/5/15 min) "
+          f"{'/'.join(f'{x:.1f}' for x in load_start)} at the start, "
+          f"{'/'.join(f'{x:.1f}' for x in load_end)} at the end\n")
     print("| measure | value | target |")
     print("|---|---:|---:|")
     for name, value, target in rows:

@@ -1,10 +1,11 @@
-"""Inspector: one pair large — before | after, swipe and blink views, difference, statistics, neighbours."""
+"""Inspector: one pair large — before | after, swipe/blink (run in the browser), difference, statistics,
+neighbours."""
 
 from __future__ import annotations
 
 import streamlit as st
 
-from textitsr.app import figures, services, widgets
+from textitsr.app import compare, figures, services, widgets
 from textitsr.app.config import load_config
 from textitsr.errors import TextITSRError
 from textitsr.escape import markdown_text
@@ -51,13 +52,10 @@ with where:
     else:
         st.caption("This pair has no geographic footprint.")
 
-swipe_tab, blink_tab, diff_tab = st.tabs(["Swipe", "Blink", "Difference"])
-with swipe_tab, widgets.show_errors("Swipe view"):
-    st.plotly_chart(figures.swipe_figure(before, after), key="swipe", width="stretch")
-with blink_tab:
-    shown = st.segmented_control("Show", ["before", "after"], default="before", key="blink")
-    blink, _ = st.columns(2)
-    blink.image(after if shown == "after" else before, caption=shown or "before", width="stretch")
+compare_tab, diff_tab = st.tabs(["Swipe / blink", "Difference"])
+with compare_tab, widgets.show_errors("Swipe/blink view"):
+    compare.before_after_viewer(before, after, (f"before {dates[0] or ''}".strip(),
+                                                f"after {dates[1] or ''}".strip()))
 with diff_tab, widgets.show_errors("Difference heatmap"):
     st.plotly_chart(figures.difference_heatmap(before, after), key="diff", width="stretch")
 

@@ -10,7 +10,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from textitsr.app import config, exports, figures, map_events, maps, navigation, services, uploads, widgets
+from textitsr.app import (
+    compare,
+    config,
+    exports,
+    figures,
+    map_events,
+    maps,
+    navigation,
+    services,
+    uploads,
+    widgets,
+)
 from textitsr.config import REPO_ROOT, DemoPaths
 from textitsr.errors import InputError
 from textitsr.index.store import FORMAT, FORMAT_VERSION, Store
@@ -142,7 +153,8 @@ def test_inspector_shows_one_pair_in_full(app_env, service):
     at = run_page("pages/3_Inspector.py", **{widgets.INSPECT_KEY: pair_id})
     assert_clean(at)
     assert at.text_input[0].value == pair_id
-    assert count(at, "plotly_chart") == 2  # swipe + difference heatmap
+    assert count(at, "plotly_chart") == 1  # difference heatmap
+    assert count(at, "iframe") == 1  # the swipe/blink viewer (runs in the browser)
     headers = [h.value for h in at.subheader]
     for expected in ("Spectral change statistics", "Captions", "Sentences that describe it best",
                      "Neighbours (most similar pairs)"):
@@ -375,18 +387,32 @@ def test_pages_are_discovered_in_order(tmp_path):
     assert [p.url_path for p in pages] == ["Text_search", "Map_query", "Annotate", "Extra_tools"]
 
 
-def test_figures_and_swipe():
+def test_difference_figures():
     before = np.zeros((20, 30, 3), np.uint8)
     after = np.full((20, 30, 3), 255, np.uint8)
     diff = figures.difference_map(before, after)
     assert diff.shape == (20, 30) and float(diff.min()) == 1.0
-    frames = figures.swipe_frames(before, after, steps=3)
-    assert frames[0].max() == 0 and frames[-1].min() == 255 and frames[1][:, :14].min() == 255
     with pytest.raises(InputError):
         figures.difference_map(before, after[:10])
     assert float(figures.difference_map(after, before).max()) == -1.0  # darker after: negative
     fig = figures.difference_heatmap(after, before)
     assert fig.data[0].zmid == 0 and fig.data[0].zmin == -fig.data[0].zmax
+
+
+def test_swipe_blink_viewer_is_one_escaped_document():
+    before = np.zeros((40, 80, 3), np.uint8)
+    after = np.full((40, 80, 3), 200, np.uint8)
+    images = compare.ViewerImages.from_arrays(before, after, ("before <b>2019</b>", 'after "x" <script>'))
+    assert images.aspect == 2.0 and images.before_url.startswith("data:image/jpeg;base64,")
+    page = compare.viewer_html(images, start="blink", image_height=300)
+    assert "<b>2019" not in page and "&lt;b&gt;2019&lt;/b&gt;" in page
+    assert page.count("<script") == 1 and "&lt;script&gt;" in page  # only the viewer's own script
+    assert "--max-w:600px" in page and 'data-start="blink"' in page
+    assert "http" not in page.replace("http-equiv", "")  # nothing fetched from anywhere
+    with pytest.raises(InputError):
+        compare.ViewerImages.from_arrays(before, after[:20])
+    with pytest.raises(InputError):
+        compare.viewer_html(images, start="fade")
 
 
 def test_statistics_carry_units():

@@ -7,7 +7,8 @@
 - `footprints`: pair footprints as geometry: hit tests, bounds, areas.
 - `map_events`: what a click or a drawn rectangle on the map picked.
 - `maps`: `ArchiveMap`, the Leaflet map of an archive.
-- `figures`: plotly charts and images (scores, difference, swipe).
+- `figures`: plotly charts and images (scores, difference).
+- `compare`: the swipe/blink viewer, run in the browser (nothing sent back on a drag or blink).
 - `widgets`: Streamlit building blocks (page set-up, error boxes, result cards).
 - `navigation`: the pages/ scripts as st.navigation entries.
 

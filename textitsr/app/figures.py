@@ -1,4 +1,4 @@
-"""Plotly figures and image arrays the pages show: result scores, change difference, swipe."""
+"""Plotly figures and image arrays the pages show: result scores, change difference."""
 
 from __future__ import annotations
 
@@ -90,53 +90,6 @@ def difference_heatmap(before: np.ndarray, after: np.ndarray) -> go.Figure:
                       margin={"l": 0, "r": 0, "t": 40, "b": 0})
     fig.update_xaxes(showticklabels=False, constrain="domain")
     fig.update_yaxes(showticklabels=False, autorange="reversed", scaleanchor="x")
-    return fig
-
-
-def swipe_frames(before: np.ndarray, after: np.ndarray, steps: int = 11) -> list[np.ndarray]:
-    """Composites with 'after' on the left up to a moving split line, 'before' to its right."""
-    if before.shape != after.shape:
-        raise InputError(f"swipe: before {before.shape} and after {after.shape} differ in size")
-    width = before.shape[1]
-    frames = []
-    for i in range(steps):
-        cut = round(width * i / (steps - 1))
-        comp = before.copy()
-        comp[:, :cut] = after[:, :cut]
-        if 0 < cut < width:
-            comp[:, max(cut - 1, 0) : cut] = (255, 255, 255)
-        frames.append(comp)
-    return frames
-
-
-def swipe_figure(before: np.ndarray, after: np.ndarray, steps: int = 11) -> go.Figure:
-    """Plotly swipe view: a slider moves the split between after (left) and before (right)."""
-    import plotly.graph_objects as go
-
-    frames = swipe_frames(before, after, steps)
-    urls = [jpeg_data_url(f, max_side=512) for f in frames]
-    start = steps // 2
-    fig = go.Figure(go.Image(source=urls[start]))
-    fig.frames = [go.Frame(data=[go.Image(source=u)], name=str(i)) for i, u in enumerate(urls)]
-    fig.update_layout(
-        title="Swipe: after | before",
-        margin={"l": 0, "r": 0, "t": 40, "b": 0},
-        sliders=[{
-            "active": start,
-            "currentvalue": {"prefix": "after shown up to ", "suffix": "%"},
-            "steps": [
-                {
-                    "label": str(round(100 * i / (steps - 1))),
-                    "method": "animate",
-                    "args": [[str(i)], {"mode": "immediate", "frame": {"duration": 0, "redraw": True},
-                                        "transition": {"duration": 0}}],
-                }
-                for i in range(steps)
-            ],
-        }],
-    )
-    fig.update_xaxes(showticklabels=False)
-    fig.update_yaxes(showticklabels=False)
     return fig
 
 

@@ -20,8 +20,10 @@ log = logging.getLogger(__name__)
 
 #: One-shot request from another page: the pair the Inspector should show next.
 INSPECT_KEY = "inspect_pair"
-#: The Inspector's Pair id box (one stable key, so every id typed in it counts).
+#: The Inspector's Pair id box (a stable key, so every id typed in it counts; its generation
+#: changes only when another page or button sends a pair).
 INSPECT_BOX_KEY = "inspector-id"
+INSPECT_BOX_GENERATION = "inspector-id-generation"
 #: The pair the Inspector showed last (survives visits to other pages, unlike the box's state).
 LAST_INSPECTED_KEY = "inspector-last"
 INSPECTOR_PAGE = "pages/3_Inspector.py"
@@ -67,9 +69,8 @@ def open_inspector(pair_id: str) -> None:
     import streamlit as st
 
     st.session_state[INSPECT_KEY] = pair_id
-    st.query_params["pair"] = pair_id
     try:
-        st.switch_page(INSPECTOR_PAGE)
+        st.switch_page(INSPECTOR_PAGE, query_params={"pair": pair_id})
     except st.errors.StreamlitAPIException:
         st.info(f"Open the Inspector page to see {markdown_code(pair_id)}.")
 
@@ -77,19 +78,22 @@ def open_inspector(pair_id: str) -> None:
 def inspector_pair_box(default: str | None = None) -> str:
     """The Inspector's Pair id box; returns the id to show ('' when none).
 
-    A pair sent by another page (`open_inspector`) fills the box; otherwise it keeps what was typed,
-    or starts from the URL's ?pair=, the pair shown last, or `default`. The box has one fixed key:
-    a key that followed the shown pair made Streamlit drop every second id typed into it.
+    The box starts from a pair sent by another page (`open_inspector`), else the URL's ?pair=, the
+    pair shown last, or `default`, always as the widget's *default* value: Streamlit sends that
+    with every run, whereas a value set through session state is sent once, and when that run was
+    superseded (opening ?pair= directly, Inspect on the Inspector itself) the browser kept an
+    empty or old box while the server showed the new pair. A sent pair therefore starts a new
+    box (a new key generation) instead of overwriting the old one. Typing keeps the key: a key
+    that followed the shown pair made Streamlit drop every second id typed into it.
     """
     import streamlit as st
 
     sent = st.session_state.pop(INSPECT_KEY, None)
     if sent:
-        st.session_state[INSPECT_BOX_KEY] = str(sent)
-    elif INSPECT_BOX_KEY not in st.session_state:
-        start = st.query_params.get("pair") or st.session_state.get(LAST_INSPECTED_KEY) or default
-        st.session_state[INSPECT_BOX_KEY] = start or ""
-    pair_id = st.text_input("Pair id", key=INSPECT_BOX_KEY,
+        st.session_state[INSPECT_BOX_GENERATION] = st.session_state.get(INSPECT_BOX_GENERATION, 0) + 1
+    start = sent or st.query_params.get("pair") or st.session_state.get(LAST_INSPECTED_KEY) or default
+    key = f"{INSPECT_BOX_KEY}-{st.session_state.get(INSPECT_BOX_GENERATION, 0)}"
+    pair_id = st.text_input("Pair id", value=str(start or ""), key=key,
                             help="Results on the search pages open here; or paste any pair id.").strip()
     st.session_state[LAST_INSPECTED_KEY] = pair_id
     if pair_id:
