@@ -130,8 +130,8 @@ def trace_image_backbone(model: Any) -> bool:
     """Give `model` a frozen TorchScript copy of its image backbone for fp32 CPU inference.
 
     `torch.jit.optimize_for_inference` folds and fuses the CNN's convolutions into oneDNN
-    kernels, which embeds pairs about twice as fast as eager mode on CPUs without native bf16, with
-    the same features (the README's embedding table). Only for a frozen CNN backbone on the CPU
+    kernels, which embeds pairs faster than eager mode on CPUs without native bf16, with the same
+    features (the README's embedding table). Only for a frozen CNN backbone on the CPU
     (the model's `_pair_features` falls back to eager for bf16, gradients or a fine-tuned tail);
     done once per model. Returns whether the model now has one.
     """

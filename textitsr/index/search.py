@@ -23,6 +23,7 @@ the *selected* rows, never "top-k then drop".
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -209,6 +210,8 @@ class VectorIndex:
             if cache is not None:
                 with atomic_path(cache) as tmp:
                     faiss.write_index(index, str(tmp))
+            if self.kind in self.RERANK_KINDS:
+                self.vectors = _remap(self.vectors)  # drop the pages the build read
         if self.kind == "hnsw":
             index.hnsw.efSearch = self.config.ef_search
         self.index = index
@@ -308,8 +311,43 @@ class VectorIndex:
 
 
 def _rows(vectors: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """float32 copy of the given (sorted) rows: a memory-mapped file is read only there."""
-    return np.asarray(vectors[rows], dtype=np.float32)
+    """float32 copy of the given (sorted) rows: a memory-mapped file is read only there.
+
+    A whole-file memory map is read with `os.pread` rather than through the mapping: a mapped read
+    makes the kernel map whole runs of cached pages around each row, all of which then count as
+    this process's resident memory (see the README's scale section).
+    """
+    whole = _whole_file(vectors)
+    if whole is None or len(rows) > 65_536:
+        return np.asarray(vectors[rows], dtype=np.float32)
+    path, offset = whole
+    row_bytes = vectors.shape[1] * vectors.dtype.itemsize
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        raw = b"".join(os.pread(fd, row_bytes, offset + int(r) * row_bytes) for r in rows)
+    finally:
+        os.close(fd)
+    return np.frombuffer(raw, dtype=vectors.dtype).reshape(len(rows), -1).astype(np.float32)
+
+
+def _whole_file(vectors: np.ndarray) -> tuple[str, int] | None:
+    """(path, byte offset of row 0) when `vectors` maps a whole .npy file's array, else None."""
+    path = getattr(vectors, "filename", None)
+    if not isinstance(vectors, np.memmap) or not path or not vectors.flags.c_contiguous:
+        return None
+    offset = int(getattr(vectors, "offset", 0))
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        return None
+    return (path, offset) if offset + vectors.nbytes == size else None
+
+
+def _remap(vectors: np.ndarray) -> np.ndarray:
+    """A fresh mapping of a whole-file memory map (releases the pages the old one touched)."""
+    if _whole_file(vectors) is None:
+        return vectors
+    return np.load(vectors.filename, mmap_mode="r", allow_pickle=False)
 
 
 @contextlib.contextmanager
