@@ -385,6 +385,9 @@ def test_text_search_buttons_cards_plurals_dates_exports_and_map(browser, app_ur
 
     context, page = sized_page(browser, 1100, accept_downloads=True)
     search(page, app_url, "many new buildings were built")
+    # Until the icon font is in, an icon is its ligature's name in plain text ("download"), which is
+    # wider than the icon: measure with the fonts the page will show.
+    page.wait_for_function("() => document.fonts.status === 'loaded'")
     cut = page.evaluate(
         "() => [...document.querySelectorAll('button')].filter(b => b.innerText.includes(' '))"
         ".filter(b => [...b.querySelectorAll('p, div, span')].some(e => e.scrollWidth > e.clientWidth + 1))"
