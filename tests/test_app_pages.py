@@ -484,6 +484,7 @@ def test_scene_tiles_stop_a_few_levels_below_their_coarsest_zoom(service):
     minZoom stays within SCENE_ZOOM_OUT_LEVELS of its minNativeZoom."""
     areas = service.catalog.scene_areas()
     html = maps.ArchiveMap(basemap="none").add_scene_tiles(areas, "/app/static/tiles/x").get_root().render()
+    assert re.search(r'L\.map\(.*?"minZoom": 0,', html, re.S)  # ... while the map itself still zooms out
     layers = re.findall(r'L\.tileLayer\((.*?)\);', html, re.S)
     assert len(layers) == 2 * len(areas) > 0
     for options in layers:

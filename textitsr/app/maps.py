@@ -61,6 +61,9 @@ class ArchiveMap(folium.Map):
     def __init__(self, *, basemap: str = "osm", height: int = 560) -> None:
         use_local_map_assets()
         super().__init__(location=[0.0, 0.0], zoom_start=12, tiles=None, height=height, max_zoom=MAX_MAP_ZOOM)
+        # Leaflet otherwise takes the map's lowest zoom from its layers' minZoom (the scene tiles',
+        # see SCENE_ZOOM_OUT_LEVELS), and the map could not zoom out to show every area.
+        self.options["minZoom"] = 0
         if basemap == "osm":  # always under the imagery, not one of the before/after choices
             folium.TileLayer("OpenStreetMap", overlay=True, control=False, max_zoom=MAX_MAP_ZOOM,
                              max_native_zoom=19).add_to(self)
