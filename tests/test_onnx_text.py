@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+import textitsr.models.onnx_export as onnx_export
 import textitsr.models.onnx_text as onnx_text
 from textitsr.errors import InputError
 from textitsr.models.hf_encoders import HFTextEncoder
@@ -54,8 +55,8 @@ def test_cached_graph_is_reused_and_a_broken_one_exported_again(bert, monkeypatc
     onnx_text.use_text_backend(bert, "onnx")
     path = bert.runtime.path
     exports = []
-    real_export = onnx_text.export_text_model
-    monkeypatch.setattr(onnx_text, "export_text_model", lambda e, p: exports.append(p) or real_export(e, p))
+    real_export = onnx_export.export
+    monkeypatch.setattr(onnx_export, "export", lambda *args: exports.append(args[-1]) or real_export(*args))
     assert onnx_text.use_text_backend(bert, "onnx").backend == "onnx"
     assert exports == []
     path.write_bytes(b"not an onnx graph")

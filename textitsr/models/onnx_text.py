@@ -10,21 +10,15 @@ encoder stays on PyTorch and the reason is logged. Training and gradient runs al
 
 from __future__ import annotations
 
-import hashlib
-import io
 import logging
-import os
-import warnings
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
-from textitsr.atomic import atomic_write_bytes
 from textitsr.errors import InputError
+from textitsr.models.onnx_export import cached_session, min_cosine, onnx_missing
 
 log = logging.getLogger(__name__)
 
@@ -50,22 +44,20 @@ class TextBackendChoice:
 
 
 class OnnxTextRuntime:
-    """An ONNX Runtime session of a text model: token batch -> last hidden states."""
+    """The text model on ONNX Runtime: token batch -> last hidden states (as the model's output)."""
 
-    def __init__(self, path: Path, threads: int = 1) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.path = Path(path)
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self.inputs = [i.name for i in self.session.get_inputs()]
+    def __init__(self, encoder: Any, threads: int = 1) -> None:
+        sample = encoder.tokenizer(list(PROBE_TEXTS[:2]), padding=True, return_tensors="pt")
+        names = [n for n in _INPUTS if n in sample]
+        self.session = cached_session(
+            _HiddenStates(encoder.model, names), "text-encoder", threads, [sample[n] for n in names], names,
+            ["hidden"], {n: {0: "batch", 1: "tokens"} for n in [*names, "hidden"]},
+        )
+        self.path = self.session.path
 
     def __call__(self, batch: Any) -> Tensor:
-        feed = {name: batch[name].cpu().numpy().astype(np.int64) for name in self.inputs}
-        return torch.from_numpy(self.session.run(None, feed)[0])
+        feed = {name: batch[name].cpu().numpy().astype("int64") for name in self.session.inputs}
+        return self.session.run(feed)[0]
 
 
 class _HiddenStates(torch.nn.Module):
@@ -79,57 +71,6 @@ class _HiddenStates(torch.nn.Module):
         return self.model(**dict(zip(self.names, tensors, strict=True))).last_hidden_state
 
 
-def cache_dir() -> Path:
-    """Where exported graphs are kept: $TEXTITSR_CACHE_DIR, else the user's cache folder."""
-    root = os.environ.get("TEXTITSR_CACHE_DIR")
-    if not root:
-        root = Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache") / "textitsr"
-    return Path(root).expanduser() / "onnx"
-
-
-def export_key(encoder: Any) -> str:
-    """Changes whenever the exported graph would: the encoder's weights and the library versions."""
-    import onnxruntime as ort
-
-    digest = hashlib.sha1(f"{torch.__version__} {ort.__version__} {type(encoder.model).__name__}".encode())
-    for name, tensor in encoder.model.state_dict().items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().data)
-    return digest.hexdigest()[:16]
-
-
-def export_text_model(encoder: Any, path: Path) -> Path:
-    """Export `encoder.model` (batch and sequence length dynamic) to `path`, written atomically."""
-    sample = encoder.tokenizer(list(PROBE_TEXTS[:2]), padding=True, return_tensors="pt")
-    names = [n for n in _INPUTS if n in sample]
-    axes = {n: {0: "batch", 1: "tokens"} for n in [*names, "hidden"]}
-    buf = io.BytesIO()
-    model = _HiddenStates(encoder.model, names).eval()
-    with torch.no_grad(), warnings.catch_warnings():
-        # The tracer's notes on shape-dependent Python branches: those branches do not depend on
-        # the batch or sequence length for these models (checked by the probe and the tests).
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            model, tuple(sample[n] for n in names), buf, input_names=names, output_names=["hidden"],
-            dynamic_axes=axes, opset_version=17, dynamo=False,
-        )
-    atomic_write_bytes(path, buf.getvalue())
-    return path
-
-
-def onnx_runtime_for(encoder: Any, threads: int = 1) -> OnnxTextRuntime:
-    """The runtime of `encoder`, exporting it first unless the cache already holds this graph."""
-    path = cache_dir() / f"{export_key(encoder)}.onnx"
-    if path.is_file():
-        try:
-            return OnnxTextRuntime(path, threads)
-        except Exception as exc:  # noqa: BLE001 - an unreadable cached graph is exported again
-            log.warning("cached text encoder graph %s unreadable (%s): exporting it again", path, exc)
-    log.info("exporting text encoder %s to %s", encoder.name, path)
-    export_text_model(encoder, path)
-    return OnnxTextRuntime(path, threads)
-
-
 def probe_cosine(encoder: Any, runtime: OnnxTextRuntime) -> float:
     """Least cosine between the sentence features of `PROBE_TEXTS` on PyTorch and on `runtime`."""
     previous = encoder.runtime
@@ -141,15 +82,20 @@ def probe_cosine(encoder: Any, runtime: OnnxTextRuntime) -> float:
             low = torch.cat([encoder([t]) for t in PROBE_TEXTS])
     finally:
         encoder.runtime = previous
-    return float(torch.nn.functional.cosine_similarity(ref, low, dim=-1).min())
+    return min_cosine(ref, low)
 
 
 def use_text_backend(encoder: Any, requested: str = "auto", threads: int = 1) -> TextBackendChoice:
     """Set the backend `encoder` answers inference calls on (auto/torch/onnx) and say which and why."""
     if requested not in TEXT_BACKENDS:
         raise InputError(f"text_backend={requested!r}: expected one of {', '.join(TEXT_BACKENDS)}")
+    made = getattr(encoder, "backend_made", None)
+    if made is not None and made[:2] == (requested, threads) and encoder.runtime is made[2]:
+        return made[3]  # already set up this way (each shard of a build asks again)
     choice = _choose(encoder, requested, threads)
-    log.info("text queries on %s (%s)", choice.backend, choice.reason)
+    if _unsupported(encoder) is None:
+        encoder.backend_made = (requested, threads, encoder.runtime, choice)
+    log.info("text encoder on %s (%s)", choice.backend, choice.reason)
     return choice
 
 
@@ -164,7 +110,7 @@ def _choose(encoder: Any, requested: str, threads: int) -> TextBackendChoice:
             raise InputError(f"text_backend='onnx': {unsupported}")
         return TextBackendChoice("torch", unsupported)
     try:
-        runtime = onnx_runtime_for(encoder, threads)
+        runtime = OnnxTextRuntime(encoder, threads)
         cosine = probe_cosine(encoder, runtime)
     except Exception as exc:  # noqa: BLE001 - export/runtime failures of any kind: stay on PyTorch
         if requested == "onnx":
@@ -188,9 +134,4 @@ def _unsupported(encoder: Any) -> str | None:
         return f"text encoder {getattr(encoder, 'name', type(encoder).__name__)!r} is not a BERT-like model"
     if next(encoder.model.parameters()).device.type != "cpu":
         return "the text encoder is not on the CPU"
-    try:
-        import onnx  # noqa: F401 - torch's exporter needs it
-        import onnxruntime  # noqa: F401
-    except ImportError as exc:
-        return f"onnxruntime/onnx not installed ({exc})"
-    return None
+    return onnx_missing()
