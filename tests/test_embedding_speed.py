@@ -127,5 +127,9 @@ def test_backbone_runtime_choice_and_fallbacks(tiny_model, world, monkeypatch, t
             compiled("onnx")
         with pytest.raises(InputError, match="backbone runtime 'fast': expected one of auto, onnx"):
             compiled("fast")
+        from textitsr.index.build import BuildConfig, embed_pairs
+
+        with pytest.raises(InputError, match="backbone runtime 'fast'"):  # refused at any precision
+            embed_pairs(tiny_model, [], BuildConfig(precision="bf16", backbone_runtime="fast"))
     finally:
         tiny_model.fast_image_encoder = None

@@ -137,8 +137,7 @@ def compile_image_backbone(model: Any, runtime: str = "auto") -> bool:
     CPU (the model's `_pair_features` falls back to eager for bf16, gradients or a fine-tuned tail);
     done once per model. Returns whether the model now has one.
     """
-    if runtime not in BACKBONE_RUNTIMES:
-        raise InputError(f"backbone runtime {runtime!r}: expected one of {', '.join(BACKBONE_RUNTIMES)}")
+    check_backbone_runtime(runtime)
     enc = getattr(model, "image_encoder", None)
     if enc is None or getattr(model, "fast_image_encoder", None) is not None:
         return getattr(model, "fast_image_encoder", None) is not None
@@ -161,6 +160,12 @@ def compile_image_backbone(model: Any, runtime: str = "auto") -> bool:
 
 #: What `compile_image_backbone` may run the frozen image backbone on.
 BACKBONE_RUNTIMES = ("auto", "onnx", "torchscript", "eager")
+
+
+def check_backbone_runtime(runtime: str) -> str:
+    if runtime not in BACKBONE_RUNTIMES:
+        raise InputError(f"backbone runtime {runtime!r}: expected one of {', '.join(BACKBONE_RUNTIMES)}")
+    return runtime
 #: Least cosine between ONNX Runtime and PyTorch backbone features for "auto" to keep ONNX Runtime.
 MIN_ONNX_BACKBONE_COSINE = 0.9999
 

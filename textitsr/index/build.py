@@ -30,6 +30,7 @@ from textitsr.data.describe import change_stats
 from textitsr.data.pairs import BitemporalPair, PairSource, check_split
 from textitsr.embedding.encode import (
     backbone_precision,
+    check_backbone_runtime,
     compile_image_backbone,
     encode_rgb_pairs,
     encode_texts,
@@ -159,6 +160,7 @@ def embed_pairs(
     cache: Any | None = None,
 ) -> ShardData:
     """Embed pairs batch by batch into one in-memory shard (metadata, embeddings, thumbnails, captions)."""
+    check_backbone_runtime(config.backbone_runtime)
     precision = check_precision(config.precision)
     if precision == "auto":  # a caller that did not resolve it: no probe, so the safe choice
         precision = choose_precision(model, "auto", None).precision
