@@ -64,8 +64,8 @@ if area_mode == "Coordinates":
     )
 elif area_mode == "Draw on map":
     with st.expander("Area filter: draw a rectangle (the last one drawn is used)", expanded=True):
-        footprints = service.catalog.footprints()
         layers = services.map_layers(config)
+        footprints = layers.footprints
         fmap = maps.ArchiveMap(basemap=config.basemap, height=360)
         fmap.add_scene_tiles(layers.areas, layers.tiles_url, switch=False)
         fmap.add_footprints(footprints, url=layers.footprints_url)

@@ -32,11 +32,11 @@ with st.sidebar:
     k = st.slider("Similar pairs (k)", 1, 30, 8, key="map_k")
     n_sentences = st.slider("Sentences", 1, 15, 5, key="map_sentences")
 
-footprints = service.catalog.footprints()
+layers = services.map_layers(config)
+footprints = layers.footprints
 if not footprints["features"]:
     st.warning("No pair in this archive has a geographic footprint, so there is nothing to show on a map.")
     st.stop()
-layers = services.map_layers(config)
 if any(a.before is None or a.after is None for a in layers.areas):
     st.info("Some scenes have no map tiles yet, so only their outlines show.")
     if st.button("Write the missing map tiles", key="write-tiles"):
@@ -83,7 +83,7 @@ with map_col:
     fmap.zoom_to_footprints(footprints, view).stable_ids()
     st_folium(
         fmap, key=MAP_KEY, height=600, use_container_width=True, on_change=_on_map_event,
-        feature_group_to_add=maps.picks_layer(footprints, pick.pair_id if pick else None,
+        feature_group_to_add=maps.picks_layer(layers.boxes, pick.pair_id if pick else None,
                                               [h.pair_id for h in hits]),
         returned_objects=["last_object_clicked", "last_clicked", "last_active_drawing"],
     )

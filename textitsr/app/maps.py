@@ -11,9 +11,10 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import folium
+import xyzservices
 from folium import plugins
 
-from textitsr.app.footprints import Bounds, Cluster, box_features, feature_bounds, footprints_bounds, union
+from textitsr.app.footprints import Bounds, Cluster, feature_bounds, footprints_bounds, union
 from textitsr.escape import html_text
 from textitsr.map_assets import use_local_map_assets
 
@@ -35,6 +36,23 @@ QUERY_STYLE = {"color": "#e53e3e", "weight": 4, "fillOpacity": 0.0}
 HIT_STYLE = {"color": "#f6ad55", "weight": 3, "fillOpacity": 0.0}
 RANK_CSS = (".textitsr-rank{background:#f6ad55;color:#1a202c;border:1px solid #744210;border-radius:11px;"
             "width:22px;height:22px;line-height:20px;text-align:center;font:bold 12px sans-serif}")
+
+
+SCENE_ATTRIBUTION = "textitsr scenes"
+
+
+def _tile_provider(name: str, url: str) -> xyzservices.TileProvider:
+    """Our tiles as an xyzservices provider: folium then uses the URL as given, instead of
+    first matching a plain string against every provider it knows (a few ms each, per layer)."""
+    return xyzservices.TileProvider(name=name, url=url, attribution=SCENE_ATTRIBUTION)
+
+
+def areas_near(areas: Sequence[SceneArea], bounds: Bounds) -> list[SceneArea]:
+    """The areas whose footprint touches `bounds` (W, S, E, N): the only imagery a map of that view
+    can show, so a small map need not carry a layer per scene of the archive."""
+    w, s, e, n = bounds
+    return [a for a in areas
+            if a.bounds[0] <= e and a.bounds[2] >= w and a.bounds[1] <= n and a.bounds[3] >= s]
 
 
 def labelled_footprints(footprints: Mapping[str, Any]) -> dict[str, Any]:
@@ -89,7 +107,8 @@ class ArchiveMap(folium.Map):
                     continue
                 w, s, e, n = tiles.bounds
                 folium.TileLayer(
-                    tiles=tiles.url(tiles_url), attr="textitsr scenes", name=html_text(area.name),
+                    tiles=_tile_provider(area.name, tiles.url(tiles_url)), attr=SCENE_ATTRIBUTION,
+                    name=html_text(area.name),
                     overlay=True, control=False, bounds=[[s, w], [n, e]],
                     min_zoom=max(0, tiles.minzoom - SCENE_ZOOM_OUT_LEVELS), max_zoom=MAX_MAP_ZOOM,
                     min_native_zoom=tiles.minzoom, max_native_zoom=tiles.maxzoom, tile_size=256,
@@ -182,10 +201,12 @@ class ArchiveMap(folium.Map):
 
 
 def picks_layer(
-    footprints: Mapping[str, Any], query_id: str | None, hits: Sequence[str]
+    boxes: Mapping[str, Bounds], query_id: str | None, hits: Sequence[str]
 ) -> folium.FeatureGroup:
-    """The query pair outlined red and its similar pairs orange, numbered by rank (one layer)."""
-    boxes = feature_bounds(footprints)
+    """The query pair outlined red and its similar pairs orange, numbered by rank (one layer).
+
+    `boxes`: pair_id -> (W, S, E, N), e.g. `MapLayers.boxes` (computed once per archive).
+    """
     layer = folium.FeatureGroup(name="query")
     for rank, pid in enumerate(hits, start=1):
         if pid in boxes:
@@ -217,12 +238,12 @@ def results_map(
     boxes = {h.pair_id: h.bounds for h in hits if h.bounds is not None}
     if not boxes:
         return None
-    fmap = ArchiveMap(basemap=basemap, height=height)
-    if areas:
-        fmap.add_scene_tiles(areas, tiles_url, switch=False)
-    picks_layer(box_features(boxes), None, [h.pair_id for h in hits]).add_to(fmap)
     w, s, e, n = union(list(boxes.values()))
     pad = 0.1 * max(e - w, n - s, 1e-4)
-    fmap.zoom_to_bounds((w - pad, s - pad, e + pad, n + pad))
-    return fmap
+    view = (w - pad, s - pad, e + pad, n + pad)
+    fmap = ArchiveMap(basemap=basemap, height=height)
+    if areas:
+        fmap.add_scene_tiles(areas_near(areas, view), tiles_url, switch=False)
+    picks_layer(boxes, None, [h.pair_id for h in hits]).add_to(fmap)
+    return fmap.zoom_to_bounds(view)
 

@@ -107,16 +107,16 @@ def footprint_minimap(
     """A small map locating one pair's footprint (outlined red) on the after imagery around it."""
     from streamlit_folium import st_folium
 
-    from textitsr.app.footprints import box_features
-    from textitsr.app.maps import ArchiveMap, picks_layer
+    from textitsr.app.maps import ArchiveMap, areas_near, picks_layer
 
     w, s, e, n = bounds
     pad_x, pad_y = 2 * (e - w), 2 * (n - s)
+    view = (w - pad_x, s - pad_y, e + pad_x, n + pad_y)
     fmap = ArchiveMap(basemap=basemap, height=height)
     if layers is not None:
-        fmap.add_scene_tiles(layers.areas, layers.tiles_url, switch=False)
-    picks_layer(box_features({pair_id: bounds}), pair_id, ()).add_to(fmap)
-    fmap.zoom_to_bounds((w - pad_x, s - pad_y, e + pad_x, n + pad_y))
+        fmap.add_scene_tiles(areas_near(layers.areas, view), layers.tiles_url, switch=False)
+    picks_layer({pair_id: bounds}, pair_id, ()).add_to(fmap)
+    fmap.zoom_to_bounds(view)
     st_folium(fmap, key="inspector-minimap", height=height, use_container_width=True, returned_objects=[])
 
 
@@ -186,10 +186,12 @@ def before_after(service: SearchService, pair_id: str, captions: tuple[str, str]
     """A pair's before and after thumbnails side by side (JPEG: a tenth of PNG's bytes to send)."""
     import streamlit as st
 
-    before, after = service.catalog.thumbnails(pair_id)
+    from textitsr.app.services import thumbnail_jpegs
+
+    before, after = thumbnail_jpegs(service, pair_id)
     left, right = st.columns(2)
-    left.image(before, caption=captions[0], width="stretch", output_format="JPEG")
-    right.image(after, caption=captions[1], width="stretch", output_format="JPEG")
+    left.image(before, caption=captions[0], width="stretch")
+    right.image(after, caption=captions[1], width="stretch")
 
 
 def results_grid(service: SearchService, hits: Sequence[PairHit], key: str, columns: int = 2) -> None:
