@@ -106,11 +106,7 @@ with widgets.show_errors("Search"):
     grid, side = st.columns([3, 2])
     with side:
         st.plotly_chart(figures.score_chart(hits), key="score_chart", width="stretch")
-        layers = services.map_layers(config)
-        results_map = maps.results_map(hits, layers.areas, layers.tiles_url, basemap=config.basemap)
-        if results_map is not None:
-            st_folium(results_map, key="results_map", height=320, use_container_width=True,
-                      returned_objects=[])
+        widgets.results_map(hits, services.map_layers(config), basemap=config.basemap)
         csv_col, geo_col = st.columns(2)
         csv_col.download_button("Export CSV", exports.hits_csv(hits), "textitsr-results.csv", "text/csv",
                                 key="export-csv", width="stretch", icon=":material/download:")

@@ -7,6 +7,7 @@ to st_folium as `feature_group_to_add`, so the map itself stays the same between
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +20,7 @@ from textitsr.escape import html_text
 from textitsr.map_assets import use_local_map_assets
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
+    from textitsr.app.services import MapLayers
     from textitsr.index.tiles import SceneArea
     from textitsr.service import PairHit
 
@@ -45,14 +47,6 @@ def _tile_provider(name: str, url: str) -> xyzservices.TileProvider:
     """Our tiles as an xyzservices provider: folium then uses the URL as given, instead of
     first matching a plain string against every provider it knows (a few ms each, per layer)."""
     return xyzservices.TileProvider(name=name, url=url, attribution=SCENE_ATTRIBUTION)
-
-
-def areas_near(areas: Sequence[SceneArea], bounds: Bounds) -> list[SceneArea]:
-    """The areas whose footprint touches `bounds` (W, S, E, N): the only imagery a map of that view
-    can show, so a small map need not carry a layer per scene of the archive."""
-    w, s, e, n = bounds
-    return [a for a in areas
-            if a.bounds[0] <= e and a.bounds[2] >= w and a.bounds[1] <= n and a.bounds[3] >= s]
 
 
 def labelled_footprints(footprints: Mapping[str, Any]) -> dict[str, Any]:
@@ -230,20 +224,59 @@ def _outline(box: Bounds, style: Mapping[str, Any], tooltip: str) -> folium.Rect
                             tooltip=tooltip, interactive=False)
 
 
-def results_map(
-    hits: Sequence[PairHit], areas: Sequence[SceneArea] = (), tiles_url: str = "", *, basemap: str = "osm",
-    height: int = 320,
-) -> ArchiveMap | None:
-    """The results' footprints numbered by rank on the after imagery; None when no result has a footprint."""
+def view_of(
+    bounds: Bounds, width: int, height: int, max_zoom: int = MAX_MAP_ZOOM
+) -> tuple[tuple[float, float], int]:
+    """((lat, lon) centre, zoom) showing `bounds` (W, S, E, N) whole on a `width` x `height` px
+    web-mercator map: what Leaflet's fitBounds picks, computed here so a shown map can be moved
+    (st_folium's `center`/`zoom`) instead of rebuilt."""
+    w, s, e, n = bounds
+
+    def merc(lat: float) -> float:
+        lat = max(min(lat, 85.0), -85.0)
+        return math.log(math.tan(math.pi / 4 + math.radians(lat) / 2))
+
+    fits = [max(width, 1) * 360.0 / (256.0 * max(e - w, 1e-9)),
+            max(height, 1) * 2 * math.pi / (256.0 * max(merc(n) - merc(s), 1e-9))]
+    zoom = int(max(0, min(max_zoom, math.floor(math.log2(min(fits))))))
+    return ((s + n) / 2, (w + e) / 2), zoom
+
+
+def padded(bounds: Bounds, fraction: float, minimum: float = 1e-4) -> Bounds:
+    """`bounds` grown by `fraction` of its larger side (at least `minimum` degrees) on every side."""
+    w, s, e, n = bounds
+    pad = fraction * max(e - w, n - s, minimum)
+    return (w - pad, s - pad, e + pad, n + pad)
+
+
+def results_view(hits: Sequence[PairHit]) -> tuple[dict[str, Bounds], Bounds] | None:
+    """(pair_id -> footprint, the view showing them all) of the results; None when none has a footprint."""
     boxes = {h.pair_id: h.bounds for h in hits if h.bounds is not None}
     if not boxes:
         return None
-    w, s, e, n = union(list(boxes.values()))
-    pad = 0.1 * max(e - w, n - s, 1e-4)
-    view = (w - pad, s - pad, e + pad, n + pad)
+    return boxes, padded(union(list(boxes.values())), 0.1)
+
+
+def archive_map(
+    layers: MapLayers, areas: Sequence[Cluster | SceneArea], view: Bounds | None = None, *,
+    basemap: str = "osm", height: int = 600,
+) -> ArchiveMap:
+    """The map query page's map: before/after imagery, every footprint, `areas` dotted, the
+    rectangle tool; opened on `view` (else on every footprint)."""
+    fmap = ArchiveMap(basemap=basemap, height=height)
+    fmap.add_scene_tiles(layers.areas, layers.tiles_url)
+    fmap.add_footprints(layers.footprints, url=layers.footprints_url)
+    fmap.add_areas(areas).add_rectangle_tool()
+    return fmap.zoom_to_footprints(layers.footprints, view).stable_ids()
+
+
+def imagery_map(
+    areas: Sequence[SceneArea], tiles_url: str, footprints: Mapping[str, Any], *, basemap: str = "osm",
+    height: int = 320,
+) -> ArchiveMap:
+    """The archive's after imagery, opened on all its footprints: the base of the small maps (results,
+    Inspector), which move to their own view and draw their own picks on top."""
     fmap = ArchiveMap(basemap=basemap, height=height)
     if areas:
-        fmap.add_scene_tiles(areas_near(areas, view), tiles_url, switch=False)
-    picks_layer(boxes, None, [h.pair_id for h in hits]).add_to(fmap)
-    return fmap.zoom_to_bounds(view)
-
+        fmap.add_scene_tiles(areas, tiles_url, switch=False)
+    return fmap.zoom_to_footprints(footprints).stable_ids()

@@ -227,6 +227,13 @@ class MapLayers:
     footprints: dict[str, Any]
     boxes: dict[str, Bounds]
 
+    @property
+    def signature(self) -> tuple:
+        """What maps drawn from these layers depend on (keys maps rendered once, `map_widget`)."""
+        tiles = tuple((a.name, a.bounds, a.before.key if a.before else "", a.after.key if a.after else "")
+                      for a in self.areas)
+        return (self.tiles_url, self.footprints_url, tiles)
+
 
 @_cache_resource(show_spinner="Publishing the map tiles (once per server process)...", max_entries=4)
 def _publish_map(store: str, n_pairs: int, tiles_stamp: float, _service: SearchService) -> MapLayers:
