@@ -124,10 +124,15 @@ def _cache_resource(**kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..
 @_cache_resource(show_spinner="Loading the model and the archive (once per server process)...",
                  max_entries=4)
 def _open_service(store: str, checkpoint: str | None, stamp: str = "") -> SearchService:
-    """`stamp` only keys the cache (a re-embedded store at the same path is opened afresh)."""
+    """`stamp` only keys the cache (a re-embedded store at the same path is opened afresh).
+
+    Text side only: the pages query with sentences and with pairs already in the archive (their
+    stored embeddings), never with new images, so the image backbone need not be loaded; adding
+    scenes and ANNEAL load the full model from the checkpoint themselves.
+    """
     from textitsr.service import SearchService
 
-    return SearchService.open(Path(store), Path(checkpoint) if checkpoint else None)
+    return SearchService.open(Path(store), Path(checkpoint) if checkpoint else None, text_only=True)
 
 
 def get_service(config: AppConfig | None = None, *, archive: Archive | None = None) -> SearchService:
