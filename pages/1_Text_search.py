@@ -107,11 +107,11 @@ with widgets.show_errors("Search"):
     with side:
         st.plotly_chart(figures.score_chart(hits), key="score_chart", width="stretch")
         widgets.results_map(hits, services.map_layers(config), basemap=config.basemap)
-        csv_col, geo_col = st.columns(2)
-        csv_col.download_button("Export CSV", exports.hits_csv(hits), "textitsr-results.csv", "text/csv",
-                                key="export-csv", width="stretch", icon=":material/download:")
-        geo_col.download_button("Export GeoJSON", exports.hits_geojson(hits, query),
-                                "textitsr-results.geojson", "application/geo+json", key="export-geojson",
-                                width="stretch", icon=":material/download:")
+        # One under the other: side by side, the side column of a laptop-wide page clipped their text.
+        st.download_button("Export CSV", exports.hits_csv(hits), "textitsr-results.csv", "text/csv",
+                           key="export-csv", width="stretch", icon=":material/download:")
+        st.download_button("Export GeoJSON", exports.hits_geojson(hits, query), "textitsr-results.geojson",
+                           "application/geo+json", key="export-geojson", width="stretch",
+                           icon=":material/download:")
     with grid:
         widgets.results_grid(service, hits, key="text")
