@@ -30,11 +30,12 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 
-#: name -> (BuildConfig overrides, trace the backbone?)
+#: name -> (BuildConfig overrides, compile the backbone?)
 SETTINGS = {
-    "default (auto precision, traced backbone, read-ahead thread)": ({}, True),
+    "default (auto precision, auto backbone runtime = ONNX Runtime, read-ahead thread)": ({}, True),
+    "TorchScript backbone": ({"backbone_runtime": "torchscript"}, True),
     "no read-ahead thread": ({"prefetch": False}, True),
-    "eager backbone (no trace)": ({}, False),
+    "eager backbone (no compiled graph)": ({"backbone_runtime": "eager"}, False),
 }
 
 
@@ -47,8 +48,9 @@ def one(world: str, split: str, out: str, overrides: dict, trace: bool) -> dict:
     from textitsr.embedding.encode import load_model
     from textitsr.training.default_model import DEFAULT_MODEL_DIR
 
-    if not trace:
-        build.trace_image_backbone = lambda model: False
+    if not trace:  # also for code from before `backbone_runtime` (--baseline)
+        for name in ("trace_image_backbone", "compile_image_backbone"):
+            setattr(build, name, lambda model, *args: False)
     fields = getattr(build.BuildConfig, "__dataclass_fields__", {})
     config = build.BuildConfig(**{k: v for k, v in overrides.items() if k in fields})
     checkpoint = Path(DEFAULT_MODEL_DIR).resolve()
@@ -65,7 +67,36 @@ def one(world: str, split: str, out: str, overrides: dict, trace: bool) -> dict:
         "pairs_per_s": len(store) / seconds,
         "precision": used,
         "threads": torch.get_num_threads(),
+        "backbone_images_per_s": _backbone_speed(model),
+        "prepare_ms_per_pair": _prepare_ms(build, source, split, config),
     }
+
+
+def _backbone_speed(model, n: int = 32, reps: int = 3) -> float:
+    """Images/s of the image backbone as the build ran it (compiled graph if any, else eager)."""
+    import torch
+
+    enc = model.image_encoder
+    pixels = enc.preprocess(np.random.default_rng(0).integers(0, 256, (n, 64, 64, 3), np.uint8))
+    run = getattr(model, "fast_image_encoder", None) or enc
+    with torch.inference_mode():
+        run(pixels)
+        t = time.perf_counter()
+        for _ in range(reps):
+            run(pixels)
+    return n * reps / (time.perf_counter() - t)
+
+
+def _prepare_ms(build, source, split: str, config) -> float:
+    """Milliseconds a pair spends outside the model: decoding, PNG thumbnails, change statistics."""
+    read = getattr(build, "_read_batch", None)
+    if read is None:
+        return float("nan")
+    pairs = list(source.pairs(split))
+    t = time.perf_counter()
+    for i in range(0, len(pairs), config.batch_size):
+        read(pairs[i : i + config.batch_size], config.thumb_size)
+    return (time.perf_counter() - t) * 1000 / max(len(pairs), 1)
 
 
 def run(spec: dict, code: Path) -> dict:
@@ -110,12 +141,15 @@ def main() -> None:
         f"{rows[0][1]['captions']} captions ({args.split} split of {args.world}) — {platform.machine()}, "
         f"{os.cpu_count()} CPUs, load average {load[0]:.1f} at the end, {dt.date.today()}\n"
     )
-    print("| setting | precision | pairs/s | cosine to first row (mean / min) |")
-    print("|---|---|---:|---|")
+    print("| setting | precision | pairs/s | backbone images/s | outside the model ms/pair "
+          "| cosine to first row (mean / min) |")
+    print("|---|---|---:|---:|---:|---|")
     ref = rows[0][2]
     for name, r, emb in rows:
         cos = (emb * ref).sum(axis=1)
-        print(f"| {name} | {r['precision']} | {r['pairs_per_s']:.1f} | {cos.mean():.4f} / {cos.min():.4f} |")
+        speed = r.get("backbone_images_per_s", float("nan"))
+        print(f"| {name} | {r['precision']} | {r['pairs_per_s']:.1f} | {speed:.1f} "
+              f"| {r.get('prepare_ms_per_pair', float('nan')):.1f} | {cos.mean():.4f} / {cos.min():.4f} |")
 
 
 def _embeddings(store: Path) -> np.ndarray:

@@ -48,8 +48,8 @@ SENTENCES = [
 TIER_LABELS = {
     "exact": "exact `IndexFlatIP` (float32 in memory)",
     "scan": "fp16 scan (`IndexScalarQuantizer`)",
-    "codes": "PQ fast scan + re-rank 1,000 from memory-mapped fp16",
-    "ivf": "IVF + PQ fast scan + re-rank 1,000 from memory-mapped fp16",
+    "codes": "PQ fast scan + exact re-rank of 1,000 (fp16 in memory up to 1 GiB, else memory-mapped)",
+    "ivf": "IVF + PQ fast scan + exact re-rank of 1,000 (fp16 in memory up to 1 GiB, else memory-mapped)",
     "hnsw": "HNSW M=32, efSearch 512",
 }
 
@@ -124,6 +124,9 @@ def main() -> None:
         "--tiers", nargs="+", default=["exact", "scan", "codes", "ivf"], choices=list(TIER_LABELS)
     )
     parser.add_argument("--dim", type=int, default=256)
+    parser.add_argument("--text-backend", default="auto", choices=["auto", "torch", "onnx"],
+                        help="What the sentence encoder runs on (as `SearchService`: auto = ONNX Runtime "
+                             "when its probe matches PyTorch).")
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "textitsr-search-bench")
     parser.add_argument("--keep", action="store_true", help="Keep the simulated archives for a rerun.")
@@ -136,10 +139,12 @@ def main() -> None:
     import torch
 
     from textitsr.index.search import SearchConfig, VectorIndex
+    from textitsr.models.onnx_text import use_text_backend
     from textitsr.models.textitsr import ModelConfig, TextITSR
 
     torch.set_num_threads(1)  # one query's work is single-threaded end to end: CPU time = its cost
     model = TextITSR(ModelConfig(fusion="gff:before+after+diff", embed_dim=args.dim)).eval()
+    backend = use_text_backend(model.text_encoder, args.text_backend, threads=1)
     for s in SENTENCES:
         model.encode_texts([s])
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -198,8 +203,8 @@ def main() -> None:
 
     print(
         f"\nText query end to end (encode + top-10), {args.dim}-d, {args.queries} text-like queries, "
-        f"1 thread — {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-        f"{dt.date.today().isoformat()}, peak RSS {peak_rss_mb():,.0f} MB\n"
+        f"1 thread, text encoder on {backend.backend} — {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} CPUs, {dt.date.today().isoformat()}, peak RSS {peak_rss_mb():,.0f} MB\n"
     )
     print("| pairs | tier | median CPU ms | p95 CPU ms | of which search | median wall ms "
           "| recall@10 vs exact | build or load s | RSS MB | load avg |")

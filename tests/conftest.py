@@ -3,6 +3,7 @@ tiny trained archive. Tests that train or embed for more than a few seconds are 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _export_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Text encoders exported for ONNX Runtime (`models.onnx_text`) go to a temporary folder."""
+    os.environ.setdefault("TEXTITSR_CACHE_DIR", str(tmp_path_factory.mktemp("export-cache")))
 
 
 def shared_path(*parts: str) -> Path:
@@ -101,7 +108,6 @@ TINY_WORLD = dict(n_train=24, n_val=8, n_test=8, tile_size=64)
 
 @pytest.fixture(scope="session")
 def tiny_archive(tmp_path_factory: pytest.TempPathFactory) -> TinyArchive:
-    import os
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

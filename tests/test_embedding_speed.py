@@ -78,7 +78,7 @@ def test_distinct_texts_are_encoded_once_with_the_same_result(tiny_model) -> Non
 @pytest.mark.slow
 def test_default_model_bf16_and_traced_backbone_match_fp32(world) -> None:
     """On real-size CNN inputs: bf16 stays within cosine 0.99 of fp32; the traced graph is fp32 itself."""
-    from textitsr.embedding.encode import trace_image_backbone
+    from textitsr.embedding.encode import compile_image_backbone
     from textitsr.models.checkpoint import load_checkpoint
     from textitsr.training.default_model import DEFAULT_MODEL_DIR
 
@@ -87,9 +87,49 @@ def test_default_model_bf16_and_traced_backbone_match_fp32(world) -> None:
     with backbone_precision(model, "fp32"):
         eager = encode_rgb_pairs(model, before, after)
     assert precision.bf16_cosine(model, before, after) >= precision.MIN_BF16_COSINE
-    assert trace_image_backbone(model) and model.fast_image_encoder is not None
-    traced = encode_rgb_pairs(model, before, after)
-    np.testing.assert_allclose(traced, eager, atol=1e-4)
+    for runtime in ("torchscript", "onnx"):
+        model.fast_image_encoder = None
+        assert compile_image_backbone(model, runtime) and model.fast_image_encoder is not None
+        compiled = encode_rgb_pairs(model, before, after)
+        np.testing.assert_allclose(compiled, eager, atol=1e-4)
     with backbone_precision(model, "bf16"):  # autocast runs eagerly, not through the fp32 graph
         assert not model._fast_backbone_applies(torch.zeros(1, 3, 8, 8))
     assert "fast_image_encoder" not in "".join(model.state_dict())
+
+
+def test_backbone_runtime_choice_and_fallbacks(tiny_model, world, monkeypatch, tmp_path) -> None:
+    import sys
+
+    import textitsr.embedding.encode as encode
+
+    monkeypatch.setenv("TEXTITSR_CACHE_DIR", str(tmp_path))
+    before, after = _pairs(world, 2)
+    tiny_model.fast_image_encoder = None
+    eager = encode_rgb_pairs(tiny_model, before, after)
+
+    def compiled(runtime: str) -> str | None:
+        tiny_model.fast_image_encoder = None
+        if not encode.compile_image_backbone(tiny_model, runtime):
+            return None
+        np.testing.assert_allclose(encode_rgb_pairs(tiny_model, before, after), eager, atol=1e-5)
+        return type(tiny_model.fast_image_encoder).__name__
+
+    try:
+        assert compiled("auto") == "_OnnxBackbone"
+        assert compiled("torchscript") == "_Compiled"
+        assert compiled("eager") is None
+        monkeypatch.setattr(encode, "MIN_ONNX_BACKBONE_COSINE", 1.5)  # no probe can pass
+        assert compiled("auto") == "_Compiled"
+        assert compiled("onnx") == "_OnnxBackbone"  # asked for: used all the same
+        monkeypatch.setitem(sys.modules, "onnxruntime", None)
+        assert compiled("auto") == "_Compiled"
+        with pytest.raises(InputError, match="backbone runtime 'onnx': onnxruntime/onnx not installed"):
+            compiled("onnx")
+        with pytest.raises(InputError, match="backbone runtime 'fast': expected one of auto, onnx"):
+            compiled("fast")
+        from textitsr.index.build import BuildConfig, embed_pairs
+
+        with pytest.raises(InputError, match="backbone runtime 'fast'"):  # refused at any precision
+            embed_pairs(tiny_model, [], BuildConfig(precision="bf16", backbone_runtime="fast"))
+    finally:
+        tiny_model.fast_image_encoder = None

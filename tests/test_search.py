@@ -216,13 +216,17 @@ def codes_case(tmp_path_factory: pytest.TempPathFactory) -> tuple[np.ndarray, np
 
 def test_codes_tier_reranks_to_the_exact_top_k(codes_case) -> None:
     x, q = codes_case
-    index = VectorIndex(x, SearchConfig(codes_threshold=10_000, rerank=1_000))
-    assert index.kind == "codes" and isinstance(index.vectors, np.memmap)  # kept on disk, not copied
-    scores, ids = index.search(q, 10)
     exact = brute_force(x.astype(np.float32), q, 10)
-    assert recall_at_10(ids, exact) == 1.0
-    np.testing.assert_allclose(scores, np.take_along_axis(q @ x.astype(np.float32).T, ids, axis=1), rtol=1e-5)
-    assert (np.diff(scores, axis=1) <= 0).all()
+    for in_memory, kept in ((0, np.memmap), (x.nbytes, np.ndarray)):
+        config = SearchConfig(codes_threshold=10_000, rerank=1_000, rerank_in_memory_bytes=in_memory)
+        index = VectorIndex(x, config)
+        # Larger than `rerank_in_memory_bytes`: kept on disk, not copied; else read in as stored.
+        assert index.kind == "codes" and type(index.vectors) is kept and index.vectors.dtype == np.float16
+        scores, ids = index.search(q, 10)
+        assert recall_at_10(ids, exact) == 1.0
+        exact_scores = np.take_along_axis(q @ x.astype(np.float32).T, ids, axis=1)
+        np.testing.assert_allclose(scores, exact_scores, rtol=1e-5)
+        assert (np.diff(scores, axis=1) <= 0).all()
 
 
 def test_codes_tier_with_broad_and_narrow_filters(codes_case) -> None:

@@ -3,19 +3,22 @@ answers as the loading path does, and still refuses corrupt rows."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-
 from test_store import DIM, make_shard, new_store
+
 from textitsr.errors import StoreError
 from textitsr.index.search import SearchConfig
 from textitsr.service import SearchService
 
 #: 900 pairs get the re-ranking PQ tier; re-scoring every candidate makes it exact, as the flat tier.
-RERANK = SearchConfig(scan_threshold=100, codes_threshold=500, rerank=1000, train_size=900)
+#: (No archive is small enough to be read into memory: the memory-mapped path is the one tested.)
+RERANK = SearchConfig(scan_threshold=100, codes_threshold=500, rerank=1000, train_size=900,
+                      rerank_in_memory_bytes=0)
 
 
 class FixedTextModel:
@@ -77,3 +80,18 @@ def test_one_shard_is_mapped_in_place_and_validation_keeps_nothing(tmp_path: Pat
     assert isinstance(vectors, np.memmap)
     assert Path(vectors.filename) == store.root / "shards" / "s-00000" / "pair_embeddings.npy"
     np.testing.assert_array_equal(np.asarray(vectors, np.float32), store.pair_embeddings())
+
+
+def test_small_archives_are_re_ranked_from_memory_with_the_same_answers(tmp_path: Path) -> None:
+    store = _store(tmp_path / "s")
+    mapped = SearchService(FixedTextModel(), store, Path("/m"), RERANK)
+    config = replace(RERANK, rerank_in_memory_bytes=1 << 20)
+    in_memory = SearchService(FixedTextModel(), store, Path("/m"), config)
+    vectors = in_memory._pairs.vectors
+    assert type(vectors) is np.ndarray and vectors.dtype == np.float16 and vectors.shape == (900, DIM)
+    assert isinstance(mapped._pairs.vectors, np.memmap)
+    for query in ("a road was built", "no change"):
+        a, b = in_memory.search_text(query, k=10), mapped.search_text(query, k=10)
+        assert [(h.pair_id, h.score) for h in a] == [(h.pair_id, h.score) for h in b]
+    # A query-time setting: both share the index cached on disk.
+    assert in_memory._cache_path(store, "pairs") == mapped._cache_path(store, "pairs")

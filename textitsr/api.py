@@ -122,6 +122,8 @@ class Health(BaseModel):
     store: str
     checkpoint_id: str
     n_pairs: int
+    #: What text queries are encoded on (onnx or torch) and why.
+    text_backend: str
 
 
 def create_app(service: SearchService, config: ApiConfig | None = None) -> FastAPI:
@@ -199,7 +201,8 @@ def create_app(service: SearchService, config: ApiConfig | None = None) -> FastA
     @app.get("/health", response_model=Health, summary="Liveness and which archive this is")
     def health() -> Health:
         return Health(status="ok", version=__version__, store=str(service.store.root.resolve()),
-                      checkpoint_id=service.store.checkpoint_id, n_pairs=len(service))
+                      checkpoint_id=service.store.checkpoint_id, n_pairs=len(service),
+                      text_backend=f"{service.text_backend.backend} ({service.text_backend.reason})")
 
     @app.get("/stats", dependencies=secured, summary="Archive summary: counts, sources, dates, extent")
     def stats() -> dict[str, Any]:

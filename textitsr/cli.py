@@ -257,6 +257,11 @@ def index(
         typer.Option(help="Backbone precision: auto (bf16 where the CPU/GPU has it and a probe stays "
                      "within cosine 0.99 of fp32), fp32 or bf16."),
     ] = "auto",
+    backbone_runtime: Annotated[
+        str,
+        typer.Option(help="What fp32 CPU builds run the image backbone on: auto (ONNX Runtime when its "
+                     "probe matches PyTorch, else TorchScript), onnx, torchscript or eager."),
+    ] = "auto",
     options: SourceOptions = SOURCE_DEFAULTS,
 ) -> None:
     """Embed a source into a searchable archive store (resumes; appends new sources as new shards)."""
@@ -266,7 +271,7 @@ def index(
     check_output_dir(out, (STORE,), inputs=root)
     pairs = options.open(root)
     overrides = {"batch_size": batch_size, "shard_size": shard_size, "feature_cache": feature_cache,
-                 "precision": precision}
+                 "precision": precision, "backbone_runtime": backbone_runtime}
     config = BuildConfig(**{name: value for name, value in overrides.items() if value is not None})
     store = build_store(checkpoint, pairs, out, split=split, scheduler=scheduler, config=config)
     from textitsr.index.tiles import tile_store

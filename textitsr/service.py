@@ -58,13 +58,21 @@ class SearchService:
         checkpoint: Path,
         search_config: SearchConfig | None = None,
         scheduler: Any = None,
+        text_backend: str = "auto",
     ) -> None:
+        from textitsr.embedding.encode import QUERY_THREADS
+        from textitsr.models.onnx_text import use_text_backend
+
         self.model = model
         self.checkpoint = Path(checkpoint)
         self.search_config = search_config or SearchConfig()
         #: Dask scheduler address (or Client) whose workers search the pair shards; None: this process.
         self.scheduler = scheduler
         self._lock = threading.Lock()
+        #: What text queries are encoded on (ONNX Runtime when it matches PyTorch, else PyTorch).
+        self.text_backend = use_text_backend(
+            getattr(model, "text_encoder", None), text_backend, threads=QUERY_THREADS
+        )
         self._load(store)
 
     @classmethod
@@ -77,10 +85,12 @@ class SearchService:
         search_config: SearchConfig | None = None,
         scheduler: Any = None,
         text_only: bool = False,
+        text_backend: str = "auto",
     ) -> SearchService:
         """Load the model and the store once. `checkpoint` None -> the one recorded in the store;
         `scheduler` (tcp://HOST:8786 or a Client): search the pair shards on that Dask cluster;
-        `text_only`: load just the text encoder + head (text queries only, much quicker to open)."""
+        `text_only`: load just the text encoder + head (text queries only, much quicker to open);
+        `text_backend`: auto/torch/onnx, what text queries are encoded on (`models.onnx_text`)."""
         from textitsr.embedding.encode import load_model
         from textitsr.models.checkpoint import checkpoint_id
 
@@ -105,7 +115,7 @@ class SearchService:
             model = load_model(checkpoint, device)
         if int(model.config.embed_dim) != opened.embed_dim:
             raise StoreError(f"{store}: {opened.embed_dim}-d store, model gives {model.config.embed_dim}-d")
-        return cls(model, opened, checkpoint, search_config, scheduler)
+        return cls(model, opened, checkpoint, search_config, scheduler, text_backend)
 
     def _load(self, store: Store) -> None:
         """(Re)read the store and build the indexes and the catalog."""
@@ -149,7 +159,7 @@ class SearchService:
         n = store.manifest.get("n_pairs" if what == "pairs" else "n_captions", 0)
         if self.search_config.kind(int(n)) not in VectorIndex.CACHED_KINDS:
             return None
-        key = json.dumps([what, store.manifest["shards"], self.search_config.__dict__], sort_keys=True)
+        key = json.dumps([what, store.manifest["shards"], self.search_config.index_key()], sort_keys=True)
         return store.index_file(what, hashlib.sha1(key.encode()).hexdigest()[:12])
 
     def refresh(self) -> None:

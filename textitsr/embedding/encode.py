@@ -126,33 +126,107 @@ def encode_texts(model: Any, texts: list[str], batch_size: int = 256) -> np.ndar
     return emb[inverse.reshape(-1)]
 
 
-def trace_image_backbone(model: Any) -> bool:
-    """Give `model` a frozen TorchScript copy of its image backbone for fp32 CPU inference.
+def compile_image_backbone(model: Any, runtime: str = "auto") -> bool:
+    """Give `model` a compiled copy of its frozen image backbone for fp32 CPU inference.
 
-    `torch.jit.optimize_for_inference` folds and fuses the CNN's convolutions into oneDNN
-    kernels, which embeds pairs faster than eager mode on CPUs without native bf16, with the same
-    features (the README's embedding table). Only for a frozen CNN backbone on the CPU
-    (the model's `_pair_features` falls back to eager for bf16, gradients or a fine-tuned tail);
+    `runtime`: "onnx" (ONNX Runtime), "torchscript" (a frozen TorchScript graph,
+    `torch.jit.optimize_for_inference`: convolutions folded and fused into oneDNN kernels), "eager"
+    (none), or "auto": ONNX Runtime when it is installed and a probe gives the same features as
+    PyTorch, else TorchScript. Both embed pairs faster than eager mode on CPUs without native bf16,
+    with the same features (the README's embedding table). Only for a frozen CNN backbone on the
+    CPU (the model's `_pair_features` falls back to eager for bf16, gradients or a fine-tuned tail);
     done once per model. Returns whether the model now has one.
     """
+    check_backbone_runtime(runtime)
     enc = getattr(model, "image_encoder", None)
     if enc is None or getattr(model, "fast_image_encoder", None) is not None:
         return getattr(model, "fast_image_encoder", None) is not None
-    if model.device.type != "cpu" or enc.unfrozen or getattr(model, "image_tail", None) is not None:
+    if runtime == "eager" or model.device.type != "cpu" or enc.unfrozen:
+        return False
+    if getattr(model, "image_tail", None) is not None:
         return False
     with _TRACE_LOCK:
         if model.fast_image_encoder is None:
-            example = enc.preprocess(np.zeros((2, enc.image_size, enc.image_size, 3), np.uint8))
-            try:
-                with torch.no_grad():
-                    traced = torch.jit.trace(enc, example, check_trace=False)
-                    fast = torch.jit.optimize_for_inference(torch.jit.freeze(traced.eval()))
-                    fast(example)  # compile the graph now, not in the first real batch
-            except (RuntimeError, TypeError) as err:  # eager still works; only slower
-                log.warning("image backbone kept in eager mode: tracing failed (%s)", err)
+            size = enc.image_size
+            example = enc.preprocess(np.random.default_rng(0).integers(0, 256, (2, size, size, 3), np.uint8))
+            fast = _onnx_backbone(enc, example, runtime) if runtime in ("auto", "onnx") else None
+            if fast is None:
+                fast = _torchscript_backbone(enc, example)
+            if fast is None:
                 return False
-            model.fast_image_encoder = _Compiled(fast)
+            model.fast_image_encoder = fast
     return True
+
+
+#: What `compile_image_backbone` may run the frozen image backbone on.
+BACKBONE_RUNTIMES = ("auto", "onnx", "torchscript", "eager")
+
+
+def check_backbone_runtime(runtime: str) -> str:
+    if runtime not in BACKBONE_RUNTIMES:
+        raise InputError(f"backbone runtime {runtime!r}: expected one of {', '.join(BACKBONE_RUNTIMES)}")
+    return runtime
+#: Least cosine between ONNX Runtime and PyTorch backbone features for "auto" to keep ONNX Runtime.
+MIN_ONNX_BACKBONE_COSINE = 0.9999
+
+
+def _onnx_backbone(enc: Any, example: torch.Tensor, runtime: str) -> _OnnxBackbone | None:
+    """The backbone on ONNX Runtime, or None (logged) where "auto" should not use it."""
+    from textitsr.models.onnx_export import cached_session, min_cosine, onnx_missing
+
+    missing = onnx_missing()
+    if missing:
+        if runtime == "onnx":
+            raise InputError(f"backbone runtime 'onnx': {missing}")
+        log.info("image backbone not on ONNX Runtime: %s", missing)
+        return None
+    try:
+        session = cached_session(
+            enc, "image-backbone", torch.get_num_threads(), [example], ["pixels"], ["glob", "tokens"],
+            {"pixels": {0: "batch", 2: "height", 3: "width"}, "glob": {0: "batch"},
+             "tokens": {0: "batch", 1: "n"}},
+        )
+        fast = _OnnxBackbone(session)
+        with torch.no_grad():
+            ref = enc(example)
+        got = fast(example)
+        cosine = min(min_cosine(ref[0], got[0]), min_cosine(ref[1], got[1]))
+    except Exception as exc:  # noqa: BLE001 - export/runtime failures of any kind: PyTorch still works
+        if runtime == "onnx":
+            raise InputError(
+                f"backbone runtime 'onnx': cannot run the image backbone on ONNX Runtime: {exc}"
+            ) from exc
+        log.warning("image backbone not on ONNX Runtime: %s: %s", type(exc).__name__, exc)
+        return None
+    if runtime == "auto" and cosine < MIN_ONNX_BACKBONE_COSINE:
+        log.warning("image backbone not on ONNX Runtime: probe cosine to PyTorch %.6f < %s", cosine,
+                    MIN_ONNX_BACKBONE_COSINE)
+        return None
+    log.info("image backbone on ONNX Runtime (probe cosine to PyTorch %.6f)", cosine)
+    return fast
+
+
+def _torchscript_backbone(enc: Any, example: torch.Tensor) -> _Compiled | None:
+    try:
+        with torch.no_grad():
+            traced = torch.jit.trace(enc, example, check_trace=False)
+            fast = torch.jit.optimize_for_inference(torch.jit.freeze(traced.eval()))
+            fast(example)  # compile the graph now, not in the first real batch
+    except (RuntimeError, TypeError) as err:  # eager still works; only slower
+        log.warning("image backbone kept in eager mode: tracing failed (%s)", err)
+        return None
+    return _Compiled(fast)
+
+
+class _OnnxBackbone:
+    """The backbone's ONNX Runtime session, called as the module is: pixels -> (global, tokens)."""
+
+    def __init__(self, session: Any) -> None:
+        self.session = session
+
+    def __call__(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        glob, tokens = self.session.run({"pixels": pixels.detach().cpu().numpy().astype(np.float32)})
+        return glob, tokens
 
 
 class _Compiled:

@@ -30,11 +30,12 @@ from textitsr.data.describe import change_stats
 from textitsr.data.pairs import BitemporalPair, PairSource, check_split
 from textitsr.embedding.encode import (
     backbone_precision,
+    check_backbone_runtime,
+    compile_image_backbone,
     encode_rgb_pairs,
     encode_texts,
     load_model,
     to_numpy,
-    trace_image_backbone,
 )
 from textitsr.embedding.precision import PROBE_PAIRS, check_precision, choose_precision
 from textitsr.errors import InputError
@@ -69,6 +70,9 @@ class BuildConfig:
     #: Backbone precision: fp32, bf16 autocast, or auto (bf16 where the device has it natively and
     #: a probe of the source's first pairs stays within cosine 0.99 of fp32).
     precision: str = "auto"
+    #: What an fp32 CPU build runs the frozen image backbone on: auto (ONNX Runtime when its probe
+    #: matches PyTorch, else TorchScript), onnx, torchscript or eager (`encode.compile_image_backbone`).
+    backbone_runtime: str = "auto"
     #: Read the next batch on a thread while the model embeds the current one.
     prefetch: bool = True
 
@@ -156,11 +160,12 @@ def embed_pairs(
     cache: Any | None = None,
 ) -> ShardData:
     """Embed pairs batch by batch into one in-memory shard (metadata, embeddings, thumbnails, captions)."""
+    check_backbone_runtime(config.backbone_runtime)
     precision = check_precision(config.precision)
     if precision == "auto":  # a caller that did not resolve it: no probe, so the safe choice
         precision = choose_precision(model, "auto", None).precision
     if precision == "fp32":
-        trace_image_backbone(model)
+        compile_image_backbone(model, config.backbone_runtime)
     rows: list[dict[str, Any]] = []
     embs: list[np.ndarray] = []
     tb: list[bytes] = []

@@ -50,6 +50,9 @@ class SearchConfig:
     #: Candidates from the codes re-scored exactly; the top-k among them is the answer. (FAISS fast
     #: scan switches to a much slower collector above 1,000.)
     rerank: int = 1_000
+    #: Re-ranked vectors up to this many bytes are read into memory once (re-scoring candidates then
+    #: costs no system call a row); larger ones stay memory-mapped and only candidates' rows are read.
+    rerank_in_memory_bytes: int = 1 << 30
     #: Archives with at least this many vectors keep their PQ codes in an inverted file.
     ivf_threshold: int = 5_000_000
     #: Inverted lists (None: about sqrt(N) / 3, which keeps assigning 10^7 vectors to lists to
@@ -80,6 +83,14 @@ class SearchConfig:
         if n >= self.codes_threshold:
             return "codes"
         return "scan" if n >= self.scan_threshold else "flat"
+
+    def index_key(self) -> dict[str, object]:
+        """The settings a cached index file is keyed to (query-time-only settings added later left out,
+        so adding them did not invalidate indexes already on disk)."""
+        return {k: v for k, v in self.__dict__.items() if k not in _QUERY_TIME_ONLY}
+
+
+_QUERY_TIME_ONLY = ("rerank_in_memory_bytes",)
 
 
 @dataclass(frozen=True)
@@ -170,8 +181,9 @@ class VectorIndex:
     """FAISS index over the rows of an (N, d) matrix of L2-normalised vectors; built once.
 
     `vectors` may be float16 or float32 and may be memory-mapped (`np.load(..., mmap_mode="r")`):
-    the tiers that re-rank keep it as given and read only the rows they re-score; the others copy it
-    into memory as float32.
+    the tiers that re-rank keep it as stored (read into memory up to `rerank_in_memory_bytes`, else
+    left memory-mapped, reading only the rows they re-score); the others copy it into memory as
+    float32.
     """
 
     #: Tiers slow enough to build that a store keeps them on disk (see `cache`).
@@ -214,6 +226,8 @@ class VectorIndex:
                 self.vectors = _remap(self.vectors)  # drop the pages the build read
         if self.kind == "hnsw":
             index.hnsw.efSearch = self.config.ef_search
+        if self.kind in self.RERANK_KINDS and self.vectors.nbytes <= self.config.rerank_in_memory_bytes:
+            self.vectors = np.array(self.vectors)
         self.index = index
 
     def _build(self, n: int, d: int) -> faiss.Index:

@@ -158,6 +158,8 @@ class HFTextEncoder(TextEncoder):
         self.max_length = min(max_length, int(limit)) if limit else max_length
         self.normalize = normalize
         self.dim = int((getattr(config, "text_config", None) or config).hidden_size)
+        #: ONNX Runtime session answering inference calls instead of `model` (see `models.onnx_text`).
+        self.runtime = None
         _freeze(self)
 
     def blocks(self) -> list[nn.Module]:
@@ -172,9 +174,10 @@ class HFTextEncoder(TextEncoder):
         ).to(device)
         if self.is_clip:
             batch.pop("token_type_ids", None)
-        out = self.model(**batch)
-        if self.is_clip:
-            feats = out.pooler_output
+        if self.runtime is not None and not torch.is_grad_enabled():
+            feats = _masked_mean(self.runtime(batch), batch["attention_mask"])
+        elif self.is_clip:
+            feats = self.model(**batch).pooler_output
         else:
-            feats = _masked_mean(out.last_hidden_state, batch["attention_mask"])
+            feats = _masked_mean(self.model(**batch).last_hidden_state, batch["attention_mask"])
         return F.normalize(feats, dim=-1) if self.normalize else feats

@@ -127,7 +127,7 @@ class TextITSR(nn.Module):
         #: Run backbones under bf16 autocast in encode_*/backbone_* (a runtime choice, not saved).
         self.bf16 = False
         #: Optional compiled copy of the frozen image backbone for fp32 inference (see
-        #: `embedding.encode.trace_image_backbone`); used only where it computes the same thing.
+        #: `embedding.encode.compile_image_backbone`); used only where it computes the same thing.
         self.fast_image_encoder: Callable[[Tensor], tuple[Tensor, Tensor]] | None = None
         self.eval()
 

@@ -1,0 +1,137 @@
+"""Text queries through ONNX Runtime: the same BERT-like sentence encoder, cheaper per query on CPU.
+
+A text query's latency is mostly the sentence encoder. PyTorch runs its small matrix products
+(one sentence: ~10 tokens) one operator at a time; ONNX Runtime runs the exported graph with fused
+attention, LayerNorm and GELU kernels, at the same float32 precision. `use_text_backend` exports the
+encoder once (cached on disk, keyed to its weights and the library versions) and, for "auto", keeps
+ONNX Runtime only when a probe shows it gives the same sentence features as PyTorch; otherwise the
+encoder stays on PyTorch and the reason is logged. Training and gradient runs always use PyTorch.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from textitsr.errors import InputError
+from textitsr.models.onnx_export import cached_session, min_cosine, onnx_missing
+
+log = logging.getLogger(__name__)
+
+#: What callers may ask for; "auto" resolves to one of the other two.
+TEXT_BACKENDS = ("auto", "torch", "onnx")
+#: Least cosine between ONNX Runtime and PyTorch sentence features for "auto" to keep ONNX Runtime.
+MIN_ONNX_COSINE = 0.9999
+#: Sentences the probe encodes both ways (short and long, to cover the dynamic sequence axis).
+PROBE_TEXTS = (
+    "new buildings along the road",
+    "nothing has changed",
+    "a road is built across the bare land and several houses appear in the upper left corner",
+)
+_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+@dataclass(frozen=True)
+class TextBackendChoice:
+    """The backend text queries run on and why (logged; shown by the API's /health)."""
+
+    backend: str
+    reason: str
+
+
+class OnnxTextRuntime:
+    """The text model on ONNX Runtime: token batch -> last hidden states (as the model's output)."""
+
+    def __init__(self, encoder: Any, threads: int = 1) -> None:
+        sample = encoder.tokenizer(list(PROBE_TEXTS[:2]), padding=True, return_tensors="pt")
+        names = [n for n in _INPUTS if n in sample]
+        self.session = cached_session(
+            _HiddenStates(encoder.model, names), "text-encoder", threads, [sample[n] for n in names], names,
+            ["hidden"], {n: {0: "batch", 1: "tokens"} for n in [*names, "hidden"]},
+        )
+        self.path = self.session.path
+
+    def __call__(self, batch: Any) -> Tensor:
+        feed = {name: batch[name].cpu().numpy().astype("int64") for name in self.session.inputs}
+        return self.session.run(feed)[0]
+
+
+class _HiddenStates(torch.nn.Module):
+    """Wraps a Hugging Face text model so the exported graph has plain tensor inputs and one output."""
+
+    def __init__(self, model: torch.nn.Module, names: list[str]) -> None:
+        super().__init__()
+        self.model, self.names = model, names
+
+    def forward(self, *tensors: Tensor) -> Tensor:
+        return self.model(**dict(zip(self.names, tensors, strict=True))).last_hidden_state
+
+
+def probe_cosine(encoder: Any, runtime: OnnxTextRuntime) -> float:
+    """Least cosine between the sentence features of `PROBE_TEXTS` on PyTorch and on `runtime`."""
+    previous = encoder.runtime
+    try:
+        with torch.inference_mode():
+            encoder.runtime = None
+            ref = torch.cat([encoder([t]) for t in PROBE_TEXTS])
+            encoder.runtime = runtime
+            low = torch.cat([encoder([t]) for t in PROBE_TEXTS])
+    finally:
+        encoder.runtime = previous
+    return min_cosine(ref, low)
+
+
+def use_text_backend(encoder: Any, requested: str = "auto", threads: int = 1) -> TextBackendChoice:
+    """Set the backend `encoder` answers inference calls on (auto/torch/onnx) and say which and why."""
+    if requested not in TEXT_BACKENDS:
+        raise InputError(f"text_backend={requested!r}: expected one of {', '.join(TEXT_BACKENDS)}")
+    made = getattr(encoder, "backend_made", None)
+    if made is not None and made[:2] == (requested, threads) and encoder.runtime is made[2]:
+        return made[3]  # already set up this way (each shard of a build asks again)
+    choice = _choose(encoder, requested, threads)
+    if _unsupported(encoder) is None:
+        encoder.backend_made = (requested, threads, encoder.runtime, choice)
+    log.info("text encoder on %s (%s)", choice.backend, choice.reason)
+    return choice
+
+
+def _choose(encoder: Any, requested: str, threads: int) -> TextBackendChoice:
+    unsupported = _unsupported(encoder)
+    if requested == "torch" or unsupported:
+        if not unsupported:
+            encoder.runtime = None
+        if requested == "torch":
+            return TextBackendChoice("torch", "asked for")
+        if requested == "onnx":
+            raise InputError(f"text_backend='onnx': {unsupported}")
+        return TextBackendChoice("torch", unsupported)
+    try:
+        runtime = OnnxTextRuntime(encoder, threads)
+        cosine = probe_cosine(encoder, runtime)
+    except Exception as exc:  # noqa: BLE001 - export/runtime failures of any kind: stay on PyTorch
+        if requested == "onnx":
+            raise InputError(
+                f"text_backend='onnx': cannot run the text encoder on ONNX Runtime: {exc}"
+            ) from exc
+        return TextBackendChoice("torch", f"ONNX Runtime failed ({type(exc).__name__}: {exc})")
+    if requested == "auto" and cosine < MIN_ONNX_COSINE:
+        return TextBackendChoice(
+            "torch", f"ONNX Runtime probe cosine to PyTorch {cosine:.6f} < {MIN_ONNX_COSINE}: keeping PyTorch"
+        )
+    encoder.runtime = runtime
+    return TextBackendChoice("onnx", f"probe cosine to PyTorch {cosine:.6f}")
+
+
+def _unsupported(encoder: Any) -> str | None:
+    """Why `encoder` cannot run on ONNX Runtime here, or None when it can."""
+    from textitsr.models.hf_encoders import HFTextEncoder
+
+    if not isinstance(encoder, HFTextEncoder) or encoder.is_clip:
+        return f"text encoder {getattr(encoder, 'name', type(encoder).__name__)!r} is not a BERT-like model"
+    if next(encoder.model.parameters()).device.type != "cpu":
+        return "the text encoder is not on the CPU"
+    return onnx_missing()
