@@ -222,6 +222,29 @@ class FirstPairs(PairSourceBase):
             yield from islice(self.source.pairs(s), self.limit)
 
 
+class SpreadTrainPairs(FirstPairs):
+    """Every `every`-th pair of the train split, other splits whole: a fixed subset that keeps the
+    mix of parts and change types (generated data is stored grouped by part, so its first N train
+    pairs are all of one kind) while validation stays comparable with full-data runs."""
+
+    def __init__(self, source: PairSource, every: int) -> None:
+        if every < 1:
+            raise ValueError(f"--train-every: expected a positive integer, got {every}")
+        self.source, self.every = source, every
+        self.name = f"{source.name}-every{every}"
+
+    def count(self, split: str | None = None) -> int:
+        if split is None:
+            return len(self)
+        n = self.source.count(split)
+        return -(-n // self.every) if split == "train" else n
+
+    def pairs(self, split: str | None = None) -> Iterator[BitemporalPair]:
+        for s in SPLITS if split is None else (split,):
+            step = self.every if s == "train" else 1
+            yield from islice(self.source.pairs(s), 0, None, step)
+
+
 def train_checkpoints(args: argparse.Namespace) -> list[Path]:
     """Train one checkpoint per seed on --train-root (the cached features are shared by all seeds)."""
     from textitsr.data.registry import open_source
@@ -238,6 +261,8 @@ def train_checkpoints(args: argparse.Namespace) -> list[Path]:
     kind = args.train_kind or source.name
     if args.max_pairs:
         source = FirstPairs(source, args.max_pairs)
+    if args.train_every > 1:
+        source = SpreadTrainPairs(source, args.train_every)
     tag = args.label or f"{args.fusion}-{args.image_encoder or 'default'}"
     tag = tag.replace(":", "_").replace("+", "-")
     folders = []
@@ -308,6 +333,10 @@ def main() -> None:
     )
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--max-pairs", type=int, default=None, help="train on the first N pairs of each split")
+    ap.add_argument(
+        "--train-every", type=int, default=1,
+        help="train on every K-th pair of the train split (validation keeps all its pairs)",
+    )
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--patience", type=int, default=5)
     ap.add_argument("--runs-dir", type=Path, default=DATA_DIR / "real-runs")

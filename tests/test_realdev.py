@@ -97,3 +97,43 @@ def test_realdev_loads_with_its_labels() -> None:
     diff = mean_abs_difference(iter(pairs))
     ap = average_precision(np.array(list(diff.values())), np.array([p.changed for p in pairs]))
     assert 50 / 63 < ap < 1.0
+
+
+def _load_real_benchmark():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "real.py"
+    spec = importlib.util.spec_from_file_location("real_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_spread_train_pairs_thins_train_only_and_keeps_its_mix() -> None:
+    from textitsr.data.pairs import BitemporalPair, PairSourceBase
+
+    class Grouped(PairSourceBase):
+        """Train pairs stored grouped by kind (as the generated data is), then a val split."""
+
+        name = "grouped"
+        layout = {"train": [f"built_{i}" for i in range(6)] + [f"water_{i}" for i in range(4)],
+                  "val": [f"val_{i}" for i in range(3)]}
+
+        def __len__(self) -> int:
+            return sum(len(v) for v in self.layout.values())
+
+        def pairs(self, split=None):
+            for s in ("train", "val") if split is None else (split,):
+                for pid in self.layout.get(s, []):
+                    img = np.zeros((4, 4, 3), np.float32)
+                    yield BitemporalPair(pid, img, img, split=s)
+
+    real = _load_real_benchmark()
+    spread = real.SpreadTrainPairs(Grouped(), 3)
+    train = [p.pair_id for p in spread.pairs("train")]
+    assert train == ["built_0", "built_3", "water_0", "water_3"]
+    assert spread.count("train") == 4 and spread.count("val") == 3 and len(spread) == 7
+    assert [p.pair_id for p in spread.pairs("val")] == ["val_0", "val_1", "val_2"]
+    assert spread.name == "grouped-every3"
+    with pytest.raises(ValueError, match="--train-every"):
+        real.SpreadTrainPairs(Grouped(), 0)
