@@ -58,6 +58,7 @@ QUERIES = [
 ]
 IMAGES = ("n => [...document.querySelectorAll('[data-testid=\"stImage\"] img')]"
           ".filter(i => i.complete && i.naturalWidth > 0).length >= n")
+ALL_IMAGES = "() => [...document.querySelectorAll('[data-testid=\"stImage\"] img')].every(i => i.complete)"
 MAP = 'iframe[title*="st_folium"]'
 VIEWER = 'iframe[srcdoc*="Swipe position"]'
 N_LABELS = 20
@@ -236,6 +237,10 @@ def main() -> None:
             rows.append(("warm text search rendered, p95",
                          f"{sorted(warm)[min(len(warm) - 1, int(0.95 * len(warm)))] * 1000:.0f} ms", ""))
 
+            # Click once the page stopped moving: images still loading shift the cards, and a click
+            # computed before the shift lands beside the button (the Inspector then never opens).
+            page.wait_for_function(SETTLED)
+            page.wait_for_function(ALL_IMAGES)
             inspect = page.get_by_role("button", name="Inspect").first
             secs, size = measure(page, traffic, inspect.click, lambda: (
                 page.get_by_text("Neighbours (most similar pairs)").wait_for(),

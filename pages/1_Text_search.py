@@ -64,8 +64,8 @@ if area_mode == "Coordinates":
     )
 elif area_mode == "Draw on map":
     with st.expander("Area filter: draw a rectangle (the last one drawn is used)", expanded=True):
-        footprints = service.catalog.footprints()
         layers = services.map_layers(config)
+        footprints = layers.footprints
         fmap = maps.ArchiveMap(basemap=config.basemap, height=360)
         fmap.add_scene_tiles(layers.areas, layers.tiles_url, switch=False)
         fmap.add_footprints(footprints, url=layers.footprints_url)
@@ -106,16 +106,12 @@ with widgets.show_errors("Search"):
     grid, side = st.columns([3, 2])
     with side:
         st.plotly_chart(figures.score_chart(hits), key="score_chart", width="stretch")
-        layers = services.map_layers(config)
-        results_map = maps.results_map(hits, layers.areas, layers.tiles_url, basemap=config.basemap)
-        if results_map is not None:
-            st_folium(results_map, key="results_map", height=320, use_container_width=True,
-                      returned_objects=[])
-        csv_col, geo_col = st.columns(2)
-        csv_col.download_button("Export CSV", exports.hits_csv(hits), "textitsr-results.csv", "text/csv",
-                                key="export-csv", width="stretch", icon=":material/download:")
-        geo_col.download_button("Export GeoJSON", exports.hits_geojson(hits, query),
-                                "textitsr-results.geojson", "application/geo+json", key="export-geojson",
-                                width="stretch", icon=":material/download:")
+        widgets.results_map(hits, services.map_layers(config), basemap=config.basemap)
+        # One under the other: side by side, the side column of a laptop-wide page clipped their text.
+        st.download_button("Export CSV", exports.hits_csv(hits), "textitsr-results.csv", "text/csv",
+                           key="export-csv", width="stretch", icon=":material/download:")
+        st.download_button("Export GeoJSON", exports.hits_geojson(hits, query), "textitsr-results.geojson",
+                           "application/geo+json", key="export-geojson", width="stretch",
+                           icon=":material/download:")
     with grid:
         widgets.results_grid(service, hits, key="text")

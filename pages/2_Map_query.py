@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import streamlit as st
-from streamlit_folium import st_folium
 
-from textitsr.app import figures, map_events, maps, services, widgets
+from textitsr.app import figures, map_events, map_widget, maps, services, widgets
 from textitsr.app.config import load_config
 from textitsr.app.footprints import footprint_clusters
 from textitsr.escape import markdown_code
@@ -32,11 +31,11 @@ with st.sidebar:
     k = st.slider("Similar pairs (k)", 1, 30, 8, key="map_k")
     n_sentences = st.slider("Sentences", 1, 15, 5, key="map_sentences")
 
-footprints = service.catalog.footprints()
+layers = services.map_layers(config)
+footprints = layers.footprints
 if not footprints["features"]:
     st.warning("No pair in this archive has a geographic footprint, so there is nothing to show on a map.")
     st.stop()
-layers = services.map_layers(config)
 if any(a.before is None or a.after is None for a in layers.areas):
     st.info("Some scenes have no map tiles yet, so only their outlines show.")
     if st.button("Write the missing map tiles", key="write-tiles"):
@@ -77,14 +76,12 @@ if pick is not None:
 
 map_col, list_col = st.columns([3, 2])
 with map_col:
-    fmap = maps.ArchiveMap(basemap=config.basemap, height=600)
-    fmap.add_scene_tiles(layers.areas, layers.tiles_url).add_footprints(footprints, url=layers.footprints_url)
-    fmap.add_areas(areas if view is None else ()).add_rectangle_tool()
-    fmap.zoom_to_footprints(footprints, view).stable_ids()
-    st_folium(
-        fmap, key=MAP_KEY, height=600, use_container_width=True, on_change=_on_map_event,
-        feature_group_to_add=maps.picks_layer(footprints, pick.pair_id if pick else None,
-                                              [h.pair_id for h in hits]),
+    map_widget.show_map(
+        ("map-query", layers.signature, view, config.basemap),
+        lambda: maps.archive_map(layers, areas if view is None else (), view, basemap=config.basemap,
+                                 height=600),
+        key=MAP_KEY, height=600, on_change=_on_map_event,
+        picks=maps.picks_layer(layers.boxes, pick.pair_id if pick else None, [h.pair_id for h in hits]),
         returned_objects=["last_object_clicked", "last_clicked", "last_active_drawing"],
     )
     missed = st.session_state.pop("map_missed", None)

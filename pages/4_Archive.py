@@ -35,9 +35,9 @@ map_col, card_col = st.columns([3, 2])
 with map_col:
     st.subheader("Footprints")
     with widgets.show_errors("Drawing the footprint map"):
-        footprints = service.catalog.footprints()
+        layers = services.map_layers(config)
+        footprints = layers.footprints
         if footprints["features"]:
-            layers = services.map_layers(config)
             fmap = maps.ArchiveMap(basemap=config.basemap, height=420)
             fmap.add_scene_tiles(layers.areas, layers.tiles_url)
             fmap.add_footprints(footprints, url=layers.footprints_url)

@@ -387,6 +387,9 @@ def test_text_search_buttons_cards_plurals_dates_exports_and_map(browser, app_ur
     search(page, app_url, "many new buildings were built")
     # Until the icon font is in, an icon is its ligature's name in plain text ("download"), which is
     # wider than the icon: measure with the fonts the page will show.
+    # Streamlit's icon font is fetched when an icon is first drawn, so fonts.status can read
+    # "loaded" before it even started: load it by name (resolves once it is in).
+    page.evaluate("() => document.fonts.load('24px \"Material Symbols Rounded\"', 'download')")
     page.wait_for_function("() => document.fonts.status === 'loaded'")
     cut = page.evaluate(
         "() => [...document.querySelectorAll('button')].filter(b => b.innerText.includes(' '))"

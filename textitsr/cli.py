@@ -313,7 +313,10 @@ def search(
 
         from textitsr.service import SearchService
 
-        service = SearchService.open(store, checkpoint, scheduler=scheduler, text_only=True)
+        # One query: setting up ONNX Runtime (export check, session, probe) costs more than it saves.
+        service = SearchService.open(
+            store, checkpoint, scheduler=scheduler, text_only=True, text_backend="torch"
+        )
         hits = [asdict(h) for h in service.search_text(query, k=k)]
     if as_json:
         rows = [{"rank": h["rank"], "score": round(h["score"], 6), "pair_id": h["pair_id"],

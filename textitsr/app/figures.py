@@ -18,9 +18,9 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     from textitsr.service import PairHit
 
 
-def jpeg_data_url(image: np.ndarray, max_side: int = 256) -> str:
-    """An RGB uint8 array as an inline JPEG data URL (downscaled to max_side): quick to encode and
-    a fraction of a PNG's bytes for imagery."""
+def jpeg_bytes(image: np.ndarray, max_side: int = 256) -> bytes:
+    """An RGB uint8 array as JPEG (downscaled to max_side): quick to encode and a fraction of a
+    PNG's bytes for imagery."""
     from PIL import Image
 
     img = Image.fromarray(np.ascontiguousarray(image))
@@ -28,7 +28,12 @@ def jpeg_data_url(image: np.ndarray, max_side: int = 256) -> str:
         img.thumbnail((max_side, max_side))
     buf = io.BytesIO()
     img.convert("RGB").save(buf, format="JPEG", quality=88)
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    return buf.getvalue()
+
+
+def jpeg_data_url(image: np.ndarray, max_side: int = 256) -> str:
+    """An RGB uint8 array as an inline JPEG data URL (see `jpeg_bytes`)."""
+    return "data:image/jpeg;base64," + base64.b64encode(jpeg_bytes(image, max_side)).decode("ascii")
 
 
 def score_chart(hits: Sequence[PairHit], title: str = "Similarity of the results") -> go.Figure:

@@ -7,17 +7,20 @@ to st_folium as `feature_group_to_add`, so the map itself stays the same between
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import folium
+import xyzservices
 from folium import plugins
 
-from textitsr.app.footprints import Bounds, Cluster, box_features, feature_bounds, footprints_bounds, union
+from textitsr.app.footprints import Bounds, Cluster, feature_bounds, footprints_bounds, union
 from textitsr.escape import html_text
 from textitsr.map_assets import use_local_map_assets
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
+    from textitsr.app.services import MapLayers
     from textitsr.index.tiles import SceneArea
     from textitsr.service import PairHit
 
@@ -35,6 +38,15 @@ QUERY_STYLE = {"color": "#e53e3e", "weight": 4, "fillOpacity": 0.0}
 HIT_STYLE = {"color": "#f6ad55", "weight": 3, "fillOpacity": 0.0}
 RANK_CSS = (".textitsr-rank{background:#f6ad55;color:#1a202c;border:1px solid #744210;border-radius:11px;"
             "width:22px;height:22px;line-height:20px;text-align:center;font:bold 12px sans-serif}")
+
+
+SCENE_ATTRIBUTION = "textitsr scenes"
+
+
+def _tile_provider(name: str, url: str) -> xyzservices.TileProvider:
+    """Our tiles as an xyzservices provider: folium then uses the URL as given, instead of
+    first matching a plain string against every provider it knows (a few ms each, per layer)."""
+    return xyzservices.TileProvider(name=name, url=url, attribution=SCENE_ATTRIBUTION)
 
 
 def labelled_footprints(footprints: Mapping[str, Any]) -> dict[str, Any]:
@@ -89,7 +101,8 @@ class ArchiveMap(folium.Map):
                     continue
                 w, s, e, n = tiles.bounds
                 folium.TileLayer(
-                    tiles=tiles.url(tiles_url), attr="textitsr scenes", name=html_text(area.name),
+                    tiles=_tile_provider(area.name, tiles.url(tiles_url)), attr=SCENE_ATTRIBUTION,
+                    name=html_text(area.name),
                     overlay=True, control=False, bounds=[[s, w], [n, e]],
                     min_zoom=max(0, tiles.minzoom - SCENE_ZOOM_OUT_LEVELS), max_zoom=MAX_MAP_ZOOM,
                     min_native_zoom=tiles.minzoom, max_native_zoom=tiles.maxzoom, tile_size=256,
@@ -182,10 +195,12 @@ class ArchiveMap(folium.Map):
 
 
 def picks_layer(
-    footprints: Mapping[str, Any], query_id: str | None, hits: Sequence[str]
+    boxes: Mapping[str, Bounds], query_id: str | None, hits: Sequence[str]
 ) -> folium.FeatureGroup:
-    """The query pair outlined red and its similar pairs orange, numbered by rank (one layer)."""
-    boxes = feature_bounds(footprints)
+    """The query pair outlined red and its similar pairs orange, numbered by rank (one layer).
+
+    `boxes`: pair_id -> (W, S, E, N), e.g. `MapLayers.boxes` (computed once per archive).
+    """
     layer = folium.FeatureGroup(name="query")
     for rank, pid in enumerate(hits, start=1):
         if pid in boxes:
@@ -209,20 +224,59 @@ def _outline(box: Bounds, style: Mapping[str, Any], tooltip: str) -> folium.Rect
                             tooltip=tooltip, interactive=False)
 
 
-def results_map(
-    hits: Sequence[PairHit], areas: Sequence[SceneArea] = (), tiles_url: str = "", *, basemap: str = "osm",
-    height: int = 320,
-) -> ArchiveMap | None:
-    """The results' footprints numbered by rank on the after imagery; None when no result has a footprint."""
+def view_of(
+    bounds: Bounds, width: int, height: int, max_zoom: int = MAX_MAP_ZOOM
+) -> tuple[tuple[float, float], int]:
+    """((lat, lon) centre, zoom) showing `bounds` (W, S, E, N) whole on a `width` x `height` px
+    web-mercator map: what Leaflet's fitBounds picks, computed here so a shown map can be moved
+    (st_folium's `center`/`zoom`) instead of rebuilt."""
+    w, s, e, n = bounds
+
+    def merc(lat: float) -> float:
+        lat = max(min(lat, 85.0), -85.0)
+        return math.log(math.tan(math.pi / 4 + math.radians(lat) / 2))
+
+    fits = [max(width, 1) * 360.0 / (256.0 * max(e - w, 1e-9)),
+            max(height, 1) * 2 * math.pi / (256.0 * max(merc(n) - merc(s), 1e-9))]
+    zoom = int(max(0, min(max_zoom, math.floor(math.log2(min(fits))))))
+    return ((s + n) / 2, (w + e) / 2), zoom
+
+
+def padded(bounds: Bounds, fraction: float, minimum: float = 1e-4) -> Bounds:
+    """`bounds` grown by `fraction` of its larger side (at least `minimum` degrees) on every side."""
+    w, s, e, n = bounds
+    pad = fraction * max(e - w, n - s, minimum)
+    return (w - pad, s - pad, e + pad, n + pad)
+
+
+def results_view(hits: Sequence[PairHit]) -> tuple[dict[str, Bounds], Bounds] | None:
+    """(pair_id -> footprint, the view showing them all) of the results; None when none has a footprint."""
     boxes = {h.pair_id: h.bounds for h in hits if h.bounds is not None}
     if not boxes:
         return None
+    return boxes, padded(union(list(boxes.values())), 0.1)
+
+
+def archive_map(
+    layers: MapLayers, areas: Sequence[Cluster | SceneArea], view: Bounds | None = None, *,
+    basemap: str = "osm", height: int = 600,
+) -> ArchiveMap:
+    """The map query page's map: before/after imagery, every footprint, `areas` dotted, the
+    rectangle tool; opened on `view` (else on every footprint)."""
+    fmap = ArchiveMap(basemap=basemap, height=height)
+    fmap.add_scene_tiles(layers.areas, layers.tiles_url)
+    fmap.add_footprints(layers.footprints, url=layers.footprints_url)
+    fmap.add_areas(areas).add_rectangle_tool()
+    return fmap.zoom_to_footprints(layers.footprints, view).stable_ids()
+
+
+def imagery_map(
+    areas: Sequence[SceneArea], tiles_url: str, footprints: Mapping[str, Any], *, basemap: str = "osm",
+    height: int = 320,
+) -> ArchiveMap:
+    """The archive's after imagery, opened on all its footprints: the base of the small maps (results,
+    Inspector), which move to their own view and draw their own picks on top."""
     fmap = ArchiveMap(basemap=basemap, height=height)
     if areas:
         fmap.add_scene_tiles(areas, tiles_url, switch=False)
-    picks_layer(box_features(boxes), None, [h.pair_id for h in hits]).add_to(fmap)
-    w, s, e, n = union(list(boxes.values()))
-    pad = 0.1 * max(e - w, n - s, 1e-4)
-    fmap.zoom_to_bounds((w - pad, s - pad, e + pad, n + pad))
-    return fmap
-
+    return fmap.zoom_to_footprints(footprints).stable_ids()

@@ -19,6 +19,7 @@ from textitsr.escape import markdown_code, markdown_text
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from textitsr.active.rounds import AnnealSession
+    from textitsr.app.footprints import Bounds
     from textitsr.index.tiles import SceneArea
     from textitsr.service import SearchService
 
@@ -123,10 +124,15 @@ def _cache_resource(**kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..
 @_cache_resource(show_spinner="Loading the model and the archive (once per server process)...",
                  max_entries=4)
 def _open_service(store: str, checkpoint: str | None, stamp: str = "") -> SearchService:
-    """`stamp` only keys the cache (a re-embedded store at the same path is opened afresh)."""
+    """`stamp` only keys the cache (a re-embedded store at the same path is opened afresh).
+
+    Text side only: the pages query with sentences and with pairs already in the archive (their
+    stored embeddings), never with new images, so the image backbone need not be loaded; adding
+    scenes and ANNEAL load the full model from the checkpoint themselves.
+    """
     from textitsr.service import SearchService
 
-    return SearchService.open(Path(store), Path(checkpoint) if checkpoint else None)
+    return SearchService.open(Path(store), Path(checkpoint) if checkpoint else None, text_only=True)
 
 
 def get_service(config: AppConfig | None = None, *, archive: Archive | None = None) -> SearchService:
@@ -221,19 +227,32 @@ class MapLayers:
     areas: list[SceneArea]
     tiles_url: str
     footprints_url: str
+    #: Every pair's footprint (GeoJSON FeatureCollection, as `Catalog.footprints()` returns it) and
+    #: pair_id -> (W, S, E, N): built once per archive state, not on every rerun (shared: read only).
+    footprints: dict[str, Any]
+    boxes: dict[str, Bounds]
+
+    @property
+    def signature(self) -> tuple:
+        """What maps drawn from these layers depend on (keys maps rendered once, `map_widget`)."""
+        tiles = tuple((a.name, a.bounds, a.before.key if a.before else "", a.after.key if a.after else "")
+                      for a in self.areas)
+        return (self.tiles_url, self.footprints_url, tiles)
 
 
 @_cache_resource(show_spinner="Publishing the map tiles (once per server process)...", max_entries=4)
 def _publish_map(store: str, n_pairs: int, tiles_stamp: float, _service: SearchService) -> MapLayers:
     """`n_pairs` and `tiles_stamp` only key the cache (scenes added -> published again)."""
+    from textitsr.app.footprints import feature_bounds
     from textitsr.app.maps import labelled_footprints
     from textitsr.app.static_files import publish_json, publish_tree
     from textitsr.index.store import TILES
 
     tiles_url = publish_tree(Path(store) / TILES, Path(store))
-    footprints = labelled_footprints(_service.catalog.footprints())
-    footprints_url = publish_json(footprints, Path(store), "footprints")
-    return MapLayers(_service.catalog.scene_areas(), tiles_url, footprints_url)
+    footprints = _service.catalog.footprints()
+    footprints_url = publish_json(labelled_footprints(footprints), Path(store), "footprints")
+    return MapLayers(_service.catalog.scene_areas(), tiles_url, footprints_url, footprints,
+                     feature_bounds(footprints))
 
 
 def clear_map_cache() -> None:
@@ -251,3 +270,27 @@ def map_layers(config: AppConfig | None = None) -> MapLayers:
     index = config.store / TILES / INDEX
     stamp = index.stat().st_mtime if index.is_file() else 0.0
     return _publish_map(str(config.store), len(base), stamp, base)
+
+
+def _cache_data(**kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    import streamlit as st
+
+    return st.cache_data(**kwargs)
+
+
+@_cache_data(show_spinner=False, max_entries=4096)
+def _thumbnail_jpegs(store: str, n_pairs: int, pair_id: str, _service: SearchService) -> tuple[bytes, bytes]:
+    """`store` and `n_pairs` only key the cache (another archive, or scenes added)."""
+    from textitsr.app.figures import jpeg_bytes
+
+    before, after = _service.catalog.thumbnails(pair_id)
+    return jpeg_bytes(before), jpeg_bytes(after)
+
+
+def thumbnail_jpegs(service: SearchService, pair_id: str) -> tuple[bytes, bytes]:
+    """A pair's (before, after) thumbnails as JPEG bytes, decoded and encoded once per process.
+
+    Result grids show the same pairs again and again; the same bytes also get the same media URL,
+    so the browser shows them from its cache. StoreError when the pair has no thumbnails.
+    """
+    return _thumbnail_jpegs(str(service.store.root), len(service), pair_id, service)

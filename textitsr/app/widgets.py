@@ -102,22 +102,41 @@ def inspector_pair_box(default: str | None = None) -> str:
 
 
 def footprint_minimap(
-    bounds: Bounds, pair_id: str, layers: MapLayers | None = None, *, basemap: str = "osm", height: int = 260
+    bounds: Bounds, pair_id: str, layers: MapLayers, *, basemap: str = "osm", height: int = 260
 ) -> None:
-    """A small map locating one pair's footprint (outlined red) on the after imagery around it."""
-    from streamlit_folium import st_folium
+    """A small map locating one pair's footprint (outlined red) on the after imagery around it.
 
-    from textitsr.app.footprints import box_features
-    from textitsr.app.maps import ArchiveMap, picks_layer
+    The imagery map is rendered once per archive; each pair only moves it and outlines its box.
+    """
+    from textitsr.app.map_widget import show_map
+    from textitsr.app.maps import imagery_map, padded, picks_layer, view_of
 
-    w, s, e, n = bounds
-    pad_x, pad_y = 2 * (e - w), 2 * (n - s)
-    fmap = ArchiveMap(basemap=basemap, height=height)
-    if layers is not None:
-        fmap.add_scene_tiles(layers.areas, layers.tiles_url, switch=False)
-    picks_layer(box_features({pair_id: bounds}), pair_id, ()).add_to(fmap)
-    fmap.zoom_to_bounds((w - pad_x, s - pad_y, e + pad_x, n + pad_y))
-    st_folium(fmap, key="inspector-minimap", height=height, use_container_width=True, returned_objects=[])
+    center, zoom = view_of(padded(bounds, 2.0), height, height)
+    show_map(("minimap", layers.signature, basemap, height),
+             lambda: imagery_map(layers.areas, layers.tiles_url, layers.footprints, basemap=basemap,
+                                 height=height),
+             key="inspector-minimap", height=height, picks=picks_layer({pair_id: bounds}, pair_id, ()),
+             center=center, zoom=zoom)
+
+
+def results_map(
+    hits: Sequence[PairHit], layers: MapLayers, *, basemap: str = "osm", height: int = 320
+) -> None:
+    """The results' footprints numbered by rank on the archive's after imagery (nothing when none
+    has a footprint); the imagery map is rendered once per archive and moved to the results."""
+    from textitsr.app.map_widget import show_map
+    from textitsr.app.maps import imagery_map, picks_layer, results_view, view_of
+
+    found = results_view(hits)
+    if found is None:
+        return
+    boxes, view = found
+    center, zoom = view_of(view, height, height)
+    show_map(("results", layers.signature, basemap, height),
+             lambda: imagery_map(layers.areas, layers.tiles_url, layers.footprints, basemap=basemap,
+                                 height=height),
+             key="results_map", height=height, picks=picks_layer(boxes, None, [h.pair_id for h in hits]),
+             center=center, zoom=zoom)
 
 
 #: Longest query echoed back in full; longer ones are cut with an ellipsis.
@@ -186,10 +205,12 @@ def before_after(service: SearchService, pair_id: str, captions: tuple[str, str]
     """A pair's before and after thumbnails side by side (JPEG: a tenth of PNG's bytes to send)."""
     import streamlit as st
 
-    before, after = service.catalog.thumbnails(pair_id)
+    from textitsr.app.services import thumbnail_jpegs
+
+    before, after = thumbnail_jpegs(service, pair_id)
     left, right = st.columns(2)
-    left.image(before, caption=captions[0], width="stretch", output_format="JPEG")
-    right.image(after, caption=captions[1], width="stretch", output_format="JPEG")
+    left.image(before, caption=captions[0], width="stretch")
+    right.image(after, caption=captions[1], width="stretch")
 
 
 def results_grid(service: SearchService, hits: Sequence[PairHit], key: str, columns: int = 2) -> None:
