@@ -275,6 +275,23 @@ def test_inspector_opens_the_pair_in_its_url_and_takes_every_pair_id_typed(page,
     expect(box).to_have_value(neighbour)
 
 
+def test_inspect_on_search_results_opens_each_pair_in_the_inspector(page, app_url):
+    from playwright.sync_api import expect
+
+    box = page.locator('input[aria-label="Pair id"]:visible')
+    for rank in (1, 2):  # the second visit must not keep the first pair in the box
+        search(page, app_url, "many new buildings are built")
+        shown_with_images(page, "— score", 4)  # loading images shift the cards under the pointer
+        page.wait_for_function(SETTLED)
+        card = page.locator("text=/— score/").nth(rank - 1)
+        pair_id = re.search(rf"#{rank} (\S+)", card.inner_text()).group(1)
+        page.get_by_role("button", name="Inspect").nth(rank - 1).click()
+        page.wait_for_url(f"**/Inspector?pair={pair_id}")
+        page.get_by_text("Neighbours (most similar pairs)").wait_for()
+        page.wait_for_function(SETTLED)
+        expect(box).to_have_value(pair_id, timeout=10_000)
+
+
 def test_inspector_images_fit_columns_difference_is_diverging_and_footprint_is_mapped(browser, app_url):
     context, page = sized_page(browser, 820)
     page.goto(f"{app_url}/Inspector?pair=train_000002")
