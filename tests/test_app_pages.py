@@ -488,5 +488,6 @@ def test_scene_tiles_stop_a_few_levels_below_their_coarsest_zoom(service):
     layers = re.findall(r'L\.tileLayer\((.*?)\);', html, re.S)
     assert len(layers) == 2 * len(areas) > 0
     for options in layers:
-        zoom, native = (int(re.search(rf'"{name}": (\d+)', options).group(1)) for name in ("minZoom", "minNativeZoom"))
+        zoom, native = (int(re.search(rf'"{name}": (\d+)', options).group(1))
+                        for name in ("minZoom", "minNativeZoom"))
         assert native - maps.SCENE_ZOOM_OUT_LEVELS <= zoom <= native, options

@@ -62,7 +62,9 @@ def test_memory_mapped_service_answers_as_the_loading_one(tmp_path: Path) -> Non
 
 
 @pytest.mark.parametrize(("value", "message"), [(np.nan, "not finite"), (3.0, "L2 norm")])
-def test_corrupt_rows_are_refused_on_the_memory_mapped_path(tmp_path: Path, value: float, message: str) -> None:
+def test_corrupt_rows_are_refused_on_the_memory_mapped_path(
+    tmp_path: Path, value: float, message: str
+) -> None:
     store = _store(tmp_path / "s")
     path = store.root / "shards" / "s-00001" / "pair_embeddings.npy"
     emb = np.load(path)

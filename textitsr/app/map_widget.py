@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import folium
+import streamlit as st
 
 #: The dict st_folium returns before the analyst touched the map (all keys it can return).
 _EMPTY_EVENT = {
@@ -75,13 +76,7 @@ def _walk(element: Any) -> Any:
         yield from _walk(child)
 
 
-def _cache_resource(**kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    import streamlit as st
-
-    return st.cache_resource(**kwargs)
-
-
-@_cache_resource(show_spinner=False, max_entries=32)
+@st.cache_resource(show_spinner=False, max_entries=32)
 def _rendered(signature: Hashable, _build: Callable[[], folium.Map]) -> RenderedMap:
     """`signature` keys the cache: everything the built map depends on."""
     return render_map(_build())
@@ -113,7 +108,6 @@ def show_map(
     `picks` is drawn on top and `center` (lat, lon) / `zoom` set the view, both without reloading
     the map. Returns what st_folium returns: the `returned_objects` of the last interaction.
     """
-    import streamlit as st
     from streamlit_folium import _component_func, generate_js_hash
 
     rendered = _rendered(signature, build)

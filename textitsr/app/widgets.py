@@ -13,6 +13,8 @@ from textitsr.errors import TextITSRError
 from textitsr.escape import markdown_code, markdown_text
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
+    import folium
+
     from textitsr.app.services import MapLayers
     from textitsr.service import ArchiveStats, CaptionHit, PairHit, SearchService
 
@@ -81,7 +83,7 @@ def open_inspector(pair_id: str) -> None:
 
 
 def request_inspector(pair_id: str) -> None:
-    """Inspect button callback: the rerun it starts switches to the Inspector in `page_setup`, so
+    """Inspect buttons' callback: the rerun it starts switches to the Inspector in `page_setup`, so
     the page with the button is not drawn again first (a whole results page: ~0.8 s)."""
     import streamlit as st
 
@@ -121,15 +123,10 @@ def footprint_minimap(
 
     The imagery map is rendered once per archive; each pair only moves it and outlines its box.
     """
-    from textitsr.app.map_widget import show_map
-    from textitsr.app.maps import imagery_map, padded, picks_layer, view_of
+    from textitsr.app.maps import padded, picks_layer
 
-    center, zoom = view_of(padded(bounds, 2.0), height, height)
-    show_map(("minimap", layers.signature, basemap, height),
-             lambda: imagery_map(layers.areas, layers.tiles_url, layers.footprints, basemap=basemap,
-                                 height=height),
-             key="inspector-minimap", height=height, picks=picks_layer({pair_id: bounds}, pair_id, ()),
-             center=center, zoom=zoom)
+    _moved_imagery_map(layers, padded(bounds, 2.0), picks_layer({pair_id: bounds}, pair_id, ()),
+                       key="inspector-minimap", basemap=basemap, height=height)
 
 
 def results_map(
@@ -137,19 +134,29 @@ def results_map(
 ) -> None:
     """The results' footprints numbered by rank on the archive's after imagery (nothing when none
     has a footprint); the imagery map is rendered once per archive and moved to the results."""
-    from textitsr.app.map_widget import show_map
-    from textitsr.app.maps import imagery_map, picks_layer, results_view, view_of
+    from textitsr.app.maps import picks_layer, results_view
 
     found = results_view(hits)
     if found is None:
         return
     boxes, view = found
+    _moved_imagery_map(layers, view, picks_layer(boxes, None, [h.pair_id for h in hits]),
+                       key="results_map", basemap=basemap, height=height)
+
+
+def _moved_imagery_map(
+    layers: MapLayers, view: Bounds, picks: folium.FeatureGroup, *, key: str, basemap: str, height: int
+) -> None:
+    """A small square map: the archive's after imagery (rendered once per archive and `key`),
+    moved to `view` with `picks` drawn on top."""
+    from textitsr.app.map_widget import show_map
+    from textitsr.app.maps import imagery_map, view_of
+
     center, zoom = view_of(view, height, height)
-    show_map(("results", layers.signature, basemap, height),
+    show_map((key, layers.signature, basemap, height),
              lambda: imagery_map(layers.areas, layers.tiles_url, layers.footprints, basemap=basemap,
                                  height=height),
-             key="results_map", height=height, picks=picks_layer(boxes, None, [h.pair_id for h in hits]),
-             center=center, zoom=zoom)
+             key=key, height=height, picks=picks, center=center, zoom=zoom)
 
 
 #: Longest query echoed back in full; longer ones are cut with an ellipsis.

@@ -163,9 +163,12 @@ BACKBONE_RUNTIMES = ("auto", "onnx", "torchscript", "eager")
 
 
 def check_backbone_runtime(runtime: str) -> str:
+    """`runtime`, refused with the allowed names before any work (a build checks it at any precision)."""
     if runtime not in BACKBONE_RUNTIMES:
         raise InputError(f"backbone runtime {runtime!r}: expected one of {', '.join(BACKBONE_RUNTIMES)}")
     return runtime
+
+
 #: Least cosine between ONNX Runtime and PyTorch backbone features for "auto" to keep ONNX Runtime.
 MIN_ONNX_BACKBONE_COSINE = 0.9999
 
