@@ -91,7 +91,7 @@ def use_text_backend(encoder: Any, requested: str = "auto", threads: int = 1) ->
         raise InputError(f"text_backend={requested!r}: expected one of {', '.join(TEXT_BACKENDS)}")
     made = getattr(encoder, "backend_made", None)
     if made is not None and made[:2] == (requested, threads) and encoder.runtime is made[2]:
-        return made[3]  # already set up this way (each shard of a build asks again)
+        return made[3]  # already set up this way (a model shared by several services asks again)
     choice = _choose(encoder, requested, threads)
     if _unsupported(encoder) is None:
         encoder.backend_made = (requested, threads, encoder.runtime, choice)
