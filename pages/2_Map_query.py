@@ -100,8 +100,8 @@ with list_col:
     st.caption(f"picked by {how}")
     with widgets.show_errors("Showing the query pair"):
         widgets.before_after(service, pick.pair_id)
-        if st.button("Inspect query pair", key="inspect-query"):
-            widgets.open_inspector(pick.pair_id)
+        st.button("Inspect query pair", key="inspect-query", on_click=widgets.request_inspector,
+                  args=(pick.pair_id,))
     st.subheader("Sentences that describe it")
     widgets.sentence_table(sentences)
 

@@ -170,6 +170,8 @@ def test_text_query_shows_result_images_and_score_chart(page, app_url):
 
 
 def test_map_renders_local_leaflet_with_tiles_and_a_click_gives_results(page, app_url):
+    from playwright.sync_api import expect
+
     open_page(page, app_url, "Map query")
     frame = page.frame_locator('iframe[title*="st_folium"]')
     frame.locator(".leaflet-container").wait_for()
@@ -190,6 +192,13 @@ def test_map_renders_local_leaflet_with_tiles_and_a_click_gives_results(page, ap
     assert frame.locator('path.leaflet-interactive[stroke="#f6ad55"]').count() >= 1  # similar pairs, orange
     page.wait_for_timeout(500)
     page.screenshot(path=str(SHOTS / "map_query_results.png"), full_page=True)
+
+    heading = page.locator("h3", has_text="Query pair").first.inner_text()
+    query = re.search(r"Query pair\s+(\w+)", heading).group(1)
+    page.get_by_role("button", name="Inspect query pair").click()
+    page.wait_for_url(f"**/Inspector?pair={query}")
+    page.get_by_text("Neighbours (most similar pairs)").wait_for()
+    expect(page.locator('input[aria-label="Pair id"]:visible')).to_have_value(query, timeout=10_000)
 
 
 def test_inspector_and_archive_render(page, app_url):
