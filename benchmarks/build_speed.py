@@ -137,7 +137,8 @@ def _prepare_ms(build, source, split: str, config) -> float:
 
 
 def run(spec: dict, code: Path) -> dict:
-    env = dict(os.environ, PYTHONPATH=str(code))
+    paths = [str(code), os.environ.get("PYTHONPATH", "")]  # the code first; keep the caller's paths
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in paths if p))
     proc = subprocess.run(
         [sys.executable, __file__, "--one", json.dumps(spec)], env=env, capture_output=True, text=True
     )

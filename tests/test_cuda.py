@@ -163,23 +163,28 @@ def test_training_on_cuda_caches_features_there_and_matches_cpu(pairs_folder, tm
         return real(self, *args, **kwargs)
 
     monkeypatch.setattr(TextITSR, "backbone_pair_features", spy)
+    # Comparable runs: the heads' dropout draws its masks from another generator on CUDA (epoch losses
+    # then differ by 4-14%, as two CPU runs with different dropout streams do), so none here; and full
+    # fp32 features (TF32 convolutions, cuDNN's default, change them by ~1e-3).
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     results = {}
     for label, device in DEVICES.items():
         cached_on.clear()
         results[label] = train(TrainConfig(
             root=pairs_folder, out=tmp_path / label, source="folder", fusion="gff:before+after+diff",
             epochs=3, batch_size=4, device=device, cache_dir=tmp_path / f"cache-{label}", progress=False,
+            model_options={"dropout": 0.0},
         ))
         assert set(cached_on) == {torch.device(device).type}  # the backbones ran on the training device
     cpu_loss = [h["loss"] for h in results["cpu"].history]
     gpu_loss = [h["loss"] for h in results["cuda"].history]
-    np.testing.assert_allclose(gpu_loss, cpu_loss, rtol=0.02)
+    np.testing.assert_allclose(gpu_loss, cpu_loss, rtol=5e-3)
     pairs = list(_source(pairs_folder).pairs("val"))
     before, after = [p.rgb("before") for p in pairs], [p.rgb("after") for p in pairs]
     cpu_model = load_checkpoint(results["cpu"].checkpoint)
     gpu_model = load_checkpoint(results["cuda"].checkpoint)  # saved from CUDA tensors, read on the CPU
     cos = _cosines(encode_rgb_pairs(gpu_model, before, after), encode_rgb_pairs(cpu_model, before, after))
-    assert cos.min() >= 0.99
+    assert cos.min() >= 0.995
 
 
 def test_evaluation_on_cuda_gives_the_cpu_metrics(pairs_folder, tmp_path, monkeypatch) -> None:
