@@ -315,6 +315,8 @@ def test_inspector_images_fit_columns_difference_is_diverging_and_footprint_is_m
     minimap = page.frame_locator('iframe[title*="st_folium"]').first
     minimap.locator('path.leaflet-interactive[stroke="#e53e3e"]').first.wait_for(state="attached")
 
+    page.wait_for_function(SETTLED)
+    assert page.locator(".js-plotly-plot").count() == 0  # the heatmap is drawn when asked for, not on open
     page.get_by_role("tab", name="Difference").click()
     heatmap = page.locator(".js-plotly-plot").first
     heatmap.wait_for()
