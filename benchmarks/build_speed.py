@@ -8,6 +8,11 @@ compared with the first row's (mean / min cosine).
 
     .venv/bin/python benchmarks/build_speed.py --world data/demo/world --split val
     .venv/bin/python benchmarks/build_speed.py --baseline /tmp/textitsr-before
+    python benchmarks/build_speed.py --source folder --world PAIRS --device cuda --precision fp32 auto
+    taskset -c 0,1 python benchmarks/build_speed.py --threads 2 --precision fp32 auto
+
+`--precision` replaces the backbone-runtime rows with one row per precision (the first is the
+reference of the cosine column, so give fp32 first); `--device cuda` builds on the GPU.
 
 Target (issue 12): >= 60 pairs/s on 2 cores with mean cosine >= 0.99 to fp32.
 """
@@ -39,14 +44,18 @@ SETTINGS = {
 }
 
 
-def one(world: str, split: str, out: str, overrides: dict, trace: bool) -> dict:
+def one(world: str, split: str, out: str, overrides: dict, trace: bool, source: str = "synthetic",
+        threads: int | None = None) -> dict:
     """Build in this process; returns pairs/s and the precision used."""
     import torch
 
     import textitsr.index.build as build
-    from textitsr.data.synthetic import SyntheticSource
+    from textitsr.data.registry import open_source
     from textitsr.embedding.encode import load_model
     from textitsr.training.default_model import DEFAULT_MODEL_DIR
+
+    if threads:
+        torch.set_num_threads(threads)
 
     if not trace:  # also for code from before `backbone_runtime` (--baseline)
         for name in ("trace_image_backbone", "compile_image_backbone"):
@@ -54,12 +63,13 @@ def one(world: str, split: str, out: str, overrides: dict, trace: bool) -> dict:
     fields = getattr(build.BuildConfig, "__dataclass_fields__", {})
     config = build.BuildConfig(**{k: v for k, v in overrides.items() if k in fields})
     checkpoint = Path(DEFAULT_MODEL_DIR).resolve()
-    model = load_model(checkpoint)
-    source = SyntheticSource(Path(world))
+    model = load_model(checkpoint, config.device)
+    pairs = open_source(Path(world), source)
     resolve = getattr(build, "resolve_precision", None)
-    used = resolve(model, source, split, config).precision if resolve else "fp32"
+    used = resolve(model, pairs, split, config).precision if resolve else "fp32"
     t0 = time.perf_counter()
-    store = build.build_store(checkpoint, source, Path(out), split=split, config=config, progress=False)
+    store = build.build_store(checkpoint, pairs, Path(out), split=split, config=config, progress=False)
+    _synchronize(config.device)
     seconds = time.perf_counter() - t0
     return {
         "pairs": len(store),
@@ -67,23 +77,50 @@ def one(world: str, split: str, out: str, overrides: dict, trace: bool) -> dict:
         "pairs_per_s": len(store) / seconds,
         "precision": used,
         "threads": torch.get_num_threads(),
-        "backbone_images_per_s": _backbone_speed(model),
-        "prepare_ms_per_pair": _prepare_ms(build, source, split, config),
+        "backbone_images_per_s": _backbone_speed(model, used),
+        "prepare_ms_per_pair": _prepare_ms(build, pairs, split, config),
+        "device": _device_name(config.device),
     }
 
 
-def _backbone_speed(model, n: int = 32, reps: int = 3) -> float:
-    """Images/s of the image backbone as the build ran it (compiled graph if any, else eager)."""
+def _synchronize(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _device_name(device: str) -> str:
+    import torch
+
+    return torch.cuda.get_device_name(device) if device.startswith("cuda") else f"cpu ({_cpu_model()})"
+
+
+def _cpu_model() -> str:
+    info = Path("/proc/cpuinfo")
+    for line in info.read_text(errors="replace").splitlines() if info.exists() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def _backbone_speed(model, precision: str = "fp32", n: int = 32, reps: int = 3) -> float:
+    """Images/s of the image backbone as the build ran it (compiled graph if any, else eager; bf16
+    autocast when the build used it)."""
     import torch
 
     enc = model.image_encoder
     pixels = enc.preprocess(np.random.default_rng(0).integers(0, 256, (n, 64, 64, 3), np.uint8))
-    run = getattr(model, "fast_image_encoder", None) or enc
-    with torch.inference_mode():
+    fast = getattr(model, "fast_image_encoder", None)
+    run = fast if fast is not None and precision == "fp32" else enc
+    bf16 = torch.autocast(pixels.device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    with torch.inference_mode(), bf16:
         run(pixels)
+        _synchronize(pixels.device.type)
         t = time.perf_counter()
         for _ in range(reps):
             run(pixels)
+        _synchronize(pixels.device.type)
     return n * reps / (time.perf_counter() - t)
 
 
@@ -100,7 +137,8 @@ def _prepare_ms(build, source, split: str, config) -> float:
 
 
 def run(spec: dict, code: Path) -> dict:
-    env = dict(os.environ, PYTHONPATH=str(code))
+    paths = [str(code), os.environ.get("PYTHONPATH", "")]  # the code first; keep the caller's paths
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in paths if p))
     proc = subprocess.run(
         [sys.executable, __file__, "--one", json.dumps(spec)], env=env, capture_output=True, text=True
     )
@@ -113,6 +151,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--world", default=str(REPO / "data" / "demo" / "world"))
     ap.add_argument("--split", default="val")
+    ap.add_argument("--source", default="synthetic", help="source kind of --world (synthetic, folder, ...)")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--precision", nargs="+", help="one row per precision (fp32, bf16, auto) instead of "
+                    "the backbone-runtime rows; the first is the cosine reference")
+    ap.add_argument("--threads", type=int, help="torch threads (default: torch's own choice)")
+    ap.add_argument("--json", type=Path, help="also write the rows here as JSON")
     ap.add_argument("--baseline", type=Path, help="folder holding an older `textitsr` package to compare")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -124,11 +168,16 @@ def main() -> None:
     rows = []
     try:
         runs = [("baseline: " + str(args.baseline), {}, True, args.baseline)] if args.baseline else []
-        runs += [(name, o, t, REPO) for name, (o, t) in SETTINGS.items()]
+        if args.precision:
+            settings = {f"{args.device}, precision {p}": ({"precision": p}, True) for p in args.precision}
+        else:
+            settings = SETTINGS
+        runs += [(name, o, t, REPO) for name, (o, t) in settings.items()]
         for i, (name, overrides, trace, code) in enumerate(runs):
             out = work / f"store-{i}"
+            overrides = {**overrides, "device": args.device} if args.device != "cpu" else overrides
             spec = {"world": args.world, "split": args.split, "out": str(out), "overrides": overrides,
-                    "trace": trace}
+                    "trace": trace, "source": args.source, "threads": args.threads}
             result = run(spec, code)
             emb = _embeddings(out)
             rows.append((name, result, emb))
@@ -138,18 +187,24 @@ def main() -> None:
     load = os.getloadavg()
     print(
         f"# Store build, default model (EfficientNet-Lite0 + MiniLM-L6), {rows[0][1]['pairs']} pairs / "
-        f"{rows[0][1]['captions']} captions ({args.split} split of {args.world}) — {platform.machine()}, "
-        f"{os.cpu_count()} CPUs, load average {load[0]:.1f} at the end, {dt.date.today()}\n"
+        f"{rows[0][1]['captions']} captions ({args.split} split of {args.world}) — "
+        f"{rows[0][1].get('device', platform.machine())}, {len(os.sched_getaffinity(0))} of {os.cpu_count()} "
+        f"CPUs, torch threads {rows[0][1]['threads']}, load average {load[0]:.1f} at the end, "
+        f"{dt.date.today()}\n"
     )
     print("| setting | precision | pairs/s | backbone images/s | outside the model ms/pair "
           "| cosine to first row (mean / min) |")
     print("|---|---|---:|---:|---:|---|")
     ref = rows[0][2]
+    table = []
     for name, r, emb in rows:
         cos = (emb * ref).sum(axis=1)
         speed = r.get("backbone_images_per_s", float("nan"))
         print(f"| {name} | {r['precision']} | {r['pairs_per_s']:.1f} | {speed:.1f} "
               f"| {r.get('prepare_ms_per_pair', float('nan')):.1f} | {cos.mean():.4f} / {cos.min():.4f} |")
+        table.append({"setting": name, **r, "cosine_mean": float(cos.mean()), "cosine_min": float(cos.min())})
+    if args.json:
+        args.json.write_text(json.dumps({"load_average": load[0], "rows": table}, indent=1))
 
 
 def _embeddings(store: Path) -> np.ndarray:
