@@ -9,7 +9,8 @@ drives headless Debian chromium through Playwright, and prints a markdown table:
 - map click / rectangle -> results: to the similar pairs' images on screen (<= 1.5 s);
 - before/after switch on the map: to the other date's tiles on screen (no rerun);
 - Inspector open: pressing Inspect on a result to the pair and its neighbours on screen, the rerun
-  over (<= 1 s; median over `--inspects` results of different queries);
+  over (<= 1 s; median over `--inspects` results of different queries), on the harness's clock and
+  on the page's own (the click event to the first frame that shows it all);
 - Inspector swipe and blink: messages the page sent to the server while dragging and blinking
   (none: they run in the browser);
 - Update model: pressing it with 20 answers logged to the success message (<= 30 s).
@@ -167,6 +168,18 @@ SETTLED = ("() => !document.querySelector('[data-stale=\"true\"]')"
            " && !document.querySelector('[data-testid=\"stStatusWidgetRunningIcon\"]')")
 
 
+#: Inspector open: its neighbours' heading, the rerun over and 4 images loaded, all at once; notes
+#: the page's clock the first time (`window.__shownAt`, against the click's `window.__clickAt`).
+INSPECTOR_SHOWN = (
+    "() => { const shown = [...document.querySelectorAll('h3')].some(h => h.innerText.startsWith("
+    "'Neighbours (most similar pairs)')) && (" + SETTLED + ")() && (" + IMAGES + ")(4);"
+    " if (shown && window.__shownAt === undefined) window.__shownAt = performance.now(); return shown; }")
+#: Notes the page's clock at the next click (capture phase: before any handler of the page).
+ARM_CLICK_CLOCK = ("() => { window.__clickAt = undefined; window.__shownAt = undefined;"
+                   " document.addEventListener('click', () => { window.__clickAt = performance.now(); },"
+                   " {capture: true, once: true}); }")
+
+
 def _query_pair(page: Any) -> str:
     return page.evaluate(QUERY_PAIR)
 
@@ -194,9 +207,11 @@ def seed_labels(store: Path, workdir: Path, n: int = N_LABELS) -> None:
             session.answer(a, b, "skip", who="benchmark")
 
 
-def _inspect(page: Any, traffic: Traffic, nth: int) -> tuple[float, int]:
-    """(seconds, bytes) from pressing Inspect on the `nth` result of a fresh query until the
-    Inspector shows the pair, its neighbours' heading and images, and its rerun is over."""
+def _inspect(page: Any, traffic: Traffic, nth: int) -> tuple[float, int, float]:
+    """(seconds, bytes, seconds on the page's clock) from pressing Inspect on the `nth` result of a
+    fresh query until the Inspector shows the pair, its neighbours' heading and images, and its
+    rerun is over. The page's clock runs from the click event to the first frame showing all that;
+    the harness's also holds Playwright's checks before the click and its polling after."""
     if nth:  # back to a new query's results (the first open follows the searches above)
         page.get_by_role("link", name="Text search").first.click()
         _search(page, QUERIES[(nth * 3 + 1) % len(QUERIES)])
@@ -205,9 +220,9 @@ def _inspect(page: Any, traffic: Traffic, nth: int) -> tuple[float, int]:
     page.wait_for_function(SETTLED)
     page.wait_for_function(ALL_IMAGES)
     inspect = page.get_by_role("button", name="Inspect").nth(nth % 4)
-    return measure(page, traffic, inspect.click, lambda: (
-        page.get_by_text("Neighbours (most similar pairs)").wait_for(),
-        page.wait_for_function(SETTLED), page.wait_for_function(IMAGES, arg=4)))
+    page.evaluate(ARM_CLICK_CLOCK)
+    secs, size = measure(page, traffic, inspect.click, lambda: page.wait_for_function(INSPECTOR_SHOWN))
+    return secs, size, page.evaluate("() => window.__shownAt - window.__clickAt") / 1000
 
 
 def _report(store: Path, load_start: tuple[float, float, float], rows: list[tuple[str, str, str]]) -> None:
@@ -275,6 +290,8 @@ def main() -> None:
             rows.append((f"Inspector open (Inspect on a result), median of {len(opens)}",
                          f"{statistics.median(o[0] for o in opens) * 1000:.0f} ms "
                          f"({statistics.median(o[1] for o in opens) / 1e6:.2f} MB)", "<= 1000 ms"))
+            rows.append(("Inspector open on the page's clock (click event to that frame), median",
+                         f"{statistics.median(o[2] for o in opens) * 1000:.0f} ms", "<= 1000 ms"))
             sent = traffic.sent
             _, size = measure(page, traffic, lambda: _swipe_and_blink(page), lambda: None)
             rows.append(("Inspector swipe drag + blink", f"{traffic.sent - sent} messages sent, "

@@ -32,13 +32,7 @@ captions = inspector.image_captions(record)
 left, right, where = st.columns([2, 2, 1.4])
 left.image(jpegs[0], caption=markdown_text(captions[0]), width="stretch")
 right.image(jpegs[1], caption=markdown_text(captions[1]), width="stretch")
-with where:
-    if record.get("bounds"):
-        config = load_config()
-        widgets.footprint_minimap(record["bounds"], pair_id, services.map_layers(config),
-                                  basemap=config.basemap)
-    else:
-        st.caption("This pair has no geographic footprint.")
+minimap = where.container()  # filled last: its map loads in the browser after the rest is shown
 
 inspector.pair_views(service, pair_id, jpegs, inspector.date_labels(record))
 
@@ -70,3 +64,11 @@ with widgets.show_errors("Finding neighbours"):
         widgets.results_grid(service, neighbours, key="neighbours", columns=3)
     else:
         st.caption("No other pairs in the archive.")
+
+with minimap:
+    if record.get("bounds"):
+        config = load_config()
+        widgets.footprint_minimap(record["bounds"], pair_id, services.map_layers(config),
+                                  basemap=config.basemap)
+    else:
+        st.caption("This pair has no geographic footprint.")
