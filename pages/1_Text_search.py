@@ -107,6 +107,10 @@ with widgets.show_errors("Search"):
             icon=":material/help:",
         )
     grid, side = st.columns([3, 2])
+    # The cards first: their images are then asked for before the results map's tiles (a browser
+    # fetches a few files at a time from one server), and the chart and map follow.
+    with grid:
+        widgets.results_grid(service, hits, key="text")
     with side:
         st.plotly_chart(figures.score_chart(hits), key="score_chart", width="stretch")
         widgets.results_map(hits, services.map_layers(config), basemap=config.basemap)
@@ -116,5 +120,3 @@ with widgets.show_errors("Search"):
         st.download_button("Export GeoJSON", exports.hits_geojson(hits, query), "textitsr-results.geojson",
                            "application/geo+json", key="export-geojson", width="stretch",
                            icon=":material/download:")
-    with grid:
-        widgets.results_grid(service, hits, key="text")

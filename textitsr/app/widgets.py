@@ -210,6 +210,16 @@ def hit_caption(hit: PairHit) -> str:
     return f"{dates}{kind}"
 
 
+def card_text(hit: PairHit) -> str:
+    """A result card's Markdown: rank, id and score, then small grey lines with the dates (and change
+    type) and the pair's first caption."""
+    lines = [f"**#{hit.rank}** {markdown_code(hit.pair_id)} — score **{hit.score:.3f}**",
+             f":small[:gray[{markdown_text(hit_caption(hit))}]]"]
+    if hit.captions:
+        lines.append(f":small[:gray[{markdown_text(f'“{hit.captions[0]}”')}]]")
+    return "  \n".join(lines)
+
+
 def sentence_table(sentences: Sequence[CaptionHit]) -> None:
     """The sentences that best describe a pair, with their scores (Map query and Inspector)."""
     import streamlit as st
@@ -243,13 +253,12 @@ def results_grid(service: SearchService, hits: Sequence[PairHit], key: str, colu
         cols = st.columns(columns)  # a short last row leaves its spare columns empty, not empty cards
         for col, hit in zip(cols, hits[start : start + columns], strict=False):
             with col, st.container(border=True):
-                st.markdown(f"**#{hit.rank}** {markdown_code(hit.pair_id)} — score **{hit.score:.3f}**")
+                # The card's text is one element, not three: the browser draws every element of a
+                # results page again on each search, and the cards are most of them.
+                st.markdown(card_text(hit))
                 try:
                     before_after(service, hit.pair_id)
                 except TextITSRError as err:
                     st.warning(f"thumbnails unavailable: {markdown_text(err)}")
-                st.caption(markdown_text(hit_caption(hit)))
-                if hit.captions:
-                    st.caption(markdown_text(f"“{hit.captions[0]}”"))
                 st.button("Inspect", key=f"{key}-inspect-{hit.pair_id}", on_click=request_inspector,
                           args=(hit.pair_id,))
