@@ -8,6 +8,10 @@ compared with the first row's (mean / min cosine).
 
     .venv/bin/python benchmarks/build_speed.py --world data/demo/world --split val
     .venv/bin/python benchmarks/build_speed.py --baseline /tmp/textitsr-before
+    .venv/bin/python benchmarks/build_speed.py --series ../shared/data/geo/naip --pairing all
+
+`--series` builds a GeoTIFF time series instead (each (tile, date) image then sits in several
+pairs), with and without the build's image feature cache.
 
 Target (issue 12): >= 60 pairs/s on 2 cores with mean cosine >= 0.99 to fp32.
 """
@@ -37,10 +41,20 @@ SETTINGS = {
     "no read-ahead thread": ({"prefetch": False}, True),
     "eager backbone (no compiled graph)": ({"backbone_runtime": "eager"}, False),
 }
+#: Settings for a GeoTIFF series (`--series`).
+SERIES_SETTINGS = {
+    "default: each (tile, date) image read once and embedded once": ({}, True),
+    "tile reads kept, no image feature cache": ({"image_cache_bytes": 0}, True),
+    "neither (before: each pair's two images read and embedded)": (
+        {"image_cache_bytes": 0, "tile_cache_bytes": 0}, True),
+}
 
 
-def one(world: str, split: str, out: str, overrides: dict, trace: bool) -> dict:
-    """Build in this process; returns pairs/s and the precision used."""
+def one(
+    world: str, split: str | None, out: str, overrides: dict, trace: bool, pairing: str | None = None
+) -> dict:
+    """Build in this process (`world`: a synthetic world, or with `pairing` a GeoTIFF series);
+    returns pairs/s and the precision used."""
     import torch
 
     import textitsr.index.build as build
@@ -55,7 +69,15 @@ def one(world: str, split: str, out: str, overrides: dict, trace: bool) -> dict:
     config = build.BuildConfig(**{k: v for k, v in overrides.items() if k in fields})
     checkpoint = Path(DEFAULT_MODEL_DIR).resolve()
     model = load_model(checkpoint)
-    source = SyntheticSource(Path(world))
+    if pairing is not None:
+        import textitsr.data.geotiff as geotiff
+        from textitsr.data.geotiff import GeoTiffSource
+
+        if "tile_cache_bytes" in overrides:
+            geotiff.TILE_CACHE_BYTES = overrides["tile_cache_bytes"]
+        source = GeoTiffSource(Path(world), pairing=pairing)
+    else:
+        source = SyntheticSource(Path(world))
     resolve = getattr(build, "resolve_precision", None)
     used = resolve(model, source, split, config).precision if resolve else "fp32"
     t0 = time.perf_counter()
@@ -114,6 +136,8 @@ def main() -> None:
     ap.add_argument("--world", default=str(REPO / "data" / "demo" / "world"))
     ap.add_argument("--split", default="val")
     ap.add_argument("--baseline", type=Path, help="folder holding an older `textitsr` package to compare")
+    ap.add_argument("--series", help="a folder of GeoTIFF scenes of one place (instead of --world)")
+    ap.add_argument("--pairing", default="consecutive", help="--series: consecutive or all")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
@@ -124,11 +148,14 @@ def main() -> None:
     rows = []
     try:
         runs = [("baseline: " + str(args.baseline), {}, True, args.baseline)] if args.baseline else []
-        runs += [(name, o, t, REPO) for name, (o, t) in SETTINGS.items()]
+        settings = SERIES_SETTINGS if args.series else SETTINGS
+        runs += [(name, o, t, REPO) for name, (o, t) in settings.items()]
         for i, (name, overrides, trace, code) in enumerate(runs):
             out = work / f"store-{i}"
             spec = {"world": args.world, "split": args.split, "out": str(out), "overrides": overrides,
                     "trace": trace}
+            if args.series:
+                spec.update(world=str(Path(args.series).resolve()), split=None, pairing=args.pairing)
             result = run(spec, code)
             emb = _embeddings(out)
             rows.append((name, result, emb))
@@ -136,9 +163,10 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     load = os.getloadavg()
+    what = f"{args.series}, pairing {args.pairing}" if args.series else f"{args.split} split of {args.world}"
     print(
         f"# Store build, default model (EfficientNet-Lite0 + MiniLM-L6), {rows[0][1]['pairs']} pairs / "
-        f"{rows[0][1]['captions']} captions ({args.split} split of {args.world}) — {platform.machine()}, "
+        f"{rows[0][1]['captions']} captions ({what}) — {platform.machine()}, "
         f"{os.cpu_count()} CPUs, load average {load[0]:.1f} at the end, {dt.date.today()}\n"
     )
     print("| setting | precision | pairs/s | backbone images/s | outside the model ms/pair "
