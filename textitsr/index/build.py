@@ -219,10 +219,22 @@ def embed_pairs(
                 on_batch(len(batch))
         dim = int(model.config.embed_dim) if hasattr(model, "config") else (embs[0].shape[1] if embs else 0)
         pair_emb = np.concatenate(embs) if embs else np.zeros((0, dim), np.float32)
-        cap_emb = (
-            encode_texts(model, cap_texts) if cap_texts else np.zeros((0, pair_emb.shape[1]), np.float32)
-        )
+        cap_emb = _caption_embeddings(model, cap_texts, pair_emb.shape[1], precision)
     return ShardData(rows, pair_emb, tb, ta, cap_texts, cap_ids, cap_emb)
+
+
+def _caption_embeddings(model: Any, texts: list[str], dim: int, precision: str) -> np.ndarray:
+    """Caption embeddings; an fp32 CPU build runs the text encoder on ONNX Runtime when its probe
+    matches PyTorch (`models.onnx_text`), on the build's threads, in length-sorted batches."""
+    if not texts:
+        return np.zeros((0, dim), np.float32)
+    encoder = getattr(model, "text_encoder", None)
+    if precision != "fp32" or encoder is None or not hasattr(encoder, "runtime"):
+        return encode_texts(model, texts)
+    from textitsr.models.onnx_text import text_backend
+
+    with text_backend(encoder, "auto", threads=torch.get_num_threads()):
+        return encode_texts(model, texts)
 
 
 def embed_shard(
