@@ -8,10 +8,16 @@ compared with the first row's (mean / min cosine).
 
     .venv/bin/python benchmarks/build_speed.py --world data/demo/world --split val
     .venv/bin/python benchmarks/build_speed.py --baseline /tmp/textitsr-before
-    .venv/bin/python benchmarks/build_speed.py --series ../shared/data/geo/naip --pairing all
+    python benchmarks/build_speed.py --source folder --world PAIRS --device cuda --precision fp32 auto
+    taskset -c 0,1 python benchmarks/build_speed.py --threads 2 --precision fp32 auto
 
-`--series` builds a GeoTIFF time series instead (each (tile, date) image then sits in several
-pairs), with and without the build's image feature cache.
+`--precision` replaces the backbone-runtime rows with one row per precision (the first is the
+reference of the cosine column, so give fp32 first); `--device cuda` builds on the GPU.
+
+    python benchmarks/build_speed.py --source geotiff --world ../shared/data/geo/naip --pairing all
+
+A GeoTIFF series (each (tile, date) image then sits in several pairs) gets rows with and without
+the build's tile-read and image-feature caches instead.
 
 Target (issue 12): >= 60 pairs/s on 2 cores with mean cosine >= 0.99 to fp32.
 """
@@ -41,7 +47,7 @@ SETTINGS = {
     "no read-ahead thread": ({"prefetch": False}, True),
     "eager backbone (no compiled graph)": ({"backbone_runtime": "eager"}, False),
 }
-#: Settings for a GeoTIFF series (`--series`).
+#: Settings for a GeoTIFF series (`--source geotiff`).
 SERIES_SETTINGS = {
     "default: each (tile, date) image read once and embedded once": ({}, True),
     "tile reads kept, no image feature cache": ({"image_cache_bytes": 0}, True),
@@ -50,17 +56,18 @@ SERIES_SETTINGS = {
 }
 
 
-def one(
-    world: str, split: str | None, out: str, overrides: dict, trace: bool, pairing: str | None = None
-) -> dict:
-    """Build in this process (`world`: a synthetic world, or with `pairing` a GeoTIFF series);
-    returns pairs/s and the precision used."""
+def one(world: str, split: str | None, out: str, overrides: dict, trace: bool, source: str = "synthetic",
+        threads: int | None = None, pairing: str | None = None) -> dict:
+    """Build in this process; returns pairs/s and the precision used."""
     import torch
 
     import textitsr.index.build as build
-    from textitsr.data.synthetic import SyntheticSource
+    from textitsr.data.registry import open_source
     from textitsr.embedding.encode import load_model
     from textitsr.training.default_model import DEFAULT_MODEL_DIR
+
+    if threads:
+        torch.set_num_threads(threads)
 
     if not trace:  # also for code from before `backbone_runtime` (--baseline)
         for name in ("trace_image_backbone", "compile_image_backbone"):
@@ -68,20 +75,19 @@ def one(
     fields = getattr(build.BuildConfig, "__dataclass_fields__", {})
     config = build.BuildConfig(**{k: v for k, v in overrides.items() if k in fields})
     checkpoint = Path(DEFAULT_MODEL_DIR).resolve()
-    model = load_model(checkpoint)
-    if pairing is not None:
+    model = load_model(checkpoint, config.device)
+    if source == "geotiff":
         import textitsr.data.geotiff as geotiff
-        from textitsr.data.geotiff import GeoTiffSource
 
-        if "tile_cache_bytes" in overrides:
-            geotiff.TILE_CACHE_BYTES = overrides["tile_cache_bytes"]
-        source = GeoTiffSource(Path(world), pairing=pairing)
+        geotiff.TILE_CACHE_BYTES = overrides.get("tile_cache_bytes", geotiff.TILE_CACHE_BYTES)
+        pairs = open_source(Path(world), source, pairing=pairing or "consecutive")
     else:
-        source = SyntheticSource(Path(world))
+        pairs = open_source(Path(world), source)
     resolve = getattr(build, "resolve_precision", None)
-    used = resolve(model, source, split, config).precision if resolve else "fp32"
+    used = resolve(model, pairs, split, config).precision if resolve else "fp32"
     t0 = time.perf_counter()
-    store = build.build_store(checkpoint, source, Path(out), split=split, config=config, progress=False)
+    store = build.build_store(checkpoint, pairs, Path(out), split=split, config=config, progress=False)
+    _synchronize(config.device)
     seconds = time.perf_counter() - t0
     return {
         "pairs": len(store),
@@ -89,23 +95,50 @@ def one(
         "pairs_per_s": len(store) / seconds,
         "precision": used,
         "threads": torch.get_num_threads(),
-        "backbone_images_per_s": _backbone_speed(model),
-        "prepare_ms_per_pair": _prepare_ms(build, source, split, config),
+        "backbone_images_per_s": _backbone_speed(model, used),
+        "prepare_ms_per_pair": _prepare_ms(build, pairs, split, config),
+        "device": _device_name(config.device),
     }
 
 
-def _backbone_speed(model, n: int = 32, reps: int = 3) -> float:
-    """Images/s of the image backbone as the build ran it (compiled graph if any, else eager)."""
+def _synchronize(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _device_name(device: str) -> str:
+    import torch
+
+    return torch.cuda.get_device_name(device) if device.startswith("cuda") else f"cpu ({_cpu_model()})"
+
+
+def _cpu_model() -> str:
+    info = Path("/proc/cpuinfo")
+    for line in info.read_text(errors="replace").splitlines() if info.exists() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def _backbone_speed(model, precision: str = "fp32", n: int = 32, reps: int = 3) -> float:
+    """Images/s of the image backbone as the build ran it (compiled graph if any, else eager; bf16
+    autocast when the build used it)."""
     import torch
 
     enc = model.image_encoder
     pixels = enc.preprocess(np.random.default_rng(0).integers(0, 256, (n, 64, 64, 3), np.uint8))
-    run = getattr(model, "fast_image_encoder", None) or enc
-    with torch.inference_mode():
+    fast = getattr(model, "fast_image_encoder", None)
+    run = fast if fast is not None and precision == "fp32" else enc
+    bf16 = torch.autocast(pixels.device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    with torch.inference_mode(), bf16:
         run(pixels)
+        _synchronize(pixels.device.type)
         t = time.perf_counter()
         for _ in range(reps):
             run(pixels)
+        _synchronize(pixels.device.type)
     return n * reps / (time.perf_counter() - t)
 
 
@@ -122,7 +155,8 @@ def _prepare_ms(build, source, split: str, config) -> float:
 
 
 def run(spec: dict, code: Path) -> dict:
-    env = dict(os.environ, PYTHONPATH=str(code))
+    paths = [str(code), os.environ.get("PYTHONPATH", "")]  # the code first; keep the caller's paths
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in paths if p))
     proc = subprocess.run(
         [sys.executable, __file__, "--one", json.dumps(spec)], env=env, capture_output=True, text=True
     )
@@ -135,9 +169,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--world", default=str(REPO / "data" / "demo" / "world"))
     ap.add_argument("--split", default="val")
+    ap.add_argument("--source", default="synthetic", help="source kind of --world (synthetic, folder, ...)")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--precision", nargs="+", help="one row per precision (fp32, bf16, auto) instead of "
+                    "the backbone-runtime rows; the first is the cosine reference")
+    ap.add_argument("--threads", type=int, help="torch threads (default: torch's own choice)")
+    ap.add_argument("--json", type=Path, help="also write the rows here as JSON")
     ap.add_argument("--baseline", type=Path, help="folder holding an older `textitsr` package to compare")
-    ap.add_argument("--series", help="a folder of GeoTIFF scenes of one place (instead of --world)")
-    ap.add_argument("--pairing", default="consecutive", help="--series: consecutive or all")
+    ap.add_argument("--pairing", default="consecutive", help="--source geotiff: consecutive or all")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
@@ -148,14 +187,18 @@ def main() -> None:
     rows = []
     try:
         runs = [("baseline: " + str(args.baseline), {}, True, args.baseline)] if args.baseline else []
-        settings = SERIES_SETTINGS if args.series else SETTINGS
+        if args.precision:
+            settings = {f"{args.device}, precision {p}": ({"precision": p}, True) for p in args.precision}
+        else:
+            settings = SERIES_SETTINGS if args.source == "geotiff" else SETTINGS
         runs += [(name, o, t, REPO) for name, (o, t) in settings.items()]
         for i, (name, overrides, trace, code) in enumerate(runs):
             out = work / f"store-{i}"
+            overrides = {**overrides, "device": args.device} if args.device != "cpu" else overrides
             spec = {"world": args.world, "split": args.split, "out": str(out), "overrides": overrides,
-                    "trace": trace}
-            if args.series:
-                spec.update(world=str(Path(args.series).resolve()), split=None, pairing=args.pairing)
+                    "trace": trace, "source": args.source, "threads": args.threads}
+            if args.source == "geotiff":  # a series has no splits
+                spec.update(split=None, pairing=args.pairing)
             result = run(spec, code)
             emb = _embeddings(out)
             rows.append((name, result, emb))
@@ -163,21 +206,27 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     load = os.getloadavg()
-    what = f"{args.series}, pairing {args.pairing}" if args.series else f"{args.split} split of {args.world}"
+    what = f"{args.world}, pairing {args.pairing}" if args.source == "geotiff" else f"{args.split} split of {args.world}"
     print(
         f"# Store build, default model (EfficientNet-Lite0 + MiniLM-L6), {rows[0][1]['pairs']} pairs / "
-        f"{rows[0][1]['captions']} captions ({what}) — {platform.machine()}, "
-        f"{os.cpu_count()} CPUs, load average {load[0]:.1f} at the end, {dt.date.today()}\n"
+        f"{rows[0][1]['captions']} captions ({what}) — "
+        f"{rows[0][1].get('device', platform.machine())}, {len(os.sched_getaffinity(0))} of {os.cpu_count()} "
+        f"CPUs, torch threads {rows[0][1]['threads']}, load average {load[0]:.1f} at the end, "
+        f"{dt.date.today()}\n"
     )
     print("| setting | precision | pairs/s | backbone images/s | outside the model ms/pair "
           "| cosine to first row (mean / min) |")
     print("|---|---|---:|---:|---:|---|")
     ref = rows[0][2]
+    table = []
     for name, r, emb in rows:
         cos = (emb * ref).sum(axis=1)
         speed = r.get("backbone_images_per_s", float("nan"))
         print(f"| {name} | {r['precision']} | {r['pairs_per_s']:.1f} | {speed:.1f} "
               f"| {r.get('prepare_ms_per_pair', float('nan')):.1f} | {cos.mean():.4f} / {cos.min():.4f} |")
+        table.append({"setting": name, **r, "cosine_mean": float(cos.mean()), "cosine_min": float(cos.min())})
+    if args.json:
+        args.json.write_text(json.dumps({"load_average": load[0], "rows": table}, indent=1))
 
 
 def _embeddings(store: Path) -> np.ndarray:

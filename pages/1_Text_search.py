@@ -95,9 +95,12 @@ with widgets.show_errors("Search"):
         st.stop()
     found = widgets.plural(len(hits), "pair")
     st.caption(markdown_text(f"{found} for “{widgets.shorten(query)}” in {elapsed * 1000:.0f} ms"))
+    # One slot whether or not there is a notice: a notice coming or going must not move the results
+    # below it, or Streamlit mounts the chart, the map and every card afresh.
+    notice = st.empty()
     calibration = service.match_calibration()
     if calibration.is_low(hits[0].score):
-        st.warning(
+        notice.warning(
             f"Nothing in the archive matches this description well: the best score is {hits[0].score:.2f}, "
             f"while the archive's own descriptions find their best match at {calibration.median:.2f} "
             f"(and above {calibration.low:.2f} for nearly all). These are the closest pairs anyway.",

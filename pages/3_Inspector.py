@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from textitsr.app import compare, figures, services, widgets
+from textitsr.app import figures, inspector, services, widgets
 from textitsr.app.config import load_config
 from textitsr.errors import TextITSRError
 from textitsr.escape import markdown_text
@@ -15,49 +15,26 @@ st.title("Inspector")
 
 service = services.service_or_stop()
 
-first = service.catalog.footprints(limit=1)["features"]
-pair_id = widgets.inspector_pair_box(default=first[0]["properties"]["pair_id"] if first else None)
+pair_id = widgets.inspector_pair_box(default=lambda: inspector.first_pair_id(service))
 if not pair_id:
     st.info("Pick a result on the Text search or Map query page, or type a pair id.")
     st.stop()
 
 try:
     record = service.catalog.pair(pair_id)
-    before, after = service.catalog.thumbnails(pair_id)
+    jpegs = services.thumbnail_jpegs(service, pair_id)
 except TextITSRError as err:
     st.error(markdown_text(f"Cannot show this pair: {err}"))
     st.stop()
 
-dates = record.get("dates") or (None, None)
-facts = [
-    f"source **{markdown_text(record.get('source') or '?')}**",
-    f"split **{markdown_text(record.get('split') or '—')}**",
-    f"dates **{markdown_text(dates[0] or '?')} → {markdown_text(dates[1] or '?')}**",
-]
-if record.get("change_type"):
-    facts.append(f"change type **{markdown_text(record['change_type'])}**")
-if record.get("bounds"):
-    w, s, e, n = record["bounds"]
-    facts.append(f"footprint W {w:.4f} S {s:.4f} E {e:.4f} N {n:.4f}")
-st.markdown(" · ".join(facts))
-
+st.markdown(inspector.facts_line(record))
+captions = inspector.image_captions(record)
 left, right, where = st.columns([2, 2, 1.4])
-left.image(before, caption=markdown_text(f"before ({dates[0] or 'date unknown'})"), width="stretch")
-right.image(after, caption=markdown_text(f"after ({dates[1] or 'date unknown'})"), width="stretch")
-with where:
-    if record.get("bounds"):
-        config = load_config()
-        widgets.footprint_minimap(record["bounds"], pair_id, services.map_layers(config),
-                                  basemap=config.basemap)
-    else:
-        st.caption("This pair has no geographic footprint.")
+left.image(jpegs[0], caption=markdown_text(captions[0]), width="stretch")
+right.image(jpegs[1], caption=markdown_text(captions[1]), width="stretch")
+minimap = where.container()  # filled last: its map loads in the browser after the rest is shown
 
-compare_tab, diff_tab = st.tabs(["Swipe / blink", "Difference"])
-with compare_tab, widgets.show_errors("Swipe/blink view"):
-    compare.before_after_viewer(before, after, (f"before {dates[0] or ''}".strip(),
-                                                f"after {dates[1] or ''}".strip()))
-with diff_tab, widgets.show_errors("Difference heatmap"):
-    st.plotly_chart(figures.difference_heatmap(before, after), key="diff", width="stretch")
+inspector.pair_views(service, pair_id, jpegs, inspector.date_labels(record))
 
 stats_col, text_col = st.columns(2)
 with stats_col:
@@ -87,3 +64,11 @@ with widgets.show_errors("Finding neighbours"):
         widgets.results_grid(service, neighbours, key="neighbours", columns=3)
     else:
         st.caption("No other pairs in the archive.")
+
+with minimap:
+    if record.get("bounds"):
+        config = load_config()
+        widgets.footprint_minimap(record["bounds"], pair_id, services.map_layers(config),
+                                  basemap=config.basemap)
+    else:
+        st.caption("This pair has no geographic footprint.")

@@ -15,6 +15,7 @@ from textitsr.app import (
     config,
     exports,
     figures,
+    inspector,
     map_events,
     maps,
     navigation,
@@ -153,7 +154,7 @@ def test_inspector_shows_one_pair_in_full(app_env, service):
     at = run_page("pages/3_Inspector.py", **{widgets.INSPECT_KEY: pair_id})
     assert_clean(at)
     assert at.text_input[0].value == pair_id
-    assert count(at, "plotly_chart") == 1  # difference heatmap
+    assert count(at, "plotly_chart") == 0  # the difference heatmap waits until its tab is opened
     assert count(at, "iframe") == 1  # the swipe/blink viewer (runs in the browser)
     headers = [h.value for h in at.subheader]
     for expected in ("Spectral change statistics", "Captions", "Sentences that describe it best",
@@ -162,6 +163,11 @@ def test_inspector_shows_one_pair_in_full(app_env, service):
     record = service.catalog.pair(pair_id)
     assert all(any(c in m.value for m in at.markdown) for c in record["captions"])
     assert len(result_scores(at)) == min(6, len(service) - 1)
+
+    at.session_state[inspector.VIEWS_KEY] = inspector.DIFFERENCE_TAB  # the analyst opens that tab
+    at.run()
+    assert_clean(at)
+    assert count(at, "plotly_chart") == 1 and count(at, "iframe") == 1
 
 
 def test_inspector_unknown_pair_is_a_message(app_env):
@@ -413,6 +419,16 @@ def test_swipe_blink_viewer_is_one_escaped_document():
         compare.ViewerImages.from_arrays(before, after[:20])
     with pytest.raises(InputError):
         compare.viewer_html(images, start="fade")
+
+
+def test_swipe_blink_viewer_takes_the_cached_jpegs_as_they_are():
+    before, after = (figures.jpeg_bytes(np.full((40, 80, 3), v, np.uint8)) for v in (0, 200))
+    images = compare.ViewerImages.from_jpegs(before, after, ("before", "after"))
+    assert images.aspect == 2.0 and images.before_url == figures.data_url(before)  # not encoded again
+    with pytest.raises(InputError, match="same size"):
+        compare.ViewerImages.from_jpegs(before, figures.jpeg_bytes(np.zeros((40, 40, 3), np.uint8)))
+    with pytest.raises(InputError, match="expected a JPEG"):
+        compare.ViewerImages.from_jpegs(b"not an image", after)
 
 
 def test_statistics_carry_units():

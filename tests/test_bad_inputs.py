@@ -225,3 +225,18 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+@pytest.mark.parametrize(
+    ("device", "needle"),
+    [("bogus", "expected cpu, cuda or auto, got 'bogus'"), ("cuda", "CUDA is not available")],
+)
+def test_index_refuses_an_unusable_device_before_any_work(tmp_path, monkeypatch, capsys, device, needle):
+    import torch
+
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA (tests/test_cuda.py builds there)")
+    code, err = cli_main(monkeypatch, capsys, "index", "--checkpoint", tmp_path / "model", "--root",
+                         tmp_path / "world", "--out", tmp_path / "s", "--device", device)
+    one_line(code, err, needle)
+    assert not (tmp_path / "s").exists()

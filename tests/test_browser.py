@@ -201,6 +201,42 @@ def test_map_renders_local_leaflet_with_tiles_and_a_click_gives_results(page, ap
     expect(page.locator('input[aria-label="Pair id"]:visible')).to_have_value(query, timeout=10_000)
 
 
+def test_map_click_and_rectangle_each_send_one_rerun(page, app_url):
+    """The map reports a click or a drawn rectangle at once (`InstantEvents`); streamlit-folium's own
+    debounced report that follows must find nothing new: still one rerun per pick, and a rectangle
+    ending on a tile stays a rectangle."""
+    sent: list[float] = []
+    page.on("websocket", lambda ws: ws.on("framesent", lambda _payload: sent.append(time.monotonic())))
+    open_page(page, app_url, "Map query")
+    frame = page.frame_locator('iframe[title*="st_folium"]')
+    tiles = frame.locator("path.leaflet-interactive")
+    tiles.first.wait_for()
+    page.wait_for_function(SETTLED)
+
+    def pick(action, caption: str) -> int:
+        page.wait_for_timeout(500)
+        before = len(sent)
+        action()
+        page.get_by_text(caption).wait_for()
+        page.wait_for_function(SETTLED)
+        page.wait_for_timeout(800)  # past streamlit-folium's debounce: a second report would be in
+        return len(sent) - before
+
+    assert pick(lambda: tiles.nth(5).click(), "picked by click on the map") == 1
+
+    page.mouse.move(5, 5)
+    box = tiles.nth(2).bounding_box()
+    frame.locator(".leaflet-draw-draw-rectangle").click()
+
+    def draw() -> None:
+        page.mouse.move(box["x"] + 0.2 * box["width"], box["y"] + 0.2 * box["height"])
+        page.mouse.down()
+        page.mouse.move(box["x"] + 0.8 * box["width"], box["y"] + 0.8 * box["height"], steps=4)
+        page.mouse.up()
+
+    assert pick(draw, "picked by rectangle drawn on the map") == 1
+
+
 def test_inspector_and_archive_render(page, app_url):
     open_page(page, app_url, "Inspector")
     page.get_by_text("Neighbours (most similar pairs)").wait_for()
@@ -315,6 +351,8 @@ def test_inspector_images_fit_columns_difference_is_diverging_and_footprint_is_m
     minimap = page.frame_locator('iframe[title*="st_folium"]').first
     minimap.locator('path.leaflet-interactive[stroke="#e53e3e"]').first.wait_for(state="attached")
 
+    page.wait_for_function(SETTLED)
+    assert page.locator(".js-plotly-plot").count() == 0  # the heatmap is drawn when asked for, not on open
     page.get_by_role("tab", name="Difference").click()
     heatmap = page.locator(".js-plotly-plot").first
     heatmap.wait_for()
@@ -403,6 +441,18 @@ def test_text_search_flags_weak_matches_and_cuts_long_queries(page, app_url, tin
     echoed = page.locator("text=/pairs? for “/").first.inner_text()
     assert len(echoed) < 140 and "…" in echoed  # the 2,100-character query is not echoed in full
     page.screenshot(path=str(SHOTS / "text_search_low_confidence.png"), full_page=True)
+
+    # The notice going away leaves the results where they were: the results map is moved, not
+    # loaded again (a mark left in its frame survives the next search).
+    page.wait_for_function(SETTLED)
+    results_map = page.locator('iframe[title*="st_folium"]').first
+    results_map.element_handle().content_frame().evaluate("() => { window.textitsrMark = 1; }")
+    box.fill(caption)
+    box.press("Enter")
+    page.get_by_text(f"for “{caption[:20]}", exact=False).first.wait_for()
+    page.wait_for_function(SETTLED)
+    assert page.get_by_text("Nothing in the archive matches").count() == 0
+    assert results_map.element_handle().content_frame().evaluate("() => window.textitsrMark") == 1
 
 
 def test_text_search_buttons_cards_plurals_dates_exports_and_map(browser, app_url, tmp_path):

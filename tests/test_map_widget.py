@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import streamlit_folium
@@ -81,3 +82,24 @@ def test_view_of_fits_the_box_like_leaflet():
     w, s, e, n = maps.padded((0.0, 0.0, 1.0, 2.0), 0.1)
     assert (w, s, e, n) == pytest.approx((-0.2, -0.2, 1.2, 2.2))
     assert math.isclose(maps.view_of((-180.0, -85.0, 180.0, 85.0), 256, 256)[1], 0)
+
+
+def test_instant_events_report_the_keys_streamlit_folium_reports_in_its_order(service):
+    """The click reporter's keys must come in the order of streamlit-folium's own report, or its
+    debounced report would differ as JSON text and start a second rerun after every click."""
+    from pathlib import Path
+
+    bundle = next((Path(streamlit_folium.__file__).parent / "frontend" / "build" / "static" / "js")
+                  .glob("main.*.js")).read_text(encoding="utf-8")
+    body = bundle[bundle.index("function updateComponentValue"):]
+    report = body[body.index("{last_clicked:"): body.index("};", body.index("{last_clicked:"))]
+    order = re.findall(r"(\w+):", report)
+    fields = dict(re.findall(r"(\w+):\w*\(?e\.(\w+)", report))
+    ours = [key for key, _ in map_widget.INSTANT_KEYS]
+    assert ours == [key for key in order if key in ours]
+    assert all(fields[key] == field for key, field in map_widget.INSTANT_KEYS)
+
+    plain = map_widget.render_map(_archive_map(service)).script
+    instant = map_widget.render_map(_archive_map(service).report_clicks_at_once()).script
+    assert "setComponentValue" not in plain
+    assert "setComponentValue" in instant and "})(map_div);" in instant  # on the component's map

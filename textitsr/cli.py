@@ -262,16 +262,21 @@ def index(
         typer.Option(help="What fp32 CPU builds run the image backbone on: auto (ONNX Runtime when its "
                      "probe matches PyTorch, else TorchScript), onnx, torchscript or eager."),
     ] = "auto",
+    device: Annotated[
+        str, typer.Option(help="cpu, cuda (cuda:N), or auto (the GPU when there is one).")
+    ] = "cpu",
     options: SourceOptions = SOURCE_DEFAULTS,
 ) -> None:
     """Embed a source into a searchable archive store (resumes; appends new sources as new shards)."""
+    from textitsr.embedding.encode import resolve_device
     from textitsr.index.build import BuildConfig, build_store
     from textitsr.outputs import STORE, check_output_dir
 
+    device = str(resolve_device(device))  # an unknown or absent device fails before any work
     check_output_dir(out, (STORE,), inputs=root)
     pairs = options.open(root)
     overrides = {"batch_size": batch_size, "shard_size": shard_size, "feature_cache": feature_cache,
-                 "precision": precision, "backbone_runtime": backbone_runtime}
+                 "precision": precision, "backbone_runtime": backbone_runtime, "device": device}
     config = BuildConfig(**{name: value for name, value in overrides.items() if value is not None})
     store = build_store(checkpoint, pairs, out, split=split, scheduler=scheduler, config=config)
     from textitsr.index.tiles import tile_store

@@ -9,6 +9,7 @@
 - `maps`: `ArchiveMap`, the Leaflet map of an archive.
 - `figures`: plotly charts and images (scores, difference).
 - `compare`: the swipe/blink viewer, run in the browser (nothing sent back on a drag or blink).
+- `inspector`: the Inspector page's parts (facts line, views with the difference drawn on demand).
 - `widgets`: Streamlit building blocks (page set-up, error boxes, result cards).
 - `navigation`: the pages/ scripts as st.navigation entries.
 

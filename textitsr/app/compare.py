@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from textitsr.app.figures import jpeg_data_url
+from textitsr.app.figures import data_url, jpeg_data_url, jpeg_size
 from textitsr.errors import InputError
 from textitsr.escape import html_text
 
@@ -123,6 +123,17 @@ class ViewerImages:
         return cls(jpeg_data_url(before, max_side), jpeg_data_url(after, max_side), labels[0], labels[1],
                    width / max(height, 1))
 
+    @classmethod
+    def from_jpegs(cls, before: bytes, after: bytes, labels: tuple[str, str] = ("before", "after")
+                   ) -> ViewerImages:
+        """The viewer's images from JPEG bytes as they are (the app's cached thumbnails: nothing is
+        decoded or encoded again); both must be the same size."""
+        size, other = jpeg_size(before), jpeg_size(after)
+        if size != other:
+            raise InputError(f"swipe/blink: before {size[0]}x{size[1]} and after {other[0]}x{other[1]} px "
+                             "must be images of the same size")
+        return cls(data_url(before), data_url(after), labels[0], labels[1], size[0] / max(size[1], 1))
+
 
 def viewer_html(images: ViewerImages, *, start: str = "swipe", cut_percent: int = 50,
                 image_height: int = VIEWER_IMAGE_HEIGHT, blink_ms: int = BLINK_MS) -> str:
@@ -158,10 +169,11 @@ def viewer_html(images: ViewerImages, *, start: str = "swipe", cut_percent: int 
 <script>{_SCRIPT}</script></body></html>"""
 
 
-def before_after_viewer(before: np.ndarray, after: np.ndarray, labels: tuple[str, str] = ("before", "after"),
+def before_after_viewer(before: bytes, after: bytes, labels: tuple[str, str] = ("before", "after"),
                         *, start: str = "swipe", image_height: int = VIEWER_IMAGE_HEIGHT) -> None:
-    """Show the swipe/blink viewer on the current Streamlit page (no widget, nothing sent back)."""
+    """Show the swipe/blink viewer of two JPEG images on the current Streamlit page (no widget,
+    nothing sent back)."""
     import streamlit as st
 
-    images = ViewerImages.from_arrays(before, after, labels)
+    images = ViewerImages.from_jpegs(before, after, labels)
     st.iframe(viewer_html(images, start=start, image_height=image_height), height="content")

@@ -31,9 +31,25 @@ def jpeg_bytes(image: np.ndarray, max_side: int = 256) -> bytes:
     return buf.getvalue()
 
 
+def data_url(jpeg: bytes) -> str:
+    """JPEG bytes as an inline data URL."""
+    return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
+
+
 def jpeg_data_url(image: np.ndarray, max_side: int = 256) -> str:
     """An RGB uint8 array as an inline JPEG data URL (see `jpeg_bytes`)."""
-    return "data:image/jpeg;base64," + base64.b64encode(jpeg_bytes(image, max_side)).decode("ascii")
+    return data_url(jpeg_bytes(image, max_side))
+
+
+def jpeg_size(jpeg: bytes) -> tuple[int, int]:
+    """(width, height) of JPEG bytes, read from the header (nothing decoded)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(jpeg)) as img:
+            return img.size
+    except (UnidentifiedImageError, OSError) as err:
+        raise InputError(f"image bytes: expected a JPEG image ({err})") from err
 
 
 def score_chart(hits: Sequence[PairHit], title: str = "Similarity of the results") -> go.Figure:

@@ -11,12 +11,15 @@ the arguments `st_folium` would give it (streamlit-folium 0.27.4, pinned in requ
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import folium
 import streamlit as st
+from branca.element import MacroElement
+from jinja2 import Template
 
 #: The dict st_folium returns before the analyst touched the map (all keys it can return).
 _EMPTY_EVENT = {
@@ -25,6 +28,62 @@ _EMPTY_EVENT = {
     "last_active_drawing": None, "last_circle_radius": None, "last_circle_polygon": None,
     "selected_layers": None, "selected_tags": None, "last_geocoder_result": None,
 }
+
+
+#: The report keys a click or a drawing sets, in the order streamlit-folium 0.27.4 builds its report
+#: (it compares reports as JSON text), each with the field of its state that holds it.
+INSTANT_KEYS = (
+    ("last_clicked", "lat_lng_clicked"), ("last_object_clicked", "last_object_clicked"),
+    ("last_object_clicked_count", "last_object_clicked_count"),
+    ("last_object_clicked_tooltip", "last_object_clicked_tooltip"),
+    ("last_object_clicked_popup", "last_object_clicked_popup"),
+    ("all_drawings", "all_drawings"), ("last_active_drawing", "last_active_drawing"),
+)
+
+
+class InstantEvents(MacroElement):
+    """Report a click or a drawn shape to Streamlit at once, instead of after the component's fixed
+    250 ms debounce (streamlit-folium 0.27.4 debounces every map event, moves included).
+
+    Runs in the component's frame: a few ms after a click or a finished drawing (so that the
+    component's own handlers have recorded it, and a click ending a drawing is the same report) it
+    sends what the component would send, and stores it as the component's last report, so the
+    debounced call that follows finds nothing new and sends nothing: one rerun per click, as before.
+    Only maps whose returned objects are all click or drawing keys are sped up; others (bounds,
+    zoom...) are left to the component.
+    """
+
+    _template = Template("""
+        {% macro script(this, kwargs) %}
+        (function (map) {
+            var KEYS = {{ this.keys_json }};
+            var timer = null;
+            function report() {
+                var state = window.__GLOBAL_DATA__, streamlit = window.Streamlit;
+                if (!state || !streamlit || !state.returned_objects || state.wrap_longitude) return;
+                var known = KEYS.map(function (k) { return k[0]; });
+                if (!state.returned_objects.every(function (k) { return known.indexOf(k) >= 0; })) return;
+                var data = {};
+                KEYS.forEach(function (k) {
+                    if (state.returned_objects.indexOf(k[0]) >= 0) data[k[0]] = state[k[1]];
+                });
+                if (JSON.stringify(state.previous_data) === JSON.stringify(data)) return;
+                state.previous_data = data;
+                streamlit.setComponentValue(data);
+            }
+            function soon() { clearTimeout(timer); timer = setTimeout(report, {{ this.delay_ms }}); }
+            map.on("click", soon);
+            map.on("draw:created", soon);
+        })({{ this._parent.get_name() }});
+        {% endmacro %}
+    """)
+
+    def __init__(self, delay_ms: int = 30) -> None:
+        super().__init__()
+        self._name = "InstantEvents"
+        self._id = "instant"
+        self.delay_ms = int(delay_ms)
+        self.keys_json = json.dumps([list(k) for k in INSTANT_KEYS])
 
 
 @dataclass(frozen=True)

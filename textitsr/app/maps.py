@@ -182,6 +182,13 @@ class ArchiveMap(folium.Map):
         ).add_to(self)
         return self
 
+    def report_clicks_at_once(self) -> ArchiveMap:
+        """Clicks and drawn rectangles reach the app without streamlit-folium's debounce."""
+        from textitsr.app.map_widget import InstantEvents
+
+        self.add_child(InstantEvents())
+        return self
+
     def zoom_to_bounds(self, bounds: Bounds) -> ArchiveMap:
         """Open on (west, south, east, north) in degrees (folium's fit_bounds takes [[s, w], [n, e]])."""
         w, s, e, n = bounds
@@ -266,7 +273,7 @@ def archive_map(
     fmap = ArchiveMap(basemap=basemap, height=height)
     fmap.add_scene_tiles(layers.areas, layers.tiles_url)
     fmap.add_footprints(layers.footprints, url=layers.footprints_url)
-    fmap.add_areas(areas).add_rectangle_tool()
+    fmap.add_areas(areas).add_rectangle_tool().report_clicks_at_once()
     return fmap.zoom_to_footprints(layers.footprints, view).stable_ids()
 
 

@@ -90,23 +90,25 @@ def request_inspector(pair_id: str) -> None:
     st.session_state[INSPECT_REQUEST_KEY] = pair_id
 
 
-def inspector_pair_box(default: str | None = None) -> str:
+def inspector_pair_box(default: Callable[[], str | None] | None = None) -> str:
     """The Inspector's Pair id box; returns the id to show ('' when none).
 
     The box starts from a pair sent by another page (`open_inspector`), else the URL's ?pair=, the
-    pair shown last, or `default`, always as the widget's *default* value: Streamlit sends that
-    with every run, whereas a value set through session state is sent once, and when that run was
-    superseded (opening ?pair= directly, Inspect on the Inspector itself) the browser kept an
-    empty or old box while the server showed the new pair. A sent pair therefore starts a new
-    box (a new key generation) instead of overwriting the old one. Typing keeps the key: a key
-    that followed the shown pair made Streamlit drop every second id typed into it.
+    pair shown last, or `default()` (asked only then), always as the widget's *default* value:
+    Streamlit sends that with every run, whereas a value set through session state is sent once,
+    and when that run was superseded (opening ?pair= directly, Inspect on the Inspector itself)
+    the browser kept an empty or old box while the server showed the new pair. A sent pair
+    therefore starts a new box (a new key generation) instead of overwriting the old one. Typing
+    keeps the key: a key that followed the shown pair made Streamlit drop every second id typed into it.
     """
     import streamlit as st
 
     sent = st.session_state.pop(INSPECT_KEY, None)
     if sent:
         st.session_state[INSPECT_BOX_GENERATION] = st.session_state.get(INSPECT_BOX_GENERATION, 0) + 1
-    start = sent or st.query_params.get("pair") or st.session_state.get(LAST_INSPECTED_KEY) or default
+    start = sent or st.query_params.get("pair") or st.session_state.get(LAST_INSPECTED_KEY)
+    if not start and default is not None:
+        start = default()
     key = f"{INSPECT_BOX_KEY}-{st.session_state.get(INSPECT_BOX_GENERATION, 0)}"
     pair_id = st.text_input("Pair id", value=str(start or ""), key=key,
                             help="Results on the search pages open here; or paste any pair id.").strip()

@@ -136,7 +136,8 @@ def train(config: TrainConfig) -> TrainResult:
     options = dict(config.model_options)
     if config.fusion is not None:
         options["fusion"] = config.fusion
-    model = TextITSR(ModelConfig(**options))
+    # On the training device before caching: the backbones embed the whole source there.
+    model = TextITSR(ModelConfig(**options)).to(device)
     source = open_source(config.root, config.source, **config.source_options)
     kind = config.source or source.name
     extra = [open_source(root) for root in config.extra_roots]
@@ -145,7 +146,7 @@ def train(config: TrainConfig) -> TrainResult:
     if extra:
         roots = zip(extra, config.extra_roots, strict=True)
         dataset["extra"] = [{"kind": s.name, "root": str(r.resolve())} for s, r in roots]
-    return fit(model.to(device), data, config, dataset=dataset)
+    return fit(model, data, config, dataset=dataset)
 
 
 def seed_everything(seed: int) -> None:

@@ -1,0 +1,75 @@
+"""The Inspector page's parts: the pair's facts line and its views (swipe/blink, difference on demand).
+
+What the page draws when it opens is only what an analyst looks at first; the difference heatmap
+(a plotly chart of every pixel) is computed when its tab is opened, and that tab switch reruns the
+views alone (`st.fragment`), not the neighbours or the minimap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from textitsr.escape import markdown_text
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from textitsr.service import SearchService
+
+#: The views' tabs; the widget key keeps the analyst's choice from pair to pair.
+SWIPE_TAB = "Swipe / blink"
+DIFFERENCE_TAB = "Difference"
+VIEWS_KEY = "inspector-view"
+
+
+def first_pair_id(service: SearchService) -> str | None:
+    """The pair the Inspector shows when it was given none (the archive's first with a footprint)."""
+    first = service.catalog.footprints(limit=1)["features"]
+    return first[0]["properties"]["pair_id"] if first else None
+
+
+def date_labels(record: Mapping[str, Any]) -> tuple[str, str]:
+    """('before 2019-03-01', 'after 2020-05-02'): the viewer's and captions' labels (no date: none)."""
+    dates = record.get("dates") or (None, None)
+    return (f"before {dates[0] or ''}".strip(), f"after {dates[1] or ''}".strip())
+
+
+def image_captions(record: Mapping[str, Any]) -> tuple[str, str]:
+    """('before (2019-03-01)', 'after (date unknown)'): the captions under the two large images."""
+    dates = record.get("dates") or (None, None)
+    return (f"before ({dates[0] or 'date unknown'})", f"after ({dates[1] or 'date unknown'})")
+
+
+def facts_line(record: Mapping[str, Any]) -> str:
+    """One markdown line of the pair's source, split, dates, change type and footprint (escaped)."""
+    dates = record.get("dates") or (None, None)
+    facts = [
+        f"source **{markdown_text(record.get('source') or '?')}**",
+        f"split **{markdown_text(record.get('split') or '—')}**",
+        f"dates **{markdown_text(dates[0] or '?')} → {markdown_text(dates[1] or '?')}**",
+    ]
+    if record.get("change_type"):
+        facts.append(f"change type **{markdown_text(record['change_type'])}**")
+    if record.get("bounds"):
+        w, s, e, n = record["bounds"]
+        facts.append(f"footprint W {w:.4f} S {s:.4f} E {e:.4f} N {n:.4f}")
+    return " · ".join(facts)
+
+
+def pair_views(service: SearchService, pair_id: str, jpegs: tuple[bytes, bytes], labels: tuple[str, str]
+               ) -> None:
+    """Swipe/blink and the difference heatmap in tabs; the heatmap only while its tab is open."""
+    import streamlit as st
+
+    from textitsr.app import compare, figures, widgets
+
+    @st.fragment
+    def views() -> None:
+        swipe_tab, diff_tab = st.tabs([SWIPE_TAB, DIFFERENCE_TAB], key=VIEWS_KEY, on_change="rerun")
+        with swipe_tab, widgets.show_errors("Swipe/blink view"):
+            compare.before_after_viewer(*jpegs, labels)
+        if diff_tab.open:
+            with diff_tab, widgets.show_errors("Difference heatmap"):
+                before, after = service.catalog.thumbnails(pair_id)
+                st.plotly_chart(figures.difference_heatmap(before, after), key="diff", width="stretch")
+
+    views()
