@@ -206,7 +206,8 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     load = os.getloadavg()
-    what = f"{args.world}, pairing {args.pairing}" if args.source == "geotiff" else f"{args.split} split of {args.world}"
+    series = args.source == "geotiff"
+    what = f"{args.world}, pairing {args.pairing}" if series else f"{args.split} split of {args.world}"
     print(
         f"# Store build, default model (EfficientNet-Lite0 + MiniLM-L6), {rows[0][1]['pairs']} pairs / "
         f"{rows[0][1]['captions']} captions ({what}) — "
