@@ -231,6 +231,8 @@ class VectorIndex:
             self.index = faiss.IndexScalarQuantizer(d, fp16, faiss.METRIC_INNER_PRODUCT)
             self.index.add(self.vectors)
             return
+        if cache is not None and self._pq_codes(d) != d // self.config.pq_dims_per_code:
+            cache = cache.with_name(f"{cache.stem}-pq{self._pq_codes(d)}{cache.suffix}")  # never clobbered
         index = _read_index(cache, n, d, self.kind, self._pq_codes(d)) if cache is not None else None
         if index is None:
             index = self._build(n, d)
