@@ -38,11 +38,11 @@ def page_setup(title: str | None = None) -> None:
     has run (Streamlit then runs pages/ scripts without app.py) looks the same."""
     import streamlit as st
 
+    requested = st.session_state.pop(INSPECT_REQUEST_KEY, None)
+    if requested:  # switch before even the page config: each message makes the browser redraw this page
+        open_inspector(requested)
     st.set_page_config(page_title=f"{title} · textitsr" if title else APP_TITLE, page_icon=APP_ICON,
                        layout="wide")
-    requested = st.session_state.pop(INSPECT_REQUEST_KEY, None)
-    if requested:
-        open_inspector(requested)
 
 
 def archive_metrics(stats: ArchiveStats) -> None:
