@@ -14,6 +14,11 @@ compared with the first row's (mean / min cosine).
 `--precision` replaces the backbone-runtime rows with one row per precision (the first is the
 reference of the cosine column, so give fp32 first); `--device cuda` builds on the GPU.
 
+    python benchmarks/build_speed.py --source geotiff --world ../shared/data/geo/naip --pairing all
+
+A GeoTIFF series (each (tile, date) image then sits in several pairs) gets rows with and without
+the build's tile-read and image-feature caches instead.
+
 Target (issue 12): >= 60 pairs/s on 2 cores with mean cosine >= 0.99 to fp32.
 """
 
@@ -42,10 +47,17 @@ SETTINGS = {
     "no read-ahead thread": ({"prefetch": False}, True),
     "eager backbone (no compiled graph)": ({"backbone_runtime": "eager"}, False),
 }
+#: Settings for a GeoTIFF series (`--source geotiff`).
+SERIES_SETTINGS = {
+    "default: each (tile, date) image read once and embedded once": ({}, True),
+    "tile reads kept, no image feature cache": ({"image_cache_bytes": 0}, True),
+    "neither (before: each pair's two images read and embedded)": (
+        {"image_cache_bytes": 0, "tile_cache_bytes": 0}, True),
+}
 
 
-def one(world: str, split: str, out: str, overrides: dict, trace: bool, source: str = "synthetic",
-        threads: int | None = None) -> dict:
+def one(world: str, split: str | None, out: str, overrides: dict, trace: bool, source: str = "synthetic",
+        threads: int | None = None, pairing: str | None = None) -> dict:
     """Build in this process; returns pairs/s and the precision used."""
     import torch
 
@@ -64,7 +76,13 @@ def one(world: str, split: str, out: str, overrides: dict, trace: bool, source: 
     config = build.BuildConfig(**{k: v for k, v in overrides.items() if k in fields})
     checkpoint = Path(DEFAULT_MODEL_DIR).resolve()
     model = load_model(checkpoint, config.device)
-    pairs = open_source(Path(world), source)
+    if source == "geotiff":
+        import textitsr.data.geotiff as geotiff
+
+        geotiff.TILE_CACHE_BYTES = overrides.get("tile_cache_bytes", geotiff.TILE_CACHE_BYTES)
+        pairs = open_source(Path(world), source, pairing=pairing or "consecutive")
+    else:
+        pairs = open_source(Path(world), source)
     resolve = getattr(build, "resolve_precision", None)
     used = resolve(model, pairs, split, config).precision if resolve else "fp32"
     t0 = time.perf_counter()
@@ -158,6 +176,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, help="torch threads (default: torch's own choice)")
     ap.add_argument("--json", type=Path, help="also write the rows here as JSON")
     ap.add_argument("--baseline", type=Path, help="folder holding an older `textitsr` package to compare")
+    ap.add_argument("--pairing", default="consecutive", help="--source geotiff: consecutive or all")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
@@ -171,13 +190,15 @@ def main() -> None:
         if args.precision:
             settings = {f"{args.device}, precision {p}": ({"precision": p}, True) for p in args.precision}
         else:
-            settings = SETTINGS
+            settings = SERIES_SETTINGS if args.source == "geotiff" else SETTINGS
         runs += [(name, o, t, REPO) for name, (o, t) in settings.items()]
         for i, (name, overrides, trace, code) in enumerate(runs):
             out = work / f"store-{i}"
             overrides = {**overrides, "device": args.device} if args.device != "cpu" else overrides
             spec = {"world": args.world, "split": args.split, "out": str(out), "overrides": overrides,
                     "trace": trace, "source": args.source, "threads": args.threads}
+            if args.source == "geotiff":  # a series has no splits
+                spec.update(split=None, pairing=args.pairing)
             result = run(spec, code)
             emb = _embeddings(out)
             rows.append((name, result, emb))
@@ -185,9 +206,11 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     load = os.getloadavg()
+    series = args.source == "geotiff"
+    what = f"{args.world}, pairing {args.pairing}" if series else f"{args.split} split of {args.world}"
     print(
         f"# Store build, default model (EfficientNet-Lite0 + MiniLM-L6), {rows[0][1]['pairs']} pairs / "
-        f"{rows[0][1]['captions']} captions ({args.split} split of {args.world}) — "
+        f"{rows[0][1]['captions']} captions ({what}) — "
         f"{rows[0][1].get('device', platform.machine())}, {len(os.sched_getaffinity(0))} of {os.cpu_count()} "
         f"CPUs, torch threads {rows[0][1]['threads']}, load average {load[0]:.1f} at the end, "
         f"{dt.date.today()}\n"

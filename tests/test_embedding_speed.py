@@ -75,6 +75,25 @@ def test_distinct_texts_are_encoded_once_with_the_same_result(tiny_model) -> Non
     assert encode_texts(tiny_model, []).shape[0] == 0
 
 
+def test_distinct_texts_are_batched_by_token_count(tiny_model, monkeypatch) -> None:
+    texts = ["a a a a a a a a", "b", "cccccccccccccccccccccccc", "d d", "e e e e"]  # long word: few tokens
+    batches: list[list[str]] = []
+    real = tiny_model.encode_texts
+
+    def spy(chunk, **kwargs):
+        batches.append(list(chunk))
+        return real(chunk, **kwargs)
+
+    monkeypatch.setattr(tiny_model, "encode_texts", spy)
+    emb = encode_texts(tiny_model, texts, batch_size=2)
+    tokens = {t: len(tiny_model.text_encoder.tokenizer(t)["input_ids"]) for t in texts}
+    flat = [t for b in batches for t in b]
+    assert sorted(flat) == sorted(texts) and [tokens[t] for t in flat] == sorted(tokens.values())
+    monkeypatch.undo()
+    np.testing.assert_allclose(emb, np.concatenate([tiny_model.encode_texts([t]).numpy() for t in texts]),
+                               atol=1e-5)
+
+
 @pytest.mark.slow
 def test_default_model_bf16_and_traced_backbone_match_fp32(world) -> None:
     """On real-size CNN inputs: bf16 stays within cosine 0.99 of fp32; the traced graph is fp32 itself."""

@@ -112,6 +112,38 @@ def test_naip_pairing_all_and_chosen(naip_files):
         GeoTiffSource(naip_files[:2], pairing=[(0, 5)])
 
 
+def test_each_tile_date_is_read_once_with_the_same_pairs(naip_files, monkeypatch):
+    """With pairing "all" a scene's tile sits in n-1 pairs; it is read and warped once."""
+    import textitsr.data.geotiff as geotiff
+
+    reads: list[tuple] = []
+    real_read = GeoTiffSource._read
+
+    def counted(self, vrt, scene, window):
+        reads.append((scene.path, window))
+        return real_read(self, vrt, scene, window)
+
+    monkeypatch.setattr(GeoTiffSource, "_read", counted)
+    src = GeoTiffSource(naip_files[:3], pairing="all")
+    tiles = src.tile_rows * src.tile_cols
+    cached = list(src.pairs())
+    assert len(cached) == 3 * tiles and len(reads) == len(set(reads)) == 3 * tiles  # 6 images a tile
+    monkeypatch.setattr(geotiff, "TILE_CACHE_BYTES", 0)
+    reads.clear()
+    uncached = list(src.pairs())
+    assert len(reads) == 6 * tiles
+    assert [p.pair_id for p in cached] == [p.pair_id for p in uncached]
+    for c, u in zip(cached, uncached, strict=True):
+        np.testing.assert_array_equal(c.before, u.before)
+        np.testing.assert_array_equal(c.after, u.after)
+        assert c.location == u.location
+    one_read = 256 * 256 * 5  # 4 uint8 bands + the validity mask
+    monkeypatch.setattr(geotiff, "TILE_CACHE_BYTES", 2 * tiles * one_read)  # two scenes' tiles
+    reads.clear()
+    assert [p.pair_id for p in src.pairs()] == [p.pair_id for p in cached]
+    assert 3 * tiles < len(reads) < 6 * tiles  # least recently used dropped, read again when needed
+
+
 def test_landsat_false_colour_series():
     files = sorted(shared_path("geo", "landsat").glob("*.tif"))
     src = GeoTiffSource(files, band_names=("SWIR1", "NIR", "Red", "Green"), tile_size=128, pairing=[(0, 7)])

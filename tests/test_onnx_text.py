@@ -41,6 +41,22 @@ def test_auto_runs_on_onnx_with_the_same_features(bert, tmp_path):
     np.testing.assert_allclose(one_by_one, ref, atol=1e-5)
 
 
+def test_scoped_backend_is_restored_after_the_block_and_reused_by_the_next(bert):
+    ref = _features(bert)
+    with onnx_text.text_backend(bert, "auto", threads=2) as choice:
+        assert choice.backend == "onnx" and bert.runtime is not None
+        session = bert.runtime
+        np.testing.assert_allclose(_features(bert), ref, atol=1e-5)
+    assert bert.runtime is None  # back on PyTorch, as before the block
+    with onnx_text.text_backend(bert, "auto", threads=2):
+        assert bert.runtime is session  # the next shard of a build: no second export or probe
+    query = onnx_text.use_text_backend(bert, "auto", threads=1)  # a service's own choice
+    with onnx_text.text_backend(bert, "auto", threads=2):
+        assert bert.runtime is session
+    assert bert.runtime is not session and bert.runtime is not None
+    assert onnx_text.use_text_backend(bert, "auto", threads=1) is query
+
+
 def test_gradient_runs_stay_on_pytorch(bert):
     onnx_text.use_text_backend(bert, "onnx")
     assert bert.runtime is not None

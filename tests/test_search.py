@@ -218,15 +218,61 @@ def test_codes_tier_reranks_to_the_exact_top_k(codes_case) -> None:
     x, q = codes_case
     exact = brute_force(x.astype(np.float32), q, 10)
     for in_memory, kept in ((0, np.memmap), (x.nbytes, np.ndarray)):
-        config = SearchConfig(codes_threshold=10_000, rerank=1_000, rerank_in_memory_bytes=in_memory)
+        config = SearchConfig(codes_threshold=10_000, rerank=1_000, rerank_in_memory_bytes=in_memory,
+                              codes_dims_per_code=2)  # 64-d: 4 dimensions a code is too coarse here
         index = VectorIndex(x, config)
         # Larger than `rerank_in_memory_bytes`: kept on disk, not copied; else read in as stored.
-        assert index.kind == "codes" and type(index.vectors) is kept and index.vectors.dtype == np.float16
+        assert index.kind == "codes" and isinstance(index.vectors, kept) and index.vectors.dtype == np.float16
+        assert (index.refine is None) == (kept is np.memmap)  # in memory: scan + re-score in FAISS
         scores, ids = index.search(q, 10)
         assert recall_at_10(ids, exact) == 1.0
         exact_scores = np.take_along_axis(q @ x.astype(np.float32).T, ids, axis=1)
         np.testing.assert_allclose(scores, exact_scores, rtol=1e-5)
         assert (np.diff(scores, axis=1) <= 0).all()
+
+
+def test_codes_tier_in_memory_scans_coarse_codes_and_rescores_exactly_in_faiss() -> None:
+    """256-d as the default model: 4 dimensions a 4-bit code (32 bytes a vector), `codes_rerank`
+    candidates re-scored by FAISS from the float16 vectors it holds (which the index also exposes)."""
+    x, q = clustered(np.random.default_rng(8), 40_000, 256)
+    index = VectorIndex(x, SearchConfig(codes_threshold=10_000))
+    assert index.refine is not None and index.index.pq.M == 64
+    assert index.vectors.dtype == np.float16 and np.array_equal(np.asarray(index.vectors), x)
+    scores, ids = index.search(q, 10)
+    exact = brute_force(x.astype(np.float32), q, 10)
+    assert recall_at_10(ids, exact) == 1.0
+    np.testing.assert_allclose(scores, np.take_along_axis(q @ x.astype(np.float32).T, ids, axis=1), rtol=1e-5)
+    _, many = index.search(q[:3], 5_000)  # k above the re-scoring depth: still the exact order
+    np.testing.assert_array_equal(many[:, :50], brute_force(x.astype(np.float32), q[:3], 50))
+    keep = np.arange(len(x)) % 3 == 0  # filters take the numpy path over the same vectors
+    _, ids = index.search(q[:5], 10, keep)
+    assert keep[ids].all()
+    assert recall_at_10(ids, brute_force(x.astype(np.float32), q[:5], 10, np.flatnonzero(keep))) == 1.0
+    vectors = index.vectors
+    del index
+    assert np.array_equal(np.asarray(vectors[:100]), x[:100])  # the view keeps FAISS's memory alive
+
+
+def test_codes_scan_split_over_threads_finds_the_same_candidates(codes_case) -> None:
+    import faiss
+
+    x, q = codes_case
+    one = VectorIndex(x, SearchConfig(codes_threshold=10_000, scan_parts=1, codes_dims_per_code=2))
+    two = VectorIndex(x, SearchConfig(codes_threshold=10_000, scan_parts=2, codes_dims_per_code=2))
+    assert isinstance(one.index, faiss.IndexPQFastScan) and isinstance(two.index, faiss.IndexShards)
+    assert two.refine is not None  # scan on two threads, then re-scored in FAISS
+    assert two.index.count() == 2 and two.index.ntotal == len(x)  # 30,000: the last code block is partial
+    s1, c1 = one.index.search(q, 500)
+    s2, c2 = two.index.search(q, 500)
+    np.testing.assert_array_equal(s1, s2)  # same quantized scores; equal scores may swap places
+    assert np.mean([len(set(a) & set(b)) / 500 for a, b in zip(c1, c2, strict=True)]) >= 0.99
+    exact = brute_force(x.astype(np.float32), q, 10)
+    for index in (one, two):
+        _, ids = index.search(q, 10)
+        assert recall_at_10(ids, exact) == 1.0
+    np.testing.assert_array_equal(one.search(q, 10)[1], two.search(q, 10)[1])
+    keep = np.arange(len(x)) % 2 == 0
+    np.testing.assert_array_equal(one.search(q[:5], 10, keep)[1], two.search(q[:5], 10, keep)[1])
 
 
 def test_codes_tier_with_broad_and_narrow_filters(codes_case) -> None:

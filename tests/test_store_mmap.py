@@ -90,10 +90,12 @@ def test_small_archives_are_re_ranked_from_memory_with_the_same_answers(tmp_path
     config = replace(RERANK, rerank_in_memory_bytes=1 << 20)
     in_memory = SearchService(FixedTextModel(), store, Path("/m"), config)
     vectors = in_memory._pairs.vectors
-    assert type(vectors) is np.ndarray and vectors.dtype == np.float16 and vectors.shape == (900, DIM)
+    assert not isinstance(vectors, np.memmap) and vectors.dtype == np.float16 and vectors.shape == (900, DIM)
     assert isinstance(mapped._pairs.vectors, np.memmap)
     for query in ("a road was built", "no change"):
         a, b = in_memory.search_text(query, k=10), mapped.search_text(query, k=10)
-        assert [(h.pair_id, h.score) for h in a] == [(h.pair_id, h.score) for h in b]
-    # A query-time setting: both share the index cached on disk.
+        assert [h.pair_id for h in a] == [h.pair_id for h in b]
+        # FAISS re-scores in-memory candidates in C++: the same float16 dot products, rounded alike
+        np.testing.assert_allclose([h.score for h in a], [h.score for h in b], rtol=1e-6)
+    # A query-time setting: one cache key (the in-memory codes, coarser, get a file of their own).
     assert in_memory._cache_path(store, "pairs") == mapped._cache_path(store, "pairs")

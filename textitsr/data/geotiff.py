@@ -22,6 +22,9 @@ How a series becomes pairs:
    at nodata pixels.
 6. Pairs: consecutive dates (default), all date pairs (``pairing="all"``), or chosen index pairs
    (``pairing=[(0, 9)]``, indices in date order). Ids: ``<place>_<date1>_<date2>_r<row>_c<col>``.
+   A scene's tile sits in several pairs (a middle date in two consecutive pairs, in n-1 with
+   "all"); its warped window read is kept (up to `TILE_CACHE_BYTES`, least recently used dropped
+   first) so each (tile, date) is read and warped once, not once per pair.
 
 Bands are named from the band descriptions, else `band_names`, else by count (1 grey, 3 RGB, 4 RGB+NIR);
 `bands` keeps a subset; `display` chooses "rgb", "false-colour" (swir1/nir/red), "cir" or 3 names.
@@ -33,6 +36,7 @@ import contextlib
 import math
 import re
 import warnings
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +56,8 @@ from textitsr.errors import InputError
 
 #: Longest side of the decimated read used to estimate a scene's stretch (bounds its RAM).
 STATS_MAX_SIDE = 1024
+#: Bytes of warped tile reads kept while iterating pairs (each (tile, date) is then read once).
+TILE_CACHE_BYTES = 256 << 20
 
 
 @dataclass(frozen=True)
@@ -297,6 +303,7 @@ class GeoTiffSource(PairSourceBase):
         if split is not None:
             return
         crs = self._crs_string()
+        tiles = _TileReads(TILE_CACHE_BYTES)
         for i, j in self.index_pairs:
             a, b = self.scenes[i], self.scenes[j]
             with self._warped(a) as va, self._warped(b) as vb:
@@ -304,8 +311,8 @@ class GeoTiffSource(PairSourceBase):
                 for row in range(self.tile_rows):
                     for col in range(self.tile_cols):
                         win = self.tile_window(row, col)
-                        da, ma = self._read(va, a, win)
-                        db, mb = self._read(vb, b, win)
+                        da, ma = tiles.read((i, row, col), self._read, va, a, win)
+                        db, mb = tiles.read((j, row, col), self._read, vb, b, win)
                         nodata = float(max(1.0 - ma.mean(), 1.0 - mb.mean()))
                         if nodata > self.options.max_nodata:
                             continue
@@ -336,6 +343,33 @@ class GeoTiffSource(PairSourceBase):
                                 "nodata_fraction": nodata,
                             },
                         )
+
+
+class _TileReads:
+    """Least-recently-used (scene, row, col) -> (data, validity) of one `pairs` pass, within a byte
+    budget. Arrays are handed out read-only: every pair of the tile shares them."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes, self.nbytes = max_bytes, 0
+        self._items: OrderedDict[tuple[int, int, int], tuple[np.ndarray, np.ndarray]] = OrderedDict()
+
+    def read(self, key: tuple[int, int, int], read: Any, *args: Any) -> tuple[np.ndarray, np.ndarray]:
+        """The kept read of `key`, else `read(*args)` (kept when it fits)."""
+        item = self._items.get(key)
+        if item is not None:
+            self._items.move_to_end(key)
+            return item
+        item = read(*args)
+        for arr in item:
+            arr.flags.writeable = False
+        size = item[0].nbytes + item[1].nbytes
+        if size <= self.max_bytes:
+            self._items[key] = item
+            self.nbytes += size
+            while self.nbytes > self.max_bytes:
+                _, (data, valid) = self._items.popitem(last=False)
+                self.nbytes -= data.nbytes + valid.nbytes
+        return item
 
 
 @contextlib.contextmanager

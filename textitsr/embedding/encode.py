@@ -106,16 +106,25 @@ def encode_rgb_pairs(model: Any, before: list[np.ndarray], after: list[np.ndarra
     return np.stack(out).astype(np.float32) if out else np.zeros((0, 0), np.float32)
 
 
-def encode_texts(model: Any, texts: list[str], batch_size: int = 256) -> np.ndarray:
-    """(N, d) embeddings of `texts`, `batch_size` at a time.
+#: Texts a batch: PyTorch runs few large batches best; ONNX Runtime smaller ones (less padding).
+TEXT_BATCH = {"torch": 256, "onnx": 64}
+
+
+def encode_texts(model: Any, texts: list[str], batch_size: int | None = None) -> np.ndarray:
+    """(N, d) embeddings of `texts`, `batch_size` at a time (None: `TEXT_BATCH` for the text
+    encoder's runtime).
 
     Archives repeat their captions (templated sentences, "no change"), so each distinct text is
-    encoded once; distinct texts go in order of length so a batch pads to similar lengths.
+    encoded once; distinct texts go in order of token count (as sentence-transformers does) so a
+    batch pads to similar lengths.
     """
     if not texts:
         return np.zeros((0, 0), np.float32)
+    if batch_size is None:
+        on_onnx = getattr(getattr(model, "text_encoder", None), "runtime", None) is not None
+        batch_size = TEXT_BATCH["onnx" if on_onnx else "torch"]
     distinct, inverse = np.unique(np.asarray(texts, dtype=object), return_inverse=True)
-    order = sorted(range(len(distinct)), key=lambda i: len(distinct[i]))
+    order = _by_length(model, [str(t) for t in distinct])
     parts = []
     with torch.inference_mode():
         for i in range(0, len(order), batch_size):
@@ -124,6 +133,17 @@ def encode_texts(model: Any, texts: list[str], batch_size: int = 256) -> np.ndar
     emb = np.empty((len(distinct), parts[0].shape[1]), np.float32)
     emb[order] = np.concatenate(parts)
     return emb[inverse.reshape(-1)]
+
+
+def _by_length(model: Any, texts: list[str]) -> list[int]:
+    """Indices of `texts` by token count as the text encoder tokenizes them (by characters where it
+    has no tokenizer); a single text is not tokenized twice."""
+    tokenizer = getattr(getattr(model, "text_encoder", None), "tokenizer", None)
+    if len(texts) < 2 or tokenizer is None:
+        lengths = [len(t) for t in texts]
+    else:
+        lengths = [len(ids) for ids in tokenizer(texts, truncation=True)["input_ids"]]
+    return sorted(range(len(texts)), key=lengths.__getitem__)
 
 
 def compile_image_backbone(model: Any, runtime: str = "auto") -> bool:

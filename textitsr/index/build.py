@@ -37,6 +37,12 @@ from textitsr.embedding.encode import (
     load_model,
     to_numpy,
 )
+from textitsr.embedding.image_cache import (
+    DEFAULT_MAX_BYTES,
+    ImageFeatureCache,
+    cached_pair_features,
+    image_key,
+)
 from textitsr.embedding.precision import PROBE_PAIRS, check_precision, choose_precision
 from textitsr.errors import InputError
 from textitsr.index.lock import writer_lock
@@ -75,6 +81,9 @@ class BuildConfig:
     backbone_runtime: str = "auto"
     #: Read the next batch on a thread while the model embeds the current one.
     prefetch: bool = True
+    #: Bytes of backbone features kept per build so an image shared by several pairs (a GeoTIFF
+    #: series' middle dates) goes through the backbone once (`embedding.image_cache`); 0: off.
+    image_cache_bytes: int = DEFAULT_MAX_BYTES
 
 
 def _change_stats(pair: BitemporalPair) -> dict[str, float] | None:
@@ -101,9 +110,11 @@ class _ReadBatch:
     rows: list[dict[str, Any]]
     thumbs_before: list[bytes]
     thumbs_after: list[bytes]
+    #: `image_key` of each before / after image (None when the build keeps no image cache).
+    keys: tuple[list[bytes], list[bytes]] | None = None
 
 
-def _read_batch(batch: list[BitemporalPair], thumb_size: int) -> _ReadBatch:
+def _read_batch(batch: list[BitemporalPair], thumb_size: int, keys: bool = False) -> _ReadBatch:
     before = [p.rgb("before") for p in batch]
     after = [p.rgb("after") for p in batch]
     return _ReadBatch(
@@ -113,10 +124,11 @@ def _read_batch(batch: list[BitemporalPair], thumb_size: int) -> _ReadBatch:
         [pair_row(p, _change_stats(p)) for p in batch],
         [encode_thumbnail(b, thumb_size) for b in before],
         [encode_thumbnail(a, thumb_size) for a in after],
+        ([image_key(b) for b in before], [image_key(a) for a in after]) if keys else None,
     )
 
 
-def _read_batches(pairs: Iterable[BitemporalPair], config: BuildConfig) -> Iterator[_ReadBatch]:
+def _read_batches(pairs: Iterable[BitemporalPair], config: BuildConfig, keys: bool) -> Iterator[_ReadBatch]:
     """Batches whose pixels, thumbnails and statistics are prepared one batch ahead on a thread,
     overlapping the model's work on the current one (`config.prefetch`), or inline.
 
@@ -125,12 +137,12 @@ def _read_batches(pairs: Iterable[BitemporalPair], config: BuildConfig) -> Itera
     """
     batches = _batches(pairs, config.batch_size)
     if not config.prefetch:
-        yield from (_read_batch(b, config.thumb_size) for b in batches)
+        yield from (_read_batch(b, config.thumb_size, keys) for b in batches)
         return
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="textitsr-read") as pool:
         pending = None
         for batch in batches:
-            ahead = pool.submit(_read_batch, batch, config.thumb_size)
+            ahead = pool.submit(_read_batch, batch, config.thumb_size, keys)
             if pending is not None:
                 yield pending.result()
             pending = ahead
@@ -158,8 +170,12 @@ def embed_pairs(
     config: BuildConfig = BuildConfig(),
     on_batch: Callable[[int], None] | None = None,
     cache: Any | None = None,
+    images: ImageFeatureCache | None = None,
 ) -> ShardData:
-    """Embed pairs batch by batch into one in-memory shard (metadata, embeddings, thumbnails, captions)."""
+    """Embed pairs batch by batch into one in-memory shard (metadata, embeddings, thumbnails, captions).
+
+    `images`: backbone features of images already embedded in this build (a fresh cache of
+    `config.image_cache_bytes` when None)."""
     check_backbone_runtime(config.backbone_runtime)
     precision = check_precision(config.precision)
     if precision == "auto":  # a caller that did not resolve it: no probe, so the safe choice
@@ -173,14 +189,20 @@ def embed_pairs(
     cap_texts: list[str] = []
     cap_ids: list[str] = []
     cache_rows = {pid: i for i, pid in enumerate(cache.pair_ids)} if cache is not None else {}
+    if not hasattr(model, "backbone_image_features") or config.image_cache_bytes <= 0:
+        images = None
+    elif images is None:
+        images = ImageFeatureCache(config.image_cache_bytes)
+    tokens = bool(getattr(model, "uses_tokens", False))
     with backbone_precision(model, precision):
-        for read in _read_batches(pairs, config):
+        for read in _read_batches(pairs, config, keys=images is not None):
             batch = read.pairs
             if cache is not None and all(p.pair_id in cache_rows for p in batch):
-                feats = cache.pair_features(
-                    np.array([cache_rows[p.pair_id] for p in batch]),
-                    tokens=bool(getattr(model, "uses_tokens", False)),
-                )
+                feats = cache.pair_features(np.array([cache_rows[p.pair_id] for p in batch]), tokens=tokens)
+                with torch.inference_mode():
+                    embs.append(to_numpy(model.embed_pair_features(feats)))
+            elif images is not None:
+                feats = cached_pair_features(model, read.before, read.after, images, read.keys, tokens)
                 with torch.inference_mode():
                     embs.append(to_numpy(model.embed_pair_features(feats)))
             else:
@@ -197,10 +219,22 @@ def embed_pairs(
                 on_batch(len(batch))
         dim = int(model.config.embed_dim) if hasattr(model, "config") else (embs[0].shape[1] if embs else 0)
         pair_emb = np.concatenate(embs) if embs else np.zeros((0, dim), np.float32)
-        cap_emb = (
-            encode_texts(model, cap_texts) if cap_texts else np.zeros((0, pair_emb.shape[1]), np.float32)
-        )
+        cap_emb = _caption_embeddings(model, cap_texts, pair_emb.shape[1], precision)
     return ShardData(rows, pair_emb, tb, ta, cap_texts, cap_ids, cap_emb)
+
+
+def _caption_embeddings(model: Any, texts: list[str], dim: int, precision: str) -> np.ndarray:
+    """Caption embeddings; an fp32 CPU build runs the text encoder on ONNX Runtime when its probe
+    matches PyTorch (`models.onnx_text`), on the build's threads, in length-sorted batches."""
+    if not texts:
+        return np.zeros((0, dim), np.float32)
+    encoder = getattr(model, "text_encoder", None)
+    if precision != "fp32" or encoder is None or not hasattr(encoder, "runtime"):
+        return encode_texts(model, texts)
+    from textitsr.models.onnx_text import text_backend
+
+    with text_backend(encoder, "auto", threads=torch.get_num_threads()):
+        return encode_texts(model, texts)
 
 
 def embed_shard(
@@ -216,6 +250,7 @@ def embed_shard(
     pairs: Iterable[BitemporalPair] | None = None,
     on_batch: Callable[[int], None] | None = None,
     cache: Any | None = None,
+    images: ImageFeatureCache | None = None,
 ) -> dict[str, Any] | None:
     """Embed pairs [start, stop) of `source` (in its `pairs(split)` order) into shard `name`.
 
@@ -224,11 +259,12 @@ def embed_shard(
     calls it with only the slice bounds and reads them itself (model loaded once per worker
     process). It writes only its own shard folder and returns the manifest entry for the caller
     to commit (None when the slice is empty: past the end of a source whose length was an upper bound).
+    `images`: the build's image feature cache, shared by its shards (None: one for this shard).
     """
     model = load_model(checkpoint, config.device)
     if pairs is None:
         pairs = itertools.islice(source.pairs(split), start, stop)
-    data = embed_pairs(model, pairs, config, on_batch=on_batch, cache=cache)
+    data = embed_pairs(model, pairs, config, on_batch=on_batch, cache=cache, images=images)
     if not data.rows:
         return None
     data.info = _shard_info(source, split, start, start + len(data.rows))
@@ -374,6 +410,7 @@ def _build_local(
             tokens=bool(getattr(model, "uses_tokens", False)),
             progress=False,
         )
+    images = ImageFeatureCache(config.image_cache_bytes) if config.image_cache_bytes > 0 else None
     it = iter(source.pairs(split))
     for k in itertools.count():
         start, name = k * config.shard_size, f"{prefix}-{k:05d}"
@@ -383,7 +420,7 @@ def _build_local(
                 return
             continue
         entry = embed_shard(checkpoint, source, split, start, start + config.shard_size, store.root, name,
-                            config, pairs=chunk, on_batch=bar.update, cache=cache)
+                            config, pairs=chunk, on_batch=bar.update, cache=cache, images=images)
         if entry is None:
             return
         store.commit([entry])

@@ -5,15 +5,21 @@ Tiers, by archive size (measured by benchmarks/search.py on 2 cores):
 - up to `codes_threshold`: an exhaustive scan over float16 codes (`IndexScalarQuantizer`, QT_fp16).
   Stores keep float16 embeddings, so this is exact for what is stored and reads half the bytes of
   float32;
-- above: 4-bit product-quantizer codes scanned with FAISS fast scan (32 bytes a 256-d vector), whose
-  best `rerank` candidates are re-scored exactly from the stored vectors (which may be a
-  memory-mapped float16 file: only the candidates' rows are read). From `ivf_threshold` on the codes
+- above: 4-bit product-quantizer codes scanned with FAISS fast scan, whose best candidates are
+  re-scored exactly from the stored vectors. Up to `ivf_threshold` the codes are a flat array of
+  `codes_dims_per_code` dimensions a code (32 bytes a 256-d vector) and the vectors sit in memory
+  inside a FAISS refine index (`IndexRefine`: scan, then re-score `codes_rerank` candidates, all in
+  C++); vectors too large for memory stay memory-mapped and only the candidates' rows are read
+  (`rerank` of them). From `ivf_threshold` on the codes
   sit in an inverted file and a query visits `nprobe` of its lists, many of them: text queries lie
   away from the pair embeddings (the modality gap), so their neighbours spread over more lists than
   a pair's would. This is where a graph index (HNSW, still available through `hnsw_threshold`) loses
   recall on text queries.
 A single query (or a few) runs FAISS on `query_threads` threads: splitting one scan over both cores
-costs more in OpenMP hand-over, and in spinning threads fighting the text encoder's, than it saves.
+with OpenMP costs more in hand-over, and in spinning threads fighting the text encoder's, than it
+saves. The flat PQ codes tier can instead split its codes into `scan_parts` contiguous slices, each
+scanned by its own FAISS worker thread (`IndexShards`), whose candidates are merged before the exact
+re-rank: only worth it where a second core is otherwise idle.
 Filters (bbox / dates / source) become a boolean mask over rows. A selective mask is answered by an
 exact scan of just the selected rows (always correct, and cheap because the subset is small); a
 broad one goes through FAISS with an `IDSelectorBitmap`, so filtered results are still the top-k of
@@ -45,11 +51,17 @@ class SearchConfig:
     scan_threshold: int = 50_000
     #: Archives with at least this many vectors are searched over PQ codes + exact re-ranking.
     codes_threshold: int = 500_000
-    #: Vector dimensions per 4-bit product-quantizer code (256-d: 128 codes, 64 bytes a vector).
+    #: Vector dimensions per 4-bit product-quantizer code in the inverted file (256-d: 128 codes, 64
+    #: bytes a vector).
     pq_dims_per_code: int = 2
+    #: The same for the flat codes tier when its vectors fit in memory: coarser codes halve its scan;
+    #: re-scoring more candidates (`codes_rerank`, in FAISS) keeps the exact top-k.
+    codes_dims_per_code: int = 4
     #: Candidates from the codes re-scored exactly; the top-k among them is the answer. (FAISS fast
     #: scan switches to a much slower collector above 1,000.)
     rerank: int = 1_000
+    #: Candidates the flat codes tier re-scores when its vectors are in memory (FAISS refine index).
+    codes_rerank: int = 4_000
     #: Re-ranked vectors up to this many bytes are read into memory once (re-scoring candidates then
     #: costs no system call a row); larger ones stay memory-mapped and only candidates' rows are read.
     rerank_in_memory_bytes: int = 1 << 30
@@ -73,6 +85,9 @@ class SearchConfig:
     #: Query batches up to `small_batch` rows search on this many FAISS threads.
     query_threads: int = 1
     small_batch: int = 8
+    #: The flat PQ codes tier scans its codes in this many slices on as many threads (1: one scan;
+    #: 2 only pays where the second core is idle, see the README's scale section).
+    scan_parts: int = 1
 
     def kind(self, n: int) -> str:
         """The tier an archive of n vectors gets: flat, scan, codes, ivf or hnsw."""
@@ -90,7 +105,7 @@ class SearchConfig:
         return {k: v for k, v in self.__dict__.items() if k not in _QUERY_TIME_ONLY}
 
 
-_QUERY_TIME_ONLY = ("rerank_in_memory_bytes",)
+_QUERY_TIME_ONLY = ("rerank_in_memory_bytes", "scan_parts", "codes_rerank")
 
 
 @dataclass(frozen=True)
@@ -216,7 +231,9 @@ class VectorIndex:
             self.index = faiss.IndexScalarQuantizer(d, fp16, faiss.METRIC_INNER_PRODUCT)
             self.index.add(self.vectors)
             return
-        index = _read_index(cache, n, d, self.kind) if cache is not None else None
+        if cache is not None and self._pq_codes(d) != d // self.config.pq_dims_per_code:
+            cache = cache.with_name(f"{cache.stem}-pq{self._pq_codes(d)}{cache.suffix}")  # never clobbered
+        index = _read_index(cache, n, d, self.kind, self._pq_codes(d)) if cache is not None else None
         if index is None:
             index = self._build(n, d)
             if cache is not None:
@@ -226,8 +243,15 @@ class VectorIndex:
                 self.vectors = _remap(self.vectors)  # drop the pages the build read
         if self.kind == "hnsw":
             index.hnsw.efSearch = self.config.ef_search
+        if self.kind == "codes" and self.config.scan_parts > 1:
+            index = split_fast_scan(index, self.config.scan_parts)
+        #: Codes + exact re-scoring in one FAISS call (flat codes tier, vectors in memory), or None.
+        self.refine: faiss.IndexRefine | None = None
         if self.kind in self.RERANK_KINDS and self.vectors.nbytes <= self.config.rerank_in_memory_bytes:
-            self.vectors = np.array(self.vectors)
+            if self.kind == "codes":
+                self.refine, self.vectors = _refine_index(index, self.vectors)
+            else:
+                self.vectors = np.array(self.vectors)
         self.index = index
 
     def _build(self, n: int, d: int) -> faiss.Index:
@@ -237,11 +261,10 @@ class VectorIndex:
             index.hnsw.efConstruction = cfg.ef_construction
             index.add(self.vectors)
             return index
-        if d % cfg.pq_dims_per_code:
-            raise InputError(
-                f"{d}-d vectors: pq_dims_per_code={cfg.pq_dims_per_code} must divide the dimension"
-            )
-        m = d // cfg.pq_dims_per_code
+        for name in ("pq_dims_per_code", "codes_dims_per_code"):
+            if d % getattr(cfg, name):
+                raise InputError(f"{d}-d vectors: {name}={getattr(cfg, name)} must divide the dimension")
+        m = self._pq_codes(d)
         if self.kind == "codes":
             index = faiss.IndexPQFastScan(d, m, 4, faiss.METRIC_INNER_PRODUCT)
         else:
@@ -253,6 +276,13 @@ class VectorIndex:
         for start in range(0, n, 100_000):
             index.add(np.ascontiguousarray(self.vectors[start : start + 100_000], dtype=np.float32))
         return index
+
+    def _pq_codes(self, d: int) -> int:
+        """Product-quantizer codes a vector gets: coarser in the flat codes tier when its vectors fit
+        in memory (FAISS then re-scores `codes_rerank` candidates cheaply), else `pq_dims_per_code`."""
+        if self.kind == "codes" and self.vectors.nbytes <= self.config.rerank_in_memory_bytes:
+            return d // self.config.codes_dims_per_code
+        return d // self.config.pq_dims_per_code
 
     def __len__(self) -> int:
         return self.vectors.shape[0]
@@ -294,6 +324,10 @@ class VectorIndex:
         self, q: np.ndarray, k: int, mask: np.ndarray | None, n_cand: int
     ) -> tuple[np.ndarray, np.ndarray]:
         """Candidates from the PQ codes, re-scored exactly; the top-k of those, best first."""
+        if self.refine is not None and mask is None:
+            depth = min(len(self), max(self.config.codes_rerank, k))
+            params = faiss.IndexRefineSearchParameters(k_factor=depth / k)
+            return _drop_missing(*self.refine.search(q, k, params=params))
         depth = min(n_cand, max(self.config.rerank, k))
         if self.kind == "ivf":
             sel = None if mask is None else faiss.IDSelectorBitmap(np.packbits(mask, bitorder="little"))
@@ -322,6 +356,59 @@ class VectorIndex:
         top_s = np.take_along_axis(sims, top, axis=1)
         order = np.argsort(-top_s, axis=1, kind="stable")
         return np.take_along_axis(top_s, order, axis=1), rows[np.take_along_axis(top, order, axis=1)]
+
+
+def split_fast_scan(index: faiss.IndexPQFastScan, parts: int) -> faiss.Index:
+    """The same codes as `parts` contiguous slices searched on parallel threads (`IndexShards`):
+    the same candidates and scores as `index` (up to the order of equal scores), each slice on its
+    own core. Slices are cut at FAISS's code blocks (`bbs` vectors), so the packed codes are copied
+    as they are, without re-encoding."""
+    blocks = index.ntotal2 // index.bbs
+    parts = max(1, min(parts, blocks))
+    if parts == 1:
+        return index
+    stride = index.get_block_stride()
+    codes = faiss.AlignedTable_to_array(index.codes)
+    shards = faiss.IndexShards(index.d, True, True)  # threaded, successive ids
+    bounds = np.linspace(0, blocks, parts + 1).astype(int)
+    for b0, b1 in zip(bounds[:-1], bounds[1:], strict=True):
+        part = faiss.IndexPQFastScan(index.d, index.pq.M, index.pq.nbits, index.metric_type, index.bbs)
+        part.pq = index.pq
+        part.is_trained = True
+        faiss.copy_array_to_AlignedTable(np.ascontiguousarray(codes[b0 * stride : b1 * stride]), part.codes)
+        part.ntotal = int(min(index.ntotal, b1 * index.bbs) - b0 * index.bbs)
+        part.ntotal2 = int((b1 - b0) * index.bbs)
+        shards.add_shard(part)  # the Python wrapper keeps a reference to each part
+    return shards
+
+
+def _refine_index(codes: faiss.Index, vectors: np.ndarray) -> tuple[faiss.IndexRefine, np.ndarray]:
+    """A FAISS refine index over `codes` whose exact vectors are `vectors` as stored (float16 in a
+    float16 scalar quantizer: the same bits; float32 in a flat index), and a numpy view of those
+    vectors inside FAISS (so they are held once, for the other re-scoring paths too)."""
+    n, d = vectors.shape
+    if vectors.dtype == np.float16:
+        exact = faiss.IndexScalarQuantizer(d, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
+    else:
+        vectors = vectors.astype(np.float32, copy=False)
+        exact = faiss.IndexFlatIP(d)
+    exact.is_trained = True
+    faiss.copy_array_to_vector(np.ascontiguousarray(vectors).view(np.uint8).reshape(-1), exact.codes)
+    exact.ntotal = n
+    view = faiss.rev_swig_ptr(exact.codes.data(), n * d * vectors.dtype.itemsize)
+    view = view.view(vectors.dtype).reshape(n, d).view(_HeldArray)
+    view.owner = exact  # the FAISS memory lives as long as any view of it
+    view.flags.writeable = False
+    return faiss.IndexRefine(codes, exact), view  # (the wrapper keeps references to both)
+
+
+class _HeldArray(np.ndarray):
+    """A numpy view of memory FAISS owns, holding a reference to its owner."""
+
+    owner: object = None
+
+    def __array_finalize__(self, obj: object) -> None:
+        self.owner = getattr(obj, "owner", None)
 
 
 def _rows(vectors: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -378,8 +465,9 @@ def _faiss_threads(threads: int | None) -> Iterator[None]:
         faiss.omp_set_num_threads(previous)
 
 
-def _read_index(path: Path, n: int, d: int, kind: str) -> faiss.Index | None:
-    """A cached index when it is readable and has the expected shape and kind; None means rebuild."""
+def _read_index(path: Path, n: int, d: int, kind: str, pq_codes: int) -> faiss.Index | None:
+    """A cached index when it is readable and has the expected shape, kind and product-quantizer
+    codes a vector; None means rebuild."""
     if not path.is_file():
         return None
     try:
@@ -388,6 +476,8 @@ def _read_index(path: Path, n: int, d: int, kind: str) -> faiss.Index | None:
         return None
     expected = {"hnsw": faiss.IndexHNSWFlat, "codes": faiss.IndexPQFastScan, "ivf": faiss.IndexIVFPQFastScan}
     if index.ntotal != n or index.d != d or not isinstance(index, expected[kind]):
+        return None
+    if kind in ("codes", "ivf") and index.pq.M != pq_codes:
         return None
     return index
 

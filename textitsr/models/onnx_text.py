@@ -10,7 +10,9 @@ encoder stays on PyTorch and the reason is logged. Training and gradient runs al
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,6 +99,27 @@ def use_text_backend(encoder: Any, requested: str = "auto", threads: int = 1) ->
         encoder.backend_made = (requested, threads, encoder.runtime, choice)
     log.info("text encoder on %s (%s)", choice.backend, choice.reason)
     return choice
+
+
+@contextlib.contextmanager
+def text_backend(encoder: Any, requested: str = "auto", threads: int = 1) -> Iterator[TextBackendChoice]:
+    """`use_text_backend` for the block only (e.g. a build's captions on its threads), then the
+    encoder's previous backend again (a search service sharing the model keeps its own). The
+    block's session is kept on the encoder for the next such block (a build's next shard)."""
+    previous = (getattr(encoder, "runtime", None), getattr(encoder, "backend_made", None))
+    kept = getattr(encoder, "scoped_backend", None)
+    try:
+        if kept is not None and kept[:2] == (requested, threads):
+            encoder.runtime = kept[2]
+            yield kept[3]
+            return
+        choice = use_text_backend(encoder, requested, threads)
+        if encoder is not None and hasattr(encoder, "runtime"):
+            encoder.scoped_backend = (requested, threads, encoder.runtime, choice)
+        yield choice
+    finally:
+        if encoder is not None and hasattr(encoder, "runtime"):
+            encoder.runtime, encoder.backend_made = previous
 
 
 def _choose(encoder: Any, requested: str, threads: int) -> TextBackendChoice:

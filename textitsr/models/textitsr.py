@@ -223,22 +223,27 @@ class TextITSR(nn.Module):
         )
 
     def _pair_features(self, before: np.ndarray, after: np.ndarray, tokens: bool) -> PairFeatures:
+        glob, toks = self.backbone_image_features(before, after)  # one backbone call for both dates
+        n = len(before)
+        if not (tokens or self.image_tail is not None):
+            return PairFeatures(glob[:n], glob[n:])
+        return PairFeatures(glob[:n], glob[n:], toks[:n], toks[n:])
+
+    def backbone_image_features(self, *images: np.ndarray) -> tuple[Tensor, Tensor]:
+        """Frozen image backbone on uint8 RGB batches (concatenated, one call) -> float32 (globals
+        (B, D), tokens (B, N, D)); with a fine-tuned tail: the frozen stages' map as both. What a
+        pair's embedding needs of each of its images (`PairFeatures` joins two such results)."""
         enc = self.image_encoder
         with self._autocast():
-            pixels = torch.cat([enc.preprocess(before), enc.preprocess(after)])  # one backbone call
+            pixels = torch.cat([enc.preprocess(batch) for batch in images])
             if self.image_tail is not None:
                 fmap = self.image_tail.frozen_map(pixels)
                 glob, toks = fmap.mean((2, 3)), fmap.flatten(2).transpose(1, 2)
-                tokens = True
             elif self._fast_backbone_applies(pixels):
                 glob, toks = self.fast_image_encoder(pixels)
             else:
                 glob, toks = enc(pixels)
-        n = len(before)
-        glob, toks = glob.float(), toks.float()
-        if not tokens:
-            return PairFeatures(glob[:n], glob[n:])
-        return PairFeatures(glob[:n], glob[n:], toks[:n], toks[n:])
+        return glob.float(), toks.float()
 
     def backbone_pair_features(
         self, before: np.ndarray, after: np.ndarray, *, tokens: bool | None = None, batch_size: int = 32
