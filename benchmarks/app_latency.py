@@ -254,6 +254,8 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=len(QUERIES))
     parser.add_argument("--clicks", type=int, default=5)
     parser.add_argument("--inspects", type=int, default=3, help="Inspector opens (median reported)")
+    parser.add_argument("--think-ms", type=int, default=0,
+                        help="pause before each warm search (an analyst's typing time; 0: back to back)")
     parser.add_argument("--only", choices=["all", "inspector"], default="all",
                         help="inspector: stop after the Inspector rows (no map, no Update model)")
     args = parser.parse_args()
@@ -286,7 +288,10 @@ def main() -> None:
             page.get_by_label("Describe the change", exact=True).wait_for()
             _search(page, QUERIES[0])
             cold = time.perf_counter() - t0
-            warm = [_search(page, q) for q in (QUERIES * 3)[1 : args.queries + 1]]
+            warm = []
+            for q in (QUERIES * 3)[1 : args.queries + 1]:
+                page.wait_for_timeout(args.think_ms)
+                warm.append(_search(page, q))
             print("warm text searches (ms):", " ".join(f"{s * 1000:.0f}" for s in warm), file=sys.stderr)
             rows.append(("server healthy after launch", f"{server_ready:.1f} s", ""))
             rows.append(("cold start to first result on screen", f"{cold:.1f} s", "<= 10 s"))
