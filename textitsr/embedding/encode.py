@@ -153,7 +153,7 @@ def compile_image_backbone(model: Any, runtime: str = "auto") -> bool:
     `torch.jit.optimize_for_inference`: convolutions folded and fused into oneDNN kernels), "eager"
     (none), or "auto": ONNX Runtime when it is installed and a probe gives the same features as
     PyTorch, else TorchScript. Both embed pairs faster than eager mode on CPUs without native bf16,
-    with the same features (the README's embedding table). Only for a frozen CNN backbone on the
+    with the same features (benchmarks/results/build_speed.md). Only for a frozen CNN backbone on the
     CPU (the model's `_pair_features` falls back to eager for bf16, gradients or a fine-tuned tail);
     done once per model. Returns whether the model now has one.
     """

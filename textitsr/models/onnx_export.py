@@ -2,7 +2,7 @@
 
 On CPUs without native bf16 the frozen backbones are the cost of a text query and of an archive
 build. ONNX Runtime runs the same float32 graph with fused kernels, faster than PyTorch on such
-CPUs (README, "Scale and integration"). A graph is exported with torch's TorchScript exporter
+CPUs (benchmarks/results/search.md, build_speed.md). A graph is exported with torch's TorchScript exporter
 (batch and sequence axes dynamic) and kept under `cache_dir()`, named by a hash of the module's
 weights and the library versions, so a changed model or library never reuses a stale graph.
 Callers check a new session against PyTorch before using it (`models.onnx_text`,
