@@ -126,10 +126,9 @@ def load_image(mirrors: Path, pair: dict, source: dict, key: str) -> Image.Image
     stretch = spec.get("stretch")
     if isinstance(stretch, str) and spec.get("stretch_on") == "crop":
         stretch_arr = arr[y0:y1, x0:x1]
-    if isinstance(stretch, str):
-        valid = stretch_arr[np.isfinite(stretch_arr)]
+    if isinstance(stretch, str):  # "pLO-pHI": per-band percentiles of the whole image (or the crop)
         lo_p, hi_p = (float(v) for v in stretch.lstrip("p").split("-"))
-        stretch = [float(np.percentile(valid, lo_p)), float(np.percentile(valid, hi_p))]
+        stretch = [np.percentile(stretch_arr, lo_p, axis=(0, 1)), np.percentile(stretch_arr, hi_p, axis=(0, 1))]
     crop = to_uint8(arr[y0:y1, x0:x1], stretch)
     if crop.ndim == 2:
         crop = np.repeat(crop[..., None], 3, axis=2)
