@@ -116,7 +116,9 @@ def load_image(mirrors: Path, pair: dict, source: dict, key: str) -> Image.Image
     stretch_arr = arr
     x0, y0, x1, y1 = pair["crop_box_xyxy"]
     if x1 > arr.shape[1] or y1 > arr.shape[0]:
-        raise ManifestError(f"{pair['name']}: crop {pair['crop_box_xyxy']} outside {spec['path']} {arr.shape[:2]}")
+        raise ManifestError(
+            f"{pair['name']}: crop {pair['crop_box_xyxy']} outside {spec['path']} {arr.shape[:2]}"
+        )
     if spec.get("kind") == "mask":
         crop = arr[y0:y1, x0:x1]
         values = spec.get("change_values")
@@ -128,7 +130,10 @@ def load_image(mirrors: Path, pair: dict, source: dict, key: str) -> Image.Image
         stretch_arr = arr[y0:y1, x0:x1]
     if isinstance(stretch, str):  # "pLO-pHI": per-band percentiles of the whole image (or the crop)
         lo_p, hi_p = (float(v) for v in stretch.lstrip("p").split("-"))
-        stretch = [np.percentile(stretch_arr, lo_p, axis=(0, 1)), np.percentile(stretch_arr, hi_p, axis=(0, 1))]
+        stretch = [
+            np.percentile(stretch_arr, lo_p, axis=(0, 1)),
+            np.percentile(stretch_arr, hi_p, axis=(0, 1)),
+        ]
     crop = to_uint8(arr[y0:y1, x0:x1], stretch)
     if crop.ndim == 2:
         crop = np.repeat(crop[..., None], 3, axis=2)
@@ -154,9 +159,17 @@ class Reserved:
         return cls(frozenset(r["px_sha1"] for r in rows), bits)
 
     def min_distance(self, img: Image.Image) -> int:
-        """Smallest Hamming distance to a reserved hash over the image, its quadrants and 256 px windows."""
+        """Smallest Hamming distance to a reserved hash over the image and its quadrants."""
         w, h = img.size
-        views = [img] + [img.crop(b) for b in ((0, 0, w // 2, h // 2), (w // 2, 0, w, h // 2), (0, h // 2, w // 2, h), (w // 2, h // 2, w, h))]
+        views = [img] + [
+            img.crop(b)
+            for b in (
+                (0, 0, w // 2, h // 2),
+                (w // 2, 0, w, h // 2),
+                (0, h // 2, w // 2, h),
+                (w // 2, h // 2, w, h),
+            )
+        ]
         return min(int((self.bits != ahash_bits(v)).sum(axis=1).min()) for v in views)
 
     def pixel_match(self, img: Image.Image) -> bool:
@@ -181,12 +194,16 @@ def validate(pair: dict, sources: dict) -> None:
         raise ManifestError(f"pair {name}: source '{pair['source']}' is not listed under 'sources'")
     bad = set(pair["change_types"]) - CHANGE_TYPES
     if bad:
-        raise ManifestError(f"pair {name}: unknown change types {sorted(bad)}; expected from {sorted(CHANGE_TYPES)}")
+        raise ManifestError(
+            f"pair {name}: unknown change types {sorted(bad)}; expected from {sorted(CHANGE_TYPES)}"
+        )
     if len(pair["captions"]) != 3:
         raise ManifestError(f"pair {name}: expected 3 captions, got {len(pair['captions'])}")
 
 
-def pair_record(pair: dict, source: dict, source_id: str, mask: Image.Image | None, dist: tuple[int, int]) -> dict:
+def pair_record(
+    pair: dict, source: dict, source_id: str, mask: Image.Image | None, dist: tuple[int, int]
+) -> dict:
     """One pairs.jsonl row in the realdev layout plus provenance."""
     keys = [k for k in ("before", "after", "label") if pair.get(k)]
     x0, y0, x1, y1 = pair["crop_box_xyxy"]
@@ -230,7 +247,9 @@ def write_png_atomic(img: Image.Image, path: Path) -> None:
 
 
 def write_text_atomic(text: str, path: Path) -> None:
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False, encoding="utf-8") as tmp:
+    with tempfile.NamedTemporaryFile(
+        "w", dir=path.parent, suffix=".tmp", delete=False, encoding="utf-8"
+    ) as tmp:
         tmp.write(text)
     os.replace(tmp.name, path)
 
@@ -296,29 +315,41 @@ def sources_table(manifest: dict, rows: list[dict]) -> str:
         commits = sorted({r["source_commit"][:8] for r in mine})
         place = src.get("place") or src.get("country") or ""
         lines.append(
-            f"| {sid} | {src['repo']} @ {', '.join(commits)} | {src['dataset']} | {src['sensor_resolution']} | "
-            f"{place} | {len(mine)} | {types} | {src['licence']} |"
+            f"| {sid} | {src['repo']} @ {', '.join(commits)} | {src['dataset']} | "
+            f"{src['sensor_resolution']} | {place} | {len(mine)} | {types} | {src['licence']} |"
         )
     total: dict[str, int] = {}
     for r in rows:
         for t in r["change_types"]:
             total[t] = total.get(t, 0) + 1
-    lines += ["", f"{len(rows)} pairs; " + ", ".join(f"{t} {n}" for t, n in sorted(total.items(), key=lambda kv: -kv[1]))]
+    lines += [
+        "",
+        f"{len(rows)} pairs; "
+        + ", ".join(f"{t} {n}" for t, n in sorted(total.items(), key=lambda kv: -kv[1])),
+    ]
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--mirrors", type=Path, default=Path("/work/.mirror"), help="root of the fetched mirrors")
+    parser.add_argument(
+        "--mirrors", type=Path, default=Path("/work/.mirror"), help="root of the fetched mirrors"
+    )
     parser.add_argument("--manifest", type=Path, default=DEFAULT_MANIFEST)
     parser.add_argument("--out", type=Path, default=Path("/work/realpool"))
-    parser.add_argument("--reserved", type=Path, default=DEFAULT_RESERVED.resolve(), help="reserved-images.json")
+    parser.add_argument(
+        "--reserved", type=Path, default=DEFAULT_RESERVED.resolve(), help="reserved-images.json"
+    )
     parser.add_argument("--only", nargs="*", help="rebuild only these source ids (other rows are kept)")
     args = parser.parse_args()
     manifest = json.loads(args.manifest.read_text())
     if not args.reserved.exists():
-        raise SystemExit(f"{args.reserved}: reserved-images.json not found; pass --reserved (the check is not optional)")
-    rows = build(manifest, args.mirrors, args.out, Reserved.load(args.reserved), set(args.only) if args.only else None)
+        raise SystemExit(
+            f"{args.reserved}: reserved-images.json not found; pass --reserved (the check is not optional)"
+        )
+    rows = build(
+        manifest, args.mirrors, args.out, Reserved.load(args.reserved), set(args.only) if args.only else None
+    )
     print(f"{len(rows)} pairs in {args.out}")
     checker = args.reserved.parent.parent / "tools" / "check_reserved.py"
     if checker.exists():
