@@ -114,15 +114,17 @@ def load_image(mirrors: Path, pair: dict, source: dict, key: str) -> Image.Image
     commit = spec.get("commit", pair.get("commit", source["commit"]))
     arr = decode_raster(git_blob(mirrors, repo, commit, spec["path"]), spec)
     stretch_arr = arr
-    x0, y0, x1, y1 = pair["crop_box_xyxy"]
+    box = spec.get("crop_box_xyxy", pair["crop_box_xyxy"])  # a figure panel may sit elsewhere per date
+    x0, y0, x1, y1 = box
     if x1 > arr.shape[1] or y1 > arr.shape[0]:
-        raise ManifestError(
-            f"{pair['name']}: crop {pair['crop_box_xyxy']} outside {spec['path']} {arr.shape[:2]}"
-        )
-    if spec.get("kind") == "mask":
+        raise ManifestError(f"{pair['name']}: crop {box} outside {spec['path']} {arr.shape[:2]}")
+    if spec.get("kind") in ("mask", "red_overlay"):
         crop = arr[y0:y1, x0:x1]
         values = spec.get("change_values")
-        hit = np.isin(crop, values) if values else crop > 0
+        if spec["kind"] == "red_overlay":  # a change mask drawn in pure red over the image (paper figures)
+            hit = (crop[..., 0] - np.maximum(crop[..., 1], crop[..., 2]) > 90) & (crop[..., 1] < 110)
+        else:
+            hit = np.isin(crop, values) if values else crop > 0
         img = Image.fromarray((hit * 255).astype(np.uint8), "L")
         return img if img.size == (TILE, TILE) else img.resize((TILE, TILE), Image.NEAREST)
     stretch = spec.get("stretch")
@@ -234,6 +236,9 @@ def pair_record(
         "split": "train",
         "hash_check": {"min_ahash_dist_before": dist[0], "min_ahash_dist_after": dist[1]},
     }
+    own = {k: pair[k]["crop_box_xyxy"] for k in keys if "crop_box_xyxy" in pair[k]}
+    if own:
+        record["crop_box_xyxy_per_image"] = own
     if pair.get("note"):
         record["note"] = pair["note"]
     return record
