@@ -94,6 +94,8 @@ def decode_raster(data: bytes, spec: dict) -> np.ndarray:
             arr = arr[..., [b - 1 for b in bands]]
         return arr.astype(np.float32)
     with Image.open(io.BytesIO(data)) as im:
+        if spec.get("frame"):  # one frame of an animated time-series GIF
+            im.seek(spec["frame"])
         mode = "L" if spec.get("kind") == "mask" else "RGB"
         return np.asarray(im.convert(mode), dtype=np.float32)
 
