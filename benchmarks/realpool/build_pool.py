@@ -126,7 +126,7 @@ def load_image(mirrors: Path, pair: dict, source: dict, key: str) -> Image.Image
         if spec["kind"] == "red_overlay":  # a change mask drawn in pure red over the image (paper figures)
             hit = (crop[..., 0] - np.maximum(crop[..., 1], crop[..., 2]) > 90) & (crop[..., 1] < 110)
         else:
-            hit = np.isin(crop, values) if values else crop > 0
+            hit = np.isin(crop, values) if values else crop > spec.get("threshold", 0)
         img = Image.fromarray((hit * 255).astype(np.uint8), "L")
         return img if img.size == (TILE, TILE) else img.resize((TILE, TILE), Image.NEAREST)
     stretch = spec.get("stretch")
@@ -143,6 +143,19 @@ def load_image(mirrors: Path, pair: dict, source: dict, key: str) -> Image.Image
         crop = np.repeat(crop[..., None], 3, axis=2)
     img = Image.fromarray(crop[..., :3], "RGB")
     return img if img.size == (TILE, TILE) else img.resize((TILE, TILE), Image.BICUBIC)
+
+
+def load_mask(mirrors: Path, pair: dict, source: dict) -> Image.Image | None:
+    """The pair's change mask; a list of label specs (e.g. 'buildings gone' + 'buildings new') is OR-ed."""
+    specs = pair.get("label")
+    if not specs:
+        return None
+    if isinstance(specs, dict):
+        return load_image(mirrors, pair, source, "label")
+    union = np.zeros((TILE, TILE), dtype=bool)
+    for spec in specs:
+        union |= np.asarray(load_image(mirrors, {**pair, "label": spec}, source, "label")) > 0
+    return Image.fromarray((union * 255).astype(np.uint8), "L")
 
 
 # ---- held-out check -------------------------------------------------------------------------
@@ -209,7 +222,9 @@ def pair_record(
     pair: dict, source: dict, source_id: str, mask: Image.Image | None, dist: tuple[int, int]
 ) -> dict:
     """One pairs.jsonl row in the realdev layout plus provenance."""
-    keys = [k for k in ("before", "after", "label") if pair.get(k)]
+    keys = [k for k in ("before", "after") if pair.get(k)]
+    labels = pair.get("label") or []
+    labels = [labels] if isinstance(labels, dict) else labels
     x0, y0, x1, y1 = pair["crop_box_xyxy"]
     fraction = None if mask is None else round(float((np.asarray(mask) > 0).mean()), 4)
     record = {
@@ -217,7 +232,7 @@ def pair_record(
         "source": source_id,
         "source_repo": source["repo"],
         "source_commit": pair.get("commit", source["commit"]),
-        "source_paths": [pair[k]["path"] for k in keys],
+        "source_paths": [pair[k]["path"] for k in keys] + [spec["path"] for spec in labels],
         "crop_box_xyxy": pair["crop_box_xyxy"],
         "resampled": (x1 - x0, y1 - y0) != (TILE, TILE),
         "dataset": source["dataset"],
@@ -239,6 +254,7 @@ def pair_record(
         "hash_check": {"min_ahash_dist_before": dist[0], "min_ahash_dist_after": dist[1]},
     }
     own = {k: pair[k]["crop_box_xyxy"] for k in keys if "crop_box_xyxy" in pair[k]}
+    own.update({f"label{i}": spec["crop_box_xyxy"] for i, spec in enumerate(labels) if "crop_box_xyxy" in spec})
     if own:
         record["crop_box_xyxy_per_image"] = own
     if pair.get("note"):
@@ -277,7 +293,7 @@ def build(manifest: dict, mirrors: Path, out: Path, reserved: Reserved, only: se
         source = sources[pair["source"]]
         before = load_image(mirrors, pair, source, "before")
         after = load_image(mirrors, pair, source, "after")
-        mask = load_image(mirrors, pair, source, "label") if pair.get("label") else None
+        mask = load_mask(mirrors, pair, source)
         dist = (reserved.min_distance(before), reserved.min_distance(after))
         if reserved.pixel_match(before) or reserved.pixel_match(after) or min(dist) <= AHASH_MATCH:
             refused.append(pair["name"])
