@@ -254,7 +254,7 @@ def pair_record(
         "hash_check": {"min_ahash_dist_before": dist[0], "min_ahash_dist_after": dist[1]},
     }
     own = {k: pair[k]["crop_box_xyxy"] for k in keys if "crop_box_xyxy" in pair[k]}
-    own.update({f"label{i}": spec["crop_box_xyxy"] for i, spec in enumerate(labels) if "crop_box_xyxy" in spec})
+    own.update({f"label{i}": lab["crop_box_xyxy"] for i, lab in enumerate(labels) if "crop_box_xyxy" in lab})
     if own:
         record["crop_box_xyxy_per_image"] = own
     if pair.get("note"):
