@@ -120,6 +120,16 @@ def load_image(mirrors: Path, pair: dict, source: dict, key: str) -> Image.Image
     x0, y0, x1, y1 = box
     if x1 > arr.shape[1] or y1 > arr.shape[0]:
         raise ManifestError(f"{pair['name']}: crop {box} outside {spec['path']} {arr.shape[:2]}")
+    if spec.get("kind") == "palette":  # a colour-coded class map -> class ids (0 = no class within tolerance)
+        crop = arr[y0:y1, x0:x1]
+        ids = np.zeros(crop.shape[:2], dtype=np.uint8)
+        best = np.full(crop.shape[:2], 60.0**2)  # squared RGB distance tolerance
+        for class_id, rgb in spec["palette"].items():
+            dist = ((crop - np.asarray(rgb, dtype=np.float32)) ** 2).sum(axis=2)
+            ids[dist < best] = int(class_id)
+            best = np.minimum(best, dist)
+        img = Image.fromarray(ids, "L")
+        return img if img.size == (TILE, TILE) else img.resize((TILE, TILE), Image.NEAREST)
     if spec.get("kind") in ("mask", "red_overlay"):
         crop = arr[y0:y1, x0:x1]
         values = spec.get("change_values")
@@ -253,6 +263,10 @@ def pair_record(
         "split": "train",
         "hash_check": {"min_ahash_dist_before": dist[0], "min_ahash_dist_after": dist[1]},
     }
+    for key in ("semantic_before", "semantic_after"):
+        if pair.get(key):
+            record[key] = f"{key}/{pair['name']}.png"
+            record["semantic_classes"] = source["semantic_classes"]
     own = {k: pair[k]["crop_box_xyxy"] for k in keys if "crop_box_xyxy" in pair[k]}
     own.update({f"label{i}": lab["crop_box_xyxy"] for i, lab in enumerate(labels) if "crop_box_xyxy" in lab})
     if own:
@@ -302,6 +316,9 @@ def build(manifest: dict, mirrors: Path, out: Path, reserved: Reserved, only: se
         write_png_atomic(after, out / "after" / f"{pair['name']}.png")
         if mask is not None:
             write_png_atomic(mask, out / "label" / f"{pair['name']}.png")
+        for key in ("semantic_before", "semantic_after"):
+            if pair.get(key):
+                write_png_atomic(load_image(mirrors, pair, source, key), out / key / f"{pair['name']}.png")
         records.append(pair_record(pair, source, pair["source"], mask, dist))
     existing = []
     jsonl = out / "pairs.jsonl"
