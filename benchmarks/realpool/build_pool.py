@@ -260,7 +260,6 @@ def pair_record(
         "captions": pair["captions"],
         "false_colour": bool(pair["before"].get("false_colour", False)),
         "licence": source["licence"],
-        "split": "train",
         "hash_check": {"min_ahash_dist_before": dist[0], "min_ahash_dist_after": dist[1]},
     }
     for key in ("semantic_before", "semantic_after"):
