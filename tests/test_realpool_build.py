@@ -119,6 +119,11 @@ def test_build_writes_cropped_pairs_masks_and_provenance(tmp_path: Path) -> None
     written = [json.loads(line) for line in (out / "pairs.jsonl").read_text().splitlines()]
     assert written == rows
     assert "| acme | acme/scenes" in (out / "SOURCES.md").read_text()
+    from textitsr.evaluation.realdev import LabelledFolderSource
+
+    pairs = list(LabelledFolderSource(out).pairs())  # the realdev reader takes the pool as it is
+    assert [p.change_type for p in pairs] == ["water_expanded", "water_expanded"]
+    assert all(len(p.captions) == 3 for p in pairs)
 
 
 @needs_git

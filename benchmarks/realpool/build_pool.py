@@ -16,6 +16,7 @@ files are read with `git show <commit>:<path>`, so nothing is checked out.
 from __future__ import annotations
 
 import argparse
+import csv
 import hashlib
 import io
 import json
@@ -326,10 +327,21 @@ def build(manifest: dict, mirrors: Path, out: Path, reserved: Reserved, only: se
         existing = [r for r in existing if r["source"] not in only]
     rows = existing + records
     write_text_atomic("".join(json.dumps(r) + "\n" for r in rows), jsonl)
+    write_text_atomic(captions_csv(rows), out / "captions.csv")
     write_text_atomic(sources_table(manifest, rows), out / "SOURCES.md")
     if refused:
         print(f"refused (held-out match): {', '.join(refused)}")
     return rows
+
+
+def captions_csv(rows: list[dict]) -> str:
+    """captions.csv (filename,caption) as the realdev folder layout has it; no split: folds go by source."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["filename", "caption"])
+    for row in rows:
+        writer.writerows([f"{row['name']}.png", caption] for caption in row["captions"])
+    return buffer.getvalue()
 
 
 def sources_table(manifest: dict, rows: list[dict]) -> str:
