@@ -16,6 +16,7 @@ which are built per app from its limits, from the annotations at run time.)
 
 import base64
 import binascii
+import contextlib
 import io
 import ipaddress
 import os
@@ -328,7 +329,14 @@ def serve_api(store: Path, checkpoint: Path | None = None, config: ApiConfig | N
     check_exposure(config)
     service = SearchService.open(store, checkpoint)
     app = create_app(service, config)
-    host = "127.0.0.1" if config.host in ("0.0.0.0", "::") else config.host
-    host = f"[{host}]" if ":" in host else host
-    with announce(store, f"http://{host}:{config.port}"):  # lets `textitsr search` use this server
+    # SIGTERM and Ctrl-C end the server quietly, and the announcement is withdrawn either way.
+    with contextlib.suppress(KeyboardInterrupt), announce(store, _announced_url(config)):
         uvicorn.run(app, host=config.host, port=config.port, log_level="warning")
+
+
+def _announced_url(config: ApiConfig) -> str:
+    """Where `textitsr search` on this machine reaches the server (it trusts loopback addresses only)."""
+    if ":" in config.host:  # IPv6: "::" and "::1" are both reached on ::1
+        return f"http://[::1]:{config.port}"
+    host = config.host if is_loopback(config.host) and config.host != "localhost" else "127.0.0.1"
+    return f"http://{host}:{config.port}"
