@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from textitsr.errors import InputError
-from textitsr.safe_json import JsonDepthError, loads_bounded
+from textitsr.safe_read import JsonDepthError, loads_bounded
 
 #: Environment variable holding the API's bearer token (so it stays out of the process list).
 TOKEN_ENV = "TEXTITSR_API_TOKEN"
