@@ -125,5 +125,8 @@ def cached_session(
 
 
 def min_cosine(a: Tensor, b: Tensor) -> float:
-    """Least row-wise cosine between two (N, ...) feature batches (flattened per row)."""
+    """Least row-wise cosine between two (N, ...) feature batches (flattened per row); NaN when
+    either holds a value that is not finite (so no `cosine < limit` test can pass it by accident)."""
+    if not (bool(torch.isfinite(a).all()) and bool(torch.isfinite(b).all())):
+        return float("nan")
     return float(torch.nn.functional.cosine_similarity(a.flatten(1), b.flatten(1), dim=-1).min())
