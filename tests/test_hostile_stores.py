@@ -117,8 +117,48 @@ def test_a_manifest_symlinked_elsewhere_or_a_fifo_is_refused(tmp_path: Path) -> 
     two_shard_store(tmp_path / "s")
     os.replace(tmp_path / "s/manifest.json", tmp_path / "elsewhere.json")
     (tmp_path / "s/manifest.json").symlink_to(tmp_path / "elsewhere.json")
-    with pytest.raises(StoreError, match="manifest"):
+    with pytest.raises(StoreError, match="manifest.json: a symlink, expected a regular file"):
         read_manifest(tmp_path / "s")
+    (tmp_path / "s/manifest.json").unlink()
+    os.mkfifo(tmp_path / "s/manifest.json")
+    done = in_child(f"""
+        from textitsr.index.store import read_manifest
+        try:
+            read_manifest({str(tmp_path / "s")!r})
+        except Exception as err:
+            print(type(err).__name__, err)
+    """)
+    assert "StoreError" in done.stdout and "not a regular file" in done.stdout, done.stderr[-2000:]
+
+
+def test_a_checkpoint_config_may_be_a_link_but_never_a_fifo(tmp_path: Path) -> None:
+    real = tmp_path / "real.json"
+    real.write_text(json.dumps({"format_version": 0, "model": {}}))
+    checkpoint = tmp_path / "model"
+    checkpoint.mkdir()
+    (checkpoint / "model.safetensors").write_bytes(b"")
+    (checkpoint / "config.json").symlink_to(real)  # git-annex and DVC keep files as links
+    with pytest.raises(CheckpointError, match="format_version 0"):
+        read_checkpoint_config(checkpoint)
+    (checkpoint / "config.json").unlink()
+    os.mkfifo(checkpoint / "config.json")
+    done = in_child(f"""
+        from textitsr.models.checkpoint import read_checkpoint_config
+        try:
+            read_checkpoint_config({str(checkpoint)!r})
+        except Exception as err:
+            print(type(err).__name__, err)
+    """)
+    assert "CheckpointError" in done.stdout and "not a regular file" in done.stdout, done.stderr[-2000:]
+
+
+def test_check_reports_deeply_nested_json_in_a_metadata_field(tmp_path: Path) -> None:
+    two_shard_store(tmp_path / "s")
+    path = tmp_path / "s/shards/a-00000/metadata.parquet"
+    locations = pq.read_table(path).column("location").to_pylist()
+    rewrite_column(path, "location", pa.array([DEEP, *locations[1:]], pa.string()))
+    problems = check_store(tmp_path / "s")
+    assert len(problems) == 1 and "pair 'a_0'" in problems[0] and "nested 100000 levels deep" in problems[0]
 
 
 @pytest.mark.parametrize(("change", "expected"), [

@@ -7,6 +7,7 @@ RecursionError. Everything read from such folders goes through here first.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -40,9 +41,16 @@ def regular_file(path: Path) -> Path:
     return Path(path)
 
 
-def read_regular_bytes(path: Path, max_bytes: int) -> bytes:
-    """The bytes of a regular file (no symlink followed, no FIFO opened), at most `max_bytes`."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+def read_regular_bytes(path: Path, max_bytes: int, *, follow_symlinks: bool = False) -> bytes:
+    """The bytes of a regular file, at most `max_bytes`; a FIFO or device is never read, and a
+    symlink is refused unless `follow_symlinks` (then its target must be a regular file)."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags if follow_symlinks else flags | os.O_NOFOLLOW)
+    except OSError as err:
+        if err.errno == errno.ELOOP and not follow_symlinks:
+            raise NotRegularFile(f"{path}: a symlink, expected a regular file") from err
+        raise
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
@@ -90,10 +98,11 @@ def loads_bounded(
 
 
 def read_json_file(path: Path, *, max_depth: int = DEFAULT_MAX_DEPTH,
-                   max_bytes: int = DEFAULT_MAX_JSON_BYTES) -> Any:
-    """A JSON file that must be a regular file, bounded in size and depth.
+                   max_bytes: int = DEFAULT_MAX_JSON_BYTES, follow_symlinks: bool = False) -> Any:
+    """A JSON file that must be a regular file (see `read_regular_bytes`), bounded in size and depth.
 
     Raises OSError (missing, unreadable, not a regular file) or ValueError (size, depth, syntax,
     encoding); callers turn either into their own error naming the file.
     """
-    return loads_bounded(read_regular_bytes(path, max_bytes), max_depth=max_depth)
+    return loads_bounded(read_regular_bytes(path, max_bytes, follow_symlinks=follow_symlinks),
+                         max_depth=max_depth)

@@ -69,7 +69,7 @@ def is_store(root: Path) -> bool:
 def read_manifest(root: Path) -> dict[str, Any]:
     """The parsed manifest of the store at `root`, checked against the schema (`check_manifest`)."""
     path = Path(root) / MANIFEST
-    if not path.is_file():
+    if not (path.exists() or path.is_symlink()):
         raise StoreError(f"{path}: no store manifest here; build one with `textitsr index`")
     try:
         manifest = read_json_file(path)

@@ -74,11 +74,12 @@ def read_checkpoint_config(folder: Path) -> dict:
             f"checkpoint {folder}: folder not found (expected a folder written by `textitsr train`)"
         )
     for name in (CONFIG_FILE, WEIGHTS_FILE):
-        if not (folder / name).is_file():
+        if not (folder / name).exists():  # a FIFO or device in its place is named when read
             raise CheckpointError(f"checkpoint {folder}: missing {name}")
     path = folder / CONFIG_FILE
     try:
-        config = read_json_file(path)
+        # A checkpoint is the user's own choice: a link to it is followed (git-annex, DVC), a FIFO never.
+        config = read_json_file(path, follow_symlinks=True)
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"checkpoint {path}: not valid JSON: {exc}") from exc
     if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
