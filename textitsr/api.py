@@ -6,9 +6,11 @@ GeoJSON. Interactive OpenAPI docs are served at `/docs`.
 
 Safety: the server binds to 127.0.0.1 by default; bound to any other address it refuses to start
 without a bearer token (`--token` or `TEXTITSR_API_TOKEN`), and with a token every data route asks
-for `Authorization: Bearer TOKEN`. Query length, k, footprint counts and uploaded images are
-bounded and refused with a 4xx naming the field. Queries run one at a time: the text encoder already
-uses every core, so parallel requests would only fight over them.
+for `Authorization: Bearer TOKEN`. Every body is bounded as it streams in (chunked ones too), every
+uploaded image on its declared pixel count before decoding; query length, k and footprint counts
+are bounded; NaN, Infinity, lone surrogates and unknown properties are refused. Every bad request
+gets a 4xx naming the field, and the OpenAPI schema documents each answer. Queries run one at a
+time: the text encoder already uses every core, so parallel requests would only fight over them.
 
 (No `from __future__ import annotations` here: FastAPI reads the request models of the routes,
 which are built per app from its limits, from the annotations at run time.)
