@@ -106,3 +106,33 @@ def test_stale_or_foreign_announcements_are_ignored(tiny_archive, tmp_path: Path
     with announce(tiny_archive.store, "http://127.0.0.1:9"):
         assert json.loads(path.read_text())["pid"] == os.getpid()
     assert not path.exists()  # withdrawn when the server stops
+
+
+def test_cli_searches_locally_when_the_server_wants_a_token_it_lacks(tiny_archive, tmp_path: Path,
+                                                                     monkeypatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("TEXTITSR_API_TOKEN", raising=False)
+    from textitsr.api import ApiConfig
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    service = SearchService.open(tiny_archive.store)
+    app = create_app(service, ApiConfig(token="only-the-owner-knows"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        with announce(tiny_archive.store, f"http://127.0.0.1:{port}"):
+            assert running_api(tiny_archive.store) is not None  # /health needs no token
+            result = runner.invoke(cli.app, ["search", "new buildings along the road", "--store",
+                                             str(tiny_archive.store), "-k", "4", "--json"])
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+    assert result.exit_code == 0, result.output
+    expected = service.search_text("new buildings along the road", 4)
+    assert [r["pair_id"] for r in json.loads(result.output)] == [h.pair_id for h in expected]

@@ -221,6 +221,11 @@ def _onnx_backbone(enc: Any, example: torch.Tensor, runtime: str) -> _OnnxBackbo
             ) from exc
         log.warning("image backbone not on ONNX Runtime: %s: %s", type(exc).__name__, exc)
         return None
+    if cosine != cosine:  # NaN: the graph's features are not finite, whatever was asked for
+        if runtime == "onnx":
+            raise InputError(f"backbone runtime 'onnx': {session.path} gives features that are not finite")
+        log.warning("image backbone not on ONNX Runtime: %s gives features that are not finite", session.path)
+        return None
     if runtime == "auto" and cosine < MIN_ONNX_BACKBONE_COSINE:
         log.warning("image backbone not on ONNX Runtime: probe cosine to PyTorch %.6f < %s", cosine,
                     MIN_ONNX_BACKBONE_COSINE)

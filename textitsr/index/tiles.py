@@ -28,6 +28,7 @@ import numpy as np
 
 from textitsr.atomic import atomic_dir, atomic_write_text
 from textitsr.errors import InputError, StoreError
+from textitsr.safe_read import loads_bounded, read_json_file
 
 INDEX = "index.json"
 TILE_SIZE = 256
@@ -86,7 +87,7 @@ class TileIndex:
         if not path.is_file():
             return cls({}, {})
         try:
-            raw = json.loads(path.read_text("utf-8"))
+            raw = read_json_file(path)
             scenes = {str(k): TileSet(**{**v, "bounds": tuple(v["bounds"])})
                       for k, v in raw["scenes"].items()}
             paths = {str(p): str(k) for p, k in raw["paths"].items() if k in scenes}
@@ -208,7 +209,7 @@ def scene_paths(locations: Iterable[Any]) -> list[Path]:
     for loc in locations:
         if isinstance(loc, str):
             try:
-                loc = json.loads(loc)
+                loc = loads_bounded(loc, max_depth=16)
             except ValueError:
                 continue
         if not isinstance(loc, Mapping):
