@@ -54,7 +54,7 @@ def series_service(tiny_archive, tmp_path_factory) -> SearchService:
 
 
 def site_pair(svc: SearchService, dates: tuple[str, str], tile: str = "r0_c0", site: str = "a") -> str:
-    """Id of the stored pair of `site`'s `tile` at `dates` (ids: site<a|b>_..._<date>_<date>_r<row>_c<col>)."""
+    """Id of the stored pair of `site`'s `tile` at `dates` (site<a|b>_..._<date>_<date>_r<row>_c<col>)."""
     tail = f"{dates[0]}_{dates[1]}_{tile}".replace("-", "")
     ids = [p for p in svc.catalog.pair_ids() if p.startswith(f"site{site}") and p.endswith(tail)]
     assert len(ids) == 1, [p for p in svc.catalog.pair_ids() if p.startswith("site")]
