@@ -47,6 +47,9 @@ with st.sidebar:
         date_range = st.date_input("Both dates of a pair within", value=(first, last), key="date_range")
     sources = st.multiselect("Sources", sorted(stats.sources), key="sources",
                              help="Empty: all sources.") if len(stats.sources) > 1 else None
+    where = st.toggle("Where-map", key="where_map", disabled=stats.bounds is None,
+                      help="Colour the archive's tiles by how well they match the description: where "
+                           "does this change happen?")
     dates = service.catalog.acquisition_dates()
     with st.expander(f"Acquisition dates ({len(dates)})"):
         st.caption(markdown_text(widgets.date_summary(dates, shown=50)) if dates
@@ -106,6 +109,12 @@ with widgets.show_errors("Search"):
             f"(and above {calibration.low:.2f} for nearly all). These are the closest pairs anyway.",
             icon=":material/help:",
         )
+    if where:
+        st.subheader("Where it happens")
+        st.caption(f"The {widgets.WHERE_MAP_TILES:,} best-matching tiles, hottest in red; the results "
+                   "numbered by rank on top.")
+        widgets.where_map(service.score_map(query, filters=search_filters, limit=widgets.WHERE_MAP_TILES),
+                          services.map_layers(config), top=len(hits), basemap=config.basemap)
     grid, side = st.columns([3, 2])
     # The cards first: their images are then asked for before the results map's tiles (a browser
     # fetches a few files at a time from one server), and the chart and map follow.

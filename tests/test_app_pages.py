@@ -297,6 +297,18 @@ def test_a_clicked_footprint_reported_as_drawing_is_a_click():
     assert map_events.pick_query_pair(event, FP) == map_events.MapPick("c", "click", point=(0.5, 1.5))
 
 
+def test_the_clicked_footprint_wins_over_the_same_tile_at_other_dates():
+    """A Landsat tile carries several date pairs on one footprint: the click queries the one whose
+    tooltip was shown (the clicked feature), not whichever comes first."""
+    same = {"type": "FeatureCollection", "features": [
+        {**_rect(0, 0, 1, 1), "properties": {"pair_id": pid}}
+        for pid in ("landsat_1985_2020_r1_c2", "landsat_2005_2020_r1_c2", "landsat_1985_1990_r1_c2")
+    ]}
+    clicked = {**same["features"][1]}
+    event = {"last_active_drawing": clicked, "last_object_clicked": {"lat": 0.5, "lng": 0.5}}
+    assert map_events.pick_query_pair(event, same).pair_id == "landsat_2005_2020_r1_c2"
+
+
 def test_only_the_new_interaction_counts():
     clicked = {"last_clicked": {"lat": 0.5, "lng": 0.5}, "last_active_drawing": _rect(1.1, 0.1, 1.9, 0.9)}
     assert map_events.pick_query_pair(clicked, FP).pair_id == "b"  # no history: the rectangle wins

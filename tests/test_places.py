@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -144,3 +145,59 @@ def test_score_map_scores_every_footprinted_pair(series_service: SearchService) 
     footprinted = [h.pair_id for h in top if h.bounds is not None]
     assert heat.pair_ids[: len(footprinted)] == footprinted
     assert len(svc.score_map("a new road is built", limit=4).pair_ids) == 4
+
+
+@pytest.fixture
+def series_app(series_service, monkeypatch):
+    """The app pointed at the series archive (no basemap: offline)."""
+    from textitsr.app import config, services
+
+    monkeypatch.setenv(config.ENV_STORE, str(series_service.store.root))
+    monkeypatch.setenv(config.ENV_CHECKPOINT, str(series_service.checkpoint))
+    monkeypatch.setenv(config.ENV_BASEMAP, "none")
+    return services
+
+
+def run_page(name: str, **state):
+    from streamlit.testing.v1 import AppTest
+
+    from textitsr.config import REPO_ROOT
+
+    at = AppTest.from_file(str(REPO_ROOT / name), default_timeout=120)
+    for key, value in state.items():
+        at.session_state[key] = value
+    return at.run()
+
+
+@pytest.mark.slow
+def test_map_page_compares_any_two_dates_of_the_clicked_place_elsewhere_only(series_app, series_service):
+    from textitsr.app.map_events import MapPick
+
+    svc = series_service
+    first = site_pair(svc, SITE_DATES[:2])
+    at = run_page("pages/2_Map_query.py", map_pick=MapPick(first, "click"))
+    assert not at.exception, [e.message for e in at.exception]
+    assert at.selectbox(key=f"map_before:{first}").value == SITE_DATES[0]
+    assert at.selectbox(key=f"map_after:{first}").value == SITE_DATES[1]
+    assert at.toggle(key="map_elsewhere").value is True
+    at.selectbox(key=f"map_after:{first}").set_value(SITE_DATES[2]).run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert any(SITE_DATES[0] in h.value and SITE_DATES[2] in h.value for h in at.subheader)
+    cards = " ".join(m.value for m in at.markdown)
+    shown = set(re.findall(r"`(site[ab]_[^`]+)`", cards))
+    here = overlapping(svc.catalog.masks, svc.footprint(first))
+    assert shown and not any(here[svc.catalog.row_of(p)] for p in shown)
+    assert "This place over time" in [h.value for h in at.subheader]
+    at.toggle(key="map_elsewhere").set_value(False).run()
+    shown = set(re.findall(r"`(site[ab]_[^`]+)`", " ".join(m.value for m in at.markdown)))
+    assert any(here[svc.catalog.row_of(p)] for p in shown)  # the same place at other dates is back
+
+
+@pytest.mark.slow
+def test_text_search_where_map_colours_the_archive(series_app, series_service):
+    at = run_page("pages/1_Text_search.py", query="a new road is built")
+    maps_before = sum(1 for _ in at.get("component_instance"))
+    at.toggle(key="where_map").set_value(True).run()
+    assert not at.exception and not at.error
+    assert "Where it happens" in [h.value for h in at.subheader]
+    assert sum(1 for _ in at.get("component_instance")) == maps_before + 1

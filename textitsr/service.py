@@ -60,8 +60,8 @@ class DatedQuery:
     pair_id: str | None
     before: np.ndarray
     after: np.ndarray
-    dates: tuple[str, str]
-    bounds: Bounds
+    dates: tuple[str | None, str | None]
+    bounds: Bounds | None
 
 
 @dataclass(frozen=True)
@@ -94,6 +94,7 @@ class SearchService:
         #: Dask scheduler address (or Client) whose workers search the pair shards; None: this process.
         self.scheduler = scheduler
         self._lock = threading.Lock()
+        self._full_model: Any = None
         #: What text queries are encoded on (ONNX Runtime when it matches PyTorch, else PyTorch).
         self.text_backend = use_text_backend(
             getattr(model, "text_encoder", None), text_backend, threads=QUERY_THREADS
@@ -222,7 +223,21 @@ class SearchService:
         imgs = [_as_rgb(before, "before"), _as_rgb(after, "after")]
         if imgs[0].shape != imgs[1].shape:
             raise InputError(f"before {imgs[0].shape} and after {imgs[1].shape}: expected images of one size")
-        return encode_rgb_pairs(self.model, [imgs[0]], [imgs[1]])
+        return encode_rgb_pairs(self._image_model(), [imgs[0]], [imgs[1]])
+
+    def _image_model(self) -> Any:
+        """The model that embeds new images: a service opened text-only (the app's: its queries are
+        mostly sentences and archive pairs) loads the whole checkpoint on the first image query."""
+        from textitsr.models.text_side import TextSide
+
+        if not isinstance(self.model, TextSide):
+            return self.model
+        with self._lock:
+            if self._full_model is None:
+                from textitsr.embedding.encode import load_model
+
+                self._full_model = load_model(self.checkpoint, next(self.model.parameters()).device.type)
+        return self._full_model
 
     def _pair_vector(self, pair_id: str | None, before: Any, after: Any) -> tuple[np.ndarray, int | None]:
         if pair_id is not None:
@@ -310,6 +325,12 @@ class SearchService:
         m, rows = self.catalog.masks, self._place_rows(pair_id)
         dates = np.concatenate([m.date_before[rows], m.date_after[rows]])
         return sorted({str(d) for d in dates if not np.isnat(d)})
+
+    def pair_query(self, pair_id: str) -> DatedQuery:
+        """An archive pair as a query: its own images, dates and footprint."""
+        record = self.catalog.pair(pair_id)
+        before, after = self.catalog.thumbnails(pair_id)
+        return DatedQuery(pair_id, before, after, record["dates"], record["bounds"])
 
     def pair_at_dates(self, pair_id: str, date_before: str, date_after: str) -> DatedQuery:
         """`pair_id`'s place seen at two of its dates (any two, not only those the archive pairs).
