@@ -459,8 +459,16 @@ def test_result_exports_and_wording(service):
     rows = list(csv.DictReader(io.StringIO(exports.hits_csv(hits))))
     assert [r["pair_id"] for r in rows] == [h.pair_id for h in hits]
     assert float(rows[0]["west"]) == hits[0].bounds[0]
-    geo = json.loads(exports.hits_geojson(hits, "q"))
+    assert "query" not in rows[0]
+    from textitsr.service import SearchFilters
+
+    chosen = SearchFilters(sources=("synthetic",), date_from="2015-01-01")
+    rows = list(csv.DictReader(io.StringIO(exports.hits_csv(hits, "many new buildings", chosen))))
+    assert {r["query"] for r in rows} == {"many new buildings"}
+    assert json.loads(rows[0]["filters"]) == {"sources": ["synthetic"], "date_from": "2015-01-01"}
+    geo = json.loads(exports.hits_geojson(hits, "q", chosen))
     assert geo["query"] == "q" and [f["properties"]["rank"] for f in geo["features"]] == [1, 2, 3]
+    assert geo["filters"]["sources"] == ["synthetic"]
     assert geo["features"][0]["geometry"]["coordinates"][0][0] == [hits[0].bounds[0], hits[0].bounds[1]]
     assert widgets.plural(1, "pair") == "1 pair" and widgets.plural(1200, "pair") == "1,200 pairs"
     assert widgets.shorten("x" * 500, 80).endswith("…") and len(widgets.shorten("x" * 500, 80)) == 80
