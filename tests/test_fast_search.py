@@ -35,7 +35,7 @@ def test_text_side_embeds_like_the_full_model(tiny_archive) -> None:
         side.encode_pairs(np.zeros((1, 8, 8, 3), np.uint8), np.zeros((1, 8, 8, 3), np.uint8))
 
 
-def test_text_only_service_answers_text_queries_and_refuses_images(tiny_archive) -> None:
+def test_text_only_service_answers_text_queries_and_loads_the_image_side_on_demand(tiny_archive) -> None:
     fast = SearchService.open(tiny_archive.store, text_only=True)
     full = SearchService.open(tiny_archive.store)
     query = "a new road is built across the bare land"
@@ -45,9 +45,12 @@ def test_text_only_service_answers_text_queries_and_refuses_images(tiny_archive)
     assert [h.text for h in fast.describe_pair("test_000003", k=3)] == [
         h.text for h in full.describe_pair("test_000003", k=3)
     ]
-    rgb = np.zeros((32, 32, 3), np.uint8)
-    with pytest.raises(InputError, match="text queries only"):
-        fast.search_pair(before=rgb, after=rgb)
+    before, after = full.catalog.thumbnails("test_000003")
+    assert fast._full_model is None  # nothing but the text side until images come
+    assert [(h.pair_id, round(h.score, 4)) for h in fast.search_pair(before=before, after=after, k=4)] == [
+        (h.pair_id, round(h.score, 4)) for h in full.search_pair(before=before, after=after, k=4)
+    ]
+    assert fast._full_model is not None
 
 
 @pytest.fixture

@@ -274,12 +274,10 @@ class SceneArea:
 
 
 def _area_name(before: str, after: str, dates: tuple[Any, Any]) -> str:
-    """'<place> · <date> → <date>': the files' common stem (else their folder), then the dates."""
-    a, b = Path(before), Path(after)
-    prefix = a.stem
-    while prefix and not b.stem.startswith(prefix):
-        prefix = prefix[:-1]
-    place = prefix.strip("_-. ") if len(prefix.strip("_-. ")) >= 3 else a.parent.name or a.stem
+    """'<place> · <date> → <date>': the files' common name without dates (else their folder)."""
+    from textitsr.data.scenes import place_from_names
+
+    place = place_from_names([before, after])
     when = " → ".join(str(d)[:10] for d in dates if isinstance(d, str) and d)
     return f"{place} · {when}" if when else place
 
