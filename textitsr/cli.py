@@ -346,6 +346,36 @@ def search(
 
 
 @app.command()
+def export(
+    store: Annotated[Path, typer.Argument(help="Store folder to export.")],
+    out: Annotated[Path, typer.Argument(help="GeoParquet file to write (.parquet).")],
+    embeddings: Annotated[bool, typer.Option("--embeddings", help="Add each pair's embedding.")] = False,
+    query: Annotated[
+        str | None, typer.Option(help="Export only this text query's best matches, with rank and score.")
+    ] = None,
+    k: Annotated[int, typer.Option("-k", "--k", help="Number of matches of --query.")] = 100,
+    checkpoint: Annotated[
+        Path | None, typer.Option(help="Checkpoint for --query (default: the one the store was built with).")
+    ] = None,
+) -> None:
+    """Write the archive's pairs (footprints, dates, source, captions) as GeoParquet for geopandas,
+    DuckDB or QGIS."""
+    from textitsr.index.export import Selection, export_geoparquet
+    from textitsr.index.store import Store
+
+    opened = Store.open(store)
+    selection = None
+    if query is not None:
+        from textitsr.service import SearchService
+
+        service = SearchService.open(store, checkpoint, text_only=True, text_backend="torch")
+        hits = service.search_text(query, k=k)
+        selection = Selection([h.pair_id for h in hits], [h.score for h in hits], query)
+    n = export_geoparquet(opened, out, embeddings=embeddings, selection=selection)
+    typer.echo(f"{out}: {n} pairs of {store}" + (f" matching {query.strip()[:80]!r}" if query else ""))
+
+
+@app.command()
 def check(store: Annotated[Path, typer.Argument(help="Store folder to check.")]) -> None:
     """Read a whole store and print everything wrong with it, one line each (exit 1 when anything is)."""
     from textitsr.index.integrity import check_store
