@@ -86,7 +86,8 @@ SOURCE_OPTIONS: dict[str, tuple[Any, Any]] = {
     "skip_missing": (_option(bool, "LEVIR-CC/Dubai-CCD/folder: leave out pairs whose images are missing."),
                      False),
     "tile_size": (_option(int | None, "GeoTIFF: tile side in px [default 256]."), None),
-    "pairing": (_option(str | None, "GeoTIFF: consecutive (default), all, or 'I,J;I,J' (date order)."), None),
+    "pairing": (_option(str | None, "GeoTIFF: consecutive (default), all, or 'I,J;I,J' (date order); STAC: "
+                        "consecutive, all, yearly or season."), None),
     "band_names": (_option(str | None, "Names of the file's bands, e.g. swir1,nir,red,green."), None),
     "bands": (_option(str | None, "GeoTIFF: bands to keep, e.g. red,green,blue."), None),
     "display": (_option(str | None, "Display composite: rgb, false-colour, cir, or three band names."), None),
@@ -237,10 +238,19 @@ def evaluate(
 @with_source_options
 def index(
     checkpoint: Annotated[Path, typer.Option(help="Checkpoint folder.")],
-    root: Annotated[
-        list[Path], typer.Option(help="Dataset root, GeoTIFF folder, or GeoTIFF files (repeat --root).")
-    ],
     out: Annotated[Path, typer.Option(help="Store folder to write or extend.")],
+    root: Annotated[
+        list[Path] | None, typer.Option(help="Dataset root, GeoTIFF folder or GeoTIFF files (repeat --root).")
+    ] = None,
+    stac: Annotated[
+        str | None, typer.Option(help="Instead of --root: a STAC catalog (path or URL) or STAC API URL.")
+    ] = None,
+    collection: Annotated[str | None, typer.Option(help="STAC: only this collection.")] = None,
+    bbox: Annotated[str | None, typer.Option(help="STAC: only items within W,S,E,N (degrees).")] = None,
+    datetime: Annotated[str | None, typer.Option(help="STAC: only items dated A/B (ISO, '..' open).")] = None,
+    assets: Annotated[
+        str | None, typer.Option(help="STAC: assets to read: red,green,blue or visual [default: visual].")
+    ] = None,
     scheduler: Annotated[
         str | None, typer.Option(help="Dask scheduler address, e.g. tcp://HOST:8786.")
     ] = None,
@@ -269,12 +279,18 @@ def index(
 ) -> None:
     """Embed a source into a searchable archive store (resumes; appends new sources as new shards)."""
     from textitsr.embedding.encode import resolve_device
+    from textitsr.errors import InputError
     from textitsr.index.build import BuildConfig, build_store
     from textitsr.outputs import STORE, check_output_dir
 
     device = str(resolve_device(device))  # an unknown or absent device fails before any work
-    check_output_dir(out, (STORE,), inputs=root)
-    pairs = options.open(root)
+    if (stac is None) == (not root):
+        raise InputError("--root or --stac: expected exactly one source to index")
+    check_output_dir(out, (STORE,), inputs=root or ([Path(stac)] if Path(stac).exists() else []))
+    if stac is not None:
+        pairs = options.open_stac(stac, collection, bbox, datetime, assets)
+    else:
+        pairs = options.open(root)
     overrides = {"batch_size": batch_size, "shard_size": shard_size, "feature_cache": feature_cache,
                  "precision": precision, "backbone_runtime": backbone_runtime, "device": device}
     config = BuildConfig(**{name: value for name, value in overrides.items() if value is not None})
