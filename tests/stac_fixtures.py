@@ -197,6 +197,10 @@ class _RangeHandler(http.server.BaseHTTPRequestHandler):
     def do_HEAD(self) -> None:  # noqa: N802
         self._answer(False)
 
+    def do_POST(self) -> None:  # noqa: N802 - a STAC API search: the served file is the answer
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self._answer(True)
+
     def log_message(self, *args: object) -> None:
         pass
 
@@ -217,3 +221,32 @@ def serve(root: Path) -> Iterator[RangeServer]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+def write_api(root: Path, url: str, catalog: Path, collection: str) -> str:
+    """A STAC API landing page and a search answer (all items of `collection`, absolute hrefs) as
+    files under `root`, for the range server at `url`; returns the landing page URL."""
+    import json
+
+    import pystac
+
+    walked = pystac.read_file(str(catalog)).get_items(recursive=True)
+    items = [i for i in walked if i.collection_id == collection]
+    features = []
+    for item in items:
+        doc = item.to_dict(include_self_link=False, transform_hrefs=False)
+        for key, asset in item.assets.items():
+            rel = Path(asset.get_absolute_href()).relative_to(catalog.parent)
+            doc["assets"][key]["href"] = f"{url}/{rel.as_posix()}"
+        doc["links"] = []
+        features.append(doc)
+    (root / "search").write_text(json.dumps({"type": "FeatureCollection", "features": features, "links": []}))
+    spec = "https://api.stacspec.org/v1.0.0"
+    landing = {"type": "Catalog", "id": "api", "stac_version": "1.0.0", "description": "test API",
+               "conformsTo": [f"{spec}/core", f"{spec}/item-search"],
+               "links": [{"rel": "self", "href": f"{url}/api.json"},
+                         {"rel": "root", "href": f"{url}/api.json"},
+                         {"rel": "search", "href": f"{url}/search", "type": "application/geo+json",
+                          "method": "GET"}]}
+    (root / "api.json").write_text(json.dumps(landing))
+    return f"{url}/api.json"

@@ -15,6 +15,7 @@ from stac_fixtures import (
     lonlat_bbox,
     naip_specs,
     serve,
+    write_api,
     write_catalog,
     write_cog,
 )
@@ -88,6 +89,15 @@ def test_http_catalog_is_read_with_range_requests(catalog: Path, server) -> None
     assert [p.pair_id for p in local] == [p.pair_id for p in pairs]
     for a, b in zip(local, pairs, strict=True):
         assert (a.before == b.before).all() and (a.after == b.after).all()
+
+
+def test_stac_api_search(catalog: Path, server) -> None:
+    url = write_api(catalog.parent, server.url, catalog, "naip")
+    source = StacSource(url, StacQuery(collection="naip", assets=RGB, datetime="2013-01-01/.."), tile_size=64)
+    pairs = list(source.pairs())
+    assert any(path == "search" for _, path, _, _ in server.log)  # asked the API, not a walk
+    assert len(pairs) == 4 and {p.dates for p in pairs} == {("2014-07-20", "2016-08-16")}
+    assert pairs[0].location["stac"]["before"]["assets"]["red"].startswith(server.url)
 
 
 def test_pairings() -> None:

@@ -298,6 +298,10 @@ def index(
     from textitsr.index.tiles import tile_store
 
     tile_store(store)
+    from textitsr.embedding.query_graph import prepare_query_graph
+    from textitsr.models.text_side import load_text_side
+
+    prepare_query_graph(load_text_side(checkpoint), store.checkpoint_id)  # one-shot searches skip torch
     typer.echo(f"{out}: {len(store)} pairs in {len(store.shard_names)} shard(s), "
                f"{store.manifest['n_captions']} captions, model {store.checkpoint_id}")
 
@@ -317,8 +321,9 @@ def search(
 ) -> None:
     """Search an archive by text and print the best-matching pairs.
 
-    When `textitsr api` is serving this store, the query is sent there (no model to load);
-    otherwise only the text encoder and text head are loaded.
+    When `textitsr api` is serving this store, the query is sent there (no model to load); else the
+    store's model's exported query graph answers (ONNX Runtime, no torch); else the text encoder and
+    text head are loaded, and the query graph is exported for the next search.
     """
     import json
     import os
@@ -326,7 +331,9 @@ def search(
     from textitsr.api_discovery import TOKEN_ENV, running_api
     from textitsr.api_discovery import search_text as api_search_text
 
-    url = running_api(store) if scheduler is None and checkpoint is None else None
+    own_model = scheduler is None and checkpoint is None
+    url = running_api(store) if own_model else None
+    service = None
     if url is not None:
         hits = api_search_text(url, query, k, os.environ.get(TOKEN_ENV))
     else:
@@ -334,17 +341,28 @@ def search(
 
         from textitsr.service import SearchService
 
+        graph = SearchService.open_query_graph(store) if own_model else None
         # One query: setting up ONNX Runtime (export check, session, probe) costs more than it saves.
-        service = SearchService.open(
+        service = graph or SearchService.open(
             store, checkpoint, scheduler=scheduler, text_only=True, text_backend="torch"
         )
         hits = [asdict(h) for h in service.search_text(query, k=k)]
+        if graph is not None or not own_model:
+            service = None  # nothing to prepare for the next search
     if as_json:
         rows = [{"rank": h["rank"], "score": round(h["score"], 6), "pair_id": h["pair_id"],
                  "bounds": list(h["bounds"]) if h["bounds"] else None, "dates": list(h["dates"]),
                  "source": h["source"]} for h in hits]
         typer.echo(json.dumps(rows, indent=1))
-        return
+    else:
+        _print_hits(query, hits)
+    if service is not None:  # after the answer: the next one-shot search needs no torch
+        from textitsr.embedding.query_graph import prepare_query_graph
+
+        prepare_query_graph(service.model, service.store.checkpoint_id)
+
+
+def _print_hits(query: str, hits: list[dict[str, Any]]) -> None:
     from rich.console import Console
     from rich.table import Table
 
