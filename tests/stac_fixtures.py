@@ -150,17 +150,18 @@ def landsat_specs(geo: Path, cogs: Path) -> list[ItemSpec]:
 
 
 class RangeServer(http.server.ThreadingHTTPServer):
-    """Serves one folder with HTTP range requests; records (method, path, status, bytes) of every answer."""
+    """Serves one folder with HTTP range requests; appends "method path status bytes" of every answer
+    to a log file."""
 
     daemon_threads = True
 
-    def __init__(self, root: Path) -> None:
-        self.root, self.log = Path(root), []
+    def __init__(self, root: Path, log: Path) -> None:
+        self.root, self.log_path = Path(root), Path(log)
         super().__init__(("127.0.0.1", 0), _RangeHandler)
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
+    def record(self, *fields: object) -> None:
+        with open(self.log_path, "a", encoding="utf-8") as fh:
+            fh.write("\t".join(map(str, fields)) + "\n")
 
 
 class _RangeHandler(http.server.BaseHTTPRequestHandler):
@@ -170,7 +171,7 @@ class _RangeHandler(http.server.BaseHTTPRequestHandler):
         rel = self.path.split("?", 1)[0].lstrip("/")
         path = (self.server.root / rel).resolve()
         if not path.is_relative_to(self.server.root.resolve()) or not path.is_file():
-            self.server.log.append((self.command, rel, 404, 0))
+            self.server.record(self.command, rel, 404, 0)
             self.send_error(404)
             return
         data = path.read_bytes()
@@ -187,7 +188,7 @@ class _RangeHandler(http.server.BaseHTTPRequestHandler):
         if status == 206:
             self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
         self.end_headers()
-        self.server.log.append((self.command, rel, status, end - start + 1 if body else 0))
+        self.server.record(self.command, rel, status, end - start + 1 if body else 0)
         if body:
             self.wfile.write(data[start : end + 1])
 
@@ -205,22 +206,57 @@ class _RangeHandler(http.server.BaseHTTPRequestHandler):
         pass
 
 
+@dataclass
+class Served:
+    """A running server process: its base URL and the answers it logged so far."""
+
+    url: str
+    log_path: Path
+
+    @property
+    def log(self) -> list[tuple[str, str, int, int]]:
+        lines = self.log_path.read_text("utf-8").splitlines() if self.log_path.is_file() else []
+        return [(m, p, int(s), int(n)) for m, p, s, n in (line.split("\t") for line in lines)]
+
+
 @contextmanager
-def serve(root: Path) -> Iterator[RangeServer]:
-    """A RangeServer on 127.0.0.1 for the block (shut down after it, or after SERVER_LIFETIME_S)."""
-    server = RangeServer(root)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
-    thread.start()
+def serve(root: Path) -> Iterator[Served]:
+    """A RangeServer on 127.0.0.1 in its own process (GDAL may hold this process's interpreter lock
+    while it waits for an answer) for the block; it also stops by itself after SERVER_LIFETIME_S."""
+    import subprocess
+    import sys
+    import tempfile
+    import time
+
+    work = Path(tempfile.mkdtemp(prefix="stac-server-"))
+    port_file, log = work / "port", work / "requests.log"
+    proc = subprocess.Popen([sys.executable, __file__, str(root), str(port_file), str(log)])
+    try:
+        deadline = time.monotonic() + 30
+        while not port_file.is_file() or not port_file.read_text().strip():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"test HTTP server did not start (exit code {proc.poll()})")
+            time.sleep(0.05)
+        yield Served(f"http://127.0.0.1:{int(port_file.read_text())}", log)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def _main(root: str, port_file: str, log: str) -> None:
+    server = RangeServer(Path(root), Path(log))
     timer = threading.Timer(SERVER_LIFETIME_S, server.shutdown)
     timer.daemon = True
     timer.start()
+    Path(port_file).write_text(str(server.server_address[1]))
     try:
-        yield server
+        server.serve_forever(poll_interval=0.1)
     finally:
-        timer.cancel()
-        server.shutdown()
         server.server_close()
-        thread.join(timeout=5)
 
 
 def write_api(root: Path, url: str, catalog: Path, collection: str) -> str:
@@ -250,3 +286,9 @@ def write_api(root: Path, url: str, catalog: Path, collection: str) -> str:
                           "method": "GET"}]}
     (root / "api.json").write_text(json.dumps(landing))
     return f"{url}/api.json"
+
+
+if __name__ == "__main__":
+    import sys
+
+    _main(*sys.argv[1:4])

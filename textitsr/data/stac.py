@@ -53,9 +53,9 @@ SAME_PLACE_OVERLAP = 0.5
 MAX_ITEMS = 2000
 _GDAL_TYPES = {"uint8": "Byte", "int8": "Int8", "uint16": "UInt16", "int16": "Int16", "uint32": "UInt32",
                "int32": "Int32", "float32": "Float32", "float64": "Float64"}
-#: GDAL settings for reading COGs over HTTP: no directory listing per file, a few retries.
-GDAL_HTTP = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR", "GDAL_HTTP_MAX_RETRY": "2",
-             "GDAL_HTTP_RETRY_DELAY": "0.5"}
+#: GDAL settings for reading COGs over HTTP: a few retries. (Directory listing is left on: turning it
+#: off process-wide would also hide local GeoTIFFs' sidecar overviews and masks.)
+GDAL_HTTP = {"GDAL_HTTP_MAX_RETRY": "2", "GDAL_HTTP_RETRY_DELAY": "0.5"}
 
 
 @dataclass(frozen=True)
@@ -142,7 +142,7 @@ def gdal_path(href: str) -> str:
 
 
 def use_http_settings() -> None:
-    """Configure GDAL for range reads over HTTP in this process (settings already given are kept): the
+    """Configure GDAL for reads over HTTP in this process (settings already given are kept): the
     series reader and the map tiler open the VRTs later, outside any `rasterio.Env`."""
     for key, value in GDAL_HTTP.items():
         os.environ.setdefault(key, value)
