@@ -402,7 +402,8 @@ def export(
     if query is not None:
         from textitsr.service import SearchService
 
-        service = SearchService.open(store, checkpoint, text_only=True, text_backend="torch")
+        graph = SearchService.open_query_graph(store) if checkpoint is None else None
+        service = graph or SearchService.open(store, checkpoint, text_only=True, text_backend="torch")
         hits = service.search_text(query, k=k)
         selection = Selection([h.pair_id for h in hits], [h.score for h in hits], query)
     n = export_geoparquet(opened, out, embeddings=embeddings, selection=selection)
