@@ -143,3 +143,6 @@ with widgets.show_errors("Search"):
                            "textitsr-results.geojson",
                            "application/geo+json", key="export-geojson", width="stretch",
                            icon=":material/download:")
+        st.download_button("Export GeoParquet", exports.hits_geoparquet(service, hits, query),
+                           "textitsr-results.parquet", "application/vnd.apache.parquet",
+                           key="export-geoparquet", width="stretch", icon=":material/download:")

@@ -28,6 +28,8 @@ except TextITSRError as err:
     st.stop()
 
 st.markdown(inspector.facts_line(record))
+if stac := inspector.stac_line(record):
+    st.caption(stac)
 captions = inspector.image_captions(record)
 left, right, where = st.columns([2, 2, 1.4])
 left.image(jpegs[0], caption=markdown_text(captions[0]), width="stretch")

@@ -470,6 +470,12 @@ def test_result_exports_and_wording(service):
     assert geo["query"] == "q" and [f["properties"]["rank"] for f in geo["features"]] == [1, 2, 3]
     assert geo["filters"]["sources"] == ["synthetic"]
     assert geo["features"][0]["geometry"]["coordinates"][0][0] == [hits[0].bounds[0], hits[0].bounds[1]]
+    import geopandas as gpd
+
+    table = gpd.read_parquet(io.BytesIO(exports.hits_geoparquet(service, hits, "q")))
+    assert list(table["pair_id"]) == [h.pair_id for h in hits] and list(table["rank"]) == [1, 2, 3]
+    assert table.geometry.iloc[0].bounds == pytest.approx(hits[0].bounds)
+    assert list(table["score"]) == pytest.approx([h.score for h in hits], abs=1e-6)
     assert widgets.plural(1, "pair") == "1 pair" and widgets.plural(1200, "pair") == "1,200 pairs"
     assert widgets.shorten("x" * 500, 80).endswith("…") and len(widgets.shorten("x" * 500, 80)) == 80
     assert uploads.place_name(["m_3807_20180601.tif", "m_3807_20200601.tif"]) == "m_3807"

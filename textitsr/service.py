@@ -85,9 +85,6 @@ class SearchService:
         scheduler: Any = None,
         text_backend: str = "auto",
     ) -> None:
-        from textitsr.embedding.encode import QUERY_THREADS
-        from textitsr.models.onnx_text import use_text_backend
-
         self.model = model
         self.checkpoint = Path(checkpoint)
         self.search_config = search_config or SearchConfig()
@@ -96,9 +93,14 @@ class SearchService:
         self._lock = threading.Lock()
         self._full_model: Any = None
         #: What text queries are encoded on (ONNX Runtime when it matches PyTorch, else PyTorch).
-        self.text_backend = use_text_backend(
-            getattr(model, "text_encoder", None), text_backend, threads=QUERY_THREADS
-        )
+        self.text_backend = getattr(model, "backend_choice", None)  # an exported query graph
+        if self.text_backend is None:
+            from textitsr.embedding.encode import QUERY_THREADS
+            from textitsr.models.onnx_text import use_text_backend
+
+            self.text_backend = use_text_backend(
+                getattr(model, "text_encoder", None), text_backend, threads=QUERY_THREADS
+            )
         self._load(store)
 
     @classmethod
@@ -142,6 +144,25 @@ class SearchService:
         if int(model.config.embed_dim) != opened.embed_dim:
             raise StoreError(f"{store}: {opened.embed_dim}-d store, model gives {model.config.embed_dim}-d")
         return cls(model, opened, checkpoint, search_config, scheduler, text_backend)
+
+    @classmethod
+    def open_query_graph(cls, store: Path, *, search_config: SearchConfig | None = None
+                         ) -> SearchService | None:
+        """Text queries only, without torch or transformers: the store's model's exported query
+        graph (`embedding.query_graph`) on ONNX Runtime. None when that model has no graph yet."""
+        from textitsr.embedding.query_graph import QueryGraph
+
+        store = Path(store)
+        manifest = read_manifest(store) if store.is_dir() else None
+        if manifest is None:
+            raise StoreError(f"{store}: store folder not found; build one with `textitsr index`")
+        graph = QueryGraph.find(str(manifest["checkpoint_id"]))
+        if graph is None:
+            return None
+        opened = Store.open(store, checkpoint_id=graph.checkpoint_id)
+        if graph.embed_dim != opened.embed_dim:
+            raise StoreError(f"{store}: {opened.embed_dim}-d store, query graph gives {graph.embed_dim}-d")
+        return cls(graph, opened, Path(manifest.get("checkpoint") or store), search_config)
 
     def _load(self, store: Store) -> None:
         """(Re)read the store and build the indexes and the catalog."""
@@ -253,10 +274,13 @@ class SearchService:
         """(1, d) embedding of a text query (validated; very long text is cut)."""
         if not isinstance(query, str) or not query.strip():
             raise InputError("query: expected a non-empty description of the change to look for")
+        text = " ".join(query.split())[:MAX_QUERY_CHARS]
+        if getattr(self.model, "backend_choice", None) is not None:  # a query graph: no torch here
+            return self.model.encode_texts([text])
         from textitsr.embedding.encode import QUERY_THREADS, encode_texts, torch_threads
 
         with torch_threads(QUERY_THREADS):
-            return encode_texts(self.model, [" ".join(query.split())[:MAX_QUERY_CHARS]])
+            return encode_texts(self.model, [text])
 
     def search_text(self, query: str, k: int = 10, filters: SearchFilters | None = None) -> list[PairHit]:
         """The k pairs that best match a text query (any language the text encoder reads), best first."""

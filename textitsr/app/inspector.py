@@ -55,6 +55,29 @@ def facts_line(record: Mapping[str, Any]) -> str:
     return " · ".join(facts)
 
 
+def stac_line(record: Mapping[str, Any]) -> str | None:
+    """One markdown line of the STAC items a pair was read from (ids, collection, cloud cover, GSD,
+    item links; escaped), or None for a pair that came from no catalog."""
+    stac = (record.get("location") or {}).get("stac")
+    if not isinstance(stac, Mapping):
+        return None
+    before, after = (stac.get(k) if isinstance(stac.get(k), Mapping) else {} for k in ("before", "after"))
+    ids = [markdown_text(c.get("id") or "?") for c in (before, after)]
+    facts = [f"STAC items **{ids[0]}** → **{ids[1]}**"]
+    if before.get("collection"):
+        facts.append(f"collection **{markdown_text(before['collection'])}**")
+    clouds = [c.get("cloud_cover") for c in (before, after)]
+    if any(isinstance(c, int | float) for c in clouds):
+        shown = [f"{c:g}%" if isinstance(c, int | float) else "?" for c in clouds]
+        facts.append("cloud cover " + " → ".join(shown))
+    if isinstance(before.get("gsd"), int | float):
+        facts.append(f"GSD {before['gsd']:g} m")
+    links = [markdown_text(c["href"]) for c in (before, after) if c.get("href")]
+    if links:
+        facts.append("items " + ", ".join(links))
+    return " · ".join(facts)
+
+
 def pair_views(service: SearchService, pair_id: str, jpegs: tuple[bytes, bytes], labels: tuple[str, str]
                ) -> None:
     """Swipe/blink and the difference heatmap in tabs; the heatmap only while its tab is open."""

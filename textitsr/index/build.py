@@ -161,7 +161,8 @@ def resolve_precision(model: Any, source: PairSource, split: str | None, config:
         pairs = list(itertools.islice(source.pairs(split), PROBE_PAIRS))
         return [p.rgb("before") for p in pairs], [p.rgb("after") for p in pairs]
 
-    return replace(config, precision=choose_precision(model, "auto", probe).precision)
+    choice = choose_precision(model, "auto", probe, config.backbone_runtime)
+    return replace(config, precision=choice.precision)
 
 
 def embed_pairs(
