@@ -334,7 +334,8 @@ def test_active_archive_is_the_fine_tuned_store_only_when_chosen_and_current(tmp
     def manifest(folder: Path, n_pairs: int, cid: str) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         fields = {"format": FORMAT, "version": FORMAT_VERSION, "checkpoint_id": cid, "embed_dim": 8,
-                  "dtype": "float16", "shards": [], "n_pairs": n_pairs}
+                  "dtype": "float16", "shards": [{"name": "s0", "n_pairs": n_pairs, "n_captions": 0}],
+                  "n_pairs": n_pairs}
         (folder / "manifest.json").write_text(json.dumps(fields))
 
     manifest(tmp_path / "store", 40, "base")
