@@ -112,8 +112,8 @@ def tiny_archive(tmp_path_factory: pytest.TempPathFactory) -> TinyArchive:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     from textitsr.data.registry import open_source
-    from textitsr.data.synthetic import SyntheticWorldConfig, write_demo_world
     from textitsr.index.build import build_store
+    from textitsr.synth.world import SyntheticWorldConfig, write_demo_world
 
     root = tmp_path_factory.mktemp("tiny_archive")
     world = write_demo_world(root / "world", config=SyntheticWorldConfig(**TINY_WORLD))

@@ -10,8 +10,8 @@ import pytest
 
 from tests.conftest import shared_path
 from tests.test_realsynth import write_fixture_shared
-from textitsr.data.training_data import TrainingDataRecipe, input_fingerprint
 from textitsr.models.checkpoint import load_checkpoint, read_checkpoint_config
+from textitsr.synth.training_data import TrainingDataRecipe, input_fingerprint
 from textitsr.training.default_model import DEFAULT_DATA_DIR, DEFAULT_MODEL_DIR, DefaultRecipe, train_default
 
 
@@ -88,7 +88,7 @@ def test_train_default_writes_recipe_and_fingerprints(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_demo_world_is_written_once(tmp_path: Path) -> None:
     """The recipe's world is the demo world (the synthetic benchmark's); a second call keeps it."""
-    from textitsr.data.synthetic import MANIFEST, SyntheticSource
+    from textitsr.data.world import MANIFEST, SyntheticSource
     from textitsr.training.default_model import demo_world
 
     world = demo_world(tmp_path / "world")
@@ -107,10 +107,10 @@ def test_demo_serves_real_scenes_and_finds_the_pucallpa_clearing(tmp_path: Path)
     from textitsr.config import DemoPaths
     from textitsr.data.describe import change_stats
     from textitsr.data.real_scenes import series_sources
-    from textitsr.data.synthetic import SyntheticWorldConfig
     from textitsr.demo import prepare_demo
     from textitsr.models.checkpoint import checkpoint_id
     from textitsr.service import SearchService
+    from textitsr.synth.world import SyntheticWorldConfig
 
     paths = DemoPaths(tmp_path / "demo")
     lines: list[str] = []

@@ -17,7 +17,7 @@ from textitsr.errors import InputError
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from textitsr.data.synthetic import SyntheticWorldConfig, write_demo_world
+    from textitsr.synth.world import SyntheticWorldConfig, write_demo_world
 
     return write_demo_world(
         tmp_path_factory.mktemp("speed") / "world",
@@ -37,7 +37,7 @@ def tiny_model(tiny_hf_models):
 
 
 def _pairs(world: Path, n: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    from textitsr.data.synthetic import SyntheticSource
+    from textitsr.data.world import SyntheticSource
 
     pairs = list(itertools.islice(SyntheticSource(world).pairs(None), n))
     return [p.rgb("before") for p in pairs], [p.rgb("after") for p in pairs]

@@ -14,7 +14,7 @@ from textitsr.errors import CheckpointError
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from textitsr.data.synthetic import SyntheticWorldConfig, write_demo_world
+    from textitsr.synth.world import SyntheticWorldConfig, write_demo_world
 
     return write_demo_world(
         tmp_path_factory.mktemp("cli") / "world",

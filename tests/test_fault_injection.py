@@ -159,7 +159,7 @@ def test_disk_full_while_appending_keeps_the_store_as_it_was(
     manifest = (store / "manifest.json").read_text()
     files = listing(store)
     extra = tmp_path / "extra"
-    from textitsr.data.synthetic import SyntheticWorldConfig, write_demo_world
+    from textitsr.synth.world import SyntheticWorldConfig, write_demo_world
 
     write_demo_world(extra, seed=11, config=SyntheticWorldConfig(n_train=4, n_val=2, n_test=2, tile_size=64))
     monkeypatch.setattr("textitsr.index.shards.np.save", no_space)

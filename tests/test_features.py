@@ -15,7 +15,7 @@ from textitsr.embedding.cache import EmptySplitError, build_or_load
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from textitsr.data.synthetic import SyntheticWorldConfig, write_demo_world
+    from textitsr.synth.world import SyntheticWorldConfig, write_demo_world
 
     return write_demo_world(
         tmp_path_factory.mktemp("feat") / "world",
@@ -41,7 +41,7 @@ def model(tiny_hf_models):
 
 
 def _source(world: Path):
-    from textitsr.data.synthetic import SyntheticSource
+    from textitsr.data.world import SyntheticSource
 
     return SyntheticSource(world)
 

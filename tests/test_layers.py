@@ -26,6 +26,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("textitsr", "textitsr.config", "textitsr.errors", "textitsr.atomic", "textitsr.escape",
      "textitsr.outputs", "textitsr.api_discovery"),
     ("textitsr.data",),
+    ("textitsr.synth",),
     ("textitsr.models",),
     ("textitsr.embedding",),
     ("textitsr.evaluation",),

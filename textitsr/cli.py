@@ -39,7 +39,8 @@ def demo_data(
     import dataclasses
     import time
 
-    from textitsr.data.synthetic import SyntheticWorldConfig, summary, write_demo_world
+    from textitsr.data.world import summary
+    from textitsr.synth.world import SyntheticWorldConfig, write_demo_world
 
     sizes = {"n_train": train_pairs, "n_val": val_pairs, "n_test": test_pairs}
     config = dataclasses.replace(SyntheticWorldConfig(), **{k: v for k, v in sizes.items() if v is not None})
@@ -63,8 +64,8 @@ def make_training_data(
     import dataclasses
 
     from textitsr.config import SHARED_DATA_DIR
-    from textitsr.data.training_data import TrainingDataRecipe
-    from textitsr.data.training_data import make_training_data as make
+    from textitsr.synth.training_data import TrainingDataRecipe
+    from textitsr.synth.training_data import make_training_data as make
 
     recipe = dataclasses.replace(TrainingDataRecipe(), seed=seed)
     chosen = tuple(p.strip() for p in parts.split(",") if p.strip())

@@ -42,7 +42,7 @@ class DemoResult:
 
 def _world_ok(world: Path) -> int:
     """Number of pairs in a readable synthetic world (0 when absent or unreadable)."""
-    from textitsr.data.synthetic import SyntheticSource
+    from textitsr.data.world import SyntheticSource
 
     try:
         return len(SyntheticSource(world))
@@ -112,7 +112,7 @@ def prepare_demo(
     if n_world:
         echo(f"[demo] world: {n_world} pairs at {paths.world} (kept)")
     else:
-        from textitsr.data.synthetic import write_demo_world
+        from textitsr.synth.world import write_demo_world
 
         t0 = step(f"world: generating the synthetic georeferenced world into {paths.world}")
         write_demo_world(paths.world, seed=seed, config=world_config)  # type: ignore[arg-type]
@@ -172,7 +172,7 @@ def prepare_demo(
     if n_store == n_expected and "model" not in built:
         echo(f"[demo] store: {n_store} pairs at {paths.store} (kept)")
     else:
-        from textitsr.data.synthetic import SyntheticSource
+        from textitsr.data.world import SyntheticSource
         from textitsr.index.build import build_store
 
         if n_store is None and paths.store.exists():
