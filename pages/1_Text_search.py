@@ -7,7 +7,7 @@ import time
 import streamlit as st
 from streamlit_folium import st_folium
 
-from textitsr.app import exports, figures, filters, map_events, maps, services, widgets
+from textitsr.app import exports, figures, filters, map_events, map_layers, maps, services, widgets
 from textitsr.app.config import EXAMPLE_QUERIES, load_config
 from textitsr.app.footprints import footprint_clusters
 from textitsr.escape import markdown_text
@@ -17,7 +17,7 @@ st.title("Text search")
 st.caption("Describe the change you are looking for; the archive's image pairs are ranked by similarity.")
 
 service = services.service_or_stop()
-stats = service.catalog.stats()
+stats = service.stats()
 config = load_config()
 
 
@@ -47,7 +47,7 @@ with st.sidebar:
         date_range = st.date_input("Both dates of a pair within", value=(first, last), key="date_range")
     sources = st.multiselect("Sources", sorted(stats.sources), key="sources",
                              help="Empty: all sources.") if len(stats.sources) > 1 else None
-    dates = service.catalog.acquisition_dates()
+    dates = service.acquisition_dates()
     with st.expander(f"Acquisition dates ({len(dates)})"):
         st.caption(markdown_text(widgets.date_summary(dates, shown=50)) if dates
                    else "The archive records no dates.")
@@ -64,7 +64,7 @@ if area_mode == "Coordinates":
     )
 elif area_mode == "Draw on map":
     with st.expander("Area filter: draw a rectangle (the last one drawn is used)", expanded=True):
-        layers = services.map_layers(config)
+        layers = map_layers.map_layers(config)
         footprints = layers.footprints
         fmap = maps.ArchiveMap(basemap=config.basemap, height=360)
         fmap.add_scene_tiles(layers.areas, layers.tiles_url, switch=False)
@@ -113,7 +113,7 @@ with widgets.show_errors("Search"):
         widgets.results_grid(service, hits, key="text")
     with side:
         st.plotly_chart(figures.score_chart(hits), key="score_chart", width="stretch")
-        widgets.results_map(hits, services.map_layers(config), basemap=config.basemap)
+        widgets.results_map(hits, map_layers.map_layers(config), basemap=config.basemap)
         # One under the other: side by side, the side column of a laptop-wide page clipped their text.
         st.download_button("Export CSV", exports.hits_csv(hits), "textitsr-results.csv", "text/csv",
                            key="export-csv", width="stretch", icon=":material/download:")

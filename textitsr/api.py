@@ -189,7 +189,7 @@ def create_app(service: SearchService, config: ApiConfig | None = None) -> FastA
         return JSONResponse({"detail": str(err)}, status_code=503)
 
     def known(pair_id: str | None) -> None:
-        if pair_id is not None and not service.catalog.has_pair(pair_id):
+        if pair_id is not None and not service.has_pair(pair_id):
             raise HTTPException(404, f"pair_id={pair_id!r}: no such pair in this archive")
 
     def images(query: PairQuery | DescribeQuery) -> dict[str, np.ndarray]:
@@ -200,13 +200,13 @@ def create_app(service: SearchService, config: ApiConfig | None = None) -> FastA
 
     @app.get("/health", response_model=Health, summary="Liveness and which archive this is")
     def health() -> Health:
-        return Health(status="ok", version=__version__, store=str(service.store.root.resolve()),
-                      checkpoint_id=service.store.checkpoint_id, n_pairs=len(service),
+        return Health(status="ok", version=__version__, store=str(service.store_root.resolve()),
+                      checkpoint_id=service.checkpoint_id, n_pairs=len(service),
                       text_backend=f"{service.text_backend.backend} ({service.text_backend.reason})")
 
     @app.get("/stats", dependencies=secured, summary="Archive summary: counts, sources, dates, extent")
     def stats() -> dict[str, Any]:
-        return asdict(service.catalog.stats())
+        return asdict(service.stats())
 
     @app.post("/search/text", response_model=PairHits, dependencies=secured, summary="Text -> pairs")
     def search_text(query: TextQuery) -> PairHits:
@@ -245,13 +245,13 @@ def create_app(service: SearchService, config: ApiConfig | None = None) -> FastA
     @app.get("/pairs/{pair_id}", dependencies=secured, summary="Everything the store knows about a pair")
     def pair(pair_id: str) -> dict[str, Any]:
         known(pair_id)
-        return _jsonable(service.catalog.pair(pair_id))
+        return _jsonable(service.pair(pair_id))
 
     @app.get("/pairs/{pair_id}/thumbnail/{when}", dependencies=secured, response_class=Response,
              responses={200: {"content": {"image/png": {}}}}, summary="Before or after thumbnail (PNG)")
     def thumbnail(pair_id: str, when: Literal["before", "after"]) -> Response:
         known(pair_id)
-        before, after = service.catalog.thumbnails(pair_id)
+        before, after = service.thumbnails(pair_id)
         return Response(_png(before if when == "before" else after), media_type="image/png")
 
     @app.get("/footprints", dependencies=secured, summary="Pair footprints as a GeoJSON FeatureCollection")
@@ -272,7 +272,7 @@ def create_app(service: SearchService, config: ApiConfig | None = None) -> FastA
                 raise InputError(f"bbox={bbox!r}: expected four numbers W,S,E,N")
         filters = SearchFilters(bbox=box, date_from=date_from, date_to=date_to,  # type: ignore[arg-type]
                                 sources=tuple(source) if source else None)
-        collection = service.catalog.footprints(filters, limit=limit)
+        collection = service.footprints(filters, limit=limit)
         return JSONResponse(collection, media_type="application/geo+json")
 
     return app

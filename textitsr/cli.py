@@ -270,7 +270,8 @@ def index(
 ) -> None:
     """Embed a source into a searchable archive store (resumes; appends new sources as new shards)."""
     from textitsr.embedding.encode import resolve_device
-    from textitsr.index.build import BuildConfig, build_store
+    from textitsr.index.archive import Archive
+    from textitsr.index.build import BuildConfig
     from textitsr.outputs import STORE, check_output_dir
 
     device = str(resolve_device(device))  # an unknown or absent device fails before any work
@@ -279,10 +280,7 @@ def index(
     overrides = {"batch_size": batch_size, "shard_size": shard_size, "feature_cache": feature_cache,
                  "precision": precision, "backbone_runtime": backbone_runtime, "device": device}
     config = BuildConfig(**{name: value for name, value in overrides.items() if value is not None})
-    store = build_store(checkpoint, pairs, out, split=split, scheduler=scheduler, config=config)
-    from textitsr.index.tiles import tile_store
-
-    tile_store(store)
+    store = Archive(out, checkpoint).build(pairs, split=split, scheduler=scheduler, config=config)
     typer.echo(f"{out}: {len(store)} pairs in {len(store.shard_names)} shard(s), "
                f"{store.manifest['n_captions']} captions, model {store.checkpoint_id}")
 

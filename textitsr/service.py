@@ -4,7 +4,8 @@
 store built with another model, reads the store's embeddings and metadata and builds the FAISS
 indexes. The three queries after that (text -> pairs, pair -> pairs, pair -> sentences) are pure
 functions of those objects; `refresh` re-reads a store that grew (scenes added by `index.build`).
-What the archive holds (pair records, thumbnails, footprints, statistics) is `service.catalog`.
+What the archive holds (pair records, thumbnails, footprints, statistics) the service answers too
+(`pair`, `thumbnails`, `footprints`, `stats`, ...), so callers never reach into its catalog or store.
 Bad input raises `InputError`, store problems `StoreError`, both with a message fit to show to a person.
 """
 
@@ -22,11 +23,13 @@ import numpy as np
 from textitsr.errors import InputError, StoreError
 from textitsr.index.calibration import MatchCalibration, calibrate_text_matches
 from textitsr.index.catalog import ArchiveStats, Catalog, PairHit
+from textitsr.index.manifest import MANIFEST
 from textitsr.index.search import Filters, SearchConfig, VectorIndex
 from textitsr.index.store import Store, read_manifest
 
 if TYPE_CHECKING:
     from textitsr.index.sharded import ShardedIndex
+    from textitsr.index.tiles import SceneArea
 
 __all__ = ["ArchiveStats", "CaptionHit", "PairHit", "SearchFilters", "SearchService"]
 
@@ -130,6 +133,7 @@ class SearchService:
             pairs = VectorIndex(self._pair_vectors(store), self.search_config, cache=cache)
         catalog = Catalog(store, index_kind=pairs.kind)
         self.store, self.catalog, self._pairs = store, catalog, pairs
+        self._stamp = _manifest_stamp(store.root)
         self._caption_index: tuple[VectorIndex, list[str], list[str]] | None = None
         self._calibration: MatchCalibration | None = None
 
@@ -163,9 +167,17 @@ class SearchService:
         return store.index_file(what, hashlib.sha1(key.encode()).hexdigest()[:12])
 
     def refresh(self) -> None:
-        """Re-read the store: after `index.build.add_scenes` appended shards to it."""
+        """Re-read the store now (queries also do it by themselves when its manifest changed)."""
         with self._lock:
             self._load(Store.open(self.store.root, checkpoint_id=self.store.checkpoint_id))
+
+    def _fresh(self) -> None:
+        """Re-read the store when a writer (`index.archive.Archive`) committed a new manifest since
+        it was read: one stat per call, so scenes added by any process show up in the next query."""
+        if _manifest_stamp(self.store.root) != self._stamp:
+            with self._lock:
+                if _manifest_stamp(self.store.root) != self._stamp:
+                    self._load(Store.open(self.store.root, checkpoint_id=self.store.checkpoint_id))
 
     @property
     def archive_id(self) -> str:
@@ -173,6 +185,7 @@ class SearchService:
         return f"{self.store.root.resolve()}:{self.store.checkpoint_id}:{len(self)}"
 
     def __len__(self) -> int:
+        self._fresh()
         return len(self.catalog)
 
     @staticmethod
@@ -221,6 +234,7 @@ class SearchService:
     def search_text(self, query: str, k: int = 10, filters: SearchFilters | None = None) -> list[PairHit]:
         """The k pairs that best match a text query (any language the text encoder reads), best first."""
         k = self._check_k(k)
+        self._fresh()
         mask = self.catalog.mask(filters)
         vec = self.encode_query(query)
         return self._query_pairs(vec, k, mask)
@@ -248,6 +262,7 @@ class SearchService:
     ) -> list[PairHit]:
         """Pairs most similar to an archive pair (itself excluded) or to uploaded before/after images."""
         k = self._check_k(k)
+        self._fresh()
         mask = self.catalog.mask(filters)
         vec, row = self._pair_vector(pair_id, before, after)
         if row is not None:
@@ -265,6 +280,7 @@ class SearchService:
     ) -> list[CaptionHit]:
         """The archive's sentences that best describe a pair (distinct sentences, best first)."""
         k = self._check_k(k)
+        self._fresh()
         vec, _ = self._pair_vector(pair_id, before, after)
         index, texts, pair_ids = self._captions()
         if not texts:
@@ -274,6 +290,72 @@ class SearchService:
             CaptionHit(rank=i + 1, score=float(s), text=texts[r], pair_id=pair_ids[r])
             for i, (s, r) in enumerate(zip(scores[0], rows[0], strict=True))
         ]
+
+
+    # What the archive holds, for the app and the API: they ask the service, never its catalog or store.
+
+    @property
+    def store_root(self) -> Path:
+        """The archive's store folder."""
+        return self.store.root
+
+    @property
+    def checkpoint_id(self) -> str:
+        """The id of the model the archive was embedded with."""
+        return self.store.checkpoint_id
+
+    def has_pair(self, pair_id: str) -> bool:
+        self._fresh()
+        return self.catalog.has_pair(pair_id)
+
+    def pair(self, pair_id: str) -> dict[str, Any]:
+        """A pair's record (id, source, split, dates, bounds, captions, ...); InputError when unknown."""
+        self._fresh()
+        return self.catalog.pair(pair_id)
+
+    def thumbnails(self, pair_id: str) -> tuple[np.ndarray, np.ndarray]:
+        """A pair's (before, after) RGB thumbnails; StoreError when the store holds none."""
+        self._fresh()
+        return self.catalog.thumbnails(pair_id)
+
+    def change_stats(self, pair_id: str) -> dict[str, float] | None:
+        """A pair's spectral change statistics (NDVI/NDWI/NDBI), None when its bands do not allow them."""
+        self._fresh()
+        return self.catalog.change_stats(pair_id)
+
+    def footprints(self, filters: Filters | None = None, *, limit: int | None = None) -> dict:
+        """The pairs' footprints as a GeoJSON FeatureCollection (those `filters` keep, at most `limit`)."""
+        self._fresh()
+        return self.catalog.footprints(filters, limit=limit)
+
+    def stats(self) -> ArchiveStats:
+        """Counts, sources, dates and extent of the archive."""
+        self._fresh()
+        return self.catalog.stats()
+
+    def acquisition_dates(self) -> dict[str, int]:
+        """ISO date -> number of pairs acquired then (before or after)."""
+        self._fresh()
+        return self.catalog.acquisition_dates()
+
+    def scene_areas(self) -> list[SceneArea]:
+        """The archive's areas with their map tiles, largest first."""
+        self._fresh()
+        return self.catalog.scene_areas()
+
+    def tile_size(self) -> int | None:
+        """Side (px) of most of the archive's tiles: the size new scenes should be cut into."""
+        self._fresh()
+        return self.catalog.tile_size()
+
+
+def _manifest_stamp(root: Path) -> tuple[int, int, int] | None:
+    """(inode, mtime ns, size) of a store's manifest: changes with every commit (written and renamed)."""
+    try:
+        st = (Path(root) / MANIFEST).stat()
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
 def _as_rgb(img: Any, name: str) -> np.ndarray:

@@ -15,7 +15,7 @@ from textitsr.escape import markdown_code, markdown_text
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import folium
 
-    from textitsr.app.services import MapLayers
+    from textitsr.app.maps import MapLayers
     from textitsr.service import ArchiveStats, CaptionHit, PairHit, SearchService
 
 log = logging.getLogger(__name__)
@@ -237,7 +237,7 @@ def before_after(service: SearchService, pair_id: str, captions: tuple[str, str]
     """A pair's before and after thumbnails side by side (JPEG: a tenth of PNG's bytes to send)."""
     import streamlit as st
 
-    from textitsr.app.services import thumbnail_jpegs
+    from textitsr.app.thumbnails import thumbnail_jpegs
 
     before, after = thumbnail_jpegs(service, pair_id)
     left, right = st.columns(2)

@@ -15,7 +15,7 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window
 
-from textitsr.data.pairs import SPLITS, BitemporalPair, PairSourceBase
+from textitsr.data.pairs import SPLITS, BitemporalPair, PairSourceBase, SceneDisplay
 from textitsr.errors import InputError
 
 #: Ground-truth change events (one per tile, applied at the after date):
@@ -78,6 +78,13 @@ class SyntheticSource(PairSourceBase):
 
     def paths(self) -> list[Path]:
         return [self.root]
+
+    def map_scenes(self) -> list[SceneDisplay]:
+        """Each split's before/after scene, shown as its pairs are: bands 1-3 (RGB), bytes / 255."""
+        rgb = tuple(BANDS.index(b) + 1 for b in ("red", "green", "blue"))
+        return [SceneDisplay(self.root / self.scenes[split]["files"][when], rgb, ((0.0, 255.0),) * 3)
+                for split in SPLITS if split in self.scenes and self.records(split)
+                for when in ("before", "after")]
 
     def count(self, split: str | None = None) -> int:
         return len(self.records(split))
