@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import shared_path
+from tests.conftest import TINY_WORLD, shared_path
 from tests.test_realsynth import write_fixture_shared
 from textitsr.models.checkpoint import load_checkpoint, read_checkpoint_config
 from textitsr.synth.training_data import TrainingDataRecipe, input_fingerprint
@@ -116,7 +116,7 @@ def test_demo_serves_real_scenes_and_finds_the_pucallpa_clearing(tmp_path: Path)
     lines: list[str] = []
     result = prepare_demo(
         paths,
-        world_config=SyntheticWorldConfig(n_train=24, n_val=8, n_test=8, tile_size=64),
+        world_config=SyntheticWorldConfig(**TINY_WORLD, tile_size=64),
         echo=lines.append,
     )
     assert "model" in result.built and not any("training" in line for line in lines)
@@ -130,7 +130,7 @@ def test_demo_serves_real_scenes_and_finds_the_pucallpa_clearing(tmp_path: Path)
     assert np.mean([loss[h.pair_id] for h in hits]) > np.median(list(loss.values()))
     again = prepare_demo(
         paths,
-        world_config=SyntheticWorldConfig(n_train=24, n_val=8, n_test=8, tile_size=64),
+        world_config=SyntheticWorldConfig(**TINY_WORLD, tile_size=64),
         echo=lines.append,
     )
     assert again.built == ()
