@@ -7,10 +7,12 @@ import ast
 from pathlib import Path
 
 import numpy as np
+from conftest import cli_main
 from PIL import Image
 
 from textitsr.data.geotiff import GeoTiffSource
 from textitsr.index.archive import Archive
+from textitsr.index.store import Store
 from textitsr.index.tiles import TileIndex
 from textitsr.service import SearchService
 
@@ -49,11 +51,16 @@ def mean_tile_colour(tiles_dir: Path, key: str, zoom: int) -> np.ndarray:
     return rgba[rgba[:, 3] > 0, :3].astype(float).mean(axis=0)
 
 
-def test_the_map_of_a_cir_series_shows_the_cir_bands_as_embedded(tiny_archive, tmp_path: Path) -> None:
+def test_the_map_of_a_cir_series_shows_the_cir_bands_as_embedded(
+    tiny_archive, tmp_path: Path, monkeypatch, capsys
+) -> None:
     scenes = four_band_series(tmp_path / "scenes")
-    source = GeoTiffSource(scenes, tile_size=64, display="cir")
     store = tmp_path / "store"
-    built = Archive(store, tiny_archive.checkpoint).build(source, progress=False)
+    code, err = cli_main(monkeypatch, capsys, "index", "--checkpoint", tiny_archive.checkpoint,
+                         "--root", tmp_path / "scenes", "--out", store, "--tile-size", "64",
+                         "--display", "cir")  # what a person types for a colour-infrared map
+    assert code == 0, err
+    built = Store.open(store)
     assert len(built) == 4
 
     svc = SearchService.open(store)
