@@ -329,7 +329,7 @@ def test_active_archive_is_the_fine_tuned_store_only_when_chosen_and_current(tmp
     manifest(tmp_path / "store", 40, "base")
     cfg = config.load_config({config.ENV_STORE: str(tmp_path / "store")})
     assert cfg.annotations_dir == tmp_path / "annotations"
-    assert archives.active_archive(cfg) == archives.Archive(archives.BASE, tmp_path / "store")
+    assert archives.active_archive(cfg) == archives.ArchiveChoice(archives.BASE, tmp_path / "store")
     archives.set_archive_choice(cfg, archives.FINE_TUNED)  # chosen, but nothing fine-tuned yet
     active = archives.active_archive(cfg)
     assert active.kind == archives.BASE and "No fine-tuned model" in active.note

@@ -20,7 +20,7 @@ ARCHIVE_CHOICE_FILE = "search.json"
 
 
 @dataclass(frozen=True)
-class Archive:
+class ArchiveChoice:
     """The store (and model) the search pages query: the base archive, or the ANNEAL re-embedded one.
 
     `stamp` changes whenever the store is rewritten behind the app's back (every "update model"),
@@ -74,11 +74,11 @@ def _manifest(store: Path) -> dict[str, Any] | None:
         return None
 
 
-def base_archive(config: AppConfig) -> Archive:
-    return Archive(BASE, config.store, config.checkpoint)
+def base_archive(config: AppConfig) -> ArchiveChoice:
+    return ArchiveChoice(BASE, config.store, config.checkpoint)
 
 
-def active_archive(config: AppConfig | None = None) -> Archive:
+def active_archive(config: AppConfig | None = None) -> ArchiveChoice:
     """The archive the search pages use now: the fine-tuned store when chosen and current, else base.
 
     A fine-tuned store that no longer holds the base archive's pairs (scenes were added since the
@@ -100,4 +100,4 @@ def active_archive(config: AppConfig | None = None) -> Archive:
             note=f"The fine-tuned archive holds {n_tuned} pairs, the base archive {n_base}; searching the "
             "base archive. Update the model again on the Annotate page.",
         )
-    return Archive(FINE_TUNED, tuned, None, stamp=str(manifest.get("checkpoint_id", "")))
+    return ArchiveChoice(FINE_TUNED, tuned, None, stamp=str(manifest.get("checkpoint_id", "")))

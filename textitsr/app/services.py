@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from textitsr.app.archives import Archive, active_archive, base_archive
+from textitsr.app.archives import ArchiveChoice, active_archive, base_archive
 from textitsr.app.config import ENV_CHECKPOINT, ENV_STORE, AppConfig, load_config
 from textitsr.errors import TextITSRError
 from textitsr.escape import markdown_code, markdown_text
@@ -42,7 +42,7 @@ def _open_service(store: str, checkpoint: str | None, stamp: str = "") -> Search
     return SearchService.open(Path(store), Path(checkpoint) if checkpoint else None, text_only=True)
 
 
-def get_service(config: AppConfig | None = None, *, archive: Archive | None = None) -> SearchService:
+def get_service(config: AppConfig | None = None, *, archive: ArchiveChoice | None = None) -> SearchService:
     """The process-wide SearchService of `archive` (default: the active one), shared by sessions."""
     config = config or load_config()
     archive = archive or active_archive(config)
