@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import small_world, tiny_model_config
 
 import textitsr.embedding.precision as precision
 from textitsr.embedding.encode import backbone_precision, encode_rgb_pairs, encode_texts
@@ -17,27 +18,19 @@ from textitsr.errors import InputError
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from textitsr.data.synthetic import SyntheticWorldConfig, write_demo_world
-
-    return write_demo_world(
-        tmp_path_factory.mktemp("speed") / "world",
-        config=SyntheticWorldConfig(n_train=4, n_val=2, n_test=2, tile_size=64),
-    )
+    return small_world(tmp_path_factory.mktemp("speed") / "world", n_train=4, n_val=2, n_test=2)
 
 
 @pytest.fixture(scope="module")
 def tiny_model(tiny_hf_models):
-    from textitsr.models.textitsr import ModelConfig, TextITSR
+    from textitsr.models.textitsr import TextITSR
 
     torch.manual_seed(0)
-    return TextITSR(
-        ModelConfig(image_encoder=str(tiny_hf_models.vit), text_encoder=str(tiny_hf_models.bert),
-                    fusion="gff:before+after+diff", embed_dim=16)
-    )
+    return TextITSR(tiny_model_config(tiny_hf_models))
 
 
 def _pairs(world: Path, n: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    from textitsr.data.synthetic import SyntheticSource
+    from textitsr.data.world import SyntheticSource
 
     pairs = list(itertools.islice(SyntheticSource(world).pairs(None), n))
     return [p.rgb("before") for p in pairs], [p.rgb("after") for p in pairs]

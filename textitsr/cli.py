@@ -39,7 +39,8 @@ def demo_data(
     import dataclasses
     import time
 
-    from textitsr.data.synthetic import SyntheticWorldConfig, summary, write_demo_world
+    from textitsr.data.world import summary
+    from textitsr.synth.world import SyntheticWorldConfig, write_demo_world
 
     sizes = {"n_train": train_pairs, "n_val": val_pairs, "n_test": test_pairs}
     config = dataclasses.replace(SyntheticWorldConfig(), **{k: v for k, v in sizes.items() if v is not None})
@@ -63,8 +64,8 @@ def make_training_data(
     import dataclasses
 
     from textitsr.config import SHARED_DATA_DIR
-    from textitsr.data.training_data import TrainingDataRecipe
-    from textitsr.data.training_data import make_training_data as make
+    from textitsr.synth.training_data import TrainingDataRecipe
+    from textitsr.synth.training_data import make_training_data as make
 
     recipe = dataclasses.replace(TrainingDataRecipe(), seed=seed)
     chosen = tuple(p.strip() for p in parts.split(",") if p.strip())
@@ -280,7 +281,8 @@ def index(
     """Embed a source into a searchable archive store (resumes; appends new sources as new shards)."""
     from textitsr.embedding.encode import resolve_device
     from textitsr.errors import InputError
-    from textitsr.index.build import BuildConfig, build_store
+    from textitsr.index.archive import Archive
+    from textitsr.index.build import BuildConfig
     from textitsr.outputs import STORE, check_output_dir
 
     device = str(resolve_device(device))  # an unknown or absent device fails before any work
@@ -294,10 +296,7 @@ def index(
     overrides = {"batch_size": batch_size, "shard_size": shard_size, "feature_cache": feature_cache,
                  "precision": precision, "backbone_runtime": backbone_runtime, "device": device}
     config = BuildConfig(**{name: value for name, value in overrides.items() if value is not None})
-    store = build_store(checkpoint, pairs, out, split=split, scheduler=scheduler, config=config)
-    from textitsr.index.tiles import tile_store
-
-    tile_store(store)
+    store = Archive(out, checkpoint).build(pairs, split=split, scheduler=scheduler, config=config)
     from textitsr.embedding.query_graph import prepare_query_graph
     from textitsr.models.text_side import load_text_side
 

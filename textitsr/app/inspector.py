@@ -23,7 +23,7 @@ VIEWS_KEY = "inspector-view"
 
 def first_pair_id(service: SearchService) -> str | None:
     """The pair the Inspector shows when it was given none (the archive's first with a footprint)."""
-    first = service.catalog.footprints(limit=1)["features"]
+    first = service.footprints(limit=1)["features"]
     return first[0]["properties"]["pair_id"] if first else None
 
 
@@ -92,7 +92,7 @@ def pair_views(service: SearchService, pair_id: str, jpegs: tuple[bytes, bytes],
             compare.before_after_viewer(*jpegs, labels)
         if diff_tab.open:
             with diff_tab, widgets.show_errors("Difference heatmap"):
-                before, after = service.catalog.thumbnails(pair_id)
+                before, after = service.thumbnails(pair_id)
                 st.plotly_chart(figures.difference_heatmap(before, after), key="diff", width="stretch")
 
     views()

@@ -88,7 +88,7 @@ def open_source(root: Path | Sequence[Path], kind: str | None = None, **options:
         from textitsr.data.folder import FolderSource
 
         return FolderSource(root, **options)
-    from textitsr.data.synthetic import SyntheticSource
+    from textitsr.data.world import SyntheticSource
 
     return SyntheticSource(root, **options)
 
