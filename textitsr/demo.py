@@ -96,10 +96,10 @@ def prepare_demo(
     """
     import shutil
 
-    from textitsr.outputs import DEMO, STORE, check_output_dir
+    from textitsr.outputs import check_demo_out, check_store_out
 
     paths = paths or DemoPaths()
-    check_output_dir(paths.root, (DEMO,), what="demo folder")
+    check_demo_out(paths.root)
     started = time.perf_counter()
     built: list[str] = []
 
@@ -176,7 +176,7 @@ def prepare_demo(
         from textitsr.index.build import build_store
 
         if n_store is None and paths.store.exists():
-            check_output_dir(paths.store, (STORE,), what="demo store")  # delete only what we wrote
+            check_store_out(paths.store, what="demo store")  # delete only what we wrote
             echo(f"[demo] store: {paths.store} is stale or unreadable; rebuilding it")
             shutil.rmtree(paths.store)
         t0 = step(f"store: embedding {n_world} world + {n_expected - n_world} real pairs into {paths.store}")

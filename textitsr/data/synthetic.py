@@ -42,7 +42,7 @@ from textitsr.data import synthetic_landcover as lc
 from textitsr.data.pairs import SPLITS, BitemporalPair, PairSourceBase
 from textitsr.data.synthetic_captions import captions_for
 from textitsr.errors import InputError
-from textitsr.outputs import WORLD, check_output_dir
+from textitsr.outputs import check_world_out
 
 #: Ground-truth change events (one per tile, applied at the after date):
 #:   none                  nothing; the dates differ only by radiometry (gain, season) and sensor noise
@@ -283,7 +283,7 @@ def write_demo_world(out: Path, seed: int = DEMO_SEED, config: SyntheticWorldCon
     """Generate the world into `out` (replacing an older world there atomically); return `out`."""
     out = Path(out)
     cfg = config or SyntheticWorldConfig()
-    check_output_dir(out, (WORLD,))
+    check_world_out(out)
     with atomic_dir(out) as tmp:
         scenes, pairs = {}, []
         for split in SPLITS:

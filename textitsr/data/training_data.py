@@ -37,6 +37,7 @@ from textitsr.data.augment import geometric, jitter
 from textitsr.data.caption_bank import CaptionBank, place_of
 from textitsr.data.levircc import CAPTIONS_FILE
 from textitsr.errors import InputError
+from textitsr.outputs import check_training_data_out
 
 FORMAT = "textitsr-training-data"
 VERSION = 1
@@ -337,15 +338,7 @@ def make_training_data(
         raise InputError(
             f"{shared}: no levircc-captions.json; expected the shared data folder (../shared/data)"
         )
-    if (
-        out.exists()
-        and any(out.iterdir())
-        and not (out / MANIFEST).is_file()
-        and not (out / "images").is_dir()
-    ):
-        raise InputError(
-            f"{out}: exists and was not written by make-training-data; choose an empty or new folder"
-        )
+    check_training_data_out(out, shared)
     echo(f"[training-data] tagging LEVIR-CC captions of {shared / 'levircc-captions.json'}")
     bank = CaptionBank.from_levircc(shared / "levircc-captions.json")
     makers: dict[str, Callable[[], Iterator[Generated]]] = {

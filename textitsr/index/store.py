@@ -50,7 +50,7 @@ from textitsr.index.shards import (
     decode_thumbnail,
     write_shard,
 )
-from textitsr.outputs import STORE, check_output_dir
+from textitsr.outputs import check_store_out
 
 #: Cached search graphs (derived data: safe to delete, rebuilt on open).
 INDEX_DIR = "index"
@@ -117,7 +117,7 @@ class Store:
                     f"model gives {embed_dim}-d"
                 )
             return store
-        check_output_dir(root, (STORE,), what="store folder")
+        check_store_out(root, what="store folder")
         now = _now()
         manifest = {
             "format": FORMAT,
