@@ -87,9 +87,9 @@ TRAINING_DATA_IMAGES = OutputKind(
     layout=tuple((part, (TRAINING_DATA_PART,)) for part in ("synth", "realpairs", "timeseries", "world")),
 )
 #: make-training-data's folder: finished (its manifest), or interrupted (parts written so far).
-TRAINING_DATA = OutputKind("training data folder", ("manifest.json", _format("textitsr-training-data")))
+TRAINING_DATA = OutputKind("make-training-data folder", ("manifest.json", _format("textitsr-training-data")))
 TRAINING_DATA_PARTIAL = OutputKind(
-    "unfinished training data folder",
+    "unfinished make-training-data folder",
     layout=(("images", (TRAINING_DATA_IMAGES,)), ("cache", ()), ("LevirCCcaptions.json", ())),
 )
 KINDS = (

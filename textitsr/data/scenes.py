@@ -67,13 +67,17 @@ def check_scene_size(label: str, width: int, height: int, max_pixels: int | None
 
 
 def open_scene(path: Path, band_names: tuple[str, ...] | None) -> Scene:
+    import warnings
+
     import rasterio
-    from rasterio.errors import RasterioIOError
+    from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 
     if not path.is_file():
         raise InputError(f"{path}: GeoTIFF file not found")
     try:
-        src = rasterio.open(path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)  # refused below, with the file named
+            src = rasterio.open(path)
     except RasterioIOError as err:
         raise InputError(f"{path}: not a readable GeoTIFF ({err}); expected a GeoTIFF scene") from err
     with src:
