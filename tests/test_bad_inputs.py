@@ -276,6 +276,10 @@ def test_a_sparse_huge_geotiff_is_refused_by_its_declared_size(tmp_path, monkeyp
     one_line(code, err, "site_2001.tif", "60000 x 60000", "over the limit")
     assert time.perf_counter() - started < 20
     assert not (tmp_path / "c.parquet").exists()
+    from textitsr.data.imageio import read_raw  # image tiles of folder/LEVIR-CC datasets: same limit
+
+    with pytest.raises(InputError, match="site_2001.tif: declares 60000 x 60000"):
+        read_raw(first)
 
 
 @pytest.mark.parametrize(

@@ -189,6 +189,10 @@ def test_ingest_refuses_to_overwrite_a_geotiff_or_another_file(series, tmp_path,
     code, err = cli_main(monkeypatch, capsys, "ingest", series, "--out", disguised, "--tile-size", "32")
     one_error_line(code, err, "not a pair catalogue")
     assert disguised.read_bytes() == before
+    inside = series / "c.parquet"
+    code, err = cli_main(monkeypatch, capsys, "ingest", series, "--out", inside, "--tile-size", "32")
+    one_error_line(code, err, "lies inside the input")
+    assert not inside.exists()
     # a catalogue textitsr wrote is rewritten
     out = tmp_path / "c.parquet"
     for _ in range(2):

@@ -229,12 +229,16 @@ def check_output_file(
     recognised: Callable[[Path], bool] | None = None,
     kind: str = "file",
 ) -> Path:
-    """Return `out` when a file may be (re)written there: not a folder, not an input, parent writable,
-    and, when it exists, `recognised` by its content as the same kind of file."""
+    """Return `out` when a file may be (re)written there: not a folder, not an input nor inside an
+    input folder, parent writable, and, when it exists, `recognised` by its content as the same kind."""
     out = Path(out)
     for given in inputs:
-        if given is not None and out.resolve() == Path(given).resolve():
+        if given is None:
+            continue
+        if out.resolve() == Path(given).resolve():
             raise OutputError(f"{out}: {what} is also an input; choose another output file")
+        if Path(given).is_dir() and out.resolve().is_relative_to(Path(given).resolve()):
+            raise OutputError(f"{out}: {what} lies inside the input {given}; choose a file outside the data")
     if out.is_dir():
         raise OutputError(f"{out}: {what} is a folder; expected a file name such as {out / 'pairs.parquet'}")
     _writable_parent(out, what)

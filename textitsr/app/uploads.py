@@ -99,7 +99,7 @@ def validate_upload(name: str, data: bytes, max_bytes: int, max_pixels: int | No
     from rasterio.errors import NotGeoreferencedWarning, RasterioError
     from rasterio.io import MemoryFile
 
-    from textitsr.data.scenes import check_scene_size
+    from textitsr.data.imageio import check_scene_size
 
     try:
         with MemoryFile(data) as mem:

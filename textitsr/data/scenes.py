@@ -15,8 +15,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from textitsr.config import MAX_SCENE_PIXELS
-from textitsr.data.imageio import default_band_names, normalise_band_name
+from textitsr.data.imageio import check_scene_size, default_band_names, normalise_band_name
 from textitsr.data.pairs import Bounds, id_part
 from textitsr.errors import InputError
 
@@ -54,16 +53,6 @@ def _parse_date(text: str) -> tuple[str, str] | None:
     if m := _YEAR.search(text):
         return f"{m[1]}-01-01", m[1]
     return None
-
-
-def check_scene_size(label: str, width: int, height: int, max_pixels: int | None = None) -> None:
-    """Refuse a scene by its declared size before a pixel is read (a sparse file is tiny on disk)."""
-    limit = MAX_SCENE_PIXELS if max_pixels is None else max_pixels
-    if width * height > limit:
-        raise InputError(
-            f"{label}: declares {width} x {height} = {width * height:,} px, over the limit of {limit:,} px "
-            "per scene (textitsr.config.MAX_SCENE_PIXELS); expected a smaller scene or a cropped copy"
-        )
 
 
 def open_scene(path: Path, band_names: tuple[str, ...] | None) -> Scene:
