@@ -6,7 +6,7 @@ head only, from cached backbone features), and the model is scored on the TEST s
 pair -> pair mAP@20 by change type, and text <-> pair mR (which must not drop by more than 1).
 
     .venv/bin/python benchmarks/anneal.py --world data/demo/world --checkpoint data/demo/model \\
-        --budgets 0,50,100,200,400 --seeds 0,1,2          # the full run (README table)
+        --budgets 0,50,100,200,400 --seeds 0,1,2          # the full run (results/anneal.md)
     .venv/bin/python benchmarks/anneal.py --n-train 200 --n-test 100 --budgets 0,50,100 --seeds 0
                                                           # a quick development run (~3 min)
 

@@ -7,7 +7,7 @@ import time
 import streamlit as st
 from streamlit_folium import st_folium
 
-from textitsr.app import exports, figures, filters, map_events, maps, services, widgets
+from textitsr.app import exports, figures, filters, map_events, maps, services, url_state, widgets
 from textitsr.app.config import EXAMPLE_QUERIES, load_config
 from textitsr.app.footprints import footprint_clusters
 from textitsr.escape import markdown_text
@@ -19,6 +19,17 @@ st.caption("Describe the change you are looking for; the archive's image pairs a
 service = services.service_or_stop()
 stats = service.catalog.stats()
 config = load_config()
+
+#: What a link to this page keeps: the query and the filters (a reload or a shared link shows the same).
+URL_FIELDS = (
+    url_state.UrlField.text("query", "q"), url_state.UrlField.integer("k", "k"),
+    url_state.UrlField.names("sources", "sources"), url_state.UrlField.flag("use_dates", "dated"),
+    url_state.UrlField.date_range("date_range", "dates"), url_state.UrlField.flag("where_map", "where"),
+)
+url_state.restore("text-search", URL_FIELDS)
+max_k = max(1, min(50, stats.n_pairs))
+st.session_state["k"] = min(max(int(st.session_state.get("k", min(10, max_k))), 1), max_k)
+st.session_state["sources"] = [s for s in st.session_state.get("sources", []) if s in stats.sources]
 
 
 def _use_example(text: str) -> None:
@@ -37,16 +48,19 @@ widgets.example_buttons(EXAMPLE_QUERIES, _use_example)
 # ------------------------------------------------------------------------------ filters
 with st.sidebar:
     st.header("Search options")
-    k = st.slider("Results (k)", min_value=1, max_value=max(1, min(50, stats.n_pairs)),
-                  value=min(10, max(1, stats.n_pairs)), key="k")
+    k = st.slider("Results (k)", min_value=1, max_value=max_k, key="k")
     area_mode = st.radio("Area", ["Whole archive", "Coordinates", "Draw on map"], key="area_mode")
     first, last = filters.parse_iso_date(stats.date_range[0]), filters.parse_iso_date(stats.date_range[1])
     use_dates = st.checkbox("Limit dates", key="use_dates", disabled=first is None)
     date_range = None
     if use_dates and first and last:
-        date_range = st.date_input("Both dates of a pair within", value=(first, last), key="date_range")
+        st.session_state.setdefault("date_range", (first, last))
+        date_range = st.date_input("Both dates of a pair within", key="date_range")
     sources = st.multiselect("Sources", sorted(stats.sources), key="sources",
                              help="Empty: all sources.") if len(stats.sources) > 1 else None
+    where = st.toggle("Where-map", key="where_map", disabled=stats.bounds is None,
+                      help="Colour the archive's tiles by how well they match the description: where "
+                           "does this change happen?")
     dates = service.catalog.acquisition_dates()
     with st.expander(f"Acquisition dates ({len(dates)})"):
         st.caption(markdown_text(widgets.date_summary(dates, shown=50)) if dates
@@ -80,6 +94,7 @@ elif area_mode == "Draw on map":
         st.caption(f"Area: {', '.join(f'{v:.4f}' for v in bbox)}" if bbox else "No rectangle drawn yet.")
 
 # ------------------------------------------------------------------------------ results
+url_state.publish(URL_FIELDS)
 query = st.session_state.get("query", "")
 if not query.strip():
     st.info("Type a description of a change (or click an example) to search the archive.")
@@ -106,6 +121,12 @@ with widgets.show_errors("Search"):
             f"(and above {calibration.low:.2f} for nearly all). These are the closest pairs anyway.",
             icon=":material/help:",
         )
+    if where:
+        st.subheader("Where it happens")
+        st.caption(f"The {widgets.WHERE_MAP_TILES:,} best-matching tiles, hottest in red; the results "
+                   "numbered by rank on top.")
+        widgets.where_map(service.score_map(query, filters=search_filters, limit=widgets.WHERE_MAP_TILES),
+                          services.map_layers(config), top=len(hits), basemap=config.basemap)
     grid, side = st.columns([3, 2])
     # The cards first: their images are then asked for before the results map's tiles (a browser
     # fetches a few files at a time from one server), and the chart and map follow.
@@ -115,8 +136,10 @@ with widgets.show_errors("Search"):
         st.plotly_chart(figures.score_chart(hits), key="score_chart", width="stretch")
         widgets.results_map(hits, services.map_layers(config), basemap=config.basemap)
         # One under the other: side by side, the side column of a laptop-wide page clipped their text.
-        st.download_button("Export CSV", exports.hits_csv(hits), "textitsr-results.csv", "text/csv",
+        st.download_button("Export CSV", exports.hits_csv(hits, query, search_filters),
+                           "textitsr-results.csv", "text/csv",
                            key="export-csv", width="stretch", icon=":material/download:")
-        st.download_button("Export GeoJSON", exports.hits_geojson(hits, query), "textitsr-results.geojson",
+        st.download_button("Export GeoJSON", exports.hits_geojson(hits, query, search_filters),
+                           "textitsr-results.geojson",
                            "application/geo+json", key="export-geojson", width="stretch",
                            icon=":material/download:")

@@ -30,6 +30,9 @@ with st.sidebar:
     st.header("Map options")
     k = st.slider("Similar pairs (k)", 1, 30, 8, key="map_k")
     n_sentences = st.slider("Sentences", 1, 15, 5, key="map_sentences")
+    elsewhere = st.toggle("Elsewhere only", value=True, key="map_elsewhere",
+                          help="Leave out every pair that shares ground with the query: the same place at "
+                               "other dates would otherwise fill the results.")
 
 layers = services.map_layers(config)
 footprints = layers.footprints
@@ -68,11 +71,30 @@ def _on_map_event() -> None:
 
 
 pick: map_events.MapPick | None = st.session_state.get(PICK_KEY)
-hits, sentences = [], []
+hits, sentences, query, history = [], [], None, []
 if pick is not None:
     with widgets.show_errors("Querying with the picked pair"):
-        hits = service.search_pair(pick.pair_id, k=k)
-        sentences = service.describe_pair(pick.pair_id, k=n_sentences)
+        query = service.pair_query(pick.pair_id)
+        place_dates = service.place_dates(pick.pair_id)
+        if len(place_dates) > 2:
+            with st.sidebar:
+                st.header("Query dates")
+                st.caption("The dates the archive holds at the picked place: compare any two of them.")
+                before_date = st.selectbox("Before", place_dates[:-1], key=f"map_before:{pick.pair_id}",
+                                           index=widgets.index_of(place_dates[:-1], query.dates[0]))
+                later = [d for d in place_dates if d > before_date]
+                after_date = st.selectbox("After", later, key=f"map_after:{pick.pair_id}",
+                                          index=widgets.index_of(later, query.dates[1], len(later) - 1))
+            query = service.pair_at_dates(pick.pair_id, before_date, after_date)
+        if query.pair_id is not None:
+            hits = service.search_pair(query.pair_id, k=k, elsewhere=elsewhere)
+            sentences = service.describe_pair(query.pair_id, k=n_sentences)
+        else:
+            hits = service.search_pair(before=query.before, after=query.after, k=k, elsewhere=elsewhere,
+                                       query_bounds=query.bounds)
+            sentences = service.describe_pair(before=query.before, after=query.after, k=n_sentences)
+        history = (service.place_history(query.pair_id) if query.pair_id else
+                   service.place_history(pick.pair_id, before=query.before, after=query.after))
 
 map_col, list_col = st.columns([3, 2])
 with map_col:
@@ -96,16 +118,31 @@ with list_col:
         st.info("Click a tile on the map (or draw a rectangle over one) to pick a query pair.")
         st.stop()
     how = "click on the map" if pick.how == "click" else "rectangle drawn on the map"
-    st.subheader(f"Query pair {markdown_code(pick.pair_id)}")
-    st.caption(f"picked by {how}")
+    if query is None:
+        st.stop()
+    shown = query.pair_id or pick.pair_id
+    st.subheader(f"Query pair {markdown_code(shown)}" if query.pair_id else
+                 f"Query: {markdown_code(pick.pair_id)}'s place, {query.dates[0]} → {query.dates[1]}")
+    captions = (query.dates[0] or "before", query.dates[1] or "after")
+    st.caption(f"picked by {how}" + ("" if query.pair_id else
+               " · the archive does not pair these two dates: their images are compared directly"))
     with widgets.show_errors("Showing the query pair"):
-        widgets.before_after(service, pick.pair_id)
+        if query.pair_id:
+            widgets.before_after(service, query.pair_id, captions=captions)
+        else:
+            widgets.before_after_images(query.before, query.after, captions)
         st.button("Inspect query pair", key="inspect-query", on_click=widgets.request_inspector,
-                  args=(pick.pair_id,))
+                  args=(shown,))
     st.subheader("Sentences that describe it")
     widgets.sentence_table(sentences)
 
-st.subheader("Most similar pairs")
+if len(history) > 1:
+    st.subheader("This place over time")
+    st.caption("Every pair of the picked place in date order, scored against the query: the highest "
+               "says when this change happened.")
+    st.plotly_chart(figures.place_timeline(history), key="map_timeline", width="stretch")
+
+st.subheader("Most similar pairs" + (" elsewhere" if elsewhere else ""))
 if hits:
     st.plotly_chart(figures.score_chart(hits, title="Similarity to the query pair"), key="map_scores",
                     width="stretch")

@@ -72,7 +72,7 @@ def test_pair_search_by_uploaded_images(client: TestClient, service: SearchServi
         h.pair_id for h in service.search_pair(before=before, after=after, k=3)
     ]
     r = client.post("/search/pair", json={"before_image": b64_png(before), "k": 3})
-    assert r.status_code == 400 and "after_image" in r.json()["detail"]
+    assert r.status_code == 422 and "after_image" in r.text
     r = client.post("/search/pair", json={"before_image": "not base64!", "after_image": "AAAA"})
     assert r.status_code == 400 and "before_image" in r.json()["detail"]
     r = client.post("/search/pair", json={"before_image": "AAAA", "after_image": "AAAA"})
@@ -114,7 +114,8 @@ def test_pair_record_thumbnail_and_footprints(client: TestClient, service: Searc
         ("post", "/search/text", {"query": "road", "filters": {"bbox": [1, 2]}}, 422, "bbox"),
         ("post", "/search/text", {"query": "road", "filters": {"bbox": [5, 0, 1, 1]}}, 400, "bbox"),
         ("post", "/search/pair", {"pair_id": "nope"}, 404, "pair_id"),
-        ("post", "/search/pair", {}, 400, "pair_id"),
+        ("post", "/search/pair", {}, 422, "pair_id"),
+        ("post", "/search/pair", {"pair_id": "test_000003", "after_image": "AAAA"}, 422, "pair_id"),
         ("post", "/describe", {"pair_id": "nope"}, 404, "pair_id"),
         ("get", "/pairs/nope", None, 404, "pair_id"),
         ("get", "/pairs/test_000003/thumbnail/during", None, 422, "when"),

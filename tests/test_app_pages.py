@@ -297,6 +297,18 @@ def test_a_clicked_footprint_reported_as_drawing_is_a_click():
     assert map_events.pick_query_pair(event, FP) == map_events.MapPick("c", "click", point=(0.5, 1.5))
 
 
+def test_the_clicked_footprint_wins_over_the_same_tile_at_other_dates():
+    """A Landsat tile carries several date pairs on one footprint: the click queries the one whose
+    tooltip was shown (the clicked feature), not whichever comes first."""
+    same = {"type": "FeatureCollection", "features": [
+        {**_rect(0, 0, 1, 1), "properties": {"pair_id": pid}}
+        for pid in ("landsat_1985_2020_r1_c2", "landsat_2005_2020_r1_c2", "landsat_1985_1990_r1_c2")
+    ]}
+    clicked = {**same["features"][1]}
+    event = {"last_active_drawing": clicked, "last_object_clicked": {"lat": 0.5, "lng": 0.5}}
+    assert map_events.pick_query_pair(event, same).pair_id == "landsat_2005_2020_r1_c2"
+
+
 def test_only_the_new_interaction_counts():
     clicked = {"last_clicked": {"lat": 0.5, "lng": 0.5}, "last_active_drawing": _rect(1.1, 0.1, 1.9, 0.9)}
     assert map_events.pick_query_pair(clicked, FP).pair_id == "b"  # no history: the rectangle wins
@@ -447,8 +459,16 @@ def test_result_exports_and_wording(service):
     rows = list(csv.DictReader(io.StringIO(exports.hits_csv(hits))))
     assert [r["pair_id"] for r in rows] == [h.pair_id for h in hits]
     assert float(rows[0]["west"]) == hits[0].bounds[0]
-    geo = json.loads(exports.hits_geojson(hits, "q"))
+    assert "query" not in rows[0]
+    from textitsr.service import SearchFilters
+
+    chosen = SearchFilters(sources=("synthetic",), date_from="2015-01-01")
+    rows = list(csv.DictReader(io.StringIO(exports.hits_csv(hits, "many new buildings", chosen))))
+    assert {r["query"] for r in rows} == {"many new buildings"}
+    assert json.loads(rows[0]["filters"]) == {"sources": ["synthetic"], "date_from": "2015-01-01"}
+    geo = json.loads(exports.hits_geojson(hits, "q", chosen))
     assert geo["query"] == "q" and [f["properties"]["rank"] for f in geo["features"]] == [1, 2, 3]
+    assert geo["filters"]["sources"] == ["synthetic"]
     assert geo["features"][0]["geometry"]["coordinates"][0][0] == [hits[0].bounds[0], hits[0].bounds[1]]
     assert widgets.plural(1, "pair") == "1 pair" and widgets.plural(1200, "pair") == "1,200 pairs"
     assert widgets.shorten("x" * 500, 80).endswith("…") and len(widgets.shorten("x" * 500, 80)) == 80

@@ -35,7 +35,7 @@ def test_text_side_embeds_like_the_full_model(tiny_archive) -> None:
         side.encode_pairs(np.zeros((1, 8, 8, 3), np.uint8), np.zeros((1, 8, 8, 3), np.uint8))
 
 
-def test_text_only_service_answers_text_queries_and_refuses_images(tiny_archive) -> None:
+def test_text_only_service_answers_text_queries_and_loads_the_image_side_on_demand(tiny_archive) -> None:
     fast = SearchService.open(tiny_archive.store, text_only=True)
     full = SearchService.open(tiny_archive.store)
     query = "a new road is built across the bare land"
@@ -45,9 +45,12 @@ def test_text_only_service_answers_text_queries_and_refuses_images(tiny_archive)
     assert [h.text for h in fast.describe_pair("test_000003", k=3)] == [
         h.text for h in full.describe_pair("test_000003", k=3)
     ]
-    rgb = np.zeros((32, 32, 3), np.uint8)
-    with pytest.raises(InputError, match="text queries only"):
-        fast.search_pair(before=rgb, after=rgb)
+    before, after = full.catalog.thumbnails("test_000003")
+    assert fast._full_model is None  # nothing but the text side until images come
+    assert [(h.pair_id, round(h.score, 4)) for h in fast.search_pair(before=before, after=after, k=4)] == [
+        (h.pair_id, round(h.score, 4)) for h in full.search_pair(before=before, after=after, k=4)
+    ]
+    assert fast._full_model is not None
 
 
 @pytest.fixture
@@ -106,3 +109,33 @@ def test_stale_or_foreign_announcements_are_ignored(tiny_archive, tmp_path: Path
     with announce(tiny_archive.store, "http://127.0.0.1:9"):
         assert json.loads(path.read_text())["pid"] == os.getpid()
     assert not path.exists()  # withdrawn when the server stops
+
+
+def test_cli_searches_locally_when_the_server_wants_a_token_it_lacks(tiny_archive, tmp_path: Path,
+                                                                     monkeypatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("TEXTITSR_API_TOKEN", raising=False)
+    from textitsr.api import ApiConfig
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    service = SearchService.open(tiny_archive.store)
+    app = create_app(service, ApiConfig(token="only-the-owner-knows"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        with announce(tiny_archive.store, f"http://127.0.0.1:{port}"):
+            assert running_api(tiny_archive.store) is not None  # /health needs no token
+            result = runner.invoke(cli.app, ["search", "new buildings along the road", "--store",
+                                             str(tiny_archive.store), "-k", "4", "--json"])
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+    assert result.exit_code == 0, result.output
+    expected = service.search_text("new buildings along the road", 4)
+    assert [r["pair_id"] for r in json.loads(result.output)] == [h.pair_id for h in expected]

@@ -64,14 +64,15 @@ def naip3_pairs(naip3):
 
 # ----------------------------------------------------------------------------------- real data
 def test_naip_series_tiles_ids_dates(naip3, naip3_pairs):
-    # 3 dates -> 2 consecutive pairs; common grid 932 x 722 px at 5 m -> 3 x 2 tiles of 256 px.
+    # 3 dates -> 2 consecutive pairs; common grid 932 x 722 px -> 4 x 3 tiles of 256 px (the last
+    # column and row flush with the grid's edge, overlapping their neighbours).
     assert [s.date for s in naip3.scenes] == ["2009-08-18", "2010-06-29", "2012-07-31"]
-    assert (naip3.tile_rows, naip3.tile_cols) == (2, 3)
-    assert len(naip3_pairs) == len(naip3) == 12
+    assert (naip3.tile_rows, naip3.tile_cols) == (3, 4)
+    assert len(naip3_pairs) == len(naip3) == 24
     first = naip3_pairs[0]
     assert first.pair_id == "m_4709963_se_14_1_20090818_20100629_r0_c0"
-    assert naip3_pairs[-1].pair_id == "m_4709963_se_14_1_20100629_20120731_r1_c2"
-    assert len({p.pair_id for p in naip3_pairs}) == 12
+    assert naip3_pairs[-1].pair_id == "m_4709963_se_14_1_20100629_20120731_r2_c3"
+    assert len({p.pair_id for p in naip3_pairs}) == 24
     assert first.dates == ("2009-08-18", "2010-06-29")
     assert first.bands == ("red", "green", "blue", "nir") and first.display_bands == ("red", "green", "blue")
     assert first.before.shape == (256, 256, 4) and first.before.dtype == np.float32
@@ -100,14 +101,14 @@ def test_naip_bounds_are_lonlat_in_north_dakota_and_inside_every_scene(naip3, na
 
 def test_naip_pairing_all_and_chosen(naip_files):
     src = GeoTiffSource(naip_files[:3], pairing="all", tile_size=512)
-    assert (src.tile_rows, src.tile_cols) == (1, 1)
-    assert [p.pair_id for p in src.pairs()] == [
+    assert (src.tile_rows, src.tile_cols) == (2, 2)  # 932 x 722 px: second row/column flush with the edge
+    assert [p.pair_id for p in src.pairs() if p.pair_id.endswith("_r0_c0")] == [
         "m_4709963_se_14_1_20090818_20100629_r0_c0",
         "m_4709963_se_14_1_20090818_20120731_r0_c0",
         "m_4709963_se_14_1_20100629_20120731_r0_c0",
     ]
     chosen = GeoTiffSource(naip_files, pairing=[(0, 9)], tile_size=512)
-    assert [p.dates for p in chosen.pairs()] == [("2009-08-18", "2020-08-31")]
+    assert {p.dates for p in chosen.pairs()} == {("2009-08-18", "2020-08-31")}
     with pytest.raises(InputError, match="scene indices"):
         GeoTiffSource(naip_files[:2], pairing=[(0, 5)])
 
@@ -148,9 +149,9 @@ def test_landsat_false_colour_series():
     files = sorted(shared_path("geo", "landsat").glob("*.tif"))
     src = GeoTiffSource(files, band_names=("SWIR1", "NIR", "Red", "Green"), tile_size=128, pairing=[(0, 7)])
     assert src.place == "landsat" and src.display == ("swir1", "nir", "red")
-    assert (src.tile_rows, src.tile_cols) == (2, 5)  # 697 x 377 px
+    assert (src.tile_rows, src.tile_cols) == (3, 6)  # 697 x 377 px, edge tiles flush with the edges
     pairs = list(src.pairs())
-    assert len(pairs) == 10 and pairs[0].pair_id == "landsat_1985_2020_r0_c0"
+    assert len(pairs) == 18 and pairs[0].pair_id == "landsat_1985_2020_r0_c0"
     assert pairs[0].crs == "EPSG:4326" and pairs[0].dates == ("1985-01-01", "2020-01-01")
     for p in pairs:
         w, s, e, n = p.bounds
@@ -304,3 +305,29 @@ def test_missing_file_mismatched_bands_and_too_few_scenes(tmp_path, naip_files):
         shutil.copy(f, folder / f.name)
     with pytest.raises(InputError, match="smaller than one"):
         GeoTiffSource(folder, tile_size=4096)
+
+
+def test_tiles_cover_the_whole_grid_with_edge_tiles_flush():
+    from textitsr.data.geotiff import tile_offsets
+
+    assert tile_offsets(512, 256, 256) == [0, 256]
+    assert tile_offsets(511, 256, 256) == [0, 255]  # a sub-pixel shrink no longer loses a column
+    assert tile_offsets(697, 128, 128) == [0, 128, 256, 384, 512, 569]
+    assert tile_offsets(600, 256, 200) == [0, 200, 344]
+    assert tile_offsets(255, 256, 256) == []
+
+
+def test_the_shipped_naip_crop_is_searchable_everywhere():
+    """The demo's NAIP dates are offset by a few metres (a 511 px common grid): every grid pixel lies
+    in a tile, and the last row and column stay inside the grid."""
+    files = sorted((Path(__file__).parents[1] / "data" / "real-scenes" / "naip").glob("*.tif"))[:2]
+    src = GeoTiffSource(files)
+    covered = np.zeros((src.grid.height, src.grid.width), bool)
+    for row in range(src.tile_rows):
+        for col in range(src.tile_cols):
+            win = src.tile_window(row, col)
+            assert win.col_off + win.width <= src.grid.width and win.row_off + win.height <= src.grid.height
+            covered[win.row_off : win.row_off + win.height, win.col_off : win.col_off + win.width] = True
+    assert src.tile_rows * src.tile_cols >= 4
+    assert covered.mean() >= 0.9
+    assert len(list(src.pairs())) == src.tile_rows * src.tile_cols

@@ -81,7 +81,7 @@ def _files(store: Path) -> dict[str, bytes]:
 
 
 def test_series_build_embeds_each_tile_date_once_with_the_same_store(tmp_path: Path, monkeypatch) -> None:
-    """The shipped NAIP crop (10 dates, one tile) in consecutive pairs: 9 pairs, 18 images, 10 distinct.
+    """The shipped NAIP crop (10 dates, 2 x 2 tiles) in consecutive pairs: 36 pairs, 72 images, 40 distinct.
 
     The backbone's float rounding depends slightly on which images share its batch, so embeddings
     may differ in the last float16 bit (as between two uncached builds with other batch sizes);
@@ -110,8 +110,8 @@ def test_series_build_embeds_each_tile_date_once_with_the_same_store(tmp_path: P
         config = BuildConfig(batch_size=4, shard_size=6, image_cache_bytes=budget, precision="fp32")
         stores[name] = build_store(checkpoint, source, tmp_path / name, config=config, progress=False)
         stores[name + " images"] = sum(runs)
-    assert len(stores["cached"]) == len(stores["uncached"]) == 9
-    assert stores["uncached images"] == 18 and stores["cached images"] == 10  # shared across shards too
+    assert len(stores["cached"]) == len(stores["uncached"]) == 36
+    assert stores["uncached images"] == 72 and stores["cached images"] == 40  # shared across shards too
     a, b = stores["cached"].pair_embeddings(), stores["uncached"].pair_embeddings()
     np.testing.assert_allclose(a, b, rtol=2**-10, atol=2**-14)  # float16: one unit in the last place
     cosine = (a * b).sum(axis=1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)

@@ -29,9 +29,9 @@ def test_ingest_naip_series_bounds(tmp_path):
     out = tmp_path / "naip.parquet"
     res = run_cli("ingest", str(naip), "--out", str(out), "--pairing", "0,9")
     assert res.returncode == 0, res.stderr
-    assert res.stdout.strip().splitlines() == [f"ingested 6 pairs from geotiff source {naip} -> {out}"]
+    assert res.stdout.strip().splitlines() == [f"ingested 12 pairs from geotiff source {naip} -> {out}"]
     t = pq.read_table(out).to_pandas()
-    assert len(t) == 6 and set(t["source"]) == {"geotiff"} and set(t["crs"]) == {"EPSG:26914"}
+    assert len(t) == 12 and set(t["source"]) == {"geotiff"} and set(t["crs"]) == {"EPSG:26914"}
     assert set(t["date_before"]) == {"2009-08-18"} and set(t["date_after"]) == {"2020-08-31"}
     assert t["west"].between(-99.19, -99.12).all() and t["east"].between(-99.19, -99.12).all()
     assert t["south"].between(47.00, 47.04).all() and t["north"].between(47.00, 47.04).all()
@@ -70,7 +70,7 @@ def test_ingest_landsat_false_colour_options(tmp_path):
     )
     assert res.exit_code == 0, res.output
     t = pq.read_table(out).to_pandas()
-    assert len(t) == 10 and set(t["bands"]) == {"swir1,nir,red,green"} and set(t["crs"]) == {"EPSG:4326"}
+    assert len(t) == 18 and set(t["bands"]) == {"swir1,nir,red,green"} and set(t["crs"]) == {"EPSG:4326"}
     assert t["west"].min() >= -74.7226 and t["east"].max() <= -74.1589
 
 

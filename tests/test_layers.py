@@ -3,7 +3,7 @@
 An AST scan of every import in textitsr/ (module level, inside functions and under TYPE_CHECKING
 alike), checked against the layer order of ../shared/ARCHITECTURE.md:
 
-    base (config, errors, atomic) -> data -> models -> embedding -> evaluation -> training
+    base (config, errors, atomic, safe_read) -> data -> models -> embedding -> evaluation -> training
     -> index -> active -> service -> api, app, cli, demo, map_assets
 
 Training sits above evaluation because the train loop scores its validation split with
@@ -24,7 +24,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "textitsr"
 LAYERS: list[tuple[str, ...]] = [
     # base utilities
     ("textitsr", "textitsr.config", "textitsr.errors", "textitsr.atomic", "textitsr.escape",
-     "textitsr.outputs", "textitsr.api_discovery"),
+     "textitsr.outputs", "textitsr.api_discovery", "textitsr.safe_read"),
     ("textitsr.data",),
     ("textitsr.models",),
     ("textitsr.embedding",),

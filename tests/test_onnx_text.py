@@ -110,3 +110,70 @@ def test_clip_text_models_and_bad_names(tiny_hf_models, monkeypatch, tmp_path):
     with pytest.raises(InputError, match="text_backend='fast': expected one of auto, torch, onnx"):
         onnx_text.use_text_backend(clip, "fast")
     assert onnx_text.use_text_backend(None, "auto").backend == "torch"
+
+
+def _hostile_graph(kind: str, hidden: int) -> bytes:
+    """A graph with the text encoder's inputs and output: all-NaN features, or a Loop that never ends."""
+    from onnx import TensorProto as T
+    from onnx import helper as h
+
+    inputs = [h.make_tensor_value_info(n, T.INT64, ["batch", "tokens"])
+              for n in ("input_ids", "attention_mask", "token_type_ids")]
+    consts = [h.make_tensor("axes", T.INT64, [1], [2]),
+              h.make_tensor("nan", T.FLOAT, [1, 1, hidden], [float("nan")] * hidden),
+              h.make_tensor("true", T.BOOL, [], [True]), h.make_tensor("one", T.FLOAT, [], [1.0])]
+    nodes = [h.make_node("Cast", ["input_ids"], ["f"], to=T.FLOAT),
+             h.make_node("Unsqueeze", ["f", "axes"], ["f3"])]
+    if kind == "nan":
+        nodes.append(h.make_node("Mul", ["f3", "nan"], ["hidden"]))
+    else:
+        body = h.make_graph(
+            [h.make_node("Identity", ["cond_in"], ["cond_out"]),
+             h.make_node("Add", ["v_in", "one"], ["v_out"])],
+            "forever",
+            [h.make_tensor_value_info("i", T.INT64, []), h.make_tensor_value_info("cond_in", T.BOOL, []),
+             h.make_tensor_value_info("v_in", T.FLOAT, None)],
+            [h.make_tensor_value_info("cond_out", T.BOOL, []),
+             h.make_tensor_value_info("v_out", T.FLOAT, None)],
+        )
+        nodes.append(h.make_node("Loop", ["", "true", "f3"], ["hidden"], body=body))
+    graph = h.make_graph(nodes, kind, inputs, [h.make_tensor_value_info("hidden", T.FLOAT, None)], consts)
+    return h.make_model(graph, opset_imports=[h.make_opsetid("", 17)], ir_version=8).SerializeToString()
+
+
+def test_a_cached_graph_with_nan_outputs_is_exported_again(bert, caplog):
+    ref = _features(bert)
+    onnx_text.use_text_backend(bert, "onnx")
+    path = bert.runtime.path
+    path.write_bytes(_hostile_graph("nan", bert.model.config.hidden_size))
+    with caplog.at_level(logging.WARNING, logger="textitsr.models.onnx_text"):
+        choice = onnx_text.use_text_backend(bert, "auto")
+    assert "not finite" in caplog.text
+    assert choice.backend == "onnx" and np.isfinite(float(choice.reason.split()[-1]))
+    np.testing.assert_allclose(_features(bert), ref, atol=1e-5)
+    assert path.read_bytes() != _hostile_graph("nan", bert.model.config.hidden_size)
+
+
+def test_nan_features_are_refused_even_when_onnx_is_asked_for(bert, monkeypatch):
+    monkeypatch.setattr(onnx_text, "probe_cosine", lambda encoder, runtime: float("nan"))
+    assert onnx_text.use_text_backend(bert, "auto").backend == "torch" and bert.runtime is None
+    with pytest.raises(InputError, match="not finite"):
+        onnx_text.use_text_backend(bert, "onnx")
+
+
+def test_a_cached_graph_that_never_finishes_is_abandoned(bert, monkeypatch, caplog):
+    import time
+
+    ref = _features(bert)
+    onnx_text.use_text_backend(bert, "onnx")
+    path = bert.runtime.path
+    path.write_bytes(_hostile_graph("loop", bert.model.config.hidden_size))
+    monkeypatch.setattr(onnx_text, "PROBE_TIMEOUT_S", 1.0)
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="textitsr.models.onnx_text"):
+        choice = onnx_text.use_text_backend(bert, "auto")
+    assert time.monotonic() - started < 20
+    assert choice.backend == "torch" and "did not finish within 1 s" in choice.reason
+    assert "stays on PyTorch" in caplog.text and bert.runtime is None
+    np.testing.assert_allclose(_features(bert), ref, atol=1e-5)
+    assert not path.exists()  # the next start exports a fresh graph

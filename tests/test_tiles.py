@@ -90,3 +90,15 @@ def test_areas_are_scenes_not_fragments(tiny_archive):
     meta = store.metadata()
     assert areas[0].bounds == pytest.approx((meta["west"].min(), meta["south"].min(),
                                              meta["east"].max(), meta["north"].max()), abs=1.0)
+
+
+def test_areas_are_named_from_the_files_without_dates_or_time_stamps():
+    from textitsr.data.scenes import place_from_names
+    from textitsr.index.tiles import _area_name
+
+    naip = ["/d/naip/m_4709963_se_14_1_20090818.tif", "/d/naip/m_4709963_se_14_1_20100629.tif"]
+    assert _area_name(*naip, ("2009-08-18", "2010-06-29")) == "m_4709963_se_14_1 · 2009-08-18 → 2010-06-29"
+    assert place_from_names(["/d/landsat/1990.tif", "/d/landsat/1995.tif"]) == "landsat"
+    upload = "/up/20261130-092544-855427"
+    assert place_from_names([f"{upload}/a.tif", f"{upload}/b.tif"]) == "scene"
+    assert place_from_names(["/up/20261130-092544/pucallpa_1985.tif", "/x/pucallpa_2020.tif"]) == "pucallpa"

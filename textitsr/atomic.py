@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -142,7 +143,28 @@ def _link_tree(src: Path, dst: Path) -> None:
 
 
 def _link_or_copy(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+    link_or_copy_file(Path(src), Path(dst))
+
+
+def link_or_copy_file(src: Path, dst: Path) -> bool:
+    """Hard-link the regular file `src` to `dst`, or copy it where links are impossible.
+
+    Only a regular file is shared: a symlink (which could point at /proc/self/environ or a secret),
+    a FIFO or a device is skipped and False returned. The copy opens `src` without following a link
+    and checks it is still a regular file, so swapping it for a link in between copies nothing.
+    """
+    if not stat.S_ISREG(os.lstat(src).st_mode):
+        return False
     try:
-        os.link(src, dst)
-    except OSError:  # a filesystem without hard links
-        shutil.copy2(src, dst)
+        os.link(src, dst, follow_symlinks=False)
+        return True
+    except OSError:  # a filesystem without hard links, or another file system
+        pass
+    fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as source:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
+        with open(dst, "wb") as target:
+            shutil.copyfileobj(source, target)
+    shutil.copystat(src, dst, follow_symlinks=False)
+    return True

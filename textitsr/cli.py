@@ -322,9 +322,9 @@ def search(
     from textitsr.api_discovery import search_text as api_search_text
 
     url = running_api(store) if scheduler is None and checkpoint is None else None
-    if url is not None:
-        hits = api_search_text(url, query, k, os.environ.get(TOKEN_ENV))
-    else:
+    # None from the server (a refused token, an error, an answer of the wrong shape): search here.
+    hits = api_search_text(url, query, k, os.environ.get(TOKEN_ENV)) if url is not None else None
+    if hits is None:
         from dataclasses import asdict
 
         from textitsr.service import SearchService

@@ -19,16 +19,20 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from textitsr.data.pairs import Bounds
 from textitsr.errors import InputError, StoreError
 from textitsr.index.calibration import MatchCalibration, calibrate_text_matches
 from textitsr.index.catalog import ArchiveStats, Catalog, PairHit
+from textitsr.index.places import date_order, overlapping, same_place
 from textitsr.index.search import Filters, SearchConfig, VectorIndex
 from textitsr.index.store import Store, read_manifest
 
 if TYPE_CHECKING:
     from textitsr.index.sharded import ShardedIndex
 
-__all__ = ["ArchiveStats", "CaptionHit", "PairHit", "SearchFilters", "SearchService"]
+__all__ = [
+    "ArchiveStats", "CaptionHit", "DatedQuery", "PairHit", "ScoreMap", "SearchFilters", "SearchService",
+]
 
 #: Longer queries are cut before tokenising (the text encoder keeps only its first tokens anyway).
 MAX_QUERY_CHARS = 2_000
@@ -46,6 +50,27 @@ class CaptionHit:
     score: float
     text: str
     pair_id: str | None
+
+
+@dataclass(frozen=True)
+class DatedQuery:
+    """A place seen at two chosen dates: the before/after images (uint8 RGB, as embedded) and the id of
+    the stored pair with exactly those dates, or None when the archive pairs them with other dates."""
+
+    pair_id: str | None
+    before: np.ndarray
+    after: np.ndarray
+    dates: tuple[str | None, str | None]
+    bounds: Bounds | None
+
+
+@dataclass(frozen=True)
+class ScoreMap:
+    """A text query's score for the archive's footprinted pairs (best first): what a heat map draws."""
+
+    pair_ids: list[str]
+    bounds: np.ndarray  # (n, 4) lon/lat west, south, east, north
+    scores: np.ndarray  # (n,) cosine similarity to the query
 
 
 class SearchService:
@@ -69,6 +94,7 @@ class SearchService:
         #: Dask scheduler address (or Client) whose workers search the pair shards; None: this process.
         self.scheduler = scheduler
         self._lock = threading.Lock()
+        self._full_model: Any = None
         #: What text queries are encoded on (ONNX Runtime when it matches PyTorch, else PyTorch).
         self.text_backend = use_text_backend(
             getattr(model, "text_encoder", None), text_backend, threads=QUERY_THREADS
@@ -197,7 +223,21 @@ class SearchService:
         imgs = [_as_rgb(before, "before"), _as_rgb(after, "after")]
         if imgs[0].shape != imgs[1].shape:
             raise InputError(f"before {imgs[0].shape} and after {imgs[1].shape}: expected images of one size")
-        return encode_rgb_pairs(self.model, [imgs[0]], [imgs[1]])
+        return encode_rgb_pairs(self._image_model(), [imgs[0]], [imgs[1]])
+
+    def _image_model(self) -> Any:
+        """The model that embeds new images: a service opened text-only (the app's: its queries are
+        mostly sentences and archive pairs) loads the whole checkpoint on the first image query."""
+        from textitsr.models.text_side import TextSide
+
+        if not isinstance(self.model, TextSide):
+            return self.model
+        with self._lock:
+            if self._full_model is None:
+                from textitsr.embedding.encode import load_model
+
+                self._full_model = load_model(self.checkpoint, next(self.model.parameters()).device.type)
+        return self._full_model
 
     def _pair_vector(self, pair_id: str | None, before: Any, after: Any) -> tuple[np.ndarray, int | None]:
         if pair_id is not None:
@@ -245,15 +285,124 @@ class SearchService:
         after: np.ndarray | None = None,
         k: int = 10,
         filters: SearchFilters | None = None,
+        elsewhere: bool = False,
+        query_bounds: Bounds | None = None,
     ) -> list[PairHit]:
-        """Pairs most similar to an archive pair (itself excluded) or to uploaded before/after images."""
+        """Pairs most similar to an archive pair (itself excluded) or to uploaded before/after images.
+
+        `elsewhere`: leave out every pair sharing ground with the query's footprint (`query_bounds`, by
+        default the query pair's own), so the same place at other dates does not fill the results."""
         k = self._check_k(k)
         mask = self.catalog.mask(filters)
         vec, row = self._pair_vector(pair_id, before, after)
         if row is not None:
             mask = np.ones(len(self), bool) if mask is None else mask.copy()
             mask[row] = False
+        if elsewhere:
+            if query_bounds is None:
+                if pair_id is None:
+                    raise InputError("elsewhere: expected query_bounds for a query given as images")
+                query_bounds = self.footprint(pair_id)
+            mask = np.ones(len(self), bool) if mask is None else mask.copy()
+            mask &= ~overlapping(self.catalog.masks, query_bounds)
         return self._query_pairs(vec, k, mask)
+
+    def footprint(self, pair_id: str) -> Bounds:
+        """Lon/lat footprint of an archive pair; InputError when it has none (not georeferenced)."""
+        m, row = self.catalog.masks, self.catalog.row_of(pair_id)
+        bounds = (float(m.west[row]), float(m.south[row]), float(m.east[row]), float(m.north[row]))
+        if any(np.isnan(bounds)):
+            raise InputError(f"pair_id={pair_id!r}: has no geographic footprint (not georeferenced)")
+        return bounds
+
+    def _place_rows(self, pair_id: str) -> np.ndarray:
+        """Store rows of every pair at `pair_id`'s place, in the order their changes happened."""
+        rows = np.flatnonzero(same_place(self.catalog.masks, self.footprint(pair_id)))
+        return date_order(self.catalog.masks, rows)
+
+    def place_dates(self, pair_id: str) -> list[str]:
+        """Every acquisition date the archive holds at `pair_id`'s place, oldest first."""
+        m, rows = self.catalog.masks, self._place_rows(pair_id)
+        dates = np.concatenate([m.date_before[rows], m.date_after[rows]])
+        return sorted({str(d) for d in dates if not np.isnat(d)})
+
+    def pair_query(self, pair_id: str) -> DatedQuery:
+        """An archive pair as a query: its own images, dates and footprint."""
+        record = self.catalog.pair(pair_id)
+        before, after = self.catalog.thumbnails(pair_id)
+        return DatedQuery(pair_id, before, after, record["dates"], record["bounds"])
+
+    def pair_at_dates(self, pair_id: str, date_before: str, date_after: str) -> DatedQuery:
+        """`pair_id`'s place seen at two of its dates (any two, not only those the archive pairs).
+
+        The images are the stored thumbnails of those dates, which for tiles up to the thumbnail size
+        are the very pixels that were embedded."""
+        if str(date_before) >= str(date_after):
+            raise InputError(f"dates {date_before} -> {date_after}: expected the before date to be earlier")
+        m, rows = self.catalog.masks, self._place_rows(pair_id)
+        ids = self.catalog.meta["pair_id"].to_numpy()
+        images: dict[str, np.ndarray] = {}
+        stored = None
+        for row in rows.tolist():
+            before, after = str(m.date_before[row]), str(m.date_after[row])
+            if (before, after) == (str(date_before), str(date_after)):
+                stored = str(ids[row])
+            for when, date in (("before", before), ("after", after)):
+                if date in (str(date_before), str(date_after)) and date not in images:
+                    thumbs = self.catalog.thumbnails(str(ids[row]))
+                    images[date] = thumbs[0] if when == "before" else thumbs[1]
+        missing = [d for d in (str(date_before), str(date_after)) if d not in images]
+        if missing:
+            known = ", ".join(self.place_dates(pair_id))
+            raise InputError(f"dates {missing}: no image of this place then in the archive (it has {known})")
+        return DatedQuery(
+            pair_id=stored,
+            before=images[str(date_before)],
+            after=images[str(date_after)],
+            dates=(str(date_before), str(date_after)),
+            bounds=self.footprint(pair_id),
+        )
+
+    def place_history(
+        self,
+        pair_id: str,
+        *,
+        query: str | None = None,
+        before: np.ndarray | None = None,
+        after: np.ndarray | None = None,
+    ) -> list[PairHit]:
+        """Every pair at `pair_id`'s place in date order, scored against a text query or a before/after
+        query (default: the pair itself): when did the change happen? `rank` is the position in time."""
+        if query is not None:
+            vec = self.encode_query(query)
+        elif before is not None or after is not None:
+            vec, _ = self._pair_vector(None, before, after)
+        else:
+            vec, _ = self._pair_vector(pair_id, None, None)
+        rows = self._place_rows(pair_id)
+        stored = np.sort(rows)
+        scores = np.asarray(self._pairs.vectors[stored], np.float32) @ vec[0].astype(np.float32)
+        score_of = dict(zip(stored.tolist(), scores.tolist(), strict=True))
+        return [self.catalog.hit(i + 1, score_of[r], r) for i, r in enumerate(rows.tolist())]
+
+    def score_map(self, query: str, *, filters: SearchFilters | None = None, limit: int = 5000) -> ScoreMap:
+        """The text query's score for up to `limit` best-matching footprinted pairs: where in the archive
+        the described change happens (hot spots), not only the top k."""
+        limit = self._check_k(limit)
+        m = self.catalog.masks
+        mask = ~(np.isnan(m.west) | np.isnan(m.south) | np.isnan(m.east) | np.isnan(m.north))
+        extra = self.catalog.mask(filters)
+        if extra is not None:
+            mask &= extra
+        ids = self.catalog.meta["pair_id"].to_numpy()
+        if len(self) == 0 or not mask.any():
+            return ScoreMap([], np.zeros((0, 4)), np.zeros(0, np.float32))
+        scores, rows = self._pairs.search(self.encode_query(query), min(limit, int(mask.sum())), mask)
+        rows, scores = rows[0], scores[0]
+        keep = rows >= 0
+        rows, scores = rows[keep], scores[keep]
+        bounds = np.stack([m.west[rows], m.south[rows], m.east[rows], m.north[rows]], axis=1)
+        return ScoreMap([str(ids[r]) for r in rows.tolist()], bounds, scores.astype(np.float32))
 
     def describe_pair(
         self,

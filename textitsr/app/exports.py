@@ -27,17 +27,29 @@ def _row(hit: PairHit) -> dict[str, Any]:
     }
 
 
-def hits_csv(hits: Sequence[PairHit]) -> str:
-    """One CSV row per result, best first (footprint as west/south/east/north degrees)."""
+def hits_csv(hits: Sequence[PairHit], query: str | None = None, filters: Any = None) -> str:
+    """One CSV row per result, best first (footprint as west/south/east/north degrees). With `query`,
+    every row also says what was searched for and with which filters (JSON), so the file explains
+    itself wherever it goes."""
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
+    fields = CSV_FIELDS + (("query", "filters") if query is not None else ())
+    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
+    searched = {"query": query, "filters": filters_json(filters)} if query is not None else {}
     for hit in hits:
-        writer.writerow({k: "" if v is None else v for k, v in _row(hit).items()})
+        writer.writerow({k: "" if v is None else v for k, v in {**_row(hit), **searched}.items()})
     return buf.getvalue()
 
 
-def hits_geojson(hits: Sequence[PairHit], query: str | None = None) -> str:
+def filters_json(filters: Any) -> str:
+    """Search filters as compact JSON (only those set; "{}" for none)."""
+    if filters is None:
+        return "{}"
+    fields = {k: v for k, v in vars(filters).items() if v is not None}
+    return json.dumps({k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()}, sort_keys=True)
+
+
+def hits_geojson(hits: Sequence[PairHit], query: str | None = None, filters: Any = None) -> str:
     """A GeoJSON FeatureCollection of the results' footprints with rank, score and metadata.
 
     Results without a footprint are kept with a null geometry, so the file lists every result.
@@ -50,4 +62,6 @@ def hits_geojson(hits: Sequence[PairHit], query: str | None = None) -> str:
     collection: dict[str, Any] = {"type": "FeatureCollection", "features": features}
     if query is not None:
         collection["query"] = query
+    if filters is not None:
+        collection["filters"] = json.loads(filters_json(filters))
     return json.dumps(collection, ensure_ascii=False)

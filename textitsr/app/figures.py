@@ -52,6 +52,27 @@ def jpeg_size(jpeg: bytes) -> tuple[int, int]:
         raise InputError(f"image bytes: expected a JPEG image ({err})") from err
 
 
+def place_timeline(history: Sequence[PairHit], title: str = "This place over time") -> go.Figure:
+    """One place's pairs in date order, each a segment from its before to its after date at its score:
+    the highest segment says when the change asked about happened."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for h in history:
+        before, after = h.dates
+        if not before or not after:
+            continue
+        fig.add_trace(go.Scatter(
+            x=[before, after], y=[h.score, h.score], mode="lines+markers", showlegend=False,
+            line={"width": 5}, name=html_text(h.pair_id),
+            customdata=[[html_text(f"{before} → {after}"), html_text(h.pair_id)]] * 2,
+            hovertemplate="%{customdata[0]}<br>%{customdata[1]}<br>score %{y:.3f}<extra></extra>",
+        ))
+    fig.update_layout(title=title, height=260, margin={"l": 10, "r": 10, "t": 40, "b": 10},
+                      yaxis_title="score", xaxis_type="date")
+    return fig
+
+
 def score_chart(hits: Sequence[PairHit], title: str = "Similarity of the results") -> go.Figure:
     """Horizontal bar chart of result scores, best on top."""
     import plotly.graph_objects as go

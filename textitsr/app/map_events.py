@@ -65,12 +65,13 @@ def pick_query_pair(
     props = (drawing.get("properties") or {}) if isinstance(drawing, Mapping) else {}
     clicked_id = props.get("pair_id")
     if action == "rectangle" and clicked_id is not None:
-        # st_folium reports a click on a footprint as its "active drawing": the feature itself.
-        # Its id may be HTML-escaped for the tooltip, so the click point says which pair it is.
+        # st_folium reports a click on a footprint as its "active drawing": the feature itself, the
+        # one whose tooltip the analyst saw (footprints of one tile at other dates lie under it).
+        # Its id may be HTML-escaped for the tooltip: then the click point says which pair it is.
         point = _click_point(event or {})
-        pid = pair_at_point(point[0], point[1], footprints) if point else None
         known = {str(f.get("properties", {}).get("pair_id")) for f in footprints.get("features", [])}
-        pid = pid or (str(clicked_id) if str(clicked_id) in known else None)
+        pid = str(clicked_id) if str(clicked_id) in known else None
+        pid = pid or (pair_at_point(point[0], point[1], footprints) if point else None)
         return MapPick(pid, "click", point=point) if pid else None
     if action == "rectangle":
         box = drawn_box(event or {})

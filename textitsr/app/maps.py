@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import folium
+import numpy as np
 import xyzservices
 from folium import plugins
 
@@ -22,7 +23,7 @@ from textitsr.map_assets import use_local_map_assets
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from textitsr.app.services import MapLayers
     from textitsr.index.tiles import SceneArea
-    from textitsr.service import PairHit
+    from textitsr.service import PairHit, ScoreMap
 
 #: Most scene overlays drawn on one map (each is an inline PNG; beyond this only outlines).
 MAX_OVERLAYS = 400
@@ -202,26 +203,57 @@ class ArchiveMap(folium.Map):
 
 
 def picks_layer(
-    boxes: Mapping[str, Bounds], query_id: str | None, hits: Sequence[str]
+    boxes: Mapping[str, Bounds], query_id: str | None, hits: Sequence[str],
+    layer: folium.FeatureGroup | None = None,
 ) -> folium.FeatureGroup:
-    """The query pair outlined red and its similar pairs orange, numbered by rank (one layer).
+    """The query pair outlined red and its similar pairs orange, numbered by rank (one layer, or
+    added to `layer`).
 
     `boxes`: pair_id -> (W, S, E, N), e.g. `MapLayers.boxes` (computed once per archive).
     """
-    layer = folium.FeatureGroup(name="query")
-    for rank, pid in enumerate(hits, start=1):
-        if pid in boxes:
-            label = html_text(f"#{rank} {pid}")
-            _outline(boxes[pid], HIT_STYLE, label).add_to(layer)
-            w, s, e, n = boxes[pid]
-            folium.Marker(
-                [(s + n) / 2, (w + e) / 2],
-                icon=folium.DivIcon(html=f'<div class="textitsr-rank">{rank}</div>', icon_size=(22, 22),
-                                    icon_anchor=(11, 11)),
-                tooltip=label,
-            ).add_to(layer)
+    layer = layer if layer is not None else folium.FeatureGroup(name="query")
+    # Worst rank first, and each better rank raised above the one before: where the markers of one
+    # tile's pairs pile up, rank 1 is the one on top.
+    ranked = [(rank, pid) for rank, pid in enumerate(hits, start=1) if pid in boxes]
+    for rank, pid in reversed(ranked):
+        label = html_text(f"#{rank} {pid}")
+        _outline(boxes[pid], HIT_STYLE, label).add_to(layer)
+        w, s, e, n = boxes[pid]
+        folium.Marker(
+            [(s + n) / 2, (w + e) / 2],
+            icon=folium.DivIcon(html=f'<div class="textitsr-rank">{rank}</div>', icon_size=(22, 22),
+                                icon_anchor=(11, 11)),
+            tooltip=label, z_index_offset=1000 * (len(ranked) - rank + 1),
+        ).add_to(layer)
     if query_id is not None and query_id in boxes:
         _outline(boxes[query_id], QUERY_STYLE, html_text(f"query {query_id}")).add_to(layer)
+    return layer
+
+
+#: Colours of the where-map, from the archive's weakest shown score to its best.
+HEAT_COLOURS = ("#ffffb2", "#fecc5c", "#fd8d3c", "#f03b20", "#bd0026")
+
+
+def heat_layer(score_map: ScoreMap, top: int = 0) -> folium.FeatureGroup:
+    """A text query's score on every footprint it was computed for: a heat map of where the described
+    change happens, hottest drawn last (on top); the `top` best are outlined and numbered by rank."""
+    import branca.colormap
+
+    layer = folium.FeatureGroup(name="where")
+    scores = np.asarray(score_map.scores, np.float64)
+    if not len(scores):
+        return layer
+    lo, hi = float(scores.min()), float(scores.max())
+    colours = branca.colormap.LinearColormap(HEAT_COLOURS, vmin=lo, vmax=hi if hi > lo else lo + 1e-6)
+    for i in reversed(range(len(scores))):  # best first in the map: draw it last
+        w, s, e, n = (float(v) for v in score_map.bounds[i])
+        colour = colours(float(scores[i]))
+        folium.Rectangle([[s, w], [n, e]], color=colour, weight=0, fill=True, fill_color=colour,
+                         fill_opacity=0.55, interactive=False).add_to(layer)
+    if top:
+        boxes = {pid: tuple(float(v) for v in b) for pid, b in
+                 zip(score_map.pair_ids[:top], score_map.bounds[:top], strict=True)}
+        picks_layer(boxes, None, score_map.pair_ids[:top], layer)
     return layer
 
 

@@ -1,7 +1,8 @@
 """Files the browser fetches straight from Streamlit's static serving (./static -> /app/static/).
 
 Streamlit serves only files inside the app's `static/` folder (symlinks leading out of it are
-refused), so a store's map tiles are published there as hard links (copies across file systems):
+refused), so a store's map tiles are published there as hard links (copies across file systems;
+only regular files, never what a symlink in the store points at):
 `static/tiles/<store id>/<key>/{z}/{x}/{y}.webp`. Data the map loads by URL (footprints) is written
 there under a content-hashed name, so a browser cache never shows stale data.
 """
@@ -11,11 +12,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
-from textitsr.atomic import atomic_write_text
+from textitsr.atomic import atomic_write_text, link_or_copy_file
 from textitsr.config import REPO_ROOT
 
 STATIC_DIR = REPO_ROOT / "static"
@@ -40,10 +40,7 @@ def publish_tree(src: Path, store: Path, static_dir: Path = STATIC_DIR) -> str:
                 target = slot / rel / name
                 if target.exists():
                     continue
-                try:
-                    os.link(Path(folder) / name, target)
-                except OSError:
-                    shutil.copyfile(Path(folder) / name, target)
+                link_or_copy_file(Path(folder) / name, target)  # skips links, FIFOs, devices
     return f"{STATIC_URL}/{PUBLISHED}/{store_slot(store)}"
 
 

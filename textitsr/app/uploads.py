@@ -19,7 +19,6 @@ _TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 #: Longest typed scene path accepted (Linux PATH_MAX is 4096).
 MAX_PATH_CHARS = 4096
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
-_DATE = re.compile(r"(?<![0-9])(?:19|20)\d{2}(?:[-_]?\d{2}[-_]?\d{2})?(?![0-9])")
 
 
 def resolve_data_path(text: str, roots: Sequence[Path]) -> Path:
@@ -129,13 +128,11 @@ def validate_upload(name: str, data: bytes, max_bytes: int, max_pixels: int | No
 def place_name(names: Sequence[str]) -> str:
     """A readable place for uploaded scenes' pair ids: the file names' common part without dates
     (`naip_2018.tif`, `naip_2020.tif` -> `naip`), else the first file's name."""
-    stems = [_DATE.sub("", Path(safe_upload_name(n)).stem) for n in names]
-    prefix = stems[0]
-    for stem in stems[1:]:
-        while not stem.startswith(prefix):
-            prefix = prefix[:-1]
-    place = re.sub(r"[^A-Za-z0-9]+", "_", prefix).strip("_")
-    return place if len(place) >= 3 else re.sub(r"[^A-Za-z0-9]+", "_", Path(safe_upload_name(names[0])).stem)
+    from textitsr.data.scenes import place_from_names
+
+    safe = [safe_upload_name(n) for n in names]
+    place = place_from_names([Path(n).name for n in safe])
+    return place if place != "scene" else re.sub(r"[^A-Za-z0-9]+", "_", Path(safe[0]).stem)
 
 
 def upload_names(names: Sequence[str]) -> list[str]:

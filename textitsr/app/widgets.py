@@ -14,9 +14,10 @@ from textitsr.escape import markdown_code, markdown_text
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import folium
+    import numpy as np
 
     from textitsr.app.services import MapLayers
-    from textitsr.service import ArchiveStats, CaptionHit, PairHit, SearchService
+    from textitsr.service import ArchiveStats, CaptionHit, PairHit, ScoreMap, SearchService
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +147,26 @@ def results_map(
                        key="results_map", basemap=basemap, height=height)
 
 
+#: Most tiles the where-map colours (the best-scoring ones): bounds what one search sends the browser.
+WHERE_MAP_TILES = 1000
+
+
+def where_map(
+    score_map: ScoreMap, layers: MapLayers, *, top: int, basemap: str = "osm", height: int = 420
+) -> None:
+    """The query's score on the archive's tiles as a heat map (hot: the described change), the `top`
+    results numbered on top; opened on the hottest tenth of the coloured tiles."""
+    from textitsr.app.footprints import union
+    from textitsr.app.maps import heat_layer, padded
+
+    if not score_map.pair_ids:
+        return
+    hottest = score_map.bounds[: max(1, len(score_map.pair_ids) // 10)]
+    view = padded(union([tuple(float(v) for v in b) for b in hottest]), 0.2)
+    _moved_imagery_map(layers, view, heat_layer(score_map, top), key="where_map", basemap=basemap,
+                       height=height)
+
+
 def _moved_imagery_map(
     layers: MapLayers, view: Bounds, picks: folium.FeatureGroup, *, key: str, basemap: str, height: int
 ) -> None:
@@ -243,6 +264,22 @@ def before_after(service: SearchService, pair_id: str, captions: tuple[str, str]
     left, right = st.columns(2)
     left.image(before, caption=captions[0], width="stretch")
     right.image(after, caption=captions[1], width="stretch")
+
+
+def before_after_images(before: np.ndarray, after: np.ndarray, captions: tuple[str, str]) -> None:
+    """Two images side by side (a query made of two dates the archive does not pair)."""
+    import streamlit as st
+
+    from textitsr.app.figures import jpeg_bytes
+
+    left, right = st.columns(2)
+    left.image(jpeg_bytes(before), caption=captions[0], width="stretch")
+    right.image(jpeg_bytes(after), caption=captions[1], width="stretch")
+
+
+def index_of(options: Sequence[str], value: str | None, default: int = 0) -> int:
+    """Position of `value` among a select box's `options` (`default` when it is not one of them)."""
+    return list(options).index(value) if value in options else min(default, max(len(options) - 1, 0))
 
 
 def results_grid(service: SearchService, hits: Sequence[PairHit], key: str, columns: int = 2) -> None:

@@ -16,7 +16,10 @@ How a series becomes pairs:
    of all valid pixels, estimated on a decimated read) which keeps band ratios and hence NDVI/NDWI;
    ``"percentile"`` stretches each band between its 2nd and 98th percentile (best contrast, indices
    distorted); ``"none"`` uses the dtype's full range.
-5. Tiles are full `tile_size` squares on the grid (a remainder strip at the right/bottom is dropped).
+5. Tiles are full `tile_size` squares on the grid that cover it whole: where the grid is not a multiple
+   of the stride, one more row/column of tiles is set flush with the right/bottom edge, overlapping its
+   neighbour, so no strip of the scene is left unsearchable (a sub-pixel offset between dates that
+   makes a 512 px crop a 511 px grid still gives 2 x 2 tiles, not 1).
    A tile whose nodata fraction in either date exceeds `max_nodata` (default 1%: real scenes carry
    stray nodata pixels) is skipped; kept tiles record their nodata fraction in `location` and hold 0
    at nodata pixels.
@@ -150,8 +153,9 @@ class GeoTiffSource(PairSourceBase):
         self.index_pairs = self._index_pairs(opts.pairing)
         self.grid = self._common_grid()
         stride = opts.stride or opts.tile_size
-        self.tile_rows = max(0, (self.grid.height - opts.tile_size) // stride + 1)
-        self.tile_cols = max(0, (self.grid.width - opts.tile_size) // stride + 1)
+        self._row_offsets = tile_offsets(self.grid.height, opts.tile_size, stride)
+        self._col_offsets = tile_offsets(self.grid.width, opts.tile_size, stride)
+        self.tile_rows, self.tile_cols = len(self._row_offsets), len(self._col_offsets)
         if self.tile_rows == 0 or self.tile_cols == 0:
             raise InputError(
                 f"{first.path}: the scenes' common area is {self.grid.width}x{self.grid.height} px, smaller "
@@ -275,8 +279,8 @@ class GeoTiffSource(PairSourceBase):
     def tile_window(self, row: int, col: int) -> Any:
         from rasterio.windows import Window
 
-        stride = self.options.stride or self.options.tile_size
-        return Window(col * stride, row * stride, self.options.tile_size, self.options.tile_size)
+        size = self.options.tile_size
+        return Window(self._col_offsets[col], self._row_offsets[row], size, size)
 
     def tile_bounds(self, row: int, col: int) -> tuple[Bounds, Bounds]:
         """(native bounds in the grid CRS, lon/lat bounds) of one tile."""
@@ -343,6 +347,17 @@ class GeoTiffSource(PairSourceBase):
                                 "nodata_fraction": nodata,
                             },
                         )
+
+
+def tile_offsets(length: int, tile_size: int, stride: int) -> list[int]:
+    """Tile origins along one axis of `length` px: every `stride`, plus one flush with the far edge when
+    the last regular tile stops short of it (the edge strip is then covered by an overlapping tile)."""
+    if length < tile_size:
+        return []
+    offsets = list(range(0, length - tile_size + 1, stride))
+    if offsets[-1] + tile_size < length:
+        offsets.append(length - tile_size)
+    return offsets
 
 
 class _TileReads:

@@ -125,6 +125,27 @@ def place_name(scenes: list[Scene]) -> str:
     return prefix or re.sub(r"[^A-Za-z0-9]+", "_", scenes[0].path.resolve().parent.name).strip("_") or "scene"
 
 
+#: A date written in a file name: 2018, 20180601, 2018-06-01, 2018_06_01.
+DATE_IN_NAME = re.compile(r"(?<![0-9])(?:19|20)\d{2}(?:[-_]?\d{2}[-_]?\d{2})?(?![0-9])")
+
+
+def place_from_names(paths: Sequence[Path | str]) -> str:
+    """A readable place name for scenes of one place: their file names' common part without dates
+    (`naip_20180601.tif`, `naip_20200601.tif` -> `naip`; `1985.tif`, `2020.tif` -> their folder's
+    name), never a fragment of a date or an upload time stamp."""
+    stems = [DATE_IN_NAME.sub("", Path(p).stem) for p in paths]
+    prefix = stems[0] if stems else ""
+    for stem in stems[1:]:
+        while not stem.startswith(prefix):
+            prefix = prefix[:-1]
+    place = re.sub(r"[^A-Za-z0-9]+", "_", prefix).strip("_")
+    if len(place) >= 3:
+        return place
+    folder = re.sub(r"[^A-Za-z0-9]+", "_", Path(paths[0]).parent.name).strip("_") if paths else ""
+    timestamp = re.fullmatch(r"[0-9_]+", folder) is not None  # an upload folder, a date
+    return folder if len(folder) >= 3 and not timestamp else (place or "scene")
+
+
 def expand_paths(paths: Path | Sequence[Path]) -> list[Path]:
     """Files of the series: the .tif/.tiff files of a folder, or the given files."""
     items = [Path(paths)] if isinstance(paths, str | Path) else [Path(p) for p in paths]

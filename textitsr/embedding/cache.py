@@ -41,6 +41,7 @@ from textitsr.config import DATA_DIR
 from textitsr.data.pairs import BitemporalPair, PairSource
 from textitsr.embedding.encode import backbone_precision
 from textitsr.errors import InputError
+from textitsr.safe_read import read_json_file
 
 if TYPE_CHECKING:
     from textitsr.models.textitsr import PairFeatures, TextITSR
@@ -102,8 +103,8 @@ class FeatureCache:
     @classmethod
     def open(cls, folder: Path) -> FeatureCache:
         folder = Path(folder)
-        meta = json.loads((folder / "meta.json").read_text())
-        pairs = json.loads((folder / "pairs.json").read_text())
+        meta = read_json_file(folder / "meta.json")
+        pairs = read_json_file(folder / "pairs.json")
 
         def arr(name: str, mmap: bool = False) -> np.ndarray:
             return np.load(folder / f"{name}.npy", mmap_mode="r" if mmap else None)
@@ -112,7 +113,7 @@ class FeatureCache:
         return cls(
             pair_ids=pairs["pair_ids"],
             change_type=pairs["change_type"],
-            texts=json.loads((folder / "texts.json").read_text()),
+            texts=read_json_file(folder / "texts.json"),
             caption_text=arr("caption_text"),
             caption_offsets=arr("caption_offsets"),
             changed=arr("changed"),
@@ -256,7 +257,7 @@ def build_or_load(
     meta_path = folder / "meta.json"
     if meta_path.exists():
         with contextlib.suppress(ValueError, OSError):
-            meta = json.loads(meta_path.read_text())
+            meta = read_json_file(meta_path)
             if (
                 meta.get("identity") == identity
                 and meta.get("fingerprint") == fingerprint

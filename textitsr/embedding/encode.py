@@ -154,7 +154,7 @@ def compile_image_backbone(model: Any, runtime: str = "auto") -> bool:
     `torch.jit.optimize_for_inference`: convolutions folded and fused into oneDNN kernels), "eager"
     (none), or "auto": ONNX Runtime when it is installed and a probe gives the same features as
     PyTorch, else TorchScript. Both embed pairs faster than eager mode on CPUs without native bf16,
-    with the same features (the README's embedding table). Only for a frozen CNN backbone on the
+    with the same features (benchmarks/results/build_speed.md). Only for a frozen CNN backbone on the
     CPU (the model's `_pair_features` falls back to eager for bf16, gradients or a fine-tuned tail);
     done once per model. Returns whether the model now has one.
     """
@@ -221,6 +221,11 @@ def _onnx_backbone(enc: Any, example: torch.Tensor, runtime: str) -> _OnnxBackbo
                 f"backbone runtime 'onnx': cannot run the image backbone on ONNX Runtime: {exc}"
             ) from exc
         log.warning("image backbone not on ONNX Runtime: %s: %s", type(exc).__name__, exc)
+        return None
+    if cosine != cosine:  # NaN: the graph's features are not finite, whatever was asked for
+        if runtime == "onnx":
+            raise InputError(f"backbone runtime 'onnx': {session.path} gives features that are not finite")
+        log.warning("image backbone not on ONNX Runtime: %s gives features that are not finite", session.path)
         return None
     if runtime == "auto" and cosine < MIN_ONNX_BACKBONE_COSINE:
         log.warning("image backbone not on ONNX Runtime: probe cosine to PyTorch %.6f < %s", cosine,

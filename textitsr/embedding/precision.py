@@ -1,10 +1,10 @@
 """Which backbone precision an embedding run uses: fp32, or bf16 autocast where it pays and is accurate.
 
 bf16 autocast speeds CNNs up on CPUs with native bf16 arithmetic (AVX512-BF16, AMX) and on recent
-GPUs, but on CPUs without it PyTorch emulates bf16 and runs much *slower* than fp32 (README). So "auto"
-picks bf16 only where the hardware has it, and only after a one-off check on real
-pairs shows the final pair embeddings stay close to fp32 (mean cosine >= `MIN_BF16_COSINE`);
-otherwise fp32, with the reason logged.
+GPUs, but on CPUs without it PyTorch emulates bf16 and runs much *slower* than fp32
+(benchmarks/results/build_speed.md). So "auto" picks bf16 only where the hardware has it, and only
+after a one-off check on real pairs shows the final pair embeddings stay close to fp32 (mean cosine
+>= `MIN_BF16_COSINE`); otherwise fp32, with the reason logged.
 """
 
 from __future__ import annotations

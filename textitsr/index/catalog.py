@@ -9,7 +9,6 @@ through it.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +22,7 @@ from textitsr.index.search import FilterMasks, Filters
 from textitsr.index.shards import parse_json_field
 from textitsr.index.store import Store
 from textitsr.index.tiles import SceneArea, TileIndex, scene_areas
+from textitsr.safe_read import loads_bounded
 
 
 @dataclass(frozen=True)
@@ -227,7 +227,7 @@ class Catalog:
         sizes: dict[int, int] = {}
         for text in self.meta["location"].iloc[rows]:
             try:
-                window = json.loads(text).get("window") if plain(text) else None
+                window = loads_bounded(text, max_depth=16).get("window") if plain(text) else None
             except (ValueError, AttributeError):
                 window = None
             if isinstance(window, list) and len(window) == 4 and window[2] == window[3]:

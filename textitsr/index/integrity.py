@@ -1,8 +1,10 @@
 """A full check of a store: every file of every shard read once, every problem reported.
 
 `textitsr check STORE` prints what `check_store` finds, one line each. Opening a store already
-checks the manifest and the shards' row counts and shapes; this also reads the embeddings
-(finite, normalised), thumbnails, captions and the JSON fields of every metadata row.
+checks the manifest (its totals against the shards'), that every shard file is a regular file
+inside the store, and the shards' row counts and shapes; this also reads the embeddings (finite,
+normalised), checks every column's type, decodes every thumbnail (bounded in pixels), and checks
+each caption belongs to a pair of its shard and the JSON fields of every metadata row parse.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from textitsr.errors import StoreError
-from textitsr.index.shards import parse_json_field
+from textitsr.index.shards import CAPTION_TYPES, THUMBNAIL_TYPES, decode_thumbnail, parse_json_field
 from textitsr.index.store import Store
 
 
@@ -42,7 +44,7 @@ def store_problems(store: Store) -> list[str]:
         checks: tuple[tuple[Any, tuple[Any, ...]], ...] = (
             (store._read_npy, (name, "pair_embeddings.npy", s["n_pairs"])),
             (store._read_npy, (name, "caption_embeddings.npy", s["n_captions"])),
-            (store._read_parquet, (name, "captions.parquet")),
+            (_check_captions, (store, name, meta)),
             (_check_thumbnails, (store, name, meta)),
         )
         for check, args in checks:
@@ -53,12 +55,29 @@ def store_problems(store: Store) -> list[str]:
     return found
 
 
+def _check_captions(store: Store, shard: str, meta: Any) -> None:
+    store.check_columns(shard, "captions.parquet", CAPTION_TYPES)
+    table = store._read_parquet(shard, "captions.parquet")
+    if meta is not None:
+        strays = set(table["pair_id"].dropna()) - set(meta["pair_id"])
+        if strays:
+            path = store.root / "shards" / shard / "captions.parquet"
+            raise StoreError(f"{path}: {len(strays)} caption(s) of pairs not in the shard, "
+                             f"e.g. {sorted(strays)[0]!r}; rebuild the shard")
+
+
 def _check_thumbnails(store: Store, shard: str, meta: Any) -> None:
-    table = store._read_parquet(shard, "thumbnails.parquet", ["pair_id"])
+    path = store.root / "shards" / shard / "thumbnails.parquet"
+    store.check_columns(shard, "thumbnails.parquet", THUMBNAIL_TYPES)
+    table = store._read_parquet(shard, "thumbnails.parquet")
     if meta is not None and list(table["pair_id"]) != list(meta["pair_id"]):
-        raise StoreError(
-            f"{store.root / 'shards' / shard / 'thumbnails.parquet'}: pair ids differ from metadata's"
-        )
+        raise StoreError(f"{path}: pair ids differ from metadata's")
+    for pid, before, after in zip(table["pair_id"], table["before"], table["after"], strict=True):
+        for when, data in (("before", before), ("after", after)):
+            try:
+                decode_thumbnail(data)
+            except ValueError as err:
+                raise StoreError(f"{path}: pair {pid!r} {when} thumbnail: {err}; rebuild the shard") from err
 
 
 def check_store(root: Path) -> list[str]:

@@ -86,3 +86,7 @@ def check_manifest(manifest: Any, path: Path) -> None:
         for key in ("n_pairs", "n_captions"):
             if not _count(shard.get(key)):
                 raise _field(path, f"{where}.{key}", shard.get(key), "a count (integer >= 0)")
+    for key in ("n_pairs", "n_captions"):  # /health, /stats and `check` report these totals
+        total = sum(int(s[key]) for s in shards)
+        if key in manifest and manifest[key] != total:
+            raise _field(path, key, manifest[key], f"{total}, the sum over its shards")

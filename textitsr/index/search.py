@@ -86,7 +86,7 @@ class SearchConfig:
     query_threads: int = 1
     small_batch: int = 8
     #: The flat PQ codes tier scans its codes in this many slices on as many threads (1: one scan;
-    #: 2 only pays where the second core is idle, see the README's scale section).
+    #: 2 only pays where the second core is idle, see benchmarks/results/search.md).
     scan_parts: int = 1
 
     def kind(self, n: int) -> str:
@@ -416,7 +416,7 @@ def _rows(vectors: np.ndarray, rows: np.ndarray) -> np.ndarray:
 
     A whole-file memory map is read with `os.pread` rather than through the mapping: a mapped read
     makes the kernel map whole runs of cached pages around each row, all of which then count as
-    this process's resident memory (see the README's scale section).
+    this process's resident memory (see benchmarks/results/search.md).
     """
     whole = _whole_file(vectors)
     if whole is None or len(rows) > 65_536:

@@ -22,6 +22,7 @@ from PIL import Image
 
 from textitsr.atomic import atomic_dir
 from textitsr.errors import StoreError
+from textitsr.safe_read import loads_bounded
 
 SHARDS = "shards"
 
@@ -110,8 +111,25 @@ def encode_thumbnail(rgb: np.ndarray, size: int = DEFAULT_THUMB_SIZE) -> bytes:
     return buf.getvalue()
 
 
-def decode_thumbnail(data: bytes) -> np.ndarray:
-    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+#: Largest thumbnail accepted when read back (pixels, checked on the declared size before decoding).
+MAX_THUMB_PIXELS = 2048 * 2048
+
+
+def decode_thumbnail(data: Any, max_pixels: int = MAX_THUMB_PIXELS) -> np.ndarray:
+    """uint8 RGB array of stored PNG bytes; ValueError for anything else (undecodable, or a bomb)."""
+    if not isinstance(data, bytes):
+        raise ValueError(f"thumbnail of type {type(data).__name__}, expected PNG bytes")
+    try:
+        with Image.open(io.BytesIO(data), formats=("PNG",)) as img:
+            if img.width * img.height > max_pixels:
+                raise ValueError(
+                    f"thumbnail of {img.width} x {img.height} px, expected at most {max_pixels} pixels"
+                )
+            return np.asarray(img.convert("RGB"))
+    except ValueError:
+        raise
+    except Exception as err:  # noqa: BLE001 - damaged bytes can make Pillow raise almost anything
+        raise ValueError(f"undecodable thumbnail ({type(err).__name__}: {err})") from err
 
 
 def _metadata_schema() -> pa.Schema:
@@ -139,6 +157,34 @@ def _metadata_schema() -> pa.Schema:
             ("change_stats", s),
         ]
     )
+
+
+#: Column types of a shard's other Parquet files.
+THUMBNAIL_TYPES = {"pair_id": pa.string(), "before": pa.binary(), "after": pa.binary()}
+CAPTION_TYPES = {"text": pa.string(), "pair_id": pa.string()}
+
+_SAME_KIND = {pa.large_string(): pa.string(), pa.large_binary(): pa.binary(),
+              pa.large_list(pa.string()): pa.list_(pa.string())}
+
+
+def metadata_types() -> dict[str, pa.DataType]:
+    return {f.name: f.type for f in _metadata_schema()}
+
+
+def check_column_types(schema: pa.Schema, expected: dict[str, pa.DataType], where: str) -> None:
+    """Raise StoreError naming the first column missing or of another type than `expected`.
+
+    An all-null column (type null) passes: every column but the ids may be empty.
+    """
+    for name, want in expected.items():
+        if name not in schema.names:
+            raise StoreError(f"{where}: no column {name!r}; rebuild the shard")
+        got = schema.field(name).type
+        if isinstance(got, (pa.ListType, pa.LargeListType)) and got.value_type == pa.large_string():
+            got = pa.list_(pa.string())
+        got = _SAME_KIND.get(got, got)
+        if got != want and not (got == pa.null() and name != "pair_id"):
+            raise StoreError(f"{where}: column {name!r} is {got}, expected {want}; rebuild the shard")
 
 
 #: Largest |norm - 1| of a stored embedding row (float16 rounding stays well inside it).
@@ -174,7 +220,7 @@ def parse_json_field(text: Any, where: str, field_name: str) -> Any:
     if text is None or (isinstance(text, float) and np.isnan(text)) or text == "":
         return None
     try:
-        return json.loads(text)
+        return loads_bounded(text, max_depth=16)
     except (TypeError, ValueError) as err:
         raise StoreError(
             f"{where}: field {field_name!r} is not valid JSON ({err}); rebuild the shard"

@@ -46,11 +46,14 @@ from textitsr.index.shards import (
     METADATA_COLUMNS,
     SHARDS,
     ShardData,
+    check_column_types,
     check_embeddings,
     decode_thumbnail,
+    metadata_types,
     write_shard,
 )
 from textitsr.outputs import check_store_out
+from textitsr.safe_read import NotRegularFile, read_json_file, regular_file
 
 #: Cached search graphs (derived data: safe to delete, rebuilt on open).
 INDEX_DIR = "index"
@@ -66,11 +69,11 @@ def is_store(root: Path) -> bool:
 def read_manifest(root: Path) -> dict[str, Any]:
     """The parsed manifest of the store at `root`, checked against the schema (`check_manifest`)."""
     path = Path(root) / MANIFEST
-    if not path.is_file():
+    if not (path.exists() or path.is_symlink()):
         raise StoreError(f"{path}: no store manifest here; build one with `textitsr index`")
     try:
-        manifest = json.loads(path.read_text("utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        manifest = read_json_file(path)
+    except (OSError, ValueError) as err:
         raise StoreError(f"{path}: corrupt store manifest ({err}); rebuild the store") from err
     check_manifest(manifest, path)
     return manifest
@@ -286,7 +289,15 @@ class Store:
         return folder / name
 
     def _shard_file(self, shard: str, name: str) -> Path:
-        return self.root / SHARDS / shard / name
+        """A shard's file, provided it is a regular file: a symlink (perhaps out of the store), a FIFO
+        (which would block the first read forever) or a device is refused before anything opens it."""
+        path = self.root / SHARDS / shard / name
+        try:
+            return regular_file(path)
+        except NotRegularFile as err:
+            raise StoreError(f"{err}; rebuild the shard") from err
+        except OSError:
+            return path  # missing: the reader reports it with the file's name
 
     def _read_parquet(self, shard: str, name: str, columns: list[str] | None = None) -> pd.DataFrame:
         path = self._shard_file(shard, name)
@@ -333,8 +344,18 @@ class Store:
             raise StoreError(f"{path}: dtype {arr.dtype}, the manifest says {self.manifest['dtype']}")
         return arr
 
+    def check_columns(self, shard: str, name: str, expected: dict[str, pa.DataType]) -> None:
+        """Raise StoreError unless the shard file's columns have the types the readers rely on."""
+        path = self._shard_file(shard, name)
+        try:
+            schema = pq.read_schema(path)
+        except (OSError, pa.ArrowException) as err:
+            raise StoreError(f"{path}: corrupt or missing shard file ({err}); rebuild the shard") from err
+        check_column_types(schema, expected, str(path))
+
     def shard_metadata(self, s: dict[str, Any]) -> pd.DataFrame:
         """The metadata rows of one manifest shard entry, checked against the schema."""
+        self.check_columns(s["name"], "metadata.parquet", metadata_types())
         df = self._read_parquet(s["name"], "metadata.parquet")
         path = self._shard_file(s["name"], "metadata.parquet")
         if len(df) != int(s["n_pairs"]) or list(df.columns)[: len(METADATA_COLUMNS)] != list(
@@ -450,9 +471,9 @@ class Store:
         row = table.loc[pair_id]
         try:
             return decode_thumbnail(row["before"]), decode_thumbnail(row["after"])
-        except OSError as err:
+        except ValueError as err:
             raise StoreError(
-                f"{self._shard_file(shard, 'thumbnails.parquet')}: bad thumbnail ({err})"
+                f"{self._shard_file(shard, 'thumbnails.parquet')}: pair {pair_id!r}: bad thumbnail ({err})"
             ) from err
 
     def validate(self) -> None:

@@ -29,6 +29,7 @@ import numpy as np
 
 from textitsr.atomic import atomic_dir, atomic_write_text
 from textitsr.errors import InputError, StoreError
+from textitsr.safe_read import loads_bounded, read_json_file
 
 INDEX = "index.json"
 TILE_SIZE = 256
@@ -87,7 +88,7 @@ class TileIndex:
         if not path.is_file():
             return cls({}, {})
         try:
-            raw = json.loads(path.read_text("utf-8"))
+            raw = read_json_file(path)
             scenes = {str(k): TileSet(**{**v, "bounds": tuple(v["bounds"])})
                       for k, v in raw["scenes"].items()}
             paths = {str(p): str(k) for p, k in raw["paths"].items() if k in scenes}
@@ -211,7 +212,7 @@ def scene_paths(locations: Iterable[Any]) -> list[Path]:
     for loc in locations:
         if isinstance(loc, str):
             try:
-                loc = json.loads(loc)
+                loc = loads_bounded(loc, max_depth=16)
             except ValueError:
                 continue
         if not isinstance(loc, Mapping):
@@ -276,12 +277,10 @@ class SceneArea:
 
 
 def _area_name(before: str, after: str, dates: tuple[Any, Any]) -> str:
-    """'<place> · <date> → <date>': the files' common stem (else their folder), then the dates."""
-    a, b = Path(before), Path(after)
-    prefix = a.stem
-    while prefix and not b.stem.startswith(prefix):
-        prefix = prefix[:-1]
-    place = prefix.strip("_-. ") if len(prefix.strip("_-. ")) >= 3 else a.parent.name or a.stem
+    """'<place> · <date> → <date>': the files' common name without dates (else their folder)."""
+    from textitsr.data.scenes import place_from_names
+
+    place = place_from_names([before, after])
     when = " → ".join(str(d)[:10] for d in dates if isinstance(d, str) and d)
     return f"{place} · {when}" if when else place
 

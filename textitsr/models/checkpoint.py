@@ -21,6 +21,7 @@ from textitsr import __version__
 from textitsr.atomic import atomic_dir
 from textitsr.errors import CheckpointError, InputError
 from textitsr.models.textitsr import ModelConfig, TextITSR
+from textitsr.safe_read import read_json_file
 
 __all__ = [
     "FORMAT_VERSION",
@@ -79,12 +80,13 @@ def read_checkpoint_config(folder: Path) -> dict:
             f"checkpoint {folder}: folder not found (expected a folder written by `textitsr train`)"
         )
     for name in (CONFIG_FILE, WEIGHTS_FILE):
-        if not (folder / name).is_file():
+        if not (folder / name).exists():  # a FIFO or device in its place is named when read
             raise CheckpointError(f"checkpoint {folder}: missing {name}")
     path = folder / CONFIG_FILE
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        # A checkpoint is the user's own choice: a link to it is followed (git-annex, DVC), a FIFO never.
+        config = read_json_file(path, follow_symlinks=True)
+    except (OSError, ValueError) as exc:
         raise CheckpointError(f"checkpoint {path}: not valid JSON: {exc}") from exc
     if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
         raise CheckpointError(f"checkpoint {path}: expected a JSON object with a 'model' object")

@@ -2,7 +2,7 @@
 
 On CPUs without native bf16 the frozen backbones are the cost of a text query and of an archive
 build. ONNX Runtime runs the same float32 graph with fused kernels, faster than PyTorch on such
-CPUs (README, "Scale and integration"). A graph is exported with torch's TorchScript exporter
+CPUs (benchmarks/results/search.md, build_speed.md). A graph is exported with torch's TorchScript exporter
 (batch and sequence axes dynamic) and kept under `cache_dir()`, named by a hash of the module's
 weights and the library versions, so a changed model or library never reuses a stale graph.
 Callers check a new session against PyTorch before using it (`models.onnx_text`,
@@ -51,9 +51,17 @@ class OnnxSession:
         self.path = Path(path)
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.inputs = [i.name for i in self.session.get_inputs()]
+        #: Whether the graph was read from the cache rather than exported by this process.
+        self.from_cache = False
+        self._run_options = ort.RunOptions()
 
     def run(self, feed: dict[str, np.ndarray]) -> list[Tensor]:
-        return [torch.from_numpy(out) for out in self.session.run(None, feed)]
+        return [torch.from_numpy(out) for out in self.session.run(None, feed, self._run_options)]
+
+    def terminate(self) -> None:
+        """Stop a run in progress on another thread (and every later one): the session is abandoned."""
+        self._run_options.log_severity_level = 4  # the stopped run's error is expected, not news
+        self._run_options.terminate = True
 
 
 def cache_dir() -> Path:
@@ -95,13 +103,20 @@ def export(
 
 def cached_session(
     module: torch.nn.Module, role: str, threads: int, example: Sequence[Tensor], input_names: Sequence[str],
-    output_names: Sequence[str], dynamic: dict[str, dict[int, str]],
+    output_names: Sequence[str], dynamic: dict[str, dict[int, str]], *, fresh: bool = False,
 ) -> OnnxSession:
-    """A session of `module`, exporting it first unless the cache already holds this graph."""
+    """A session of `module`, exporting it first unless the cache already holds this graph (or
+    `fresh` asks for a new export, e.g. when the cached one failed its check against PyTorch).
+
+    A cached graph is a file anyone with access to the cache could have replaced: callers check
+    its outputs (finite, equal to PyTorch's) within a time limit before using it.
+    """
     path = cache_dir() / f"{role}-{export_key(module, role)}.onnx"
-    if path.is_file():
+    if path.is_file() and not path.is_symlink() and not fresh:
         try:
-            return OnnxSession(path, threads)
+            session = OnnxSession(path, threads)
+            session.from_cache = True
+            return session
         except Exception as exc:  # noqa: BLE001 - an unreadable cached graph is exported again
             log.warning("cached %s graph %s unreadable (%s): exporting it again", role, path, exc)
     log.info("exporting the %s to %s", role, path)
@@ -110,5 +125,8 @@ def cached_session(
 
 
 def min_cosine(a: Tensor, b: Tensor) -> float:
-    """Least row-wise cosine between two (N, ...) feature batches (flattened per row)."""
+    """Least row-wise cosine between two (N, ...) feature batches (flattened per row); NaN when
+    either holds a value that is not finite (so no `cosine < limit` test can pass it by accident)."""
+    if not (bool(torch.isfinite(a).all()) and bool(torch.isfinite(b).all())):
+        return float("nan")
     return float(torch.nn.functional.cosine_similarity(a.flatten(1), b.flatten(1), dim=-1).min())

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +30,8 @@ log = logging.getLogger(__name__)
 TEXT_BACKENDS = ("auto", "torch", "onnx")
 #: Least cosine between ONNX Runtime and PyTorch sentence features for "auto" to keep ONNX Runtime.
 MIN_ONNX_COSINE = 0.9999
+#: Seconds the probe may take before the graph is abandoned (a few sentences take well under one).
+PROBE_TIMEOUT_S = 30.0
 #: Sentences the probe encodes both ways (short and long, to cover the dynamic sequence axis).
 PROBE_TEXTS = (
     "new buildings along the road",
@@ -48,12 +52,12 @@ class TextBackendChoice:
 class OnnxTextRuntime:
     """The text model on ONNX Runtime: token batch -> last hidden states (as the model's output)."""
 
-    def __init__(self, encoder: Any, threads: int = 1) -> None:
+    def __init__(self, encoder: Any, threads: int = 1, *, fresh: bool = False) -> None:
         sample = encoder.tokenizer(list(PROBE_TEXTS[:2]), padding=True, return_tensors="pt")
         names = [n for n in _INPUTS if n in sample]
         self.session = cached_session(
             _HiddenStates(encoder.model, names), "text-encoder", threads, [sample[n] for n in names], names,
-            ["hidden"], {n: {0: "batch", 1: "tokens"} for n in [*names, "hidden"]},
+            ["hidden"], {n: {0: "batch", 1: "tokens"} for n in [*names, "hidden"]}, fresh=fresh,
         )
         self.path = self.session.path
 
@@ -74,7 +78,8 @@ class _HiddenStates(torch.nn.Module):
 
 
 def probe_cosine(encoder: Any, runtime: OnnxTextRuntime) -> float:
-    """Least cosine between the sentence features of `PROBE_TEXTS` on PyTorch and on `runtime`."""
+    """Least cosine between the sentence features of `PROBE_TEXTS` on PyTorch and on `runtime`;
+    NaN when the runtime's features are not all finite."""
     previous = encoder.runtime
     try:
         with torch.inference_mode():
@@ -84,7 +89,41 @@ def probe_cosine(encoder: Any, runtime: OnnxTextRuntime) -> float:
             low = torch.cat([encoder([t]) for t in PROBE_TEXTS])
     finally:
         encoder.runtime = previous
+    if not bool(torch.isfinite(low).all()):
+        return math.nan
     return min_cosine(ref, low)
+
+
+def probe_within(encoder: Any, runtime: OnnxTextRuntime, timeout_s: float | None = None) -> float:
+    """`probe_cosine` on a worker thread, abandoned after `timeout_s` (raises TimeoutError).
+
+    A graph from the cache may never finish (an endless Loop node): start-up must not hang on it.
+    ONNX Runtime stops the abandoned run at its next node (`OnnxSession.terminate`).
+    """
+    timeout_s = PROBE_TIMEOUT_S if timeout_s is None else timeout_s
+    result: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            result["cosine"] = probe_cosine(encoder, runtime)
+        except Exception as exc:  # noqa: BLE001 - handed to the caller's thread below
+            result["error"] = exc
+
+    worker = threading.Thread(target=work, name="onnx-text-probe", daemon=True)
+    worker.start()
+    worker.join(timeout_s)
+    if worker.is_alive():
+        runtime.session.terminate()
+        worker.join(5)
+        raise TimeoutError(f"the ONNX Runtime probe did not finish within {timeout_s:g} s")
+    if "error" in result:
+        raise result["error"]
+    return result["cosine"]
+
+
+def _acceptable(cosine: float, requested: str) -> bool:
+    """Finite features always; for "auto" also the same features as PyTorch within MIN_ONNX_COSINE."""
+    return math.isfinite(cosine) and (requested == "onnx" or cosine >= MIN_ONNX_COSINE)
 
 
 def use_text_backend(encoder: Any, requested: str = "auto", threads: int = 1) -> TextBackendChoice:
@@ -132,10 +171,21 @@ def _choose(encoder: Any, requested: str, threads: int) -> TextBackendChoice:
         if requested == "onnx":
             raise InputError(f"text_backend='onnx': {unsupported}")
         return TextBackendChoice("torch", unsupported)
+    encoder.runtime = None  # PyTorch unless the new graph passes its probe
     try:
         runtime = OnnxTextRuntime(encoder, threads)
-        cosine = probe_cosine(encoder, runtime)
+        cosine = probe_within(encoder, runtime)
+        if runtime.session.from_cache and not _acceptable(cosine, requested):
+            log.warning("cached ONNX graph %s gives features %s: exporting it again", runtime.path,
+                        "that are not finite" if math.isnan(cosine) else f"at cosine {cosine:.6f} to PyTorch")
+            runtime = OnnxTextRuntime(encoder, threads, fresh=True)
+            cosine = probe_within(encoder, runtime)
+        if math.isnan(cosine):
+            raise ValueError("the graph's sentence features are not finite (NaN or inf)")
     except Exception as exc:  # noqa: BLE001 - export/runtime failures of any kind: stay on PyTorch
+        if isinstance(exc, TimeoutError):
+            _forget(runtime)
+            log.warning("text encoder stays on PyTorch: %s", exc)
         if requested == "onnx":
             raise InputError(
                 f"text_backend='onnx': cannot run the text encoder on ONNX Runtime: {exc}"
@@ -147,6 +197,12 @@ def _choose(encoder: Any, requested: str, threads: int) -> TextBackendChoice:
         )
     encoder.runtime = runtime
     return TextBackendChoice("onnx", f"probe cosine to PyTorch {cosine:.6f}")
+
+
+def _forget(runtime: OnnxTextRuntime) -> None:
+    """Drop a cached graph that hung, so the next start exports a fresh one instead."""
+    with contextlib.suppress(OSError):
+        runtime.path.unlink()
 
 
 def _unsupported(encoder: Any) -> str | None:

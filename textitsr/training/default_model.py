@@ -38,7 +38,8 @@ class DefaultRecipe:
     """Data recipe + model and training settings of the default model (seeds: 0, 1, 2 reported).
 
     It adds the storm/road set and the demo world's train split to the generated data: without the
-    world the model lost the synthetic benchmark; the README holds the numbers."""
+    world the model lost the synthetic benchmark; docs/default-model.md and
+    benchmarks/results/real.md hold the numbers."""
 
     data: TrainingDataRecipe = field(default_factory=TrainingDataRecipe)
     #: A second generated set (synth part only) whose train split joins `data`'s: new syntheses are
