@@ -247,7 +247,7 @@ def check_output_file(
             raise OutputError(f"{out}: {what} exists and is not a regular file; refusing to replace it")
         if not os.access(out, os.W_OK):
             raise OutputError(f"{out}: {what} is not writable")
-        if recognised is not None and not recognised(out):
+        if recognised is not None and out.stat().st_size and not recognised(out):  # empty: nothing lost
             raise OutputError(
                 f"{out}: {what} exists and is not a {kind} textitsr wrote ({_describe(out)}); refusing to "
                 "overwrite it, choose a new file name"
@@ -266,7 +266,7 @@ def _describe(path: Path) -> str:
         return "it is a TIFF image"
     if head == _PARQUET_MAGIC:
         return "it is another Parquet file"
-    return "unknown content" if head else "an empty file"
+    return "unknown content"
 
 
 # ------------------------------------------------------------------ one check per kind of output
