@@ -240,3 +240,132 @@ def test_index_refuses_an_unusable_device_before_any_work(tmp_path, monkeypatch,
                          tmp_path / "world", "--out", tmp_path / "s", "--device", device)
     one_line(code, err, needle)
     assert not (tmp_path / "s").exists()
+
+
+# ------------------------------------------------------------------ limits and ranges
+def write_sparse_scene(path: Path, size: int = 60000) -> Path:
+    """A GeoTIFF declaring size x size pixels with no block written: a few hundred KB on disk."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    with rasterio.open(
+        path, "w", driver="GTiff", width=size, height=size, count=1, dtype="uint8", crs="EPSG:32614",
+        transform=from_origin(500000, 4000000, 10, 10), tiled=True, blockxsize=512, blockysize=512,
+        compress="deflate", sparse_ok=True,
+    ):
+        pass
+    return path
+
+
+def test_a_sparse_huge_geotiff_is_refused_by_its_declared_size(tmp_path, monkeypatch, capsys) -> None:
+    import time
+
+    from textitsr.app.uploads import validate_upload
+    from textitsr.config import MAX_SCENE_PIXELS
+
+    series = tmp_path / "huge"
+    series.mkdir()
+    first = write_sparse_scene(series / "site_2001.tif")
+    write_sparse_scene(series / "site_2002.tif")
+    assert first.stat().st_size < 2**20  # small on disk, 3.6 billion pixels declared
+    started = time.perf_counter()
+    expected = rf"site_2001.tif.*60000 x 60000.*over the limit of {MAX_SCENE_PIXELS:,}"
+    with pytest.raises(InputError, match=expected):
+        validate_upload("site_2001.tif", first.read_bytes(), max_bytes=2**30)
+    code, err = cli_main(monkeypatch, capsys, "ingest", series, "--out", tmp_path / "c.parquet")
+    one_line(code, err, "site_2001.tif", "60000 x 60000", "over the limit")
+    assert time.perf_counter() - started < 20
+    assert not (tmp_path / "c.parquet").exists()
+    from textitsr.data.imageio import read_raw  # image tiles of folder/LEVIR-CC datasets: same limit
+
+    with pytest.raises(InputError, match="site_2001.tif: declares 60000 x 60000"):
+        read_raw(first)
+
+
+@pytest.mark.parametrize(
+    ("line", "needle"),
+    [
+        ('{"kind": "label"}', "`a` and `b`"),
+        ('{"kind": "label", "a": 1, "b": "x", "label": "similar"}', "`a` and `b`"),
+        ('{"kind": "batch", "round": "two", "pairs": []}', "`round`"),
+        ('{"kind": "batch", "round": 1, "pairs": [["a"]]}', "`pairs`"),
+        ('{"kind": "update", "round": 1, "n_labels": 4, "metrics": {"mR": "high"}}', "`metrics`"),
+        ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+        (b"\xff\xfe not text", "not UTF-8"),
+    ],
+)
+def test_a_damaged_annotation_log_names_its_file_and_line(tmp_path, line, needle) -> None:
+    from textitsr.active.annotations import AnnotationLog
+
+    log = AnnotationLog(tmp_path)
+    log.propose([("a", "b")], "mgue")
+    raw = line if isinstance(line, bytes) else line.encode()
+    with log.path.open("ab") as fh:
+        fh.write(raw + b"\n")
+    with pytest.raises(InputError, match="annotations.jsonl:2: ") as info:
+        log.pending()
+    assert needle in str(info.value)
+
+
+def test_an_oversized_annotation_log_is_refused(tmp_path, monkeypatch) -> None:
+    import textitsr.active.annotations as annotations
+
+    log = annotations.AnnotationLog(tmp_path)
+    log.propose([("a", "b")], "mgue")
+    monkeypatch.setattr(annotations, "MAX_ANNOTATION_LOG_BYTES", 16)
+    with pytest.raises(InputError, match="annotations.jsonl: .* over the .* limit for an annotation log"):
+        log.records()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["annotate", "--store", "nowhere", "--out", "ws", "--rounds", "-3"],
+        ["annotate", "--store", "nowhere", "--out", "ws", "--batch", "0"],
+        ["annotate", "--store", "nowhere", "--out", "ws", "--budget", "0"],
+        ["train", "--root", "nowhere", "--out", "ckpt", "--epochs", "0"],
+        ["train", "--root", "nowhere", "--out", "ckpt", "--lr", "-1"],
+        ["index", "--checkpoint", "c", "--root", "r", "--out", "s", "--shard-size", "0"],
+        ["api", "--store", "nowhere", "--port", "70000"],
+        ["serve", "--store", "nowhere", "--port", "0"],
+    ],
+)
+def test_options_out_of_range_are_refused_before_any_work(tmp_path, monkeypatch, capsys, args) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, err = cli_main(monkeypatch, capsys, *args)
+    option = args[-2]
+    assert code == 2 and "Traceback" not in err, err
+    assert f"Invalid value for '{option}'" in err and ("greater than" in err or "less than" in err), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing written, nothing loaded
+
+
+def test_simulated_rounds_ask_only_pairs_with_a_change_type(tiny_archive, tmp_path) -> None:
+    """A store of a synthetic world plus scenes without ground truth (the demo store holds both):
+    the simulated analyst is never asked about a pair it cannot judge, round after round."""
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    from textitsr.active.anneal import SelectionConfig
+    from textitsr.active.oracle import SimulatedOracle
+    from textitsr.active.rounds import AnnealSession, simulated_rounds
+
+    store = tmp_path / "store"
+    shutil.copytree(tiny_archive.store, store)
+    unknown: set[str] = set()
+    for meta in sorted(store.glob("shards/*/metadata.parquet")):
+        table = pq.read_table(meta)
+        ids = table.column("pair_id").to_pylist()
+        types = table.column("change_type").to_pylist()
+        types = [None if i % 3 else t for i, t in enumerate(types)]  # two thirds without ground truth
+        unknown.update(pid for pid, t in zip(ids, types, strict=True) if t is None)
+        column = table.schema.get_field_index("change_type")
+        table = table.set_column(column, table.schema.field(column), [types])
+        pq.write_table(table, meta)
+    session = AnnealSession(store, tmp_path / "ws", selection=SelectionConfig(batch=3))
+    oracle = SimulatedOracle(dict(zip(session.ids, session.change_types, strict=True)))
+    rows = simulated_rounds(session, oracle, rounds=6, update=False)
+    assert [r["round"] for r in rows] == [1, 2, 3, 4, 5, 6]
+    asked = [a for a in session.log.annotations()]
+    assert len(asked) == 18 and all(a.label != "skip" for a in asked)
+    assert not {x for a in asked for x in (a.a, a.b)} & unknown

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from textitsr.data.registry import open_source
-from textitsr.embedding.encode import load_model
-from textitsr.index.build import build_store
+from textitsr.embedding.encode import backbone_precision, load_model
+from textitsr.embedding.precision import MIN_BF16_COSINE
+from textitsr.index.build import BuildConfig, build_store, resolve_precision
 from textitsr.index.store import Store
 from textitsr.models.checkpoint import checkpoint_id
 
@@ -27,14 +28,18 @@ def test_store_holds_every_pair_of_the_world(tiny_archive) -> None:
     assert store.manifest["checkpoint"] == str(tiny_archive.checkpoint.resolve())
     emb = store.pair_embeddings()
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=2e-3)
-    # Stored vectors are the model's own embeddings of those pairs (float16 on disk).
+    # Stored vectors are the model's own embeddings of those pairs (float16 on disk), at the
+    # precision the build chose on this machine ("auto": bf16 where the CPU has it natively).
     model = load_model(tiny_archive.checkpoint)
+    precision = resolve_precision(model, source, None, BuildConfig()).precision
     pairs = list(source.pairs("val"))[:3]
-    expected = model.encode_pairs(
-        np.stack([p.rgb("before") for p in pairs]), np.stack([p.rgb("after") for p in pairs])
-    ).numpy()
+    with backbone_precision(model, precision):
+        expected = model.encode_pairs(
+            np.stack([p.rgb("before") for p in pairs]), np.stack([p.rgb("after") for p in pairs])
+        ).numpy()
     rows = [int(np.flatnonzero(meta["pair_id"] == p.pair_id)[0]) for p in pairs]
-    np.testing.assert_allclose(emb[rows], expected, atol=3e-3)
+    np.testing.assert_allclose(emb[rows], expected, atol=3e-3 if precision == "fp32" else 2e-2)
+    assert ((emb[rows] * expected).sum(axis=1) > (0.9999 if precision == "fp32" else MIN_BF16_COSINE)).all()
     assert len(store.captions()) == 5 * len(meta)
     assert meta["change_stats"].notna().all()  # synthetic imagery has NIR: spectral stats recorded
 

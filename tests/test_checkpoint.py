@@ -225,12 +225,12 @@ def test_save_keeps_named_entries_and_a_failed_save_changes_nothing(saved, monke
     model, folder = saved
     (folder / "last").mkdir()
     (folder / "last" / "state.json").write_text('{"epoch": 2}')
-    (folder / "stray.txt").write_text("not kept")
+    (folder / "stray.txt").write_text("a user's file: kept, never the checkpoint's to replace")
     first = checkpoint_id(folder)
     with torch.no_grad():
         model.logit_scale.fill_(1.0)
     save_checkpoint(model, folder, extra={"epochs": 4}, keep=["last"])
-    assert sorted(p.name for p in folder.iterdir()) == [CONFIG_FILE, "last", WEIGHTS_FILE]
+    assert sorted(p.name for p in folder.iterdir()) == [CONFIG_FILE, "last", WEIGHTS_FILE, "stray.txt"]
     assert (folder / "last" / "state.json").read_text() == '{"epoch": 2}'
     assert load_checkpoint(folder).logit_scale.item() == pytest.approx(1.0)
     second = checkpoint_id(folder)

@@ -118,11 +118,13 @@ def test_build_on_cuda_gives_the_cpu_embeddings(stores) -> None:
     assert _cosines(caps, cpu_caps).min() >= MIN_FP32_COSINE
 
 
-def test_auto_precision_on_cuda_times_bf16_within_the_accuracy_bound(pairs_folder) -> None:
+def test_auto_precision_on_cuda_times_bf16_within_the_accuracy_bound(pairs_folder, monkeypatch) -> None:
+    from textitsr.config import PRECISION_ENV
     from textitsr.embedding.encode import backbone_precision, encode_rgb_pairs, load_model
     from textitsr.embedding.precision import MIN_BF16_COSINE, choose_precision
     from textitsr.training.default_model import DEFAULT_MODEL_DIR
 
+    monkeypatch.delenv(PRECISION_ENV, raising=False)  # this test is about auto's own measurement
     pairs = list(_source(pairs_folder).pairs(None))
     before, after = [p.rgb("before") for p in pairs], [p.rgb("after") for p in pairs]
     model = load_model(Path(DEFAULT_MODEL_DIR), DEVICE)

@@ -29,6 +29,14 @@ def tiny_model(tiny_hf_models):
     return TextITSR(tiny_model_config(tiny_hf_models))
 
 
+@pytest.fixture
+def measured(monkeypatch):
+    """"auto" measuring on this machine, whatever $TEXTITSR_PRECISION forces for the rest of the run."""
+    from textitsr.config import PRECISION_ENV
+
+    monkeypatch.delenv(PRECISION_ENV, raising=False)
+
+
 def _pairs(world: Path, n: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
     from textitsr.data.world import SyntheticSource
 
@@ -36,8 +44,9 @@ def _pairs(world: Path, n: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
     return [p.rgb("before") for p in pairs], [p.rgb("after") for p in pairs]
 
 
-def test_auto_falls_back_to_fp32_when_the_bf16_check_fails(tiny_model, world, monkeypatch, caplog,
-                                                           tmp_path) -> None:
+def test_auto_falls_back_to_fp32_when_the_bf16_check_fails(
+    tiny_model, world, monkeypatch, caplog, tmp_path, measured
+) -> None:
     monkeypatch.setattr(precision, "native_bf16", lambda device: True)
     probe = lambda: _pairs(world, 2)  # noqa: E731
     monkeypatch.setattr(precision, "MIN_BF16_COSINE", 1.5)  # no embedding can pass
@@ -52,7 +61,7 @@ def test_auto_falls_back_to_fp32_when_the_bf16_check_fails(tiny_model, world, mo
 
 
 def test_auto_picks_the_faster_precision_and_keeps_the_timing(tiny_model, world, monkeypatch,
-                                                              tmp_path) -> None:
+                                                              tmp_path, measured) -> None:
     monkeypatch.setattr(precision, "native_bf16", lambda device: True)
     monkeypatch.setenv("TEXTITSR_CACHE_DIR", str(tmp_path))
     probe = lambda: _pairs(world, 2)  # noqa: E731
@@ -73,7 +82,7 @@ def test_auto_picks_the_faster_precision_and_keeps_the_timing(tiny_model, world,
     assert other_runtime != precision.machine_key(tiny_model, "auto", torch.device("cpu"))
 
 
-def test_auto_keeps_fp32_without_native_bf16_or_probe_pairs(tiny_model, monkeypatch) -> None:
+def test_auto_keeps_fp32_without_native_bf16_or_probe_pairs(tiny_model, monkeypatch, measured) -> None:
     monkeypatch.setattr(precision, "native_bf16", lambda device: False)
     choice = precision.choose_precision(tiny_model, "auto", lambda: _pairs(Path("unused"), 0))
     assert choice.precision == "fp32" and "no native bf16" in choice.reason
@@ -82,6 +91,22 @@ def test_auto_keeps_fp32_without_native_bf16_or_probe_pairs(tiny_model, monkeypa
     assert precision.choose_precision(tiny_model, "bf16", None).precision == "bf16"
     with pytest.raises(InputError, match="precision='fp16'"):
         precision.choose_precision(tiny_model, "fp16", None)
+
+
+def test_the_precision_env_var_forces_autos_choice_without_measuring(tiny_model, monkeypatch) -> None:
+    from textitsr.config import PRECISION_ENV
+
+    def no_probe():
+        raise AssertionError("auto measured although the precision was forced")
+
+    for forced in ("bf16", "fp32", " BF16 "):
+        monkeypatch.setenv(PRECISION_ENV, forced)
+        choice = precision.choose_precision(tiny_model, "auto", no_probe)
+        assert choice.precision == forced.strip().lower() and PRECISION_ENV in choice.reason
+    assert precision.choose_precision(tiny_model, "fp32", None).precision == "fp32"  # asked for wins
+    monkeypatch.setenv(PRECISION_ENV, "fp16")
+    with pytest.raises(InputError, match="TEXTITSR_PRECISION='fp16': expected fp32 or bf16"):
+        precision.choose_precision(tiny_model, "auto", no_probe)
 
 
 def test_distinct_texts_are_encoded_once_with_the_same_result(tiny_model) -> None:

@@ -52,6 +52,7 @@ def test_jsonl_captions_and_no_captions(tmp_path):
     assert all(p.captions == [] for p in FolderSource(bare).pairs())
 
 
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")  # plain image tiles, by design
 def test_16bit_and_4band_tiffs(tmp_path):
     import rasterio
 

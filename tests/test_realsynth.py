@@ -241,7 +241,7 @@ def test_make_training_data_refuses_a_foreign_folder(tmp_path: Path) -> None:
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("keep me")
-    with pytest.raises(InputError, match="not written by make-training-data"):
+    with pytest.raises(InputError, match="did not write .*make-training-data folder"):
         make_training_data(shared, foreign, TrainingDataRecipe(synth_targets={"none": 1}), parts=("synth",))
     assert (foreign / "notes.txt").read_text() == "keep me"
 

@@ -30,17 +30,20 @@ app = typer.Typer(
 @app.command("demo-data")
 def demo_data(
     out: Annotated[Path, typer.Option(help="Folder to write the synthetic world into.")],
-    seed: Annotated[int, typer.Option(help="World seed; same seed, same world.")] = DEMO_SEED,
-    train_pairs: Annotated[int | None, typer.Option(help="Train pairs (default: the demo size).")] = None,
-    val_pairs: Annotated[int | None, typer.Option(help="Val pairs (default: the demo size).")] = None,
-    test_pairs: Annotated[int | None, typer.Option(help="Test pairs (default: the demo size).")] = None,
+    seed: Annotated[int, typer.Option(min=0, help="World seed; same seed, same world.")] = DEMO_SEED,
+    train_pairs: Annotated[int | None, typer.Option(min=1, help="Train pairs [default: demo size].")] = None,
+    val_pairs: Annotated[int | None, typer.Option(min=1, help="Val pairs [default: demo size].")] = None,
+    test_pairs: Annotated[int | None, typer.Option(min=1, help="Test pairs [default: demo size].")] = None,
 ) -> None:
     """Write the synthetic georeferenced demo world (GeoTIFF scenes + LEVIR-CC layout dataset)."""
     import dataclasses
     import time
 
     from textitsr.data.world import summary
+    from textitsr.outputs import check_world_out
     from textitsr.synth.world import SyntheticWorldConfig, write_demo_world
+
+    check_world_out(out)
 
     sizes = {"n_train": train_pairs, "n_val": val_pairs, "n_test": test_pairs}
     config = dataclasses.replace(SyntheticWorldConfig(), **{k: v for k, v in sizes.items() if v is not None})
@@ -55,7 +58,7 @@ def make_training_data(
     shared: Annotated[
         Path | None, typer.Option(help="Shared research data folder [default: ../shared/data].")
     ] = None,
-    seed: Annotated[int, typer.Option(help="Seed; same seed and inputs, same bytes.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, help="Seed; same seed and inputs, same bytes.")] = 0,
     parts: Annotated[
         str, typer.Option(help="Comma-separated parts: synth, realpairs, timeseries, world.")
     ] = "synth,realpairs,timeseries,world",
@@ -64,9 +67,11 @@ def make_training_data(
     import dataclasses
 
     from textitsr.config import SHARED_DATA_DIR
+    from textitsr.outputs import check_training_data_out
     from textitsr.synth.training_data import TrainingDataRecipe
     from textitsr.synth.training_data import make_training_data as make
 
+    check_training_data_out(out, shared or SHARED_DATA_DIR)
     recipe = dataclasses.replace(TrainingDataRecipe(), seed=seed)
     chosen = tuple(p.strip() for p in parts.split(",") if p.strip())
     manifest = make(shared or SHARED_DATA_DIR, out, recipe, parts=chosen, echo=typer.echo)
@@ -131,9 +136,9 @@ def ingest(
 ) -> None:
     """Read a source into pairs and write their catalogue (id, split, dates, bounds, CRS, ...)."""
     from textitsr.data.catalog import write_catalog
-    from textitsr.outputs import check_output_file
+    from textitsr.outputs import check_catalog_out
 
-    check_output_file(out, inputs=source)
+    check_catalog_out(out, inputs=source)
     src = options.open(source)
     n = write_catalog(src, out, split=split)
     typer.echo(f"ingested {n} pairs from {src.name} source {', '.join(map(str, source))} -> {out}")
@@ -151,25 +156,29 @@ def train(
     fusion: Annotated[
         str | None, typer.Option(help="Fusion: tff, concat-transformer, or a GFF spec (gff:after+diff).")
     ] = None,
-    epochs: Annotated[int | None, typer.Option(help="Maximum epochs.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Maximum epochs.")] = None,
+    seed: Annotated[int | None, typer.Option(min=0, help="Random seed.")] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, or auto.")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Pairs per batch.")] = None,
-    lr: Annotated[float | None, typer.Option(help="Peak learning rate (AdamW).")] = None,
-    patience: Annotated[int | None, typer.Option(help="Stop after N epochs without a better mR.")] = None,
+    batch_size: Annotated[int | None, typer.Option(min=2, help="Pairs per batch.")] = None,
+    lr: Annotated[float | None, typer.Option(min=0.0, help="Peak learning rate (AdamW).")] = None,
+    patience: Annotated[
+        int | None, typer.Option(min=1, help="Stop after N epochs without a better mR.")
+    ] = None,
     cache_dir: Annotated[Path | None, typer.Option(help="Folder of backbone feature caches.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/last/ if present.")] = False,
     image_encoder: Annotated[str | None, typer.Option(help="Image backbone name, HF id or path.")] = None,
     text_encoder: Annotated[str | None, typer.Option(help="Text backbone name, HF id or path.")] = None,
     unfreeze_image_blocks: Annotated[
-        int | None, typer.Option(help="Fine-tune the image backbone's last N blocks (0: frozen).")
+        int | None, typer.Option(min=0, help="Fine-tune the image backbone's last N blocks (0: frozen).")
     ] = None,
     options: SourceOptions = SOURCE_DEFAULTS,
 ) -> None:
     """Train the text-ITSR model contrastively on (pair, caption) data."""
+    from textitsr.outputs import check_checkpoint_out
     from textitsr.training.train import TrainConfig
     from textitsr.training.train import train as run_training
 
+    check_checkpoint_out(out, inputs=[root, *(extra_root or [])])
     kind, source_options = options.resolve(root)
     given = {"fusion": fusion, "epochs": epochs, "seed": seed, "device": device,
              "batch_size": batch_size, "lr": lr, "patience": patience, "cache_dir": cache_dir}
@@ -192,7 +201,9 @@ def train_default(
     shared: Annotated[
         Path | None, typer.Option(help="Shared research data folder [default: ../shared/data].")
     ] = None,
-    seed: Annotated[int, typer.Option(help="Training seed (the generated data keep the recipe's seed).")] = 0,
+    seed: Annotated[
+        int, typer.Option(min=0, help="Training seed (the generated data keep the recipe's seed).")
+    ] = 0,
     data_dir: Annotated[
         Path | None, typer.Option(help="Generated data folder [default: data/cache/realtrain].")
     ] = None,
@@ -256,9 +267,9 @@ def index(
         str | None, typer.Option(help="Dask scheduler address, e.g. tcp://HOST:8786.")
     ] = None,
     split: SplitOption = None,
-    batch_size: Annotated[int | None, typer.Option(help="Pairs per encoder batch.")] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Pairs per encoder batch.")] = None,
     shard_size: Annotated[
-        int | None, typer.Option(help="Pairs per shard (unit of resume and of Dask work).")
+        int | None, typer.Option(min=1, help="Pairs per shard (unit of resume and of Dask work).")
     ] = None,
     feature_cache: Annotated[
         Path | None, typer.Option(help="Reuse the training feature cache in this folder (local builds).")
@@ -283,12 +294,12 @@ def index(
     from textitsr.errors import InputError
     from textitsr.index.archive import Archive
     from textitsr.index.build import BuildConfig
-    from textitsr.outputs import STORE, check_output_dir
+    from textitsr.outputs import check_store_out
 
     device = str(resolve_device(device))  # an unknown or absent device fails before any work
     if (stac is None) == (not root):
         raise InputError("--root or --stac: expected exactly one source to index")
-    check_output_dir(out, (STORE,), inputs=root or ([Path(stac)] if Path(stac).exists() else []))
+    check_store_out(out, inputs=root or ([Path(stac)] if Path(stac).exists() else []))
     if stac is not None:
         pairs = options.open_stac(stac, collection, bbox, datetime, assets)
     else:
@@ -433,15 +444,17 @@ def annotate(
         Path | None, typer.Option(help="Base checkpoint (default: the store's).")
     ] = None,
     strategy: Annotated[str, typer.Option(help="mgue, bcgue (clustered), uncertainty, random.")] = "mgue",
-    batch: Annotated[int, typer.Option(help="Item pairs asked per round.")] = 10,
-    rounds: Annotated[int, typer.Option(help="Rounds to run (a half-answered round resumes first).")] = 1,
-    budget: Annotated[int | None, typer.Option(help="Stop at this many labels in total.")] = None,
+    batch: Annotated[int, typer.Option(min=1, help="Item pairs asked per round.")] = 10,
+    rounds: Annotated[
+        int, typer.Option(min=1, help="Rounds to run (a half-answered round resumes first).")
+    ] = 1,
+    budget: Annotated[int | None, typer.Option(min=1, help="Stop at this many labels in total.")] = None,
     oracle: Annotated[str, typer.Option(help="'simulated': same change type = similar.")] = "simulated",
     root: Annotated[
         Path | None,
         typer.Option("--root", "--world", help="Dataset root with change types (default: the store's)."),
     ] = None,
-    steps: Annotated[int | None, typer.Option(help="Fine-tuning steps per update.")] = None,
+    steps: Annotated[int | None, typer.Option(min=1, help="Fine-tuning steps per update.")] = None,
     no_update: Annotated[bool, typer.Option("--no-update", help="Label only; no fine-tuning.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object per round.")] = False,
 ) -> None:
@@ -454,7 +467,9 @@ def annotate(
     from textitsr.active.oracle import SimulatedOracle
     from textitsr.active.rounds import AnnealSession, simulated_rounds
     from textitsr.errors import InputError
+    from textitsr.outputs import check_workspace_out
 
+    check_workspace_out(out, store)
     if oracle != "simulated":
         raise InputError(f"--oracle: only 'simulated' answers from the command line, got {oracle!r}; "
                          "annotate by hand on the Annotate page")
@@ -486,10 +501,10 @@ def annotate(
 @app.command()
 def demo(
     root: Annotated[Path | None, typer.Option(help="Demo artifacts folder (default data/demo).")] = None,
-    port: Annotated[int, typer.Option(help="Port of the app.")] = 8501,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port of the app.")] = 8501,
     address: Annotated[str, typer.Option(help="Address to bind; 127.0.0.1 keeps it local.")] = "127.0.0.1",
     epochs: Annotated[
-        int | None, typer.Option(help="Training epochs (default: DEMO_EPOCHS in textitsr/demo.py).")
+        int | None, typer.Option(min=1, help="Training epochs (default: DEMO_EPOCHS in textitsr/demo.py).")
     ] = None,
     prepare_only: Annotated[
         bool, typer.Option("--prepare-only", help="Build the artifacts, do not serve.")
@@ -512,7 +527,7 @@ def serve(
     data_root: Annotated[
         list[Path] | None, typer.Option(help="Folder typed scene paths and uploads may use (repeatable).")
     ] = None,
-    port: Annotated[int, typer.Option(help="Port of the app.")] = 8501,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port of the app.")] = 8501,
     address: Annotated[str, typer.Option(help="Address to bind; 127.0.0.1 keeps it local.")] = "127.0.0.1",
 ) -> None:
     """Serve the app on an existing store (e.g. one built from LEVIR-CC or a GeoTIFF series)."""
@@ -530,7 +545,7 @@ def api(
     host: Annotated[
         str, typer.Option(help="Address to bind; anything but loopback needs a token.")
     ] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8765,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8765,
     token: Annotated[
         str | None, typer.Option(help="Bearer token clients must send (default: $TEXTITSR_API_TOKEN).")
     ] = None,

@@ -50,3 +50,23 @@ class DemoPaths:
 
 #: Seed of the embedded demo world; train/val/test worlds derive disjoint seeds from it.
 DEMO_SEED = 7
+
+
+#: The largest scene read, by its DECLARED width x height (a sparse 60000 x 60000 GeoTIFF is a few KB
+#: on disk): 2**28 px is a 16384 x 16384 scene, larger than a Sentinel-2 or Landsat tile.
+MAX_SCENE_PIXELS = 2**28
+
+#: The largest annotation log read: a year of an analyst's answers is a few MB.
+MAX_ANNOTATION_LOG_BYTES = 64 * 2**20
+
+#: Backbone precision that `--precision auto` takes without measuring ("fp32" or "bf16"); unset or
+#: empty: auto measures. Lets a whole test run (or a deployment) use one precision on any CPU.
+PRECISION_ENV = "TEXTITSR_PRECISION"
+
+
+def forced_precision() -> str | None:
+    """The precision $TEXTITSR_PRECISION forces on "auto" (read at each call), or None."""
+    value = os.environ.get(PRECISION_ENV, "").strip().lower()
+    if value and value not in ("fp32", "bf16"):
+        raise ValueError(f"${PRECISION_ENV}={value!r}: expected fp32 or bf16 (or unset)")
+    return value or None

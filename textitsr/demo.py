@@ -94,10 +94,10 @@ def prepare_demo(
     Backbone features are cached under the demo root, so deleting the root starts from nothing.
     Every artifact is written atomically by its own layer.
     """
-    from textitsr.outputs import DEMO, check_output_dir
+    from textitsr.outputs import check_demo_out
 
     paths = paths or DemoPaths()
-    check_output_dir(paths.root, (DEMO,), what="demo folder")
+    check_demo_out(paths.root)
     started = time.perf_counter()
     run = _DemoRun(paths, echo)
     n_world = _ensure_world(run, seed, world_config)
@@ -198,10 +198,10 @@ def _ensure_store(run: _DemoRun, cid: str, n_world: int, real_scenes: bool) -> N
 
     from textitsr.data.world import SyntheticSource
     from textitsr.index.archive import Archive
-    from textitsr.outputs import STORE, check_output_dir
+    from textitsr.outputs import check_store_out
 
     if n_store is None and paths.store.exists():
-        check_output_dir(paths.store, (STORE,), what="demo store")  # delete only what we wrote
+        check_store_out(paths.store, what="demo store")  # delete only what we wrote
         run.echo(f"[demo] store: {paths.store} is stale or unreadable; rebuilding it")
         shutil.rmtree(paths.store)
     t0 = run.step(f"store: embedding {n_world} world + {n_expected - n_world} real pairs into {paths.store}")

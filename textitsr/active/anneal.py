@@ -78,22 +78,35 @@ def candidate_pairs(
     max_anchors: int = 2000,
     exclude: Iterable[tuple[int, int]] = (),
     rng: np.random.Generator | None = None,
+    items: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Unique unordered item pairs (M, 2) with a < b: anchors x (k nearest + r random partners)."""
+    """Unique unordered item pairs (M, 2) with a < b: anchors x (k nearest + r random partners).
+
+    `items`: indices of the items that may appear in a pair (e.g. those an oracle can answer);
+    None allows every item.
+    """
     rng = rng or np.random.default_rng(0)
     emb = _check_embeddings(emb)
-    n = len(emb)
-    anchors = np.arange(n) if n <= max_anchors else np.sort(rng.choice(n, max_anchors, replace=False))
+    pool = np.arange(len(emb)) if items is None else np.unique(np.asarray(items, dtype=np.int64))
+    if len(pool) and not (0 <= pool[0] and pool[-1] < len(emb)):
+        raise InputError(f"items: indices outside the {len(emb)} embeddings")
+    n = len(pool)
+    if n < 2:
+        return np.empty((0, 2), dtype=np.int64)
+    anchors = pool if n <= max_anchors else np.sort(rng.choice(pool, max_anchors, replace=False))
+    blocked = np.ones(len(emb), dtype=bool)
+    blocked[pool] = False
     k = min(neighbors, n - 1)
     found: list[np.ndarray] = []
     for start in range(0, len(anchors), 1024):  # chunks bound the (chunk, N) similarity block
         rows = anchors[start : start + 1024]
         sim = emb[rows] @ emb.T
         sim[np.arange(len(rows)), rows] = -np.inf
+        sim[:, blocked] = -np.inf
         nn = np.argpartition(-sim, k - 1, axis=1)[:, :k] if k > 0 else np.empty((len(rows), 0), int)
         found.append(np.stack([np.repeat(rows, k), nn.ravel()], axis=1))
         if random_partners:
-            partners = rng.integers(0, n, size=(len(rows), random_partners))
+            partners = pool[rng.integers(0, n, size=(len(rows), random_partners))]
             found.append(np.stack([np.repeat(rows, random_partners), partners.ravel()], axis=1))
     pairs = np.concatenate(found, axis=0)
     pairs = pairs[pairs[:, 0] != pairs[:, 1]]
@@ -257,8 +270,10 @@ def select_batch(
     *,
     seed: int = 0,
     skipped: Iterable[tuple[int, int]] = (),
+    items: np.ndarray | None = None,
 ) -> Selection:
-    """Propose the next `config.batch` item pairs to label (never one already labelled/skipped)."""
+    """Propose the next `config.batch` item pairs to label (never one already labelled/skipped);
+    `items` restricts the pairs to those indices (None: every item)."""
     config = config or SelectionConfig()
     rng = np.random.default_rng(seed)
     emb = _check_embeddings(emb)
@@ -274,6 +289,7 @@ def select_batch(
         max_anchors=config.max_anchors,
         exclude=exclude,
         rng=rng,
+        items=items,
     )
     if len(cands) == 0:
         raise InputError("no unlabelled candidate pairs left: every candidate has been asked")

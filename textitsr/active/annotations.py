@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from textitsr.config import MAX_ANNOTATION_LOG_BYTES
 from textitsr.errors import InputError
 
 LABELS = ("similar", "dissimilar", "skip")
@@ -51,6 +52,39 @@ class Annotation:
 def pair_key(a: str, b: str) -> tuple[str, str]:
     """Unordered pair identity: (a, b) and (b, a) are the same question."""
     return (a, b) if a <= b else (b, a)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _record_problem(rec: Any) -> str | None:
+    """What is wrong with one parsed log record (None: nothing), checked before any field is used."""
+    if not isinstance(rec, dict) or rec.get("kind") not in ("batch", "label", "update"):
+        return "expected a batch/label/update record"
+    if not _is_int(rec.get("round", 0)) or rec.get("round", 0) < 0:
+        return "expected `round` to be a whole number >= 0"
+    kind = rec["kind"]
+    if kind == "batch":
+        pairs = rec.get("pairs")
+        ok = isinstance(pairs, list) and all(
+            isinstance(p, list) and len(p) == 2 and all(isinstance(x, str) for x in p) for p in pairs
+        )
+        return None if ok else "expected a batch's `pairs` to be a list of [id, id] string pairs"
+    if kind == "label":
+        if not all(isinstance(rec.get(k), str) for k in ("a", "b")):
+            return "expected a label's `a` and `b` to be pair ids (strings)"
+        if rec.get("label") not in LABELS:
+            return f"expected a label's `label` to be one of {', '.join(LABELS)}"
+        if not all(isinstance(rec.get(k, ""), str) for k in ("who", "when")):
+            return "expected a label's `who` and `when` to be strings"
+        return None
+    metrics = rec.get("metrics", {})
+    if not _is_int(rec.get("n_labels", 0)) or not isinstance(metrics, dict):
+        return "expected an update's `n_labels` to be a whole number and `metrics` an object"
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in metrics.values()):
+        return "expected an update's `metrics` to be numbers"
+    return None
 
 
 def _now() -> str:
@@ -131,21 +165,36 @@ class AnnotationLog:
         )
 
     def records(self) -> list[dict[str, Any]]:
-        """All records in order; a torn line (crash mid-append) is skipped, any other bad line raises."""
+        """All records in order; a torn line (crash mid-append) is skipped, any other bad line raises
+        an InputError naming the file and line (a log is read whole, so its size is bounded)."""
         if not self.path.exists():
             return []
-        lines = self.path.read_text(encoding="utf-8").split("\n")
+        if not self.path.is_file():
+            raise InputError(f"{self.path}: not a regular file; expected the annotation log (JSON lines)")
+        size = self.path.stat().st_size
+        if size > MAX_ANNOTATION_LOG_BYTES:
+            raise InputError(
+                f"{self.path}: {size / 2**20:.0f} MB is over the {MAX_ANNOTATION_LOG_BYTES / 2**20:.0f} MB "
+                "limit for an annotation log (textitsr.config.MAX_ANNOTATION_LOG_BYTES)"
+            )
         out = []
-        for i, line in enumerate(lines, start=1):
-            if not line.strip():
+        for i, raw in enumerate(self.path.read_bytes().split(b"\n"), start=1):
+            if not raw.strip():
                 continue
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise InputError(f"{self.path}:{i}: not UTF-8 text; expected one JSON record") from None
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError:
                 # a crash mid-append tears one line; its successor then starts on a fresh line
                 continue
-            if not isinstance(rec, dict) or rec.get("kind") not in ("batch", "label", "update"):
-                raise InputError(f"{self.path}:{i}: expected a batch/label/update record, got {line[:80]!r}")
+            except RecursionError:
+                raise InputError(f"{self.path}:{i}: JSON nested too deeply; expected a flat record") from None
+            problem = _record_problem(rec)
+            if problem:
+                raise InputError(f"{self.path}:{i}: {problem}, got {line[:80]!r}")
             out.append(rec)
         return out
 

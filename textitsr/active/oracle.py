@@ -26,6 +26,10 @@ class SimulatedOracle:
         """From metadata rows carrying `pair_id` and `change_type` (e.g. `SearchService.pair`)."""
         return cls({str(r["pair_id"]): r.get("change_type") for r in records})
 
+    def knows(self, item_id: str) -> bool:
+        """Whether this oracle can judge `item_id` (it has a ground-truth change type)."""
+        return self.change_types.get(item_id) is not None
+
     def change_type(self, item_id: str) -> str:
         kind = self.change_types.get(item_id)
         if kind is None:

@@ -12,7 +12,7 @@ all labels so far (no drift from round to round); the next batch is selected in 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ from textitsr.active.annotations import AnnotationLog, pair_key
 from textitsr.active.finetune import FinetuneConfig
 from textitsr.errors import InputError, StoreError
 from textitsr.evaluation.metrics import MAP_K, pair_map_at_k
-from textitsr.outputs import ANNEAL_WORKSPACE, check_output_dir
+from textitsr.outputs import check_workspace_out
 
 Progress = Callable[[float, str], None]
 
@@ -148,7 +148,7 @@ class AnnealSession:
         if not ckpt:
             raise InputError(f"{store}: manifest names no checkpoint; pass --checkpoint")
         self.checkpoint = Path(ckpt)
-        check_output_dir(workdir, (ANNEAL_WORKSPACE,), what="ANNEAL workspace", inputs=[store])
+        check_workspace_out(workdir, store, what="ANNEAL workspace")
         self.paths = AnnealPaths(Path(workdir))
         self.log = AnnotationLog(self.paths.log)
         self.selection = selection or SelectionConfig()
@@ -197,17 +197,25 @@ class AnnealSession:
             "labels": len(self.labels()),
         }
 
-    def next_batch(self) -> list[tuple[str, str]]:
-        """The unanswered pairs of the current round, or a freshly selected batch (new round)."""
+    def next_batch(self, askable: Collection[str] | None = None) -> list[tuple[str, str]]:
+        """The unanswered pairs of the current round, or a freshly selected batch (new round).
+
+        `askable`: the item ids a new batch may contain (a simulated analyst knows only the items
+        with a ground-truth change type); None allows every item of the store.
+        """
         pending = self.log.pending()
         if pending:
             return pending
+        items = None
+        if askable is not None:
+            items = np.array(sorted(self.row[i] for i in askable if i in self.row), dtype=np.int64)
         labels = self.labels()
         skipped = [
             (self.row[a], self.row[b]) for a, b in self.log.skipped() if a in self.row and b in self.row
         ]
         sel = select_batch(
-            self.embeddings(), labels, self.selection, seed=self.log.current_round(), skipped=skipped
+            self.embeddings(), labels, self.selection, seed=self.log.current_round(), skipped=skipped,
+            items=items,
         )
         pairs = [(self.ids[a], self.ids[b]) for a, b in sel.pairs]
         self.log.propose(pairs, strategy=self.selection.strategy)
@@ -341,24 +349,36 @@ def simulated_rounds(
 ) -> list[dict[str, Any]]:
     """Run `rounds` rounds with a simulated analyst (stops early at `budget` labels in total).
 
-    Resumes a half-answered round from the log first. Returns one row per round: round, batch
-    size, similar answers, labels in total, and the metrics after the update.
+    Resumes a half-answered round from the log first. An oracle with a `knows(item_id)` method
+    (the simulated analyst, which knows only items with a ground-truth change type) is asked only
+    about items it knows; a resumed pair it does not know is skipped. Returns one row per round:
+    round, batch size, similar answers, labels in total, and the metrics after the update.
     """
+    knows = getattr(oracle, "knows", None)
+    who = getattr(oracle, "name", "oracle")
+    askable = None if knows is None else [i for i in session.ids if knows(i)]
+    if askable is not None and len(askable) < 2:
+        raise InputError(
+            f"{who} oracle: {len(askable)} of the store's {len(session.ids)} pairs have a ground-truth "
+            "change type; it needs at least two (a synthetic world's pairs)"
+        )
     rows = []
     for _ in range(rounds):
         have = len(session.labels())
         if budget is not None and have >= budget:
             break
-        batch = session.next_batch()
+        batch = session.next_batch(askable)
+        if knows is not None:
+            batch = [(a, b) for a, b in batch if knows(a) and knows(b)]
         if budget is not None:
             batch = batch[: budget - have]
         similar = 0
         for a, b in batch:
             same = oracle(a, b)
             similar += int(same)
-            session.answer(a, b, "similar" if same else "dissimilar", who=getattr(oracle, "name", "oracle"))
-        for a, b in session.log.pending():  # past the budget: the rest of the batch is skipped
-            session.answer(a, b, "skip", who=getattr(oracle, "name", "oracle"))
+            session.answer(a, b, "similar" if same else "dissimilar", who=who)
+        for a, b in session.log.pending():  # past the budget, or unknown to the oracle: skipped
+            session.answer(a, b, "skip", who=who)
         row: dict[str, Any] = {
             "round": session.log.current_round(),
             "asked": len(batch),

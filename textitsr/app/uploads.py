@@ -73,10 +73,11 @@ def safe_upload_name(name: str) -> str:
     return stem or "scene.tif"
 
 
-def validate_upload(name: str, data: bytes, max_bytes: int) -> dict[str, Any]:
+def validate_upload(name: str, data: bytes, max_bytes: int, max_pixels: int | None = None) -> dict[str, Any]:
     """Check an uploaded GeoTIFF entirely in memory; returns its basic facts. Nothing is written.
 
-    Checks: extension, size limit, TIFF header, that GDAL can read it (every pixel block, so a
+    Checks: extension, size limit, declared pixel count (`max_pixels`, default the scene limit of
+    `textitsr.config`), TIFF header, that GDAL can read it (every pixel block, so a
     truncated file is caught here and not halfway through tiling), and that it carries a CRS and a
     geotransform (a scene the archive can tile needs both).
     """
@@ -91,23 +92,32 @@ def validate_upload(name: str, data: bytes, max_bytes: int) -> dict[str, Any]:
         )
     if data[:4] not in _TIFF_MAGICS:
         raise InputError(f"{label}: not a TIFF file (bad header)")
+    import warnings
+
     import rasterio
-    from rasterio.errors import RasterioError
+    from rasterio.errors import NotGeoreferencedWarning, RasterioError
     from rasterio.io import MemoryFile
 
+    from textitsr.data.imageio import check_scene_size
+
     try:
-        with MemoryFile(data) as mem, mem.open() as ds:
-            facts = {
-                "width": ds.width,
-                "height": ds.height,
-                "count": ds.count,
-                "dtype": ds.dtypes[0],
-                "crs": ds.crs.to_string() if ds.crs else None,
-                "bounds": tuple(ds.bounds),
-                "identity_transform": ds.transform == rasterio.Affine.identity(),
-            }
-            for _, window in ds.block_windows(1):  # one block at a time: memory stays small
-                ds.read(window=window)
+        with MemoryFile(data) as mem:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)  # refused below, upload named
+                ds = mem.open()
+            with ds:
+                facts = {
+                    "width": ds.width,
+                    "height": ds.height,
+                    "count": ds.count,
+                    "dtype": ds.dtypes[0],
+                    "crs": ds.crs.to_string() if ds.crs else None,
+                    "bounds": tuple(ds.bounds),
+                    "identity_transform": ds.transform == rasterio.Affine.identity(),
+                }
+                check_scene_size(label, ds.width, ds.height, max_pixels)
+                for _, window in ds.block_windows(1):  # one block at a time: memory stays small
+                    ds.read(window=window)
     except RasterioError as err:
         raise InputError(f"{label}: GDAL cannot read it as a GeoTIFF ({err})") from err
     if not facts["crs"] or facts["identity_transform"]:

@@ -37,7 +37,8 @@ SCHEMA = pa.schema(
         ("width", pa.int32()),
         ("bands", pa.string()),
         ("location", pa.string()),
-    ]
+    ],
+    metadata={"textitsr": "pair-catalog"},  # what `textitsr.outputs` recognises before overwriting
 )
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from textitsr.config import MAX_SCENE_PIXELS
 from textitsr.errors import InputError
 
 #: File suffixes the non-georeferenced loaders accept as images.
@@ -144,6 +145,16 @@ def to_unit(data: np.ndarray, gain: float) -> np.ndarray:
     return np.clip(out, 0.0, 1.0, out=out)
 
 
+def check_scene_size(label: str, width: int, height: int, max_pixels: int | None = None) -> None:
+    """Refuse a scene by its declared size before a pixel is read (a sparse file is tiny on disk)."""
+    limit = MAX_SCENE_PIXELS if max_pixels is None else max_pixels
+    if width * height > limit:
+        raise InputError(
+            f"{label}: declares {width} x {height} = {width * height:,} px, over the limit of {limit:,} px "
+            "per scene (textitsr.config.MAX_SCENE_PIXELS); expected a smaller scene or a cropped copy"
+        )
+
+
 def read_raw(path: Path) -> tuple[np.ndarray, tuple[str, ...] | None]:
     """Pixels of one image file in their native dtype (H x W x C) and band names if the file has them.
 
@@ -158,9 +169,12 @@ def read_raw(path: Path) -> tuple[np.ndarray, tuple[str, ...] | None]:
 
     try:
         with Image.open(path) as img:
+            check_scene_size(str(path), *img.size)
             if img.mode in ("RGBA", "P", "CMYK", "LA", "YCbCr"):
                 img = img.convert("RGB")
             arr = np.asarray(img)
+    except Image.DecompressionBombError as err:
+        raise InputError(f"{path}: refused, too many pixels for one image ({err})") from err
     except (UnidentifiedImageError, OSError) as err:
         raise InputError(f"{path}: not a readable image ({err}); expected PNG/JPEG/TIFF") from err
     if arr.dtype == np.int32 and arr.max(initial=0) <= 65535:  # Pillow's 16-bit greyscale mode "I"
@@ -180,6 +194,7 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, tuple[str, ...] | None]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)  # plain image tiles are expected here
             with rasterio.open(path) as src:
+                check_scene_size(str(path), src.width, src.height)
                 arr = src.read()
                 desc = src.descriptions
     except RasterioIOError as err:

@@ -15,7 +15,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from textitsr.data.imageio import default_band_names, normalise_band_name
+from textitsr.data.imageio import check_scene_size, default_band_names, normalise_band_name
 from textitsr.data.pairs import Bounds, id_part
 from textitsr.errors import InputError
 
@@ -56,18 +56,23 @@ def _parse_date(text: str) -> tuple[str, str] | None:
 
 
 def open_scene(path: Path, band_names: tuple[str, ...] | None) -> Scene:
+    import warnings
+
     import rasterio
-    from rasterio.errors import RasterioIOError
+    from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 
     if not path.is_file():
         raise InputError(f"{path}: GeoTIFF file not found")
     try:
-        src = rasterio.open(path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)  # refused below, with the file named
+            src = rasterio.open(path)
     except RasterioIOError as err:
         raise InputError(f"{path}: not a readable GeoTIFF ({err}); expected a GeoTIFF scene") from err
     with src:
         if src.driver not in ("GTiff", "COG", "VRT"):  # VRT: a STAC item's assets stacked as bands
             raise InputError(f"{path}: is a {src.driver} file, expected a GeoTIFF")
+        check_scene_size(str(path), src.width, src.height)
         if src.crs is None:
             raise InputError(
                 f"{path}: has no coordinate reference system (unknown CRS); expected a georeferenced GeoTIFF"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -236,7 +237,12 @@ def _onnx_backbone(enc: Any, example: torch.Tensor, runtime: str) -> _OnnxBackbo
 
 def _torchscript_backbone(enc: Any, example: torch.Tensor) -> _Compiled | None:
     try:
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            # Tracing warns about every Python branch on tensor shapes; the traced graph serves only
+            # the one input size it was traced at, and its first run below checks it executes.
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            # the tracer reads every attribute of the Hugging Face module, deprecated ones included
+            warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning)
             traced = torch.jit.trace(enc, example, check_trace=False)
             fast = torch.jit.optimize_for_inference(torch.jit.freeze(traced.eval()))
             fast(example)  # compile the graph now, not in the first real batch

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from textitsr.config import user_cache_dir
+from textitsr.config import PRECISION_ENV, forced_precision, user_cache_dir
 from textitsr.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -159,6 +159,12 @@ def choose_precision(model: Any, requested: str, probe: ProbeFn | None, runtime:
     check_precision(requested)
     if requested != "auto":
         return PrecisionChoice(requested, "asked for")
+    try:
+        forced = forced_precision()
+    except ValueError as err:
+        raise InputError(str(err)) from None
+    if forced is not None:
+        return PrecisionChoice(forced, f"${PRECISION_ENV}")
     device = torch.device(getattr(model, "device", "cpu"))
     if not native_bf16(device):
         choice = PrecisionChoice("fp32", f"{device.type} has no native bf16 (emulated bf16 is slower)")

@@ -52,7 +52,7 @@ from textitsr.index.shards import (
     metadata_types,
     write_shard,
 )
-from textitsr.outputs import STORE, check_output_dir
+from textitsr.outputs import check_store_out
 from textitsr.safe_read import NotRegularFile, read_json_file, regular_file
 
 #: Cached search graphs (derived data: safe to delete, rebuilt on open).
@@ -120,7 +120,7 @@ class Store:
                     f"model gives {embed_dim}-d"
                 )
             return store
-        check_output_dir(root, (STORE,), what="store folder")
+        check_store_out(root, what="store folder")
         now = _now()
         manifest = {
             "format": FORMAT,

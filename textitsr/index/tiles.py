@@ -19,6 +19,7 @@ import hashlib
 import io
 import json
 import math
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -179,14 +180,16 @@ def write_scene_tiles(
     import mercantile
     import rasterio
     from rasterio.enums import ColorInterp, Resampling
-    from rasterio.errors import RasterioError
+    from rasterio.errors import NotGeoreferencedWarning, RasterioError
     from rasterio.transform import from_bounds
     from rasterio.vrt import WarpedVRT
     from rasterio.warp import transform_bounds
 
     path = Path(path)
     try:
-        src = rasterio.open(path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)  # refused below, with the file named
+            src = rasterio.open(path)
     except RasterioError as err:
         raise InputError(f"{path}: cannot read the scene to tile it ({err})") from err
     with src:

@@ -37,6 +37,8 @@ __all__ = [
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
+#: The entries of a checkpoint folder `save_checkpoint` writes; nothing else in the folder is touched.
+OWNED_FILES = (WEIGHTS_FILE, CONFIG_FILE)
 
 
 def save_checkpoint(
@@ -44,10 +46,14 @@ def save_checkpoint(
 ) -> Path:
     """Write `model`'s trainable weights + config to `folder` atomically (replacing it); returns it.
 
-    `keep` names entries of the existing folder that survive the replacement (training keeps its
-    resumable state `last/` inside the checkpoint folder); everything else in it is replaced.
+    Only the files a checkpoint owns (weights, config) are replaced: every other entry of an
+    existing folder (a user's results.csv or plots/, training's resumable state `last/`) carries over
+    unchanged. `keep` names further entries to carry over even though this function writes them.
     """
     folder = Path(folder)
+    keep = set(keep)
+    if folder.is_dir() and not folder.is_symlink():
+        keep.update(p.name for p in folder.iterdir() if p.name not in OWNED_FILES)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.trainable_state_dict().items()}
     config = {
         "format_version": FORMAT_VERSION,
@@ -60,7 +66,7 @@ def save_checkpoint(
         text = json.dumps(config, indent=2, sort_keys=True)
     except TypeError as exc:
         raise InputError(f"checkpoint {folder}: `extra` must be JSON-serialisable: {exc}") from exc
-    with atomic_dir(folder, keep=keep) as tmp:
+    with atomic_dir(folder, keep=sorted(keep)) as tmp:
         save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
         (tmp / CONFIG_FILE).write_text(text + "\n", encoding="utf-8")
     return folder

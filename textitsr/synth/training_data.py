@@ -35,6 +35,7 @@ from PIL import Image
 from textitsr.atomic import atomic_dir, atomic_write_text
 from textitsr.data.levircc import CAPTIONS_FILE
 from textitsr.errors import InputError
+from textitsr.outputs import check_training_data_out
 from textitsr.synth.augment import geometric, jitter
 from textitsr.synth.caption_bank import CaptionBank, place_of
 
@@ -338,15 +339,7 @@ def make_training_data(
         raise InputError(
             f"{shared}: no levircc-captions.json; expected the shared data folder (../shared/data)"
         )
-    if (
-        out.exists()
-        and any(out.iterdir())
-        and not (out / MANIFEST).is_file()
-        and not (out / "images").is_dir()
-    ):
-        raise InputError(
-            f"{out}: exists and was not written by make-training-data; choose an empty or new folder"
-        )
+    check_training_data_out(out, shared)
     echo(f"[training-data] tagging LEVIR-CC captions of {shared / 'levircc-captions.json'}")
     bank = CaptionBank.from_levircc(shared / "levircc-captions.json")
     makers: dict[str, Callable[[], Iterator[Generated]]] = {

@@ -40,7 +40,7 @@ from textitsr.config import DEMO_SEED
 from textitsr.data.pairs import SPLITS
 from textitsr.data.world import BANDS, CHANGE_TYPES, FORMAT, MANIFEST, VERSION
 from textitsr.errors import InputError
-from textitsr.outputs import WORLD, check_output_dir
+from textitsr.outputs import check_world_out
 from textitsr.synth import landcover as lc
 from textitsr.synth.world_captions import captions_for
 
@@ -250,7 +250,7 @@ def write_demo_world(out: Path, seed: int = DEMO_SEED, config: SyntheticWorldCon
     """Generate the world into `out` (replacing an older world there atomically); return `out`."""
     out = Path(out)
     cfg = config or SyntheticWorldConfig()
-    check_output_dir(out, (WORLD,))
+    check_world_out(out)
     with atomic_dir(out) as tmp:
         scenes, pairs = {}, []
         for split in SPLITS:

@@ -111,21 +111,28 @@ def train_default(
     there); `out` receives only the final weights and config, and keeps its MODEL_CARD.md.
     """
     from textitsr.models.checkpoint import load_checkpoint, read_checkpoint_config, save_checkpoint
+    from textitsr.outputs import check_checkpoint_out, check_training_data_out
     from textitsr.training.train import TrainConfig, train
 
     recipe = recipe or DefaultRecipe()
+    # Every output is checked before hours of work, not at the final save.
+    work = Path(data_dir).parent / "default-runs" / f"seed{recipe.seed}"
+    extra_dir = Path(data_dir).with_name(Path(data_dir).name + EXTRA_SUFFIX)
+    check_checkpoint_out(out, inputs=[shared, data_dir, extra_dir, work])
+    check_training_data_out(data_dir, shared, what="data folder")
+    if recipe.extra_data is not None:
+        check_training_data_out(extra_dir, shared, what="extra data folder")
+    check_checkpoint_out(work, inputs=[shared], what="training run folder")
     echo = print if progress else (lambda _: None)
     manifest = make_training_data(Path(shared), Path(data_dir), recipe.data, echo=echo)
     extra_roots, extra_data = [], {}
     if recipe.extra_data is not None:
-        extra_dir = Path(data_dir).with_name(Path(data_dir).name + EXTRA_SUFFIX)
         extra = make_training_data(Path(shared), extra_dir, recipe.extra_data, parts=("synth",), echo=echo)
         extra_roots.append(extra_dir)
         extra_data = {k: extra[k] for k in ("content_sha256", "pairs", "per_split", "per_type")}
     if recipe.demo_world:
         extra_roots.append(demo_world(Path(data_dir).parent / DEMO_WORLD_DIR))
     options = {"cache_dir": cache_dir} if cache_dir is not None else {}
-    work = Path(data_dir).parent / "default-runs" / f"seed{recipe.seed}"
     result = train(
         TrainConfig(
             root=Path(data_dir),

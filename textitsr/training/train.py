@@ -40,7 +40,7 @@ from textitsr.embedding.encode import resolve_device
 from textitsr.errors import CheckpointError, InputError
 from textitsr.evaluation.evaluate import evaluate_cache
 from textitsr.evaluation.metrics import flatten_metrics
-from textitsr.outputs import CHECKPOINT, TRAINING_OUT, check_output_dir
+from textitsr.outputs import check_checkpoint_out
 from textitsr.training.losses import info_nce
 from textitsr.training.sampling import CaptionSampler
 
@@ -130,7 +130,7 @@ def train(config: TrainConfig) -> TrainResult:
     from textitsr.data.registry import open_source
     from textitsr.models.textitsr import ModelConfig, TextITSR
 
-    check_output_dir(config.out, (CHECKPOINT, TRAINING_OUT), inputs=[config.root, *config.extra_roots])
+    check_checkpoint_out(config.out, inputs=[config.root, *config.extra_roots])
     device = resolve_device(config.device)
     seed_everything(config.seed)
     options = dict(config.model_options)
