@@ -302,12 +302,13 @@ def results_view(hits: Sequence[PairHit]) -> tuple[dict[str, Bounds], Bounds] | 
 
 def archive_map(
     layers: MapLayers, areas: Sequence[Cluster | SceneArea], view: Bounds | None = None, *,
-    basemap: str = "osm", height: int = 600,
+    basemap: str = "osm", height: int = 600, imagery: Sequence[SceneArea] | None = None,
 ) -> ArchiveMap:
-    """The map query page's map: before/after imagery, every footprint, `areas` dotted, the
-    rectangle tool; opened on `view` (else on every footprint)."""
+    """The map query page's map: before/after imagery (of `imagery`, e.g. one place at two chosen
+    dates, else of every area), every footprint, `areas` dotted, the rectangle tool; opened on
+    `view` (else on every footprint)."""
     fmap = ArchiveMap(basemap=basemap, height=height)
-    fmap.add_scene_tiles(layers.areas, layers.tiles_url)
+    fmap.add_scene_tiles(layers.areas if imagery is None else imagery, layers.tiles_url)
     fmap.add_footprints(layers.footprints, url=layers.footprints_url)
     fmap.add_areas(areas).add_rectangle_tool().report_clicks_at_once()
     return fmap.zoom_to_footprints(layers.footprints, view).stable_ids()
