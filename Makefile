@@ -40,7 +40,7 @@ $(DEV_STAMP): $(STAMP) requirements-dev.txt
 # Leaflet & co. from npm (package-lock.json), copied to static/vendor/ and served by Streamlit
 # static serving (never committed). Idempotent: a stamp there makes re-runs a no-op.
 assets: | $(STAMP)
-	$(BIN)/python -m textitsr.map_assets
+	$(BIN)/python -m textitsr.app.map_assets
 
 # Debian chromium for the Playwright browser tests (playwright's own browser download is not reachable).
 browser:

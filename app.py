@@ -26,7 +26,7 @@ def home() -> None:
     )
     service = services.service_or_stop()
     with widgets.show_errors("Reading archive statistics"):
-        stats = service.catalog.stats()
+        stats = service.stats()
         widgets.archive_metrics(stats)
     st.subheader("Pages")
     for page in PAGES:

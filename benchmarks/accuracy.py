@@ -61,7 +61,7 @@ def main() -> None:
         if args.token_epochs else {}
     )
 
-    from textitsr.data.synthetic import SyntheticWorldConfig, write_demo_world
+    from textitsr.synth.world import SyntheticWorldConfig, write_demo_world
 
     world_cfg = SyntheticWorldConfig(n_train=100, n_val=20, n_test=40, tile_size=64) if args.small else None
     # Not inside --cache-dir: the cache fingerprint skips files under the cache dir, so a world there

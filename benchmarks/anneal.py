@@ -209,9 +209,10 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    from textitsr.data.synthetic import MANIFEST, SyntheticSource, SyntheticWorldConfig, write_demo_world
+    from textitsr.data.world import MANIFEST, SyntheticSource
     from textitsr.embedding.cache import build_or_load
     from textitsr.models.checkpoint import load_checkpoint
+    from textitsr.synth.world import SyntheticWorldConfig, write_demo_world
 
     start = time.perf_counter()
     world = args.world or args.work / f"world-{args.n_train}-{args.n_test}"

@@ -24,10 +24,10 @@ def bench_store(store: Path | None, workdir: Path, pairs: int = 200) -> Path:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     from textitsr.data.registry import open_source
-    from textitsr.data.synthetic import SyntheticWorldConfig, write_demo_world
     from textitsr.index.build import build_store
     from textitsr.models.checkpoint import save_checkpoint
     from textitsr.models.textitsr import ModelConfig, TextITSR
+    from textitsr.synth.world import SyntheticWorldConfig, write_demo_world
 
     world = write_demo_world(
         workdir / "world", config=SyntheticWorldConfig(n_train=pairs // 2, n_val=pairs // 4,

@@ -7,7 +7,7 @@ import time
 import streamlit as st
 from streamlit_folium import st_folium
 
-from textitsr.app import exports, figures, filters, map_events, maps, services, url_state, widgets
+from textitsr.app import exports, figures, filters, map_events, map_layers, maps, services, url_state, widgets
 from textitsr.app.config import EXAMPLE_QUERIES, load_config
 from textitsr.app.footprints import footprint_clusters
 from textitsr.escape import markdown_text
@@ -17,7 +17,7 @@ st.title("Text search")
 st.caption("Describe the change you are looking for; the archive's image pairs are ranked by similarity.")
 
 service = services.service_or_stop()
-stats = service.catalog.stats()
+stats = service.stats()
 config = load_config()
 
 #: What a link to this page keeps: the query and the filters (a reload or a shared link shows the same).
@@ -61,7 +61,7 @@ with st.sidebar:
     where = st.toggle("Where-map", key="where_map", disabled=stats.bounds is None,
                       help="Colour the archive's tiles by how well they match the description: where "
                            "does this change happen?")
-    dates = service.catalog.acquisition_dates()
+    dates = service.acquisition_dates()
     with st.expander(f"Acquisition dates ({len(dates)})"):
         st.caption(markdown_text(widgets.date_summary(dates, shown=50)) if dates
                    else "The archive records no dates.")
@@ -78,7 +78,7 @@ if area_mode == "Coordinates":
     )
 elif area_mode == "Draw on map":
     with st.expander("Area filter: draw a rectangle (the last one drawn is used)", expanded=True):
-        layers = services.map_layers(config)
+        layers = map_layers.map_layers(config)
         footprints = layers.footprints
         fmap = maps.ArchiveMap(basemap=config.basemap, height=360)
         fmap.add_scene_tiles(layers.areas, layers.tiles_url, switch=False)
@@ -126,7 +126,7 @@ with widgets.show_errors("Search"):
         st.caption(f"The {widgets.WHERE_MAP_TILES:,} best-matching tiles, hottest in red; the results "
                    "numbered by rank on top.")
         widgets.where_map(service.score_map(query, filters=search_filters, limit=widgets.WHERE_MAP_TILES),
-                          services.map_layers(config), top=len(hits), basemap=config.basemap)
+                          map_layers.map_layers(config), top=len(hits), basemap=config.basemap)
     grid, side = st.columns([3, 2])
     # The cards first: their images are then asked for before the results map's tiles (a browser
     # fetches a few files at a time from one server), and the chart and map follow.
@@ -134,7 +134,7 @@ with widgets.show_errors("Search"):
         widgets.results_grid(service, hits, key="text")
     with side:
         st.plotly_chart(figures.score_chart(hits), key="score_chart", width="stretch")
-        widgets.results_map(hits, services.map_layers(config), basemap=config.basemap)
+        widgets.results_map(hits, map_layers.map_layers(config), basemap=config.basemap)
         # One under the other: side by side, the side column of a laptop-wide page clipped their text.
         st.download_button("Export CSV", exports.hits_csv(hits, query, search_filters),
                            "textitsr-results.csv", "text/csv",
@@ -143,3 +143,6 @@ with widgets.show_errors("Search"):
                            "textitsr-results.geojson",
                            "application/geo+json", key="export-geojson", width="stretch",
                            icon=":material/download:")
+        st.download_button("Export GeoParquet", exports.hits_geoparquet(service, hits, query),
+                           "textitsr-results.parquet", "application/vnd.apache.parquet",
+                           key="export-geoparquet", width="stretch", icon=":material/download:")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import streamlit as st
 
-from textitsr.app import figures, map_events, map_widget, maps, services, widgets
+from textitsr.app import archive_writes, figures, map_events, map_layers, map_widget, maps, services, widgets
 from textitsr.app.config import load_config
 from textitsr.app.footprints import footprint_clusters
+from textitsr.app.map_assets import missing_vendor_files
 from textitsr.escape import markdown_code
-from textitsr.map_assets import missing_vendor_files
 
 PICK_KEY = "map_pick"
 EVENT_KEY = "map_last_event"
@@ -34,7 +34,7 @@ with st.sidebar:
                           help="Leave out every pair that shares ground with the query: the same place at "
                                "other dates would otherwise fill the results.")
 
-layers = services.map_layers(config)
+layers = map_layers.map_layers(config)
 footprints = layers.footprints
 if not footprints["features"]:
     st.warning("No pair in this archive has a geographic footprint, so there is nothing to show on a map.")
@@ -44,9 +44,9 @@ if any(a.before is None or a.after is None for a in layers.areas):
     if st.button("Write the missing map tiles", key="write-tiles"):
         bar = st.progress(0.0, text="Writing map tiles...")
         with widgets.show_errors("Writing map tiles"):
-            services.write_tiles(services.get_base_service(config),
+            archive_writes.write_tiles(services.get_base_service(config),
                                  lambda f, m: bar.progress(min(max(f, 0.0), 1.0), m))
-            services.clear_map_cache()
+            map_layers.clear_map_cache()
             st.rerun()
 areas = layers.areas or footprint_clusters(footprints)
 with st.sidebar:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from textitsr.app import figures, inspector, services, widgets
+from textitsr.app import figures, inspector, map_layers, services, thumbnails, widgets
 from textitsr.app.config import load_config
 from textitsr.errors import TextITSRError
 from textitsr.escape import markdown_text
@@ -21,13 +21,15 @@ if not pair_id:
     st.stop()
 
 try:
-    record = service.catalog.pair(pair_id)
-    jpegs = services.thumbnail_jpegs(service, pair_id)
+    record = service.pair(pair_id)
+    jpegs = thumbnails.thumbnail_jpegs(service, pair_id)
 except TextITSRError as err:
     st.error(markdown_text(f"Cannot show this pair: {err}"))
     st.stop()
 
 st.markdown(inspector.facts_line(record))
+if stac := inspector.stac_line(record):
+    st.caption(stac)
 captions = inspector.image_captions(record)
 left, right, where = st.columns([2, 2, 1.4])
 left.image(jpegs[0], caption=markdown_text(captions[0]), width="stretch")
@@ -40,7 +42,7 @@ stats_col, text_col = st.columns(2)
 with stats_col:
     st.subheader("Spectral change statistics")
     with widgets.show_errors("Change statistics"):
-        stats = service.catalog.change_stats(pair_id)
+        stats = service.change_stats(pair_id)
         if stats:
             st.table([{**row, "value": f"{row['value']:.3f}"} for row in figures.stats_frame_rows(stats)],
                      hide_index=True)
@@ -67,7 +69,7 @@ with widgets.show_errors("Finding neighbours"):
 with minimap:
     if record.get("bounds"):
         config = load_config()
-        widgets.footprint_minimap(record["bounds"], pair_id, services.map_layers(config),
+        widgets.footprint_minimap(record["bounds"], pair_id, map_layers.map_layers(config),
                                   basemap=config.basemap)
     else:
         st.caption("This pair has no geographic footprint.")

@@ -6,7 +6,7 @@ import plotly.express as px
 import streamlit as st
 from streamlit_folium import st_folium
 
-from textitsr.app import maps, services, uploads, widgets
+from textitsr.app import archive_writes, map_layers, maps, services, uploads, widgets
 from textitsr.app.config import DEFAULT_TILE_SIZE, load_config
 from textitsr.app.footprints import footprint_clusters
 from textitsr.errors import InputError
@@ -17,7 +17,7 @@ st.title("Archive")
 
 service = services.service_or_stop()
 config = load_config()
-stats = service.catalog.stats()
+stats = service.stats()
 
 widgets.archive_metrics(stats)
 
@@ -35,7 +35,7 @@ map_col, card_col = st.columns([3, 2])
 with map_col:
     st.subheader("Footprints")
     with widgets.show_errors("Drawing the footprint map"):
-        layers = services.map_layers(config)
+        layers = map_layers.map_layers(config)
         footprints = layers.footprints
         if footprints["features"]:
             fmap = maps.ArchiveMap(basemap=config.basemap, height=420)
@@ -69,7 +69,7 @@ base = services.get_base_service(config)  # scenes always go into the base archi
 if base is not service:
     st.caption("Scenes are added to the base archive; update the model on the Annotate page afterwards "
                "to search them with the fine-tuned model.")
-store_tile = base.catalog.tile_size()
+store_tile = base.tile_size()
 tile_size = st.number_input(
     "Tile size (px)", min_value=8, max_value=4096, value=store_tile or DEFAULT_TILE_SIZE, step=16,
     key="tile_size",
@@ -85,7 +85,7 @@ def _add(paths: list, place: str | None = None) -> None:
         bar.progress(min(max(float(fraction), 0.0), 1.0), text=message or "Embedding...")
 
     options = {"place": place} if place else {}
-    added = services.add_scenes(base, paths, progress=progress, tile_size=int(tile_size), **options)
+    added = archive_writes.add_scenes(base, paths, progress=progress, tile_size=int(tile_size), **options)
     bar.progress(1.0, text="Done")
     st.cache_data.clear()
     if added:
@@ -117,7 +117,7 @@ with upload_tab, st.form("add_by_upload", clear_on_submit=True):
             for name, data in files:  # everything is checked before anything is written
                 uploads.validate_upload(name, data, config.max_upload_bytes)
             names = [name for name, _ in files]
-            services.refuse_known_uploads(base, files)
+            archive_writes.refuse_known_uploads(base, files)
             stamp = uploads.upload_stamp()
             paths = [uploads.store_upload(name, data, config.upload_dir, stamp)
                      for name, (_, data) in zip(uploads.upload_names(names), files, strict=True)]

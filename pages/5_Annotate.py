@@ -5,8 +5,7 @@ from __future__ import annotations
 import plotly.graph_objects as go
 import streamlit as st
 
-from textitsr.active.anneal import STRATEGIES
-from textitsr.app import services, widgets
+from textitsr.app import anneal, archives, services, widgets
 from textitsr.app.config import load_config
 from textitsr.errors import TextITSRError
 from textitsr.escape import markdown_code, markdown_text
@@ -31,13 +30,14 @@ config = load_config()
 workdir = config.annotations_dir
 
 with st.sidebar:
-    strategy = st.selectbox("Selection", STRATEGIES, format_func=STRATEGY_NAMES.get, key="annotate-strategy")
+    strategy = st.selectbox("Selection", anneal.STRATEGIES, format_func=STRATEGY_NAMES.get,
+                            key="annotate-strategy")
     batch = st.slider("Pairs per round", 2, 30, 8, key="annotate-batch")
     who = st.text_input("Your name (recorded with each answer)", value="analyst", key="annotate-who")
     st.caption(f"Workspace: {markdown_code(workdir)}")
 
 try:
-    session = services.anneal_session(config, strategy, batch)
+    session = anneal.anneal_session(config, strategy, batch)
 except TextITSRError as err:
     st.error(markdown_text(f"Cannot annotate this archive: {err}"))
     st.stop()
@@ -54,8 +54,8 @@ top[2].metric("Round", prog["round"])
 
 
 def show_item(col, pair_id: str, title: str) -> None:
-    record = service.catalog.pair(pair_id)
-    before, after = service.catalog.thumbnails(pair_id)
+    record = service.pair(pair_id)
+    before, after = service.thumbnails(pair_id)
     with col:
         st.markdown(f"**{title}** · {markdown_code(pair_id)}")
         left, right = st.columns(2)
@@ -116,7 +116,7 @@ if st.button(
     except TextITSRError as err:
         st.error(markdown_text(f"Update failed: {err}"))
     else:
-        using = services.archive_choice(config) == services.FINE_TUNED
+        using = archives.archive_choice(config) == archives.FINE_TUNED
         st.session_state[UPDATED_KEY] = (
             f"Fine-tuned on {int(metrics['n_labels'])} labels and re-embedded the archive. "
             + widgets.agreement_note(metrics) + " "
@@ -129,21 +129,21 @@ if UPDATED_KEY in st.session_state:
 
 
 def _use_fine_tuned() -> None:
-    chosen = services.FINE_TUNED if st.session_state["annotate-use-tuned"] else services.BASE
-    services.set_archive_choice(config, chosen)
+    chosen = archives.FINE_TUNED if st.session_state["annotate-use-tuned"] else archives.BASE
+    archives.set_archive_choice(config, chosen)
 
 
-tuned = services.fine_tuned_store(config)
+tuned = archives.fine_tuned_store(config)
 st.toggle(
     "Use the fine-tuned model for search",
-    value=tuned is not None and services.archive_choice(config) == services.FINE_TUNED,
+    value=tuned is not None and archives.archive_choice(config) == archives.FINE_TUNED,
     key="annotate-use-tuned",
     on_change=_use_fine_tuned,
     disabled=tuned is None,
     help="Text search, map query and the inspector then rank pairs with the model fine-tuned on your "
     "answers (its re-embedded copy of the archive); off: the base model.",
 )
-active = services.active_archive(config)
+active = archives.active_archive(config)
 st.caption(
     f"Search uses the **{active.label}**."
     + ("" if tuned is not None else " Update the model first to search with a fine-tuned one.")

@@ -93,6 +93,23 @@ def tiny_hf_models(tmp_path_factory: pytest.TempPathFactory):
     return SimpleNamespace(vit=vit, bert=bert, clip=clip)
 
 
+def small_world(folder: Path, *, seed: int | None = None, **sizes: int) -> Path:
+    """A synthetic world of 64 px tiles written to `folder` (`sizes`: n_train, n_val, n_test)."""
+    from textitsr.synth.world import SyntheticWorldConfig, write_demo_world
+
+    config = SyntheticWorldConfig(**{"tile_size": 64, **sizes})
+    return write_demo_world(folder, config=config) if seed is None else write_demo_world(
+        folder, seed=seed, config=config)
+
+
+def tiny_model_config(tiny_hf_models, **overrides: object):
+    """A `ModelConfig` on the tiny random HF encoders (`tiny_hf_models`): builds in well under a second."""
+    from textitsr.models.textitsr import ModelConfig
+
+    given = {"fusion": "gff:before+after+diff", "embed_dim": 16, **overrides}
+    return ModelConfig(image_encoder=str(tiny_hf_models.vit), text_encoder=str(tiny_hf_models.bert), **given)
+
+
 @dataclass(frozen=True)
 class TinyArchive:
     """A tiny synthetic world, a model trained on it for a few epochs, and a store built from it."""
@@ -103,7 +120,7 @@ class TinyArchive:
 
 
 #: 40 pairs of 64 px: enough for several shards, filters and k clamping; built once per session.
-TINY_WORLD = dict(n_train=24, n_val=8, n_test=8, tile_size=64)
+TINY_WORLD = dict(n_train=24, n_val=8, n_test=8)
 
 
 @pytest.fixture(scope="session")
@@ -112,22 +129,19 @@ def tiny_archive(tmp_path_factory: pytest.TempPathFactory) -> TinyArchive:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     from textitsr.data.registry import open_source
-    from textitsr.data.synthetic import SyntheticWorldConfig, write_demo_world
-    from textitsr.index.build import build_store
-
+    from textitsr.index.archive import Archive
+    from textitsr.index.build import BuildConfig
     root = tmp_path_factory.mktemp("tiny_archive")
-    world = write_demo_world(root / "world", config=SyntheticWorldConfig(**TINY_WORLD))
+    world = small_world(root / "world", **TINY_WORLD)
     checkpoint = root / "model"
     from textitsr.training.train import TrainConfig, train
 
     train(TrainConfig(root=world, out=checkpoint, source="synthetic", fusion="gff:before+after+diff",
                       epochs=3, batch_size=8, cache_dir=root / "cache", device="cpu", progress=False))
     store = root / "store"
-    built = build_store(checkpoint, open_source(world, "synthetic"), store, shard_size=16, batch_size=16,
-                        progress=False)
-    from textitsr.index.tiles import tile_store
-
-    tile_store(built)  # map tiles of the world's scenes, as `textitsr index` and the demo write them
+    # pairs and map tiles of the world's scenes, as `textitsr index` and the demo write them
+    Archive(store, checkpoint).build(open_source(world, "synthetic"), progress=False,
+                                     config=BuildConfig(shard_size=16, batch_size=16))
     return TinyArchive(world=world, checkpoint=checkpoint, store=store)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from textitsr.active.annotations import AnnotationLog
-from textitsr.app import config, services
+from textitsr.app import archives, config
 from textitsr.config import REPO_ROOT
 
 AppTest = pytest.importorskip("streamlit.testing.v1").AppTest
@@ -103,7 +103,7 @@ def test_after_an_update_search_switches_to_the_fine_tuned_model(tiny_archive, t
     switch = at.toggle(key="annotate-use-tuned")
     assert not switch.disabled and not switch.value
     at = clean(switch.set_value(True).run())
-    assert services.active_archive().kind == services.FINE_TUNED
+    assert archives.active_archive().kind == archives.FINE_TUNED
     assert "fine-tuned model" in " ".join(c.value for c in at.sidebar.caption)
 
     page, tuned_hits = text_search(query)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from textitsr.app import (
+    archives,
     compare,
     config,
     exports,
@@ -130,7 +131,7 @@ def test_map_page_click_on_a_tile_gives_similar_pairs_and_sentences(app_env, ser
     assert count(at, "component_instance") == 1  # the leaflet map
     assert any("Click a tile" in i.value for i in at.info)
 
-    footprints = service.catalog.footprints()
+    footprints = service.footprints()
     target = footprints["features"][3]
     (w, s), _, (e, n) = target["geometry"]["coordinates"][0][:3]
     event = {"last_clicked": {"lat": (s + n) / 2, "lng": (w + e) / 2}, "last_active_drawing": None}
@@ -150,7 +151,7 @@ def test_map_page_click_on_a_tile_gives_similar_pairs_and_sentences(app_env, ser
 
 
 def test_inspector_shows_one_pair_in_full(app_env, service):
-    pair_id = service.catalog.footprints()["features"][0]["properties"]["pair_id"]
+    pair_id = service.footprints()["features"][0]["properties"]["pair_id"]
     at = run_page("pages/3_Inspector.py", **{widgets.INSPECT_KEY: pair_id})
     assert_clean(at)
     assert at.text_input[0].value == pair_id
@@ -160,7 +161,7 @@ def test_inspector_shows_one_pair_in_full(app_env, service):
     for expected in ("Spectral change statistics", "Captions", "Sentences that describe it best",
                      "Neighbours (most similar pairs)"):
         assert expected in headers
-    record = service.catalog.pair(pair_id)
+    record = service.pair(pair_id)
     assert all(any(c in m.value for m in at.markdown) for c in record["captions"])
     assert len(result_scores(at)) == min(6, len(service) - 1)
 
@@ -230,7 +231,7 @@ def test_archive_page_tiles_demo_scenes_at_the_archive_tile_size(app_env, servic
     write_scene(scenes / "before.tif", seed=3, size=192)
     write_scene(scenes / "after.tif", seed=4, size=192)
     at = run_page("pages/4_Archive.py")
-    assert at.number_input(key="tile_size").value == service.catalog.tile_size() == 64  # the archive's tiles
+    assert at.number_input(key="tile_size").value == service.tile_size() == 64  # the archive's tiles
     at.text_input(key="before_path").input(str(scenes / "before.tif"))
     at.text_input(key="after_path").input(str(scenes / "after.tif"))
     at.number_input(key="tile_size").set_value(256)
@@ -334,29 +335,30 @@ def test_active_archive_is_the_fine_tuned_store_only_when_chosen_and_current(tmp
     def manifest(folder: Path, n_pairs: int, cid: str) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         fields = {"format": FORMAT, "version": FORMAT_VERSION, "checkpoint_id": cid, "embed_dim": 8,
-                  "dtype": "float16", "shards": [], "n_pairs": n_pairs}
+                  "dtype": "float16", "shards": [{"name": "s0", "n_pairs": n_pairs, "n_captions": 0}],
+                  "n_pairs": n_pairs}
         (folder / "manifest.json").write_text(json.dumps(fields))
 
     manifest(tmp_path / "store", 40, "base")
     cfg = config.load_config({config.ENV_STORE: str(tmp_path / "store")})
     assert cfg.annotations_dir == tmp_path / "annotations"
-    assert services.active_archive(cfg) == services.Archive(services.BASE, tmp_path / "store")
-    services.set_archive_choice(cfg, services.FINE_TUNED)  # chosen, but nothing fine-tuned yet
-    active = services.active_archive(cfg)
-    assert active.kind == services.BASE and "No fine-tuned model" in active.note
+    assert archives.active_archive(cfg) == archives.ArchiveChoice(archives.BASE, tmp_path / "store")
+    archives.set_archive_choice(cfg, archives.FINE_TUNED)  # chosen, but nothing fine-tuned yet
+    active = archives.active_archive(cfg)
+    assert active.kind == archives.BASE and "No fine-tuned model" in active.note
     manifest(tmp_path / "annotations" / "store", 40, "tuned-1")
-    active = services.active_archive(cfg)
+    active = archives.active_archive(cfg)
     tuned = tmp_path / "annotations" / "store"
-    assert (active.kind, active.store, active.stamp) == (services.FINE_TUNED, tuned, "tuned-1")
+    assert (active.kind, active.store, active.stamp) == (archives.FINE_TUNED, tuned, "tuned-1")
     manifest(tmp_path / "store", 52, "base")  # scenes added since the update: the tuned copy is stale
-    active = services.active_archive(cfg)
-    assert active.kind == services.BASE and "52" in active.note and "40" in active.note
-    services.set_archive_choice(cfg, services.BASE)
-    assert services.active_archive(cfg).note is None
+    active = archives.active_archive(cfg)
+    assert active.kind == archives.BASE and "52" in active.note and "40" in active.note
+    archives.set_archive_choice(cfg, archives.BASE)
+    assert archives.active_archive(cfg).note is None
     with pytest.raises(InputError, match="archive choice"):
-        services.set_archive_choice(cfg, "latest")
-    (tmp_path / "annotations" / services.ARCHIVE_CHOICE_FILE).write_text("{not json")
-    assert services.archive_choice(cfg) == services.BASE
+        archives.set_archive_choice(cfg, "latest")
+    (tmp_path / "annotations" / archives.ARCHIVE_CHOICE_FILE).write_text("{not json")
+    assert archives.archive_choice(cfg) == archives.BASE
     other = config.load_config({config.ENV_STORE: str(tmp_path / "demo"),
                                 config.ENV_ANNOTATIONS: str(tmp_path / "w")})
     assert other.annotations_dir == tmp_path / "w"
@@ -470,6 +472,12 @@ def test_result_exports_and_wording(service):
     assert geo["query"] == "q" and [f["properties"]["rank"] for f in geo["features"]] == [1, 2, 3]
     assert geo["filters"]["sources"] == ["synthetic"]
     assert geo["features"][0]["geometry"]["coordinates"][0][0] == [hits[0].bounds[0], hits[0].bounds[1]]
+    import geopandas as gpd
+
+    table = gpd.read_parquet(io.BytesIO(exports.hits_geoparquet(service, hits, "q")))
+    assert list(table["pair_id"]) == [h.pair_id for h in hits] and list(table["rank"]) == [1, 2, 3]
+    assert table.geometry.iloc[0].bounds == pytest.approx(hits[0].bounds)
+    assert list(table["score"]) == pytest.approx([h.score for h in hits], abs=1e-6)
     assert widgets.plural(1, "pair") == "1 pair" and widgets.plural(1200, "pair") == "1,200 pairs"
     assert widgets.shorten("x" * 500, 80).endswith("…") and len(widgets.shorten("x" * 500, 80)) == 80
     assert uploads.place_name(["m_3807_20180601.tif", "m_3807_20200601.tif"]) == "m_3807"
@@ -477,12 +485,12 @@ def test_result_exports_and_wording(service):
 
 
 def test_map_html_uses_only_local_leaflet(service):
-    from textitsr.map_assets import missing_vendor_files
+    from textitsr.app.map_assets import missing_vendor_files
 
     missing = missing_vendor_files()
     assert not missing, f"map assets not installed ({missing[0]}); run `make assets`"
-    footprints = service.catalog.footprints()
-    areas = service.catalog.scene_areas()
+    footprints = service.footprints()
+    areas = service.scene_areas()
     fmap = maps.ArchiveMap(basemap="none").add_scene_tiles(areas, "/app/static/tiles/x")
     fmap.add_footprints(footprints, url="/app/static/tiles/x/footprints.json").add_rectangle_tool()
     html = fmap.zoom_to_footprints(footprints).stable_ids().get_root().render()
@@ -518,7 +526,7 @@ def test_scene_tiles_stop_a_few_levels_below_their_coarsest_zoom(service):
     """Zoomed far out, Leaflet would fill the view with a scene's native-zoom tile grid (billions of
     slots for a small scene on a continent-wide results map) and freeze the page: each scene layer's
     minZoom stays within SCENE_ZOOM_OUT_LEVELS of its minNativeZoom."""
-    areas = service.catalog.scene_areas()
+    areas = service.scene_areas()
     html = maps.ArchiveMap(basemap="none").add_scene_tiles(areas, "/app/static/tiles/x").get_root().render()
     assert re.search(r'L\.map\(.*?"minZoom": 0,', html, re.S)  # ... while the map itself still zooms out
     layers = re.findall(r'L\.tileLayer\((.*?)\);', html, re.S)

@@ -118,7 +118,7 @@ def test_build_on_cuda_gives_the_cpu_embeddings(stores) -> None:
     assert _cosines(caps, cpu_caps).min() >= MIN_FP32_COSINE
 
 
-def test_auto_precision_on_cuda_picks_bf16_within_the_accuracy_bound(pairs_folder) -> None:
+def test_auto_precision_on_cuda_times_bf16_within_the_accuracy_bound(pairs_folder) -> None:
     from textitsr.embedding.encode import backbone_precision, encode_rgb_pairs, load_model
     from textitsr.embedding.precision import MIN_BF16_COSINE, choose_precision
     from textitsr.training.default_model import DEFAULT_MODEL_DIR
@@ -127,7 +127,10 @@ def test_auto_precision_on_cuda_picks_bf16_within_the_accuracy_bound(pairs_folde
     before, after = [p.rgb("before") for p in pairs], [p.rgb("after") for p in pairs]
     model = load_model(Path(DEFAULT_MODEL_DIR), DEVICE)
     choice = choose_precision(model, "auto", lambda: (before, after))
-    assert choice.precision == ("bf16" if torch.cuda.is_bf16_supported() else "fp32"), choice.reason
+    if torch.cuda.is_bf16_supported():  # both pass the accuracy check: the faster one on this card
+        assert choice.precision in ("bf16", "fp32") and "faster" in choice.reason, choice.reason
+    else:
+        assert choice.precision == "fp32", choice.reason
     cpu = encode_rgb_pairs(load_model(Path(DEFAULT_MODEL_DIR), "cpu"), before, after)
     with backbone_precision(model, "bf16"):
         low = encode_rgb_pairs(model, before, after)

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import shared_path
+from tests.conftest import TINY_WORLD, shared_path
 from tests.test_realsynth import write_fixture_shared
-from textitsr.data.training_data import TrainingDataRecipe, input_fingerprint
 from textitsr.models.checkpoint import load_checkpoint, read_checkpoint_config
+from textitsr.synth.training_data import TrainingDataRecipe, input_fingerprint
 from textitsr.training.default_model import DEFAULT_DATA_DIR, DEFAULT_MODEL_DIR, DefaultRecipe, train_default
 
 
@@ -88,7 +88,7 @@ def test_train_default_writes_recipe_and_fingerprints(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_demo_world_is_written_once(tmp_path: Path) -> None:
     """The recipe's world is the demo world (the synthetic benchmark's); a second call keeps it."""
-    from textitsr.data.synthetic import MANIFEST, SyntheticSource
+    from textitsr.data.world import MANIFEST, SyntheticSource
     from textitsr.training.default_model import demo_world
 
     world = demo_world(tmp_path / "world")
@@ -107,16 +107,16 @@ def test_demo_serves_real_scenes_and_finds_the_pucallpa_clearing(tmp_path: Path)
     from textitsr.config import DemoPaths
     from textitsr.data.describe import change_stats
     from textitsr.data.real_scenes import series_sources
-    from textitsr.data.synthetic import SyntheticWorldConfig
     from textitsr.demo import prepare_demo
     from textitsr.models.checkpoint import checkpoint_id
     from textitsr.service import SearchService
+    from textitsr.synth.world import SyntheticWorldConfig
 
     paths = DemoPaths(tmp_path / "demo")
     lines: list[str] = []
     result = prepare_demo(
         paths,
-        world_config=SyntheticWorldConfig(n_train=24, n_val=8, n_test=8, tile_size=64),
+        world_config=SyntheticWorldConfig(**TINY_WORLD, tile_size=64),
         echo=lines.append,
     )
     assert "model" in result.built and not any("training" in line for line in lines)
@@ -130,7 +130,7 @@ def test_demo_serves_real_scenes_and_finds_the_pucallpa_clearing(tmp_path: Path)
     assert np.mean([loss[h.pair_id] for h in hits]) > np.median(list(loss.values()))
     again = prepare_demo(
         paths,
-        world_config=SyntheticWorldConfig(n_train=24, n_val=8, n_test=8, tile_size=64),
+        world_config=SyntheticWorldConfig(**TINY_WORLD, tile_size=64),
         echo=lines.append,
     )
     assert again.built == ()

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import small_world, tiny_model_config
 
 import textitsr.embedding.precision as precision
 from textitsr.embedding.encode import backbone_precision, encode_rgb_pairs, encode_texts
@@ -17,33 +18,26 @@ from textitsr.errors import InputError
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from textitsr.data.synthetic import SyntheticWorldConfig, write_demo_world
-
-    return write_demo_world(
-        tmp_path_factory.mktemp("speed") / "world",
-        config=SyntheticWorldConfig(n_train=4, n_val=2, n_test=2, tile_size=64),
-    )
+    return small_world(tmp_path_factory.mktemp("speed") / "world", n_train=4, n_val=2, n_test=2)
 
 
 @pytest.fixture(scope="module")
 def tiny_model(tiny_hf_models):
-    from textitsr.models.textitsr import ModelConfig, TextITSR
+    from textitsr.models.textitsr import TextITSR
 
     torch.manual_seed(0)
-    return TextITSR(
-        ModelConfig(image_encoder=str(tiny_hf_models.vit), text_encoder=str(tiny_hf_models.bert),
-                    fusion="gff:before+after+diff", embed_dim=16)
-    )
+    return TextITSR(tiny_model_config(tiny_hf_models))
 
 
 def _pairs(world: Path, n: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    from textitsr.data.synthetic import SyntheticSource
+    from textitsr.data.world import SyntheticSource
 
     pairs = list(itertools.islice(SyntheticSource(world).pairs(None), n))
     return [p.rgb("before") for p in pairs], [p.rgb("after") for p in pairs]
 
 
-def test_auto_falls_back_to_fp32_when_the_bf16_check_fails(tiny_model, world, monkeypatch, caplog) -> None:
+def test_auto_falls_back_to_fp32_when_the_bf16_check_fails(tiny_model, world, monkeypatch, caplog,
+                                                           tmp_path) -> None:
     monkeypatch.setattr(precision, "native_bf16", lambda device: True)
     probe = lambda: _pairs(world, 2)  # noqa: E731
     monkeypatch.setattr(precision, "MIN_BF16_COSINE", 1.5)  # no embedding can pass
@@ -52,7 +46,31 @@ def test_auto_falls_back_to_fp32_when_the_bf16_check_fails(tiny_model, world, mo
     assert choice.precision == "fp32"
     assert "< 1.5" in choice.reason and "fp32" in caplog.text
     monkeypatch.setattr(precision, "MIN_BF16_COSINE", 0.99)
+    monkeypatch.setenv("TEXTITSR_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(precision, "probe_seconds", lambda *args: {"fp32": 0.2, "bf16": 0.1})
     assert precision.choose_precision(tiny_model, "auto", probe).precision == "bf16"
+
+
+def test_auto_picks_the_faster_precision_and_keeps_the_timing(tiny_model, world, monkeypatch,
+                                                              tmp_path) -> None:
+    monkeypatch.setattr(precision, "native_bf16", lambda device: True)
+    monkeypatch.setenv("TEXTITSR_CACHE_DIR", str(tmp_path))
+    probe = lambda: _pairs(world, 2)  # noqa: E731
+    seconds = precision.probe_seconds(tiny_model, *probe())  # the real measurement
+    assert set(seconds) == {"fp32", "bf16"} and all(0 < s < 60 for s in seconds.values())
+    monkeypatch.setattr(precision, "probe_seconds", lambda *args: {"fp32": 0.1, "bf16": 0.3})
+    choice = precision.choose_precision(tiny_model, "auto", probe)
+    assert choice.precision == "fp32" and "fp32 100 ms, bf16 300 ms" in choice.reason
+    assert (tmp_path / precision.TIMINGS_FILE).is_file()
+
+    def no_second_timing(*args):
+        raise AssertionError("timed again although this machine's timing is kept")
+
+    monkeypatch.setattr(precision, "probe_seconds", no_second_timing)
+    again = precision.choose_precision(tiny_model, "auto", probe)
+    assert again.precision == "fp32" and "measured earlier" in again.reason
+    other_runtime = precision.machine_key(tiny_model, "eager", torch.device("cpu"))
+    assert other_runtime != precision.machine_key(tiny_model, "auto", torch.device("cpu"))
 
 
 def test_auto_keeps_fp32_without_native_bf16_or_probe_pairs(tiny_model, monkeypatch) -> None:

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import small_world
 from typer.testing import CliRunner
 
 from textitsr.cli import app
@@ -14,12 +15,7 @@ from textitsr.errors import CheckpointError
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from textitsr.data.synthetic import SyntheticWorldConfig, write_demo_world
-
-    return write_demo_world(
-        tmp_path_factory.mktemp("cli") / "world",
-        config=SyntheticWorldConfig(n_train=12, n_val=4, n_test=6, tile_size=64),
-    )
+    return small_world(tmp_path_factory.mktemp("cli") / "world", n_train=12, n_val=4, n_test=6)
 
 
 @pytest.mark.slow

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import small_world
 
 from textitsr.index.store import Store
 
@@ -159,9 +160,7 @@ def test_disk_full_while_appending_keeps_the_store_as_it_was(
     manifest = (store / "manifest.json").read_text()
     files = listing(store)
     extra = tmp_path / "extra"
-    from textitsr.data.synthetic import SyntheticWorldConfig, write_demo_world
-
-    write_demo_world(extra, seed=11, config=SyntheticWorldConfig(n_train=4, n_val=2, n_test=2, tile_size=64))
+    small_world(extra, seed=11, n_train=4, n_val=2, n_test=2)
     monkeypatch.setattr("textitsr.index.shards.np.save", no_space)
     code, err = cli_main(
         monkeypatch,

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import small_world, tiny_model_config
 
 import textitsr.embedding.cache as features
 from textitsr.embedding.cache import EmptySplitError, build_or_load
@@ -15,33 +16,19 @@ from textitsr.embedding.cache import EmptySplitError, build_or_load
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from textitsr.data.synthetic import SyntheticWorldConfig, write_demo_world
-
-    return write_demo_world(
-        tmp_path_factory.mktemp("feat") / "world",
-        config=SyntheticWorldConfig(n_train=6, n_val=3, n_test=5, tile_size=64),
-    )
+    return small_world(tmp_path_factory.mktemp("feat") / "world", n_train=6, n_val=3, n_test=5)
 
 
 @pytest.fixture(scope="module")
 def model(tiny_hf_models):
-    from textitsr.models.textitsr import ModelConfig, TextITSR
+    from textitsr.models.textitsr import TextITSR
 
     torch.manual_seed(0)
-    return TextITSR(
-        ModelConfig(
-            image_encoder=str(tiny_hf_models.vit),
-            text_encoder=str(tiny_hf_models.bert),
-            fusion="tff",
-            embed_dim=16,
-            fusion_width=32,
-            fusion_layers=1,
-        )
-    )
+    return TextITSR(tiny_model_config(tiny_hf_models, fusion="tff", fusion_width=32, fusion_layers=1))
 
 
 def _source(world: Path):
-    from textitsr.data.synthetic import SyntheticSource
+    from textitsr.data.world import SyntheticSource
 
     return SyntheticSource(world)
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_model_config
 
 from textitsr.embedding.image_cache import ImageFeatureCache, cached_pair_features, image_key
 from textitsr.index.build import BuildConfig, build_store
@@ -50,11 +51,9 @@ class _CountingModel:
 
 @pytest.mark.parametrize("tokens", [False, True])
 def test_cached_pair_features_equal_the_backbone_on_every_image(tiny_hf_models, tokens: bool) -> None:
-    from textitsr.models.textitsr import ModelConfig, TextITSR
+    from textitsr.models.textitsr import TextITSR
 
-    config = ModelConfig(image_encoder=str(tiny_hf_models.vit), text_encoder=str(tiny_hf_models.bert),
-                         fusion="gff:before+after+diff", embed_dim=16)
-    model = TextITSR(config).eval()
+    model = TextITSR(tiny_model_config(tiny_hf_models)).eval()
     rng = np.random.default_rng(0)
     scenes = [rng.integers(0, 256, (32, 32, 3), np.uint8) for _ in range(4)]
     before = [scenes[0], scenes[1], scenes[2], scenes[0]]  # (0,1) (1,2) (2,3) (0,3): 4 distinct images

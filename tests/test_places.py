@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from textitsr.errors import InputError
-from textitsr.index.build import add_scenes
+from textitsr.index.archive import Archive
 from textitsr.index.places import overlapping, same_place
 from textitsr.index.search import FilterMasks
 from textitsr.service import SearchService
@@ -48,9 +48,9 @@ def series_service(tiny_archive, tmp_path_factory) -> SearchService:
     shutil.copytree(tiny_archive.store, store)
     svc = SearchService.open(store)
     # One site of 2 x 2 tiles at 3 dates (pairs 2016-2018 and 2018-2021), and a second site far away.
-    add_scenes(svc.checkpoint, store, write_series(root / "a", (630000, 3370000)), tile_size=32)
-    add_scenes(svc.checkpoint, store, write_series(root / "b", (650000, 3390000)), tile_size=32)
-    svc.refresh()
+    archive = Archive(store, svc.checkpoint)
+    archive.add_scenes(write_series(root / "a", (630000, 3370000)), tile_size=32)
+    archive.add_scenes(write_series(root / "b", (650000, 3390000)), tile_size=32)
     return svc
 
 

@@ -14,9 +14,9 @@ import pytest
 from PIL import Image
 
 from tests.conftest import shared_path
-from textitsr.data.caption_bank import CaptionBank, caption_count, caption_tags, place_of
 from textitsr.data.levircc import LevirCCSource
-from textitsr.data.realsynth import (
+from textitsr.synth.caption_bank import CaptionBank, caption_count, caption_tags, place_of
+from textitsr.synth.realsynth import (
     OPERATIONS,
     SCHEME_LAYERS,
     RealTile,
@@ -24,8 +24,8 @@ from textitsr.data.realsynth import (
     paste_buildings,
     read_tiles,
 )
-from textitsr.data.storm_roads import MORE_OPERATIONS
-from textitsr.data.training_data import TrainingDataRecipe, make_training_data
+from textitsr.synth.storm_roads import MORE_OPERATIONS
+from textitsr.synth.training_data import TrainingDataRecipe, make_training_data
 
 SIZE = 96
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from textitsr.errors import InputError, StoreError
-from textitsr.index.build import add_scenes
+from textitsr.index.archive import Archive
 from textitsr.index.store import Store
 from textitsr.service import ArchiveStats, CaptionHit, PairHit, SearchFilters, SearchService
 
@@ -163,7 +163,7 @@ def test_empty_store_gives_empty_results(tiny_archive, tmp_path: Path) -> None:
     digest = folder_digest(tmp_path / "empty")
     svc = SearchService.open(tmp_path / "empty")
     assert svc.search_text("road") == [] and svc.catalog.stats().n_pairs == 0
-    assert svc.search_text("road", k=10**9) == [] and svc.catalog.tile_size() is None
+    assert svc.search_text("road", k=10**9) == [] and svc.tile_size() is None
     assert svc.catalog.footprints()["features"] == [] and svc.catalog.stats().date_range == (None, None)
     with pytest.raises(InputError):
         svc.search_text(" ")
@@ -229,7 +229,7 @@ def test_bad_queries_leave_the_store_untouched_and_the_service_working(tiny_arch
 def test_a_scene_smaller_than_a_tile_is_refused_with_both_sizes(tiny_archive, tmp_path: Path) -> None:
     store = copy_store(tiny_archive, tmp_path)
     svc = SearchService.open(store)
-    assert svc.catalog.tile_size() == 64  # the tiny world's tiles
+    assert svc.tile_size() == 64  # the tiny world's tiles
     digest = folder_digest(store)
     scenes = write_scene_pair(tmp_path, size=(192, 192))  # new content: the world's own val scenes are in
     with pytest.raises(InputError, match=r"192x192 px.*256 px tile"):
@@ -237,14 +237,13 @@ def test_a_scene_smaller_than_a_tile_is_refused_with_both_sizes(tiny_archive, tm
     with pytest.raises(InputError, match="tile_size"):
         add_to(svc, scenes, tile_size="64")
     assert folder_digest(store) == digest and len(svc) == 40
-    assert add_to(svc, scenes, tile_size=svc.catalog.tile_size()) == 9  # 3 x 3 tiles of 64 px
+    assert add_to(svc, scenes, tile_size=svc.tile_size()) == 9  # 3 x 3 tiles of 64 px
 
 
 def add_to(svc: SearchService, paths: list[Path], **options) -> int:
-    """Append scenes to the service's store and let the service see them (what the Archive page does)."""
-    added = add_scenes(svc.checkpoint, svc.store.root, paths, **options)
-    svc.refresh()
-    return added
+    """Append scenes to the service's store through the archive's writer (what the Archive page does);
+    the service sees them at its next call, with no refresh."""
+    return Archive(svc.store_root, svc.checkpoint).add_scenes(paths, **options)
 
 
 def write_scene_pair(folder: Path, size: tuple[int, int] = (96, 128)) -> list[Path]:

@@ -95,7 +95,7 @@ def test_second_writer_fails_clearly_and_readers_do_not_wait(tmp_path: Path) -> 
 
 
 def test_a_build_waits_for_the_lock_then_gives_up(tiny_archive, tmp_path: Path, monkeypatch) -> None:
-    from textitsr.data.synthetic import SyntheticSource
+    from textitsr.data.world import SyntheticSource
     from textitsr.index.build import build_store
 
     monkeypatch.setattr(lock_mod, "WRITER_WAIT_S", 0.2)

@@ -18,17 +18,12 @@ from rasterio.windows import Window
 from typer.testing import CliRunner
 
 from textitsr.cli import app
-from textitsr.data import synthetic_landcover as lc
 from textitsr.data.pairs import SPLITS, BitemporalPair, PairSource
-from textitsr.data.synthetic import (
-    CHANGE_TYPES,
-    SyntheticSource,
-    SyntheticWorldConfig,
-    _type_schedule,
-    write_demo_world,
-)
-from textitsr.data.synthetic_captions import NO_CHANGE_SENTENCES, captions_for, place_of_mask
+from textitsr.data.world import CHANGE_TYPES, SyntheticSource
 from textitsr.errors import InputError
+from textitsr.synth import landcover as lc
+from textitsr.synth.world import SyntheticWorldConfig, _type_schedule, write_demo_world
+from textitsr.synth.world_captions import NO_CHANGE_SENTENCES, captions_for, place_of_mask
 
 SMALL = SyntheticWorldConfig(n_train=36, n_val=12, n_test=18)
 

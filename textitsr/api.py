@@ -345,7 +345,7 @@ class _Routes:
         self.lock = threading.Lock()
 
     def known(self, pair_id: str | None) -> None:
-        if pair_id is not None and not self.service.catalog.has_pair(pair_id):
+        if pair_id is not None and not self.service.has_pair(pair_id):
             raise HTTPException(404, f"pair_id={pair_id!r}: no such pair in this archive")
 
     def images(self, query: Any) -> dict[str, np.ndarray]:
@@ -357,8 +357,8 @@ class _Routes:
 
     def health(self) -> Health:
         service = self.service
-        return Health(status="ok", version=__version__, store=str(service.store.root.resolve()),
-                      checkpoint_id=service.store.checkpoint_id, n_pairs=len(service),
+        return Health(status="ok", version=__version__, store=str(service.store_root.resolve()),
+                      checkpoint_id=service.checkpoint_id, n_pairs=len(service),
                       text_backend=f"{service.text_backend.backend} ({service.text_backend.reason})")
 
     def search_text(self, query: str, k: int, filters: FiltersIn | None) -> PairHits:
@@ -393,7 +393,7 @@ class _Routes:
                 raise InputError(f"bbox={bbox!r}: expected four finite numbers W,S,E,N")
         filters = SearchFilters(bbox=box, date_from=date_from, date_to=date_to,  # type: ignore[arg-type]
                                 sources=tuple(source) if source else None)
-        collection = self.service.catalog.footprints(filters, limit=limit)
+        collection = self.service.footprints(filters, limit=limit)
         return JSONResponse(collection, media_type="application/geo+json")
 
 
@@ -417,7 +417,7 @@ def _add_routes(app: FastAPI, routes: _Routes, queries: _Queries, authorise: Any
     @app.get("/stats", response_model=StatsOut, dependencies=secured, responses=data_errors,
              summary="Archive summary: counts, sources, dates, extent")
     def stats() -> StatsOut:
-        return StatsOut(**_jsonable(asdict(routes.service.catalog.stats())))
+        return StatsOut(**_jsonable(asdict(routes.service.stats())))
 
     @app.post("/search/text", response_model=PairHits, dependencies=secured, responses=data_errors,
               summary="Text -> pairs")
@@ -446,14 +446,14 @@ def _add_routes(app: FastAPI, routes: _Routes, queries: _Queries, authorise: Any
              responses=pair_errors, summary="Everything the store knows about a pair")
     def pair(pair_id: str) -> dict[str, Any]:
         routes.known(pair_id)
-        return _jsonable(routes.service.catalog.pair(pair_id))
+        return _jsonable(routes.service.pair(pair_id))
 
     @app.get("/pairs/{pair_id}/thumbnail/{when}", dependencies=secured, response_class=Response,
              responses={200: {"content": {"image/png": {}}, "description": "PNG image"}, **pair_errors},
              summary="Before or after thumbnail (PNG)")
     def thumbnail(pair_id: str, when: Literal["before", "after"]) -> Response:
         routes.known(pair_id)
-        before, after = routes.service.catalog.thumbnails(pair_id)
+        before, after = routes.service.thumbnails(pair_id)
         return Response(_png(before if when == "before" else after), media_type="image/png")
 
     @app.get("/footprints", dependencies=secured, response_class=JSONResponse,

@@ -39,7 +39,8 @@ def demo_data(
     import dataclasses
     import time
 
-    from textitsr.data.synthetic import SyntheticWorldConfig, summary, write_demo_world
+    from textitsr.data.world import summary
+    from textitsr.synth.world import SyntheticWorldConfig, write_demo_world
 
     sizes = {"n_train": train_pairs, "n_val": val_pairs, "n_test": test_pairs}
     config = dataclasses.replace(SyntheticWorldConfig(), **{k: v for k, v in sizes.items() if v is not None})
@@ -63,8 +64,8 @@ def make_training_data(
     import dataclasses
 
     from textitsr.config import SHARED_DATA_DIR
-    from textitsr.data.training_data import TrainingDataRecipe
-    from textitsr.data.training_data import make_training_data as make
+    from textitsr.synth.training_data import TrainingDataRecipe
+    from textitsr.synth.training_data import make_training_data as make
 
     recipe = dataclasses.replace(TrainingDataRecipe(), seed=seed)
     chosen = tuple(p.strip() for p in parts.split(",") if p.strip())
@@ -86,7 +87,8 @@ SOURCE_OPTIONS: dict[str, tuple[Any, Any]] = {
     "skip_missing": (_option(bool, "LEVIR-CC/Dubai-CCD/folder: leave out pairs whose images are missing."),
                      False),
     "tile_size": (_option(int | None, "GeoTIFF: tile side in px [default 256]."), None),
-    "pairing": (_option(str | None, "GeoTIFF: consecutive (default), all, or 'I,J;I,J' (date order)."), None),
+    "pairing": (_option(str | None, "GeoTIFF: consecutive (default), all, or 'I,J;I,J' (date order); STAC: "
+                        "consecutive, all, yearly or season."), None),
     "band_names": (_option(str | None, "Names of the file's bands, e.g. swir1,nir,red,green."), None),
     "bands": (_option(str | None, "GeoTIFF: bands to keep, e.g. red,green,blue."), None),
     "display": (_option(str | None, "Display composite: rgb, false-colour, cir, or three band names."), None),
@@ -237,10 +239,19 @@ def evaluate(
 @with_source_options
 def index(
     checkpoint: Annotated[Path, typer.Option(help="Checkpoint folder.")],
-    root: Annotated[
-        list[Path], typer.Option(help="Dataset root, GeoTIFF folder, or GeoTIFF files (repeat --root).")
-    ],
     out: Annotated[Path, typer.Option(help="Store folder to write or extend.")],
+    root: Annotated[
+        list[Path] | None, typer.Option(help="Dataset root, GeoTIFF folder or GeoTIFF files (repeat --root).")
+    ] = None,
+    stac: Annotated[
+        str | None, typer.Option(help="Instead of --root: a STAC catalog (path or URL) or STAC API URL.")
+    ] = None,
+    collection: Annotated[str | None, typer.Option(help="STAC: only this collection.")] = None,
+    bbox: Annotated[str | None, typer.Option(help="STAC: only items within W,S,E,N (degrees).")] = None,
+    datetime: Annotated[str | None, typer.Option(help="STAC: only items dated A/B (ISO, '..' open).")] = None,
+    assets: Annotated[
+        str | None, typer.Option(help="STAC: assets to read: red,green,blue or visual [default: visual].")
+    ] = None,
     scheduler: Annotated[
         str | None, typer.Option(help="Dask scheduler address, e.g. tcp://HOST:8786.")
     ] = None,
@@ -269,19 +280,27 @@ def index(
 ) -> None:
     """Embed a source into a searchable archive store (resumes; appends new sources as new shards)."""
     from textitsr.embedding.encode import resolve_device
-    from textitsr.index.build import BuildConfig, build_store
+    from textitsr.errors import InputError
+    from textitsr.index.archive import Archive
+    from textitsr.index.build import BuildConfig
     from textitsr.outputs import STORE, check_output_dir
 
     device = str(resolve_device(device))  # an unknown or absent device fails before any work
-    check_output_dir(out, (STORE,), inputs=root)
-    pairs = options.open(root)
+    if (stac is None) == (not root):
+        raise InputError("--root or --stac: expected exactly one source to index")
+    check_output_dir(out, (STORE,), inputs=root or ([Path(stac)] if Path(stac).exists() else []))
+    if stac is not None:
+        pairs = options.open_stac(stac, collection, bbox, datetime, assets)
+    else:
+        pairs = options.open(root)
     overrides = {"batch_size": batch_size, "shard_size": shard_size, "feature_cache": feature_cache,
                  "precision": precision, "backbone_runtime": backbone_runtime, "device": device}
     config = BuildConfig(**{name: value for name, value in overrides.items() if value is not None})
-    store = build_store(checkpoint, pairs, out, split=split, scheduler=scheduler, config=config)
-    from textitsr.index.tiles import tile_store
+    store = Archive(out, checkpoint).build(pairs, split=split, scheduler=scheduler, config=config)
+    from textitsr.embedding.query_graph import prepare_query_graph
+    from textitsr.models.text_side import load_text_side
 
-    tile_store(store)
+    prepare_query_graph(load_text_side(checkpoint), store.checkpoint_id)  # one-shot searches skip torch
     typer.echo(f"{out}: {len(store)} pairs in {len(store.shard_names)} shard(s), "
                f"{store.manifest['n_captions']} captions, model {store.checkpoint_id}")
 
@@ -301,8 +320,9 @@ def search(
 ) -> None:
     """Search an archive by text and print the best-matching pairs.
 
-    When `textitsr api` is serving this store, the query is sent there (no model to load);
-    otherwise only the text encoder and text head are loaded.
+    When `textitsr api` is serving this store, the query is sent there (no model to load); else the
+    store's model's exported query graph answers (ONNX Runtime, no torch); else the text encoder and
+    text head are loaded, and the query graph is exported for the next search.
     """
     import json
     import os
@@ -310,7 +330,9 @@ def search(
     from textitsr.api_discovery import TOKEN_ENV, running_api
     from textitsr.api_discovery import search_text as api_search_text
 
-    url = running_api(store) if scheduler is None and checkpoint is None else None
+    own_model = scheduler is None and checkpoint is None
+    url = running_api(store) if own_model else None
+    service = None
     # None from the server (a refused token, an error, an answer of the wrong shape): search here.
     hits = api_search_text(url, query, k, os.environ.get(TOKEN_ENV)) if url is not None else None
     if hits is None:
@@ -318,17 +340,28 @@ def search(
 
         from textitsr.service import SearchService
 
+        graph = SearchService.open_query_graph(store) if own_model else None
         # One query: setting up ONNX Runtime (export check, session, probe) costs more than it saves.
-        service = SearchService.open(
+        service = graph or SearchService.open(
             store, checkpoint, scheduler=scheduler, text_only=True, text_backend="torch"
         )
         hits = [asdict(h) for h in service.search_text(query, k=k)]
+        if graph is not None or not own_model:
+            service = None  # nothing to prepare for the next search
     if as_json:
         rows = [{"rank": h["rank"], "score": round(h["score"], 6), "pair_id": h["pair_id"],
                  "bounds": list(h["bounds"]) if h["bounds"] else None, "dates": list(h["dates"]),
                  "source": h["source"]} for h in hits]
         typer.echo(json.dumps(rows, indent=1))
-        return
+    else:
+        _print_hits(query, hits)
+    if service is not None:  # after the answer: the next one-shot search needs no torch
+        from textitsr.embedding.query_graph import prepare_query_graph
+
+        prepare_query_graph(service.model, service.store.checkpoint_id)
+
+
+def _print_hits(query: str, hits: list[dict[str, Any]]) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -343,6 +376,37 @@ def search(
         dates = " -> ".join(d or "?" for d in h["dates"]) if any(h["dates"]) else "-"
         table.add_row(str(h["rank"]), f"{h['score']:.3f}", h["pair_id"], place, dates)
     Console().print(table)
+
+
+@app.command()
+def export(
+    store: Annotated[Path, typer.Argument(help="Store folder to export.")],
+    out: Annotated[Path, typer.Argument(help="GeoParquet file to write (.parquet).")],
+    embeddings: Annotated[bool, typer.Option("--embeddings", help="Add each pair's embedding.")] = False,
+    query: Annotated[
+        str | None, typer.Option(help="Export only this text query's best matches, with rank and score.")
+    ] = None,
+    k: Annotated[int, typer.Option("-k", "--k", help="Number of matches of --query.")] = 100,
+    checkpoint: Annotated[
+        Path | None, typer.Option(help="Checkpoint for --query (default: the one the store was built with).")
+    ] = None,
+) -> None:
+    """Write the archive's pairs (footprints, dates, source, captions) as GeoParquet for geopandas,
+    DuckDB or QGIS."""
+    from textitsr.index.export import Selection, export_geoparquet
+    from textitsr.index.store import Store
+
+    opened = Store.open(store)
+    selection = None
+    if query is not None:
+        from textitsr.service import SearchService
+
+        graph = SearchService.open_query_graph(store) if checkpoint is None else None
+        service = graph or SearchService.open(store, checkpoint, text_only=True, text_backend="torch")
+        hits = service.search_text(query, k=k)
+        selection = Selection([h.pair_id for h in hits], [h.score for h in hits], query)
+    n = export_geoparquet(opened, out, embeddings=embeddings, selection=selection)
+    typer.echo(f"{out}: {n} pairs of {store}" + (f" matching {query.strip()[:80]!r}" if query else ""))
 
 
 @app.command()

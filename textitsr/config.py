@@ -13,6 +13,14 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(os.environ.get("TEXTITSR_DATA", REPO_ROOT / "data"))
 
+def user_cache_dir() -> Path:
+    """Where derived files worth keeping between runs go: $TEXTITSR_CACHE_DIR, else the user's cache."""
+    root = os.environ.get("TEXTITSR_CACHE_DIR")
+    if not root:
+        root = Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache") / "textitsr"
+    return Path(root).expanduser()
+
+
 #: Where the shared research data lives during development and tests (never shipped).
 SHARED_DATA_DIR = Path(os.environ.get("TEXTITSR_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from textitsr.config import DEMO_SEED, REPO_ROOT, DemoPaths
@@ -42,7 +42,7 @@ class DemoResult:
 
 def _world_ok(world: Path) -> int:
     """Number of pairs in a readable synthetic world (0 when absent or unreadable)."""
-    from textitsr.data.synthetic import SyntheticSource
+    from textitsr.data.world import SyntheticSource
 
     try:
         return len(SyntheticSource(world))
@@ -94,41 +94,67 @@ def prepare_demo(
     Backbone features are cached under the demo root, so deleting the root starts from nothing.
     Every artifact is written atomically by its own layer.
     """
-    import shutil
-
-    from textitsr.outputs import DEMO, STORE, check_output_dir
+    from textitsr.outputs import DEMO, check_output_dir
 
     paths = paths or DemoPaths()
     check_output_dir(paths.root, (DEMO,), what="demo folder")
     started = time.perf_counter()
-    built: list[str] = []
+    run = _DemoRun(paths, echo)
+    n_world = _ensure_world(run, seed, world_config)
+    cid = _ensure_model(run, default_model, epochs)
+    _ensure_store(run, cid, n_world, real_scenes)
+    _ensure_tiles(run)
+    seconds = time.perf_counter() - started
+    done = f"built: {', '.join(run.built)}" if run.built else "nothing to build"
+    echo(f"[demo] ready in {seconds:.0f} s ({done})")
+    return DemoResult(paths, tuple(run.built), seconds)
 
-    def step(name: str) -> float:
-        echo(f"[demo] {name} ...")
+
+@dataclass
+class _DemoRun:
+    """What the demo steps share: where the artifacts go, how to report, what was (re)built."""
+
+    paths: DemoPaths
+    echo: Echo
+    built: list[str] = field(default_factory=list)
+
+    def step(self, name: str) -> float:
+        self.echo(f"[demo] {name} ...")
         return time.perf_counter()
 
-    # 1. world
-    n_world = _world_ok(paths.world)
+
+def _ensure_world(run: _DemoRun, seed: int, world_config: object | None) -> int:
+    """1. The synthetic world (generated when absent or unreadable); returns its pair count."""
+    world = run.paths.world
+    n_world = _world_ok(world)
     if n_world:
-        echo(f"[demo] world: {n_world} pairs at {paths.world} (kept)")
-    else:
-        from textitsr.data.synthetic import write_demo_world
+        run.echo(f"[demo] world: {n_world} pairs at {world} (kept)")
+        return n_world
+    from textitsr.synth.world import write_demo_world
 
-        t0 = step(f"world: generating the synthetic georeferenced world into {paths.world}")
-        write_demo_world(paths.world, seed=seed, config=world_config)  # type: ignore[arg-type]
-        n_world = _world_ok(paths.world)
-        echo(f"[demo] world: {n_world} pairs in {time.perf_counter() - t0:.0f} s")
-        built.append("world")
+    t0 = run.step(f"world: generating the synthetic georeferenced world into {world}")
+    write_demo_world(world, seed=seed, config=world_config)  # type: ignore[arg-type]
+    n_world = _world_ok(world)
+    run.echo(f"[demo] world: {n_world} pairs in {time.perf_counter() - t0:.0f} s")
+    run.built.append("world")
+    return n_world
 
-    # 2. model: the shipped default copied in, else trained on the world (retrained with a new world)
+
+def _ensure_model(run: _DemoRun, default_model: Path | None, epochs: int | None) -> str:
+    """2. The model: the shipped default copied in, else trained on the world (retrained with a new
+    world); returns its checkpoint id."""
     from textitsr.training.default_model import DEFAULT_MODEL_DIR
 
+    paths = run.paths
     default_model = DEFAULT_MODEL_DIR if default_model is None else Path(default_model)
     shipped = _checkpoint_id(default_model)
-    cid = None if "world" in built and not shipped else _checkpoint_id(paths.checkpoint)
+    cid = None if "world" in run.built and not shipped else _checkpoint_id(paths.checkpoint)
     if cid:
-        echo(f"[demo] model: checkpoint {cid} at {paths.checkpoint} (kept)")
-    elif shipped:
+        run.echo(f"[demo] model: checkpoint {cid} at {paths.checkpoint} (kept)")
+        return cid
+    if shipped:
+        import shutil
+
         from textitsr.atomic import atomic_dir
 
         with atomic_dir(paths.checkpoint) as tmp:
@@ -136,32 +162,28 @@ def prepare_demo(
                 if item.is_file():
                     shutil.copy2(item, tmp / item.name)
         cid = _checkpoint_id(paths.checkpoint)
-        echo(f"[demo] model: shipped default {cid} copied to {paths.checkpoint}")
-        built.append("model")
+        run.echo(f"[demo] model: shipped default {cid} copied to {paths.checkpoint}")
     else:
         from textitsr.training.train import TrainConfig, train
 
-        t0 = step(f"model: training the default model on the world's train split into {paths.checkpoint}")
-        result = train(
-            TrainConfig(
-                root=paths.world,
-                out=paths.checkpoint,
-                source="synthetic",
-                fusion=DEMO_FUSION,
-                epochs=epochs if epochs is not None else DEMO_EPOCHS,
-                cache_dir=paths.root / "cache",
-            )
-        )
+        t0 = run.step(f"model: training the default model on the world's train split into {paths.checkpoint}")
+        config = TrainConfig(root=paths.world, out=paths.checkpoint, source="synthetic", fusion=DEMO_FUSION,
+                             epochs=epochs if epochs is not None else DEMO_EPOCHS,
+                             cache_dir=paths.root / "cache")
+        result = train(config)
         cid = _checkpoint_id(paths.checkpoint)
-        echo(
-            f"[demo] model: {result.epochs_run} epochs, best val mR {result.best_val_mR:.1f} "
-            f"in {time.perf_counter() - t0:.0f} s"
-        )
-        built.append("model")
+        run.echo(f"[demo] model: {result.epochs_run} epochs, best val mR {result.best_val_mR:.1f} "
+                 f"in {time.perf_counter() - t0:.0f} s")
+    run.built.append("model")
     if cid is None:
         raise CheckpointError(f"{paths.checkpoint}: training finished but the checkpoint cannot be loaded")
+    return cid
 
-    # 3. store: world + real series (resumed when partial; rebuilt for another model or when broken)
+
+def _ensure_store(run: _DemoRun, cid: str, n_world: int, real_scenes: bool) -> None:
+    """3. The store: world + real series, with their map tiles (resumed when partial; rebuilt for
+    another model or when broken)."""
+    paths = run.paths
     real = []
     if real_scenes:
         from textitsr.data.real_scenes import series_sources
@@ -169,43 +191,44 @@ def prepare_demo(
         real = series_sources()
     n_expected = n_world + sum(len(src) for src in real)
     n_store = _store_pairs(paths.store, cid)
-    if n_store == n_expected and "model" not in built:
-        echo(f"[demo] store: {n_store} pairs at {paths.store} (kept)")
-    else:
-        from textitsr.data.synthetic import SyntheticSource
-        from textitsr.index.build import build_store
+    if n_store == n_expected and "model" not in run.built:
+        run.echo(f"[demo] store: {n_store} pairs at {paths.store} (kept)")
+        return
+    import shutil
 
-        if n_store is None and paths.store.exists():
-            check_output_dir(paths.store, (STORE,), what="demo store")  # delete only what we wrote
-            echo(f"[demo] store: {paths.store} is stale or unreadable; rebuilding it")
-            shutil.rmtree(paths.store)
-        t0 = step(f"store: embedding {n_world} world + {n_expected - n_world} real pairs into {paths.store}")
-        store = build_store(paths.checkpoint, SyntheticSource(paths.world), paths.store, progress=True)
-        for src in real:
-            store = build_store(paths.checkpoint, src, paths.store, progress=True)
-        echo(f"[demo] store: {len(store)} pairs in {time.perf_counter() - t0:.0f} s")
-        built.append("store")
+    from textitsr.data.world import SyntheticSource
+    from textitsr.index.archive import Archive
+    from textitsr.outputs import STORE, check_output_dir
 
-    # 4. map tiles of the world's scenes (only scenes not tiled yet)
+    if n_store is None and paths.store.exists():
+        check_output_dir(paths.store, (STORE,), what="demo store")  # delete only what we wrote
+        run.echo(f"[demo] store: {paths.store} is stale or unreadable; rebuilding it")
+        shutil.rmtree(paths.store)
+    t0 = run.step(f"store: embedding {n_world} world + {n_expected - n_world} real pairs into {paths.store}")
+    archive = Archive(paths.store, paths.checkpoint)
+    for src in [SyntheticSource(paths.world), *real]:
+        store = archive.build(src, progress=True)
+    run.echo(f"[demo] store: {len(store)} pairs in {time.perf_counter() - t0:.0f} s")
+    run.built.append("store")
+
+
+def _ensure_tiles(run: _DemoRun) -> None:
+    """4. Map tiles of scenes that have none (a store built before tiles existed)."""
+    from textitsr.index.archive import Archive
     from textitsr.index.store import Store
-    from textitsr.index.tiles import TileIndex, store_scene_paths, tile_store
+    from textitsr.index.tiles import TileIndex, store_scene_paths
 
-    store = Store.open(paths.store)
+    store = Store.open(run.paths.store)
     index = TileIndex.read(store.tiles_dir)
     if all(str(p) in index.paths for p in store_scene_paths(store)):
-        echo(f"[demo] tiles: {len(index.scenes)} scene pyramids at {store.tiles_dir} (kept)")
-    else:
-        t0 = step(f"tiles: map tiles of the world's scenes into {store.tiles_dir}")
-        index = tile_store(store)
-        n_tiles = sum(t.n_tiles for t in index.scenes.values())
-        took = time.perf_counter() - t0
-        echo(f"[demo] tiles: {len(index.scenes)} scenes, {n_tiles:,} tiles in {took:.0f} s")
-        built.append("tiles")
-
-    seconds = time.perf_counter() - started
-    done = f"built: {', '.join(built)}" if built else "nothing to build"
-    echo(f"[demo] ready in {seconds:.0f} s ({done})")
-    return DemoResult(paths, tuple(built), seconds)
+        run.echo(f"[demo] tiles: {len(index.scenes)} scene pyramids at {store.tiles_dir} (kept)")
+        return
+    t0 = run.step(f"tiles: map tiles of the world's scenes into {store.tiles_dir}")
+    index = Archive(run.paths.store).tile_missing()
+    n_tiles = sum(t.n_tiles for t in index.scenes.values())
+    took = time.perf_counter() - t0
+    run.echo(f"[demo] tiles: {len(index.scenes)} scenes, {n_tiles:,} tiles in {took:.0f} s")
+    run.built.append("tiles")
 
 
 # ------------------------------------------------------------------------------------ serving

@@ -4,7 +4,8 @@
 store built with another model, reads the store's embeddings and metadata and builds the FAISS
 indexes. The three queries after that (text -> pairs, pair -> pairs, pair -> sentences) are pure
 functions of those objects; `refresh` re-reads a store that grew (scenes added by `index.build`).
-What the archive holds (pair records, thumbnails, footprints, statistics) is `service.catalog`.
+What the archive holds (pair records, thumbnails, footprints, statistics) the service answers too
+(`pair`, `thumbnails`, `footprints`, `stats`, ...), so callers never reach into its catalog or store.
 Bad input raises `InputError`, store problems `StoreError`, both with a message fit to show to a person.
 """
 
@@ -23,6 +24,7 @@ from textitsr.data.pairs import Bounds
 from textitsr.errors import InputError, StoreError
 from textitsr.index.calibration import MatchCalibration, calibrate_text_matches
 from textitsr.index.catalog import ArchiveStats, Catalog, PairHit
+from textitsr.index.manifest import MANIFEST
 from textitsr.index.places import date_order, overlapping, same_place
 from textitsr.index.search import Filters, SearchConfig, VectorIndex
 from textitsr.index.store import Store, read_manifest
@@ -86,9 +88,6 @@ class SearchService:
         scheduler: Any = None,
         text_backend: str = "auto",
     ) -> None:
-        from textitsr.embedding.encode import QUERY_THREADS
-        from textitsr.models.onnx_text import use_text_backend
-
         self.model = model
         self.checkpoint = Path(checkpoint)
         self.search_config = search_config or SearchConfig()
@@ -97,9 +96,14 @@ class SearchService:
         self._lock = threading.Lock()
         self._full_model: Any = None
         #: What text queries are encoded on (ONNX Runtime when it matches PyTorch, else PyTorch).
-        self.text_backend = use_text_backend(
-            getattr(model, "text_encoder", None), text_backend, threads=QUERY_THREADS
-        )
+        self.text_backend = getattr(model, "backend_choice", None)  # an exported query graph
+        if self.text_backend is None:
+            from textitsr.embedding.encode import QUERY_THREADS
+            from textitsr.models.onnx_text import use_text_backend
+
+            self.text_backend = use_text_backend(
+                getattr(model, "text_encoder", None), text_backend, threads=QUERY_THREADS
+            )
         self._load(store)
 
     @classmethod
@@ -144,6 +148,25 @@ class SearchService:
             raise StoreError(f"{store}: {opened.embed_dim}-d store, model gives {model.config.embed_dim}-d")
         return cls(model, opened, checkpoint, search_config, scheduler, text_backend)
 
+    @classmethod
+    def open_query_graph(cls, store: Path, *, search_config: SearchConfig | None = None
+                         ) -> SearchService | None:
+        """Text queries only, without torch or transformers: the store's model's exported query
+        graph (`embedding.query_graph`) on ONNX Runtime. None when that model has no graph yet."""
+        from textitsr.embedding.query_graph import QueryGraph
+
+        store = Path(store)
+        manifest = read_manifest(store) if store.is_dir() else None
+        if manifest is None:
+            raise StoreError(f"{store}: store folder not found; build one with `textitsr index`")
+        graph = QueryGraph.find(str(manifest["checkpoint_id"]))
+        if graph is None:
+            return None
+        opened = Store.open(store, checkpoint_id=graph.checkpoint_id)
+        if graph.embed_dim != opened.embed_dim:
+            raise StoreError(f"{store}: {opened.embed_dim}-d store, query graph gives {graph.embed_dim}-d")
+        return cls(graph, opened, Path(manifest.get("checkpoint") or store), search_config)
+
     def _load(self, store: Store) -> None:
         """(Re)read the store and build the indexes and the catalog."""
         store.validate()
@@ -157,6 +180,7 @@ class SearchService:
             pairs = VectorIndex(self._pair_vectors(store), self.search_config, cache=cache)
         catalog = Catalog(store, index_kind=pairs.kind)
         self.store, self.catalog, self._pairs = store, catalog, pairs
+        self._stamp = _manifest_stamp(store.root)
         self._caption_index: tuple[VectorIndex, list[str], list[str]] | None = None
         self._calibration: MatchCalibration | None = None
 
@@ -190,9 +214,17 @@ class SearchService:
         return store.index_file(what, hashlib.sha1(key.encode()).hexdigest()[:12])
 
     def refresh(self) -> None:
-        """Re-read the store: after `index.build.add_scenes` appended shards to it."""
+        """Re-read the store now (queries also do it by themselves when its manifest changed)."""
         with self._lock:
             self._load(Store.open(self.store.root, checkpoint_id=self.store.checkpoint_id))
+
+    def _fresh(self) -> None:
+        """Re-read the store when a writer (`index.archive.Archive`) committed a new manifest since
+        it was read: one stat per call, so scenes added by any process show up in the next query."""
+        if _manifest_stamp(self.store.root) != self._stamp:
+            with self._lock:
+                if _manifest_stamp(self.store.root) != self._stamp:
+                    self._load(Store.open(self.store.root, checkpoint_id=self.store.checkpoint_id))
 
     @property
     def archive_id(self) -> str:
@@ -200,6 +232,7 @@ class SearchService:
         return f"{self.store.root.resolve()}:{self.store.checkpoint_id}:{len(self)}"
 
     def __len__(self) -> int:
+        self._fresh()
         return len(self.catalog)
 
     @staticmethod
@@ -254,14 +287,18 @@ class SearchService:
         """(1, d) embedding of a text query (validated; very long text is cut)."""
         if not isinstance(query, str) or not query.strip():
             raise InputError("query: expected a non-empty description of the change to look for")
+        text = " ".join(query.split())[:MAX_QUERY_CHARS]
+        if getattr(self.model, "backend_choice", None) is not None:  # a query graph: no torch here
+            return self.model.encode_texts([text])
         from textitsr.embedding.encode import QUERY_THREADS, encode_texts, torch_threads
 
         with torch_threads(QUERY_THREADS):
-            return encode_texts(self.model, [" ".join(query.split())[:MAX_QUERY_CHARS]])
+            return encode_texts(self.model, [text])
 
     def search_text(self, query: str, k: int = 10, filters: SearchFilters | None = None) -> list[PairHit]:
         """The k pairs that best match a text query (any language the text encoder reads), best first."""
         k = self._check_k(k)
+        self._fresh()
         mask = self.catalog.mask(filters)
         vec = self.encode_query(query)
         return self._query_pairs(vec, k, mask)
@@ -294,6 +331,7 @@ class SearchService:
         `elsewhere`: leave out every pair sharing ground with the query's footprint (`query_bounds`, by
         default the query pair's own), so the same place at other dates does not fill the results."""
         k = self._check_k(k)
+        self._fresh()
         mask = self.catalog.mask(filters)
         vec, row = self._pair_vector(pair_id, before, after)
         if row is not None:
@@ -310,6 +348,7 @@ class SearchService:
 
     def footprint(self, pair_id: str) -> Bounds:
         """Lon/lat footprint of an archive pair; InputError when it has none (not georeferenced)."""
+        self._fresh()
         m, row = self.catalog.masks, self.catalog.row_of(pair_id)
         bounds = (float(m.west[row]), float(m.south[row]), float(m.east[row]), float(m.north[row]))
         if any(np.isnan(bounds)):
@@ -329,6 +368,7 @@ class SearchService:
 
     def pair_query(self, pair_id: str) -> DatedQuery:
         """An archive pair as a query: its own images, dates and footprint."""
+        self._fresh()
         record = self.catalog.pair(pair_id)
         before, after = self.catalog.thumbnails(pair_id)
         return DatedQuery(pair_id, before, after, record["dates"], record["bounds"])
@@ -410,6 +450,7 @@ class SearchService:
         """The text query's score for up to `limit` best-matching footprinted pairs: where in the archive
         the described change happens (hot spots), not only the top k."""
         limit = self._check_k(limit)
+        self._fresh()
         m = self.catalog.masks
         mask = ~(np.isnan(m.west) | np.isnan(m.south) | np.isnan(m.east) | np.isnan(m.north))
         extra = self.catalog.mask(filters)
@@ -435,6 +476,7 @@ class SearchService:
     ) -> list[CaptionHit]:
         """The archive's sentences that best describe a pair (distinct sentences, best first)."""
         k = self._check_k(k)
+        self._fresh()
         vec, _ = self._pair_vector(pair_id, before, after)
         index, texts, pair_ids = self._captions()
         if not texts:
@@ -444,6 +486,72 @@ class SearchService:
             CaptionHit(rank=i + 1, score=float(s), text=texts[r], pair_id=pair_ids[r])
             for i, (s, r) in enumerate(zip(scores[0], rows[0], strict=True))
         ]
+
+
+    # What the archive holds, for the app and the API: they ask the service, never its catalog or store.
+
+    @property
+    def store_root(self) -> Path:
+        """The archive's store folder."""
+        return self.store.root
+
+    @property
+    def checkpoint_id(self) -> str:
+        """The id of the model the archive was embedded with."""
+        return self.store.checkpoint_id
+
+    def has_pair(self, pair_id: str) -> bool:
+        self._fresh()
+        return self.catalog.has_pair(pair_id)
+
+    def pair(self, pair_id: str) -> dict[str, Any]:
+        """A pair's record (id, source, split, dates, bounds, captions, ...); InputError when unknown."""
+        self._fresh()
+        return self.catalog.pair(pair_id)
+
+    def thumbnails(self, pair_id: str) -> tuple[np.ndarray, np.ndarray]:
+        """A pair's (before, after) RGB thumbnails; StoreError when the store holds none."""
+        self._fresh()
+        return self.catalog.thumbnails(pair_id)
+
+    def change_stats(self, pair_id: str) -> dict[str, float] | None:
+        """A pair's spectral change statistics (NDVI/NDWI/NDBI), None when its bands do not allow them."""
+        self._fresh()
+        return self.catalog.change_stats(pair_id)
+
+    def footprints(self, filters: Filters | None = None, *, limit: int | None = None) -> dict:
+        """The pairs' footprints as a GeoJSON FeatureCollection (those `filters` keep, at most `limit`)."""
+        self._fresh()
+        return self.catalog.footprints(filters, limit=limit)
+
+    def stats(self) -> ArchiveStats:
+        """Counts, sources, dates and extent of the archive."""
+        self._fresh()
+        return self.catalog.stats()
+
+    def acquisition_dates(self) -> dict[str, int]:
+        """ISO date -> number of pairs acquired then (before or after)."""
+        self._fresh()
+        return self.catalog.acquisition_dates()
+
+    def scene_areas(self) -> list[SceneArea]:
+        """The archive's areas with their map tiles, largest first."""
+        self._fresh()
+        return self.catalog.scene_areas()
+
+    def tile_size(self) -> int | None:
+        """Side (px) of most of the archive's tiles: the size new scenes should be cut into."""
+        self._fresh()
+        return self.catalog.tile_size()
+
+
+def _manifest_stamp(root: Path) -> tuple[int, int, int] | None:
+    """(inode, mtime ns, size) of a store's manifest: changes with every commit (written and renamed)."""
+    try:
+        st = (Path(root) / MANIFEST).stat()
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
 def _as_rgb(img: Any, name: str) -> np.ndarray:

@@ -237,6 +237,7 @@ class AnnealSession:
             finetune,
             fold_adapter,
         )
+        from textitsr.index.archive import Archive
         from textitsr.models.checkpoint import checkpoint_id, load_checkpoint, model_card, save_checkpoint
 
         labels = self.labels()
@@ -287,7 +288,7 @@ class AnnealSession:
         )
         say(0.92, "re-embedding the store")
         emb = embed_items(adapter, items)
-        self.base.with_embeddings(
+        Archive(self.base.root).reembed(
             self.paths.store, emb, checkpoint=folder.resolve(), model=model_card(folder.resolve())
         )
         metrics = space_metrics(emb, self.change_types, caps, labels)

@@ -1,7 +1,13 @@
 """Streamlit helpers the pages share, one job per module.
 
 - `config`: the app's settings from TEXTITSR_* environment variables.
-- `services`: which archive the pages search (base or ANNEAL fine-tuned), opened once per process.
+- `archives`: which archive the pages search (base or ANNEAL fine-tuned).
+- `services`: that archive's `SearchService`, opened once per process.
+- `archive_writes`: scenes and map tiles written into the base archive.
+- `map_layers`: the base archive's map layers, published once per archive state.
+- `thumbnails`: pairs' thumbnails as JPEG bytes, cached.
+- `anneal`: the ANNEAL session the Annotate page drives.
+- `map_assets`: Leaflet and plugin files served locally.
 - `uploads`: typed scene paths and uploaded GeoTIFFs, checked before anything is written.
 - `filters`: the search pages' widgets -> `SearchFilters`.
 - `footprints`: pair footprints as geometry: hit tests, bounds, areas.

@@ -1,4 +1,5 @@
-"""Search results as files to take away: CSV (one row per pair) and GeoJSON (footprints + scores)."""
+"""Search results as files to take away: CSV (one row per pair), GeoJSON (footprints + scores, for a
+small selection) and GeoParquet (the archive's whole records, for geopandas, DuckDB or QGIS)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from textitsr.app.footprints import box_polygon
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
-    from textitsr.service import PairHit
+    from textitsr.service import PairHit, SearchService
 
 CSV_FIELDS = ("rank", "score", "pair_id", "source", "split", "date_before", "date_after", "change_type",
               "west", "south", "east", "north", "caption")
@@ -65,3 +66,13 @@ def hits_geojson(hits: Sequence[PairHit], query: str | None = None, filters: Any
     if filters is not None:
         collection["filters"] = json.loads(filters_json(filters))
     return json.dumps(collection, ensure_ascii=False)
+
+
+def hits_geoparquet(service: SearchService, hits: Sequence[PairHit], query: str | None = None) -> bytes:
+    """GeoParquet bytes of the results, best first: each pair's stored record (footprint, dates,
+    captions, where its pixels come from) with rank and score."""
+    from textitsr.index.export import rows_geoparquet
+
+    catalog = service.catalog
+    rows = catalog.meta.iloc[[catalog.row_of(h.pair_id) for h in hits]]
+    return rows_geoparquet(rows, ranks=[h.rank for h in hits], scores=[h.score for h in hits], query=query)

@@ -23,7 +23,7 @@ VIEWS_KEY = "inspector-view"
 
 def first_pair_id(service: SearchService) -> str | None:
     """The pair the Inspector shows when it was given none (the archive's first with a footprint)."""
-    first = service.catalog.footprints(limit=1)["features"]
+    first = service.footprints(limit=1)["features"]
     return first[0]["properties"]["pair_id"] if first else None
 
 
@@ -55,6 +55,29 @@ def facts_line(record: Mapping[str, Any]) -> str:
     return " · ".join(facts)
 
 
+def stac_line(record: Mapping[str, Any]) -> str | None:
+    """One markdown line of the STAC items a pair was read from (ids, collection, cloud cover, GSD,
+    item links; escaped), or None for a pair that came from no catalog."""
+    stac = (record.get("location") or {}).get("stac")
+    if not isinstance(stac, Mapping):
+        return None
+    before, after = (stac.get(k) if isinstance(stac.get(k), Mapping) else {} for k in ("before", "after"))
+    ids = [markdown_text(c.get("id") or "?") for c in (before, after)]
+    facts = [f"STAC items **{ids[0]}** → **{ids[1]}**"]
+    if before.get("collection"):
+        facts.append(f"collection **{markdown_text(before['collection'])}**")
+    clouds = [c.get("cloud_cover") for c in (before, after)]
+    if any(isinstance(c, int | float) for c in clouds):
+        shown = [f"{c:g}%" if isinstance(c, int | float) else "?" for c in clouds]
+        facts.append("cloud cover " + " → ".join(shown))
+    if isinstance(before.get("gsd"), int | float):
+        facts.append(f"GSD {before['gsd']:g} m")
+    links = [markdown_text(c["href"]) for c in (before, after) if c.get("href")]
+    if links:
+        facts.append("items " + ", ".join(links))
+    return " · ".join(facts)
+
+
 def pair_views(service: SearchService, pair_id: str, jpegs: tuple[bytes, bytes], labels: tuple[str, str]
                ) -> None:
     """Swipe/blink and the difference heatmap in tabs; the heatmap only while its tab is open."""
@@ -69,7 +92,7 @@ def pair_views(service: SearchService, pair_id: str, jpegs: tuple[bytes, bytes],
             compare.before_after_viewer(*jpegs, labels)
         if diff_tab.open:
             with diff_tab, widgets.show_errors("Difference heatmap"):
-                before, after = service.catalog.thumbnails(pair_id)
+                before, after = service.thumbnails(pair_id)
                 st.plotly_chart(figures.difference_heatmap(before, after), key="diff", width="stretch")
 
     views()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import folium
@@ -18,11 +19,10 @@ import xyzservices
 from folium import plugins
 
 from textitsr.app.footprints import Bounds, Cluster, feature_bounds, footprints_bounds, union
+from textitsr.app.map_assets import use_local_map_assets
 from textitsr.escape import html_text
-from textitsr.map_assets import use_local_map_assets
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
-    from textitsr.app.services import MapLayers
     from textitsr.index.tiles import SceneArea
     from textitsr.service import PairHit, ScoreMap
 
@@ -43,6 +43,27 @@ RANK_CSS = (".textitsr-rank{background:#f6ad55;color:#1a202c;border:1px solid #7
 
 
 SCENE_ATTRIBUTION = "textitsr scenes"
+
+
+@dataclass(frozen=True)
+class MapLayers:
+    """What the maps draw for the base archive: its areas, and where the browser fetches imagery
+    tiles and footprints (Streamlit static serving)."""
+
+    areas: list[SceneArea]
+    tiles_url: str
+    footprints_url: str
+    #: Every pair's footprint (GeoJSON FeatureCollection, as `Catalog.footprints()` returns it) and
+    #: pair_id -> (W, S, E, N): built once per archive state, not on every rerun (shared: read only).
+    footprints: dict[str, Any]
+    boxes: dict[str, Bounds]
+
+    @property
+    def signature(self) -> tuple:
+        """What maps drawn from these layers depend on (keys maps rendered once, `map_widget`)."""
+        tiles = tuple((a.name, a.bounds, a.before.key if a.before else "", a.after.key if a.after else "")
+                      for a in self.areas)
+        return (self.tiles_url, self.footprints_url, tiles)
 
 
 def _tile_provider(name: str, url: str) -> xyzservices.TileProvider:

@@ -16,7 +16,7 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     import folium
     import numpy as np
 
-    from textitsr.app.services import MapLayers
+    from textitsr.app.maps import MapLayers
     from textitsr.service import ArchiveStats, CaptionHit, PairHit, ScoreMap, SearchService
 
 log = logging.getLogger(__name__)
@@ -258,7 +258,7 @@ def before_after(service: SearchService, pair_id: str, captions: tuple[str, str]
     """A pair's before and after thumbnails side by side (JPEG: a tenth of PNG's bytes to send)."""
     import streamlit as st
 
-    from textitsr.app.services import thumbnail_jpegs
+    from textitsr.app.thumbnails import thumbnail_jpegs
 
     before, after = thumbnail_jpegs(service, pair_id)
     left, right = st.columns(2)

@@ -1,5 +1,6 @@
-"""Data layer: every source (LEVIR-CC, Dubai-CCD, folders, GeoTIFF series, synthetic) yields
-`BitemporalPair` records; nothing downstream knows which dataset a pair came from."""
+"""Readers: every source (LEVIR-CC, Dubai-CCD, folders, GeoTIFF series, a written synthetic world)
+yields `BitemporalPair` records; nothing here fabricates pairs (see `textitsr.synth`), and nothing
+downstream knows which dataset a pair came from."""
 
 from textitsr.data.pairs import BitemporalPair, PairSource
 

@@ -53,7 +53,7 @@ from textitsr.data.imageio import (
     scale_gain,
     to_unit,
 )
-from textitsr.data.pairs import BitemporalPair, Bounds, PairSourceBase, id_part
+from textitsr.data.pairs import BitemporalPair, Bounds, PairSourceBase, SceneDisplay, id_part
 from textitsr.data.scenes import Scene, expand_paths, open_scene, place_name
 from textitsr.errors import InputError
 
@@ -297,6 +297,21 @@ class GeoTiffSource(PairSourceBase):
 
     def paths(self) -> list[Path]:
         return [s.path for s in self.scenes]
+
+    def map_scenes(self) -> list[SceneDisplay]:
+        """Each scene with this source's display bands and per-scene scaling (the stretch its pairs
+        get, from the same decimated read), so the map shows what is embedded and thumbnailed."""
+        shown = [self.bands.index(b) for b in self.display]
+        out = []
+        for scene in self.scenes:
+            with self._warped(scene) as vrt:
+                scale = self._scale(scene, vrt)
+            out.append(SceneDisplay(
+                path=scene.path,
+                bands=tuple(self._band_idx[k] for k in shown),
+                scale=tuple(scale[k] for k in shown),
+            ))
+        return out
 
     def count(self, split: str | None = None) -> int:
         """Upper bound of the pairs (tiles with too much nodata are skipped); no pairs in a split."""

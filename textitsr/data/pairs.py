@@ -126,6 +126,23 @@ class PairSource(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class SceneDisplay:
+    """How a source shows one of its georeferenced scene files, exactly as its pairs' pixels: which
+    file bands are red, green, blue (1-based) and each one's (offset, divisor), so that a display
+    value is (raw - offset) / divisor clipped to [0, 1]. Map tiles are drawn with it."""
+
+    path: Path
+    bands: tuple[int, int, int]
+    scale: tuple[tuple[float, float], tuple[float, float], tuple[float, float]]
+
+    @property
+    def signature(self) -> str:
+        """What the tiles drawn with this display depend on (beyond the file's content)."""
+        scale = ",".join(f"{o:.6g}/{d:.6g}" for o, d in self.scale)
+        return f"bands={','.join(map(str, self.bands))};scale={scale}"
+
+
 class PairSourceBase:
     """Count, identity and fingerprint for loaders that only define `name`, `paths`, `pairs`, `__len__`."""
 
@@ -142,6 +159,10 @@ class PairSourceBase:
 
     def count(self, split: str | None = None) -> int:
         return len(self) if split is None else sum(1 for _ in self.pairs(split))
+
+    def map_scenes(self) -> list[SceneDisplay]:
+        """The georeferenced scene files the pairs are cut from, shown as the pairs are (none here)."""
+        return []
 
     def fingerprint(self, split: str | None = None, exclude: Path | None = None) -> str:
         """Hash of the relative paths, sizes and mtimes of the files under `paths()` (no pixels read;

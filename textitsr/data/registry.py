@@ -88,7 +88,7 @@ def open_source(root: Path | Sequence[Path], kind: str | None = None, **options:
         from textitsr.data.folder import FolderSource
 
         return FolderSource(root, **options)
-    from textitsr.data.synthetic import SyntheticSource
+    from textitsr.data.world import SyntheticSource
 
     return SyntheticSource(root, **options)
 
@@ -138,16 +138,33 @@ class SourceOptions:
         """(kind, keyword arguments of that kind's loader) for a source at `root`."""
         kind = self.kind or detect_kind(root)
         if kind == "geotiff":
-            given = dict(tile_size=self.tile_size, pairing=parse_pairing(self.pairing),
-                         band_names=_names(self.band_names), bands=_names(self.bands), display=self.display,
-                         stretch=self.stretch, max_nodata=self.max_nodata)
-            return kind, {k: v for k, v in given.items() if v is not None}  # defaults live in GeoTiffOptions
+            return kind, self.geotiff_options() | self._given(pairing=parse_pairing(self.pairing))
         if kind in CAPTIONED_KINDS:
             options: dict[str, Any] = {"on_missing": "skip" if self.skip_missing else "error"}
             if kind != "levircc":
                 options |= {"band_names": _names(self.band_names), "display": self.display}
             return kind, options
         return kind, {}
+
+    def geotiff_options(self) -> dict[str, Any]:
+        """GeoTiffOptions fields given (pairing aside: each series reader parses its own)."""
+        return self._given(tile_size=self.tile_size, band_names=_names(self.band_names),
+                           bands=_names(self.bands), display=self.display, stretch=self.stretch,
+                           max_nodata=self.max_nodata)
+
+    @staticmethod
+    def _given(**values: Any) -> dict[str, Any]:
+        return {k: v for k, v in values.items() if v is not None}  # defaults live in GeoTiffOptions
+
+    def open_stac(self, url: str, collection: str | None = None, bbox: str | None = None,
+                  datetime: str | None = None, assets: str | None = None) -> PairSource:
+        """The pairs of a STAC catalog or API (`textitsr.data.stac`), with these GeoTIFF options;
+        `bbox` 'W,S,E,N' and `assets` 'red,green,blue' as typed."""
+        from textitsr.data.stac import StacQuery, StacSource, parse_assets, parse_bbox
+
+        query = StacQuery(collection=collection, bbox=parse_bbox(bbox), datetime=datetime,
+                          assets=parse_assets(assets), pairing=self.pairing or "consecutive")
+        return StacSource(url, query, **self.geotiff_options())
 
     def open(self, root: Path | Sequence[Path]) -> PairSource:
         """The source at `root` (a folder, a file, or a list of GeoTIFF paths) read with these options."""

@@ -66,7 +66,7 @@ def open_scene(path: Path, band_names: tuple[str, ...] | None) -> Scene:
     except RasterioIOError as err:
         raise InputError(f"{path}: not a readable GeoTIFF ({err}); expected a GeoTIFF scene") from err
     with src:
-        if src.driver not in ("GTiff", "COG"):
+        if src.driver not in ("GTiff", "COG", "VRT"):  # VRT: a STAC item's assets stacked as bands
             raise InputError(f"{path}: is a {src.driver} file, expected a GeoTIFF")
         if src.crs is None:
             raise InputError(

@@ -12,6 +12,7 @@ skipped, so an interrupted build resumes where it stopped.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import re
@@ -161,7 +162,8 @@ def resolve_precision(model: Any, source: PairSource, split: str | None, config:
         pairs = list(itertools.islice(source.pairs(split), PROBE_PAIRS))
         return [p.rgb("before") for p in pairs], [p.rgb("after") for p in pairs]
 
-    return replace(config, precision=choose_precision(model, "auto", probe).precision)
+    choice = choose_precision(model, "auto", probe, config.backbone_runtime)
+    return replace(config, precision=choice.precision)
 
 
 def embed_pairs(
@@ -316,13 +318,15 @@ def build_store(
     progress: bool | ProgressFn = True,
     config: BuildConfig | None = None,
     prefix: str | None = None,
+    locked: bool = False,
 ) -> Store:
     """Embed `source` (all pairs, or one split) with `checkpoint` into the store at `out`.
 
     Creates the store, or extends it when it already exists for the same checkpoint (new source ->
     new shards; same source -> the missing shards only, i.e. resume). `scheduler`: a Dask scheduler
     address ("tcp://host:8786") or a `distributed.Client`; workers must see `out` and the source
-    root on a shared filesystem. Returns the opened store.
+    root on a shared filesystem. `locked`: the caller already holds the store's writer lock
+    (`index.archive.Archive`, which also writes the map tiles). Returns the opened store.
     """
     config = config or BuildConfig(batch_size=batch_size, shard_size=shard_size)
     check_split(split)
@@ -333,7 +337,7 @@ def build_store(
     config = resolve_precision(model, source, split, config)
     card = model_card(checkpoint)
     out = Path(out)
-    with writer_lock(out):
+    with contextlib.nullcontext() if locked else writer_lock(out):
         created = not (out / MANIFEST).exists()
         folder_existed = out.exists()
         try:
@@ -476,40 +480,3 @@ def _build_distributed(
     finally:
         if client is not scheduler:
             client.close()
-
-
-def add_scenes(
-    checkpoint: Path,
-    store: Path,
-    paths: list[Path],
-    progress: bool | ProgressFn = False,
-    **options: Any,
-) -> int:
-    """Tile a GeoTIFF scene pair (or series) into pairs, embed them and append them to `store`.
-
-    `options` go to the GeoTIFF loader (tile_size, pairing, bands, ...). Returns the number of
-    pairs added (0 when these scenes are already in the archive). Scenes whose files all hold content
-    the store already has are refused (InputError); the new scenes' map tiles are written. A service
-    open on the store sees them after `SearchService.refresh()`.
-    """
-    from textitsr.data.registry import open_source
-
-    paths = [Path(p) for p in paths]
-    if len(paths) < 2:
-        raise InputError(f"add_scenes: expected at least two GeoTIFF scenes of one place, got {len(paths)}")
-    for p in paths:
-        if not p.is_file():
-            raise InputError(f"{p}: scene file not found")
-    for name in ("tile_size", "stride"):
-        value = options.get(name)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))):
-            raise InputError(f"{name}={value!r}: expected a whole number of pixels")
-    from textitsr.index.tiles import file_digest, refuse_known_scenes, tile_key, tile_store
-
-    refuse_known_scenes(Store.open(store), [tile_key(file_digest(p)) for p in paths], [p.name for p in paths])
-    source = open_source(paths, kind="geotiff", **options)
-    before = len(Store.open(store))
-    built = build_store(checkpoint, source, store, progress=progress)
-    tile_store(built, progress if callable(progress) else None)
-    return len(built) - before
-

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from textitsr.atomic import atomic_dir, atomic_write_text
+from textitsr.data.pairs import SceneDisplay
 from textitsr.errors import InputError, StoreError
 from textitsr.safe_read import loads_bounded, read_json_file
 
@@ -52,6 +53,8 @@ class TileSet:
     maxzoom: int
     n_tiles: int
     format: str = TILE_FORMAT
+    #: `SceneDisplay.signature` the tiles were drawn with ("" : the file's own RGB bands, stretched here).
+    display: str = ""
 
     def url(self, base: str) -> str:
         """Leaflet URL template of this pyramid under `base` (where the tiles folder is served)."""
@@ -67,9 +70,21 @@ def file_digest(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+#: Hex digits of a scene's content key.
+KEY_LEN = 16
+
+
 def tile_key(digest: str) -> str:
-    """Folder name of a scene's pyramid (the digest's first 16 hex digits)."""
-    return digest[:16]
+    """A scene's content key (the digest's first 16 hex digits): its identity, whatever its path."""
+    return digest[:KEY_LEN]
+
+
+def pyramid_key(content: str, display: SceneDisplay | None) -> str:
+    """Folder name of a scene's pyramid: its content key, plus a digest of the display it was drawn
+    with (one scene shown two ways gets two pyramids; a pyramid is never redrawn in place)."""
+    if display is None:
+        return content
+    return f"{content}-{hashlib.sha256(display.signature.encode()).hexdigest()[:8]}"
 
 
 @dataclass
@@ -149,8 +164,18 @@ def _encode(rgba: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def write_scene_tiles(path: Path, dest: Path, progress: Callable[[int, int], None] | None = None) -> TileSet:
-    """Write the XYZ pyramid of one georeferenced scene into the folder `dest` (created atomically)."""
+def write_scene_tiles(
+    path: Path,
+    dest: Path,
+    progress: Callable[[int, int], None] | None = None,
+    display: SceneDisplay | None = None,
+) -> TileSet:
+    """Write the XYZ pyramid of one georeferenced scene into the folder `dest` (created atomically).
+
+    `display`: the bands and scaling the source's pairs were read with (`PairSource.map_scenes`), so
+    the map shows what was embedded; None (stores whose source is unknown): the file's RGB bands,
+    stretched over the whole scene.
+    """
     import mercantile
     import rasterio
     from rasterio.enums import ColorInterp, Resampling
@@ -173,10 +198,17 @@ def write_scene_tiles(path: Path, dest: Path, progress: Callable[[int, int], Non
         lat = (s + n) / 2
         res_m = abs(src.res[0]) * metres * (1.0 if src.crs.is_projected else math.cos(math.radians(lat)))
         minzoom, maxzoom = zoom_range(res_m, src.width, src.height, lat)
-        bands = _display_bands(src)
-        stretch = _stretch(src, bands)
-        lo = np.array([a for a, _ in stretch], dtype=np.float32)[:, None, None]
-        span = np.array([b - a for a, b in stretch], dtype=np.float32)[:, None, None]
+        if display is not None:
+            bands = list(display.bands)
+            if max(bands) > src.count:
+                raise InputError(f"{path}: display bands {bands} but the file has {src.count} band(s)")
+            lo = np.array([o for o, _ in display.scale], dtype=np.float32)[:, None, None]
+            span = np.array([d for _, d in display.scale], dtype=np.float32)[:, None, None]
+        else:
+            bands = _display_bands(src)
+            stretch = _stretch(src, bands)
+            lo = np.array([a for a, _ in stretch], dtype=np.float32)[:, None, None]
+            span = np.array([b - a for a, b in stretch], dtype=np.float32)[:, None, None]
         tiles = [t for z in range(minzoom, maxzoom + 1) for t in mercantile.tiles(w, s, e, n, z)]
         # A scene with its own alpha band keeps it (GDAL refuses a second); otherwise one is added.
         own_alpha = [i + 1 for i, ci in enumerate(src.colorinterp) if ci == ColorInterp.alpha]
@@ -200,7 +232,8 @@ def write_scene_tiles(path: Path, dest: Path, progress: Callable[[int, int], Non
                 written += 1
                 if progress is not None:
                     progress(i + 1, len(tiles))
-    return TileSet(dest.name, str(path), (w, s, e, n), minzoom, maxzoom, written)
+    return TileSet(dest.name, str(path), (w, s, e, n), minzoom, maxzoom, written,
+                   display=display.signature if display is not None else "")
 
 
 def scene_paths(locations: Iterable[Any]) -> list[Path]:
@@ -223,22 +256,27 @@ def scene_paths(locations: Iterable[Any]) -> list[Path]:
 
 def update_tiles(
     tiles_dir: Path,
-    scenes: Iterable[Path],
+    scenes: Iterable[Path | SceneDisplay],
     progress: Callable[[float, str], None] | None = None,
 ) -> dict[str, str]:
     """Tile every scene file not tiled yet; returns scene path -> pyramid key for all of `scenes`.
 
-    Missing files and scenes without georeferencing are skipped (their pairs keep outlines only).
+    A `SceneDisplay` is tiled with its bands and scaling (again when its pyramid was drawn another
+    way); a bare path keeps whatever pyramid it has. Missing files and scenes without georeferencing
+    are skipped (their pairs keep outlines only).
     """
     tiles_dir = Path(tiles_dir)
     index = TileIndex.read(tiles_dir)
     keys: dict[str, str] = {}
-    todo = [Path(p) for p in scenes]
-    for i, path in enumerate(todo):
+    todo = [(s.path, s) if isinstance(s, SceneDisplay) else (Path(s), None) for s in scenes]
+    for i, (path, display) in enumerate(todo):
+        path = Path(path)
         if not path.is_file():
             continue
         known = index.paths.get(str(path))
-        key = known if known and (tiles_dir / known).is_dir() else tile_key(file_digest(path))
+        content = known[:KEY_LEN] if known and (tiles_dir / known).is_dir() else tile_key(file_digest(path))
+        key = (known if display is None and known and known.startswith(content)
+               else pyramid_key(content, display))
         keys[str(path)] = key
         if key in index.scenes and (tiles_dir / key).is_dir():
             if index.paths.get(str(path)) != key:
@@ -251,7 +289,7 @@ def update_tiles(
                 progress((i + done / max(total, 1)) / len(todo), f"map tiles of {name}: {done}/{total}")
 
         try:
-            index.scenes[key] = write_scene_tiles(path, tiles_dir / key, step)
+            index.scenes[key] = write_scene_tiles(path, tiles_dir / key, step, display)
         except InputError:
             continue
         index.paths[str(path)] = key
@@ -319,16 +357,10 @@ def store_scene_paths(store: Any) -> list[Path]:
     return [p for p in scene_paths(store.metadata()["location"]) if p.is_file()]
 
 
-def tile_store(store: Any, progress: Callable[[float, str], None] | None = None) -> TileIndex:
-    """Bring a store's tile pyramids up to date with its scenes (only new scenes are tiled)."""
-    update_tiles(store.tiles_dir, store_scene_paths(store), progress)
-    return TileIndex.read(store.tiles_dir)
-
-
 def scene_keys(store: Any) -> set[str]:
     """Content keys of every scene in the store (from the tile index; files it lacks are hashed)."""
     index = TileIndex.read(store.tiles_dir)
-    return {index.paths.get(str(p)) or tile_key(file_digest(p)) for p in store_scene_paths(store)}
+    return {(index.paths.get(str(p)) or tile_key(file_digest(p)))[:KEY_LEN] for p in store_scene_paths(store)}
 
 
 def refuse_known_scenes(store: Any, keys: list[str], names: list[str]) -> None:

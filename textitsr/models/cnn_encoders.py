@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from textitsr.errors import InputError
-from textitsr.models.encoders import (
+from textitsr.models.backbone import (
     StagedImageEncoder,
     _freeze,
 )

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from textitsr.errors import InputError
-from textitsr.models.encoders import (
+from textitsr.models.backbone import (
     DEFAULT_IMAGE_ENCODER,
     DEFAULT_MAX_TEXT_LENGTH,
     DEFAULT_TEXT_ENCODER,

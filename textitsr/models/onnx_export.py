@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -66,10 +65,9 @@ class OnnxSession:
 
 def cache_dir() -> Path:
     """Where exported graphs are kept: $TEXTITSR_CACHE_DIR, else the user's cache folder."""
-    root = os.environ.get("TEXTITSR_CACHE_DIR")
-    if not root:
-        root = Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache") / "textitsr"
-    return Path(root).expanduser() / "onnx"
+    from textitsr.config import user_cache_dir
+
+    return user_cache_dir() / "onnx"
 
 
 def export_key(module: torch.nn.Module, role: str) -> str:

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from textitsr.config import DATA_DIR, REPO_ROOT
-from textitsr.data.training_data import TrainingDataRecipe, make_training_data
+from textitsr.synth.training_data import TrainingDataRecipe, make_training_data
 
 DEFAULT_MODEL_DIR = REPO_ROOT / "textitsr" / "assets" / "default_model"
 DEFAULT_DATA_DIR = DATA_DIR / "cache" / "realtrain"
@@ -28,7 +28,7 @@ MODEL_CARD = "MODEL_CARD.md"
 EXTRA_SUFFIX = "-extra"
 #: Folder (next to the data folder) of the demo world the recipe may train on.
 DEMO_WORLD_DIR = "demo-world"
-#: The extra set: storm-damaged forest and roads laid across open ground (`data/storm_roads.py`),
+#: The extra set: storm-damaged forest and roads laid across open ground (`synth/storm_roads.py`),
 #: the change looks realdev's vegetation and road pairs have and the first set lacked.
 EXTRA_SYNTH_TARGETS = {"vegetation_storm_damage": 200, "road_laid": 150}
 
@@ -74,7 +74,8 @@ class DefaultRecipe:
 def demo_world(folder: Path) -> Path:
     """The demo world (seed DEMO_SEED, default size) in `folder`, written there unless already there."""
     from textitsr.config import DEMO_SEED
-    from textitsr.data.synthetic import MANIFEST, SyntheticWorldConfig, write_demo_world
+    from textitsr.data.world import MANIFEST
+    from textitsr.synth.world import SyntheticWorldConfig, write_demo_world
 
     wanted = {"seed": DEMO_SEED, "config": asdict(SyntheticWorldConfig())}
     try:

@@ -1,6 +1,6 @@
 """Caption language of the synthetic world: LEVIR-CC-style sentences grounded in a tile's change event.
 
-The generator in `textitsr.data.synthetic` records the facts of each event (what changed, how many
+The generator in `textitsr.synth.world` records the facts of each event (what changed, how many
 objects, where in the tile, what the ground was before); this module turns them into five varied,
 lower-case sentences in the register of the LEVIR-CC captions ("several houses are built on the
 bareland at the top left", "a road appears in the woods", "there is no difference"). Phrasing is

@@ -17,11 +17,11 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from textitsr.data.caption_bank import CaptionBank, place_of
 from textitsr.data.describe import DEFAULT_THRESHOLDS, _index, change_stats, describe_change
 from textitsr.data.pairs import BitemporalPair
-from textitsr.data.realsynth import MIN_INSTANCE
 from textitsr.errors import InputError
+from textitsr.synth.caption_bank import CaptionBank, place_of
+from textitsr.synth.realsynth import MIN_INSTANCE
 
 #: A fraction of the tile below this is no change worth a caption; above MIN_TYPE it names the type.
 MIN_TYPE = 0.05

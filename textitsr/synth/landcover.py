@@ -1,4 +1,4 @@
-"""Land cover, change events and rendering of one synthetic tile (used by `textitsr.data.synthetic`).
+"""Land cover, change events and rendering of one synthetic tile (used by `textitsr.synth.world`).
 
 A tile is a label map per date (bare soil, grass, trees, water, concrete/asphalt road, roofs, shadow,
 wet soil, rubble) plus texture fields shared by both dates, so unchanged ground renders the same and
@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from textitsr.data.synthetic_captions import place_of_mask
+from textitsr.synth.world_captions import place_of_mask
 
 BARE, GRASS, TREES, WATER, CONCRETE, ASPHALT = 0, 1, 2, 3, 4, 5
 ROOFS = ((6, 7), (8, 9), (10, 11), (12, 13))  # (lit half, shaded half) for red, grey, white, brown roofs

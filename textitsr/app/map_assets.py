@@ -1,7 +1,7 @@
 """Leaflet & co. served from the app itself, so the map works without internet.
 
 folium and its plugins reference CDN URLs; the set-up (`make assets` -> `python -m
-textitsr.map_assets`) installs the same libraries from npm (package.json / package-lock.json) and
+textitsr.app.map_assets`) installs the same libraries from npm (package.json / package-lock.json) and
 copies the files the map needs into static/vendor/ (git-ignored; never committed). At app start
 `use_local_map_assets()` repoints folium's URLs to /app/static/vendor/... (Streamlit static
 serving). This module is the one home of that CDN -> local file manifest.

@@ -33,10 +33,10 @@ import numpy as np
 from PIL import Image
 
 from textitsr.atomic import atomic_dir, atomic_write_text
-from textitsr.data.augment import geometric, jitter
-from textitsr.data.caption_bank import CaptionBank, place_of
 from textitsr.data.levircc import CAPTIONS_FILE
 from textitsr.errors import InputError
+from textitsr.synth.augment import geometric, jitter
+from textitsr.synth.caption_bank import CaptionBank, place_of
 
 FORMAT = "textitsr-training-data"
 VERSION = 1
@@ -114,8 +114,8 @@ def _jittered(
 # ------------------------------------------------------------------------------------- parts
 def synth_part(shared: Path, recipe: TrainingDataRecipe, bank: CaptionBank) -> Iterator[Generated]:
     """Fabricated changes on realtrain tiles; false-colour tiles are left out (realdev is RGB)."""
-    from textitsr.data.realsynth import OPERATIONS, paste_buildings, read_tiles
-    from textitsr.data.storm_roads import MORE_OPERATIONS
+    from textitsr.synth.realsynth import OPERATIONS, paste_buildings, read_tiles
+    from textitsr.synth.storm_roads import MORE_OPERATIONS
 
     operations = {**OPERATIONS, **MORE_OPERATIONS}
 
@@ -153,7 +153,7 @@ def synth_part(shared: Path, recipe: TrainingDataRecipe, bank: CaptionBank) -> I
 
 def realpairs_part(shared: Path, recipe: TrainingDataRecipe, bank: CaptionBank) -> Iterator[Generated]:
     """Real change-detection pairs, each as `real_pair_copies` augmented copies."""
-    from textitsr.data.realpairs import captions_for, change_detection_pairs
+    from textitsr.synth.realpairs import captions_for, change_detection_pairs
 
     for item in change_detection_pairs(shared / "realtrain", shared / "levircd-samples"):
         split = _split_of(item.name, recipe)
@@ -182,7 +182,7 @@ def realpairs_part(shared: Path, recipe: TrainingDataRecipe, bank: CaptionBank) 
 
 def timeseries_part(shared: Path, recipe: TrainingDataRecipe, bank: CaptionBank) -> Iterator[Generated]:
     """NAIP date pairs captioned by water change, Landsat (Pucallpa) by vegetation change."""
-    from textitsr.data.realpairs import captions_for, time_series_pairs
+    from textitsr.synth.realpairs import captions_for, time_series_pairs
 
     series = [
         (shared / "geo" / "naip", ("water_expanded", "water_receded"), False, {}),
@@ -213,8 +213,9 @@ def world_part(
 ) -> Iterator[Generated]:
     """The procedural world (its own captions), with colour/blur/scale jitter; rotated or flipped
     only when no caption names a place (a rotation would make "top left" wrong)."""
-    from textitsr.data.caption_bank import caption_place_ok
-    from textitsr.data.synthetic import SyntheticSource, SyntheticWorldConfig, write_demo_world
+    from textitsr.data.world import SyntheticSource
+    from textitsr.synth.caption_bank import caption_place_ok
+    from textitsr.synth.world import SyntheticWorldConfig, write_demo_world
 
     world = cache / "world"
     config = SyntheticWorldConfig(

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from textitsr.data.realsynth import SOIL_TINT, RealTile, SynthChange, fill, texture_canvas, tree_blob
+from textitsr.synth.realsynth import SOIL_TINT, RealTile, SynthChange, fill, texture_canvas, tree_blob
 
 #: Light colour of bare wood and debris (RGB) streaked over stripped canopy.
 TRUNK_RGB = np.array([196.0, 182.0, 158.0], np.float32)
