@@ -51,6 +51,7 @@ def series_service(tiny_archive, tmp_path_factory) -> SearchService:
     archive = Archive(store, svc.checkpoint)
     archive.add_scenes(write_series(root / "a", (630000, 3370000)), tile_size=32)
     archive.add_scenes(write_series(root / "b", (650000, 3390000)), tile_size=32)
+    svc.refresh()  # the tests read `svc.catalog` directly; queries would re-read the store themselves
     return svc
 
 

@@ -44,7 +44,7 @@ def server(catalog: Path):
 def test_local_catalog_gives_tile_pairs_with_stac_facts(catalog: Path) -> None:
     source = StacSource(str(catalog), StacQuery(collection="naip", assets=RGB), tile_size=64)
     pairs = list(source.pairs())
-    assert len(source.series) == 1 and len(pairs) == 2 * 4  # 3 dates -> 2 consecutive pairs, 2 x 2 tiles
+    assert len(source.series) == 1 and len(pairs) == 2 * 9  # 3 dates -> 2 pairs, 3 x 3 tiles (edge flush)
     first = pairs[0]
     assert first.bands == RGB and first.before.shape == (64, 64, 3) and first.source == "stac"
     assert first.dates == ("2012-07-31", "2014-07-20")
@@ -62,7 +62,7 @@ def test_local_catalog_gives_tile_pairs_with_stac_facts(catalog: Path) -> None:
 def test_visual_asset_takes_band_names_from_the_catalog(catalog: Path) -> None:
     source = StacSource(str(catalog), StacQuery(collection="landsat", pairing="all"), tile_size=64)
     pairs = list(source.pairs())
-    assert len(pairs) == 3 * 4 and pairs[0].bands == ("swir1", "nir", "red", "green")
+    assert len(pairs) == 3 * 9 and pairs[0].bands == ("swir1", "nir", "red", "green")
     assert {p.dates for p in pairs} == {("1985-07-01", "1990-07-01"), ("1985-07-01", "1995-07-01"),
                                         ("1990-07-01", "1995-07-01")}
 
@@ -81,7 +81,7 @@ def test_http_catalog_is_read_with_range_requests(catalog: Path, server) -> None
     url = f"{server.url}/catalog.json"
     source = StacSource(url, StacQuery(collection="naip", assets=RGB), tile_size=64)
     pairs = list(source.pairs())
-    assert len(pairs) == 8 and pairs[0].location["stac"]["before"]["href"].startswith(server.url)
+    assert len(pairs) == 2 * 9 and pairs[0].location["stac"]["before"]["href"].startswith(server.url)
     assert pairs[0].location["stac"]["before"]["assets"]["red"].startswith(server.url)
     gets = [(status, n) for verb, path, status, n in server.log if verb == "GET" and path.endswith(".tif")]
     assert gets and all(status == 206 for status, _ in gets)  # range reads, never a whole file
@@ -96,7 +96,7 @@ def test_stac_api_search(catalog: Path, server) -> None:
     source = StacSource(url, StacQuery(collection="naip", assets=RGB, datetime="2013-01-01/.."), tile_size=64)
     pairs = list(source.pairs())
     assert any(path == "search" for _, path, _, _ in server.log)  # asked the API, not a walk
-    assert len(pairs) == 4 and {p.dates for p in pairs} == {("2014-07-20", "2016-08-16")}
+    assert len(pairs) == 9 and {p.dates for p in pairs} == {("2014-07-20", "2016-08-16")}
     assert pairs[0].location["stac"]["before"]["assets"]["red"].startswith(server.url)
 
 
@@ -198,7 +198,7 @@ def test_index_stac_over_http_builds_a_searchable_store(tiny_archive, catalog: P
     assert code == 0, err
     service = SearchService.open(store)
     hits = service.search_text("new buildings", k=3)
-    assert len(service.catalog) == 8 and len(hits) == 3
+    assert len(service.catalog) == 2 * 9 and len(hits) == 3
     record = service.catalog.pair(hits[0].pair_id)
     facts = record["location"]["stac"]
     assert record["source"] == "stac" and facts["before"]["id"].startswith("m_4709963_se_14_1_")
