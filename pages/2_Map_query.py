@@ -96,12 +96,19 @@ if pick is not None:
         history = (service.place_history(query.pair_id) if query.pair_id else
                    service.place_history(pick.pair_id, before=query.before, after=query.after))
 
+# Dates chosen other than the picked pair's: the map shows that place's imagery at those dates.
+imagery = None
+if query is not None and pick is not None and query.pair_id != pick.pair_id and query.dates[0]:
+    place = service.place_imagery(pick.pair_id, *query.dates)
+    if place is not None:
+        imagery, view = [place], maps.padded(place.bounds, 1.0)
 map_col, list_col = st.columns([3, 2])
 with map_col:
     map_widget.show_map(
-        ("map-query", layers.signature, view, config.basemap),
+        ("map-query", layers.signature, view, config.basemap,
+         tuple((a.before.key if a.before else "", a.after.key if a.after else "") for a in imagery or ())),
         lambda: maps.archive_map(layers, areas if view is None else (), view, basemap=config.basemap,
-                                 height=600),
+                                 height=600, imagery=imagery),
         key=MAP_KEY, height=600, on_change=_on_map_event,
         picks=maps.picks_layer(layers.boxes, pick.pair_id if pick else None, [h.pair_id for h in hits]),
         returned_objects=["last_object_clicked", "last_clicked", "last_active_drawing"],
@@ -111,7 +118,9 @@ with map_col:
         st.info("That " + ("rectangle does not touch" if missed == "rectangle" else "spot is outside")
                 + " the archive's tiles: click inside a tile outline.")
     st.caption("Red: query pair · orange, numbered: similar pairs by rank · blue: other tiles. "
-               "Switch before/after imagery at the top right of the map.")
+               "Switch before/after imagery at the top right of the map."
+               + (f" The imagery is the picked place on {query.dates[0]} (before) and "
+                  f"{query.dates[1]} (after)." if imagery else ""))
 
 with list_col:
     if pick is None:

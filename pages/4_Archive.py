@@ -58,9 +58,10 @@ with card_col:
     st.json(card, expanded=1)
 
 # ---------------------------------------------------------------------------- add scenes
-st.subheader("Add a GeoTIFF scene pair")
+st.subheader("Add GeoTIFF scenes (a pair or a series)")
 st.caption(
-    "Two GeoTIFF scenes of the same place at two dates are tiled into pairs, embedded with the "
+    "GeoTIFF scenes of one place at two or more dates are tiled and paired (consecutive dates), "
+    "embedded with the "
     f"archive's model and appended to the archive. Paths must lie inside: "
     f"{', '.join(markdown_code(r) for r in config.data_roots)}. "
     f"Uploads are limited to {config.max_upload_mb} MB a file."
@@ -95,30 +96,27 @@ def _add(paths: list, place: str | None = None) -> None:
         st.info("These scenes are already in the archive; nothing was added.")
 
 
-path_tab, upload_tab = st.tabs(["From a path", "Upload"])
+path_tab, upload_tab = st.tabs(["From paths", "Upload"])
 with path_tab, st.form("add_by_path"):
-    before_text = st.text_input("Before scene (GeoTIFF path)", key="before_path")
-    after_text = st.text_input("After scene (GeoTIFF path)", key="after_path")
-    if st.form_submit_button("Add scene pair"):
+    typed = st.text_area("GeoTIFF scenes of one place, one path a line (two or more dates)",
+                         key="scene_paths")
+    if st.form_submit_button("Add scenes"):
         with widgets.show_errors("Adding the scenes"):
-            paths = [uploads.check_scene_path(before_text, config.data_roots),
-                     uploads.check_scene_path(after_text, config.data_roots)]
-            _add(paths)
+            lines = [line for line in typed.splitlines() if line.strip()]
+            if len(lines) < 2:
+                raise InputError("scene paths: expected two or more GeoTIFF scenes of one place, one a line")
+            _add([uploads.check_scene_path(line, config.data_roots) for line in lines])
 with upload_tab, st.form("add_by_upload", clear_on_submit=True):
-    before_file = st.file_uploader("Before scene", type=["tif", "tiff"], key="before_upload",
-                                   max_upload_size=config.max_upload_mb)
-    after_file = st.file_uploader("After scene", type=["tif", "tiff"], key="after_upload",
-                                  max_upload_size=config.max_upload_mb)
+    chosen = st.file_uploader("GeoTIFF scenes of one place (two or more dates)", type=["tif", "tiff"],
+                              key="scene_uploads", accept_multiple_files=True,
+                              max_upload_size=config.max_upload_mb)
     if st.form_submit_button("Upload and add"):
         with widgets.show_errors("Adding the uploaded scenes"):
-            if before_file is None or after_file is None:
-                raise InputError("upload: choose both a before and an after GeoTIFF scene")
-            files = [(f.name, f.getvalue()) for f in (before_file, after_file)]
+            if len(chosen or []) < 2:
+                raise InputError("upload: choose two or more GeoTIFF scenes of one place (a series)")
+            files = [(f.name, f.getvalue()) for f in chosen]
             for name, data in files:  # everything is checked before anything is written
                 uploads.validate_upload(name, data, config.max_upload_bytes)
-            names = [name for name, _ in files]
             archive_writes.refuse_known_uploads(base, files)
-            stamp = uploads.upload_stamp()
-            paths = [uploads.store_upload(name, data, config.upload_dir, stamp)
-                     for name, (_, data) in zip(uploads.upload_names(names), files, strict=True)]
-            _add(paths, place=uploads.place_name(names))
+            with uploads.stored_uploads(files, config.upload_dir) as paths:  # removed again on failure
+                _add(paths, place=uploads.place_name([name for name, _ in files]))

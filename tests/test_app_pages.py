@@ -183,8 +183,7 @@ def test_archive_page_stats_and_path_outside_roots_refused(app_env, service):
     at = run_page("pages/4_Archive.py")
     assert_clean(at)
     assert at.metric[0].value == f"{len(service):,}"
-    at.text_input(key="before_path").input("/etc/passwd")
-    at.text_input(key="after_path").input("../../etc/hostname")
+    at.text_area(key="scene_paths").input("/etc/passwd\n../../etc/hostname")
     at.button[0].click().run()
     assert not at.exception
     assert at.error and "outside the configured data roots" in at.error[0].value
@@ -208,17 +207,19 @@ def test_archive_page_adds_a_scene_pair_from_a_path(app_env, tmp_path, monkeypat
     shutil.copytree(app_env.store, store)
     roots = tmp_path / "roots"
     write_scene(roots / "scenes" / "2019-05-01.tif", seed=1)
+    write_scene(roots / "scenes" / "2020-05-01.tif", seed=5)
     write_scene(roots / "scenes" / "2021-05-01.tif", seed=2)
     monkeypatch.setenv(config.ENV_STORE, str(store))
     monkeypatch.setenv(config.ENV_DATA_ROOTS, str(roots))
     n0 = len(services.get_service())
     at = run_page("pages/4_Archive.py")
-    at.text_input(key="before_path").input("scenes/2019-05-01.tif")
-    at.text_input(key="after_path").input(str(roots / "scenes" / "2021-05-01.tif"))
+    scenes = roots / "scenes"  # a series of three dates, the first path relative to the data root
+    at.text_area(key="scene_paths").input(
+        f"scenes/2019-05-01.tif\n{scenes / '2020-05-01.tif'}\n{scenes / '2021-05-01.tif'}")
     at.button[0].click().run()
     assert_clean(at)
-    assert at.success and "Added" in at.success[0].value
-    assert len(services.get_service()) > n0
+    assert at.success and "Added 32 pairs" in at.success[0].value  # 2 date pairs x 16 tiles of 64 px
+    assert len(services.get_service()) == n0 + 32
     assert len(Store.open(app_env.store)) == n0  # the shared tiny store is untouched
 
 
@@ -232,8 +233,7 @@ def test_archive_page_tiles_demo_scenes_at_the_archive_tile_size(app_env, servic
     write_scene(scenes / "after.tif", seed=4, size=192)
     at = run_page("pages/4_Archive.py")
     assert at.number_input(key="tile_size").value == service.tile_size() == 64  # the archive's tiles
-    at.text_input(key="before_path").input(str(scenes / "before.tif"))
-    at.text_input(key="after_path").input(str(scenes / "after.tif"))
+    at.text_area(key="scene_paths").input(f"{scenes / 'before.tif'}\n{scenes / 'after.tif'}")
     at.number_input(key="tile_size").set_value(256)
     at.button[0].click().run()
     assert not at.exception and not at.success

@@ -189,6 +189,11 @@ def test_map_page_compares_any_two_dates_of_the_clicked_place_elsewhere_only(ser
     here = overlapping(svc.catalog.masks, svc.footprint(first))
     assert shown and not any(here[svc.catalog.row_of(p)] for p in shown)
     assert "This place over time" in [h.value for h in at.subheader]
+    assert any(f"picked place on {SITE_DATES[0]} (before) and {SITE_DATES[2]} (after)" in c.value
+               for c in at.caption)
+    imagery = svc.place_imagery(first, SITE_DATES[0], SITE_DATES[2])
+    assert imagery.before.path.endswith(f"_{SITE_DATES[0]}.tif") and imagery.after.path.endswith(
+        f"_{SITE_DATES[2]}.tif")
     at.toggle(key="map_elsewhere").set_value(False).run()
     shown = set(re.findall(r"`(site[ab]_[^`]+)`", " ".join(m.value for m in at.markdown)))
     assert any(here[svc.catalog.row_of(p)] for p in shown)  # the same place at other dates is back

@@ -404,6 +404,26 @@ class SearchService:
             bounds=self.footprint(pair_id),
         )
 
+    def place_imagery(self, pair_id: str, date_before: str, date_after: str) -> SceneArea | None:
+        """The map imagery of `pair_id`'s place at two of its dates (their scenes' tile pyramids), as
+        one area whose before/after are those dates; None when the archive has no tiles of them."""
+        from textitsr.index.tiles import SceneArea, TileIndex
+
+        rows = self._place_rows(pair_id)
+        ids = self.catalog.meta["pair_id"].to_numpy()
+        scenes: dict[str, str] = {}  # date -> the scene file the archive read it from
+        for row in rows.tolist():
+            record = self.catalog.pair(str(ids[row]))
+            for when, date in zip(("before", "after"), record["dates"], strict=True):
+                if record["location"].get(when):
+                    scenes.setdefault(str(date), str(record["location"][when]))
+        tiles = TileIndex.read(self.store.tiles_dir)
+        before = tiles.tiles_of(scenes.get(str(date_before)))
+        after = tiles.tiles_of(scenes.get(str(date_after)))
+        if before is None and after is None:
+            return None
+        return SceneArea(f"{date_before} → {date_after}", self.footprint(pair_id), len(rows), before, after)
+
     def place_history(
         self,
         pair_id: str,

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import folium
+import leafmap.foliumap as leafmap
 import numpy as np
 import xyzservices
 from folium import plugins
@@ -85,23 +86,26 @@ def labelled_footprints(footprints: Mapping[str, Any]) -> dict[str, Any]:
     return {"type": "FeatureCollection", "features": feats}
 
 
-class ArchiveMap(folium.Map):
-    """An archive's map: basemap (or none, offline), then whichever add_* layers a page wants.
+class ArchiveMap(leafmap.Map):
+    """An archive's map: leafmap's folium map (basemap or none, offline), then whichever add_*
+    layers a page wants.
 
-    Shaped after leafmap's `foliumap.Map` (small add_* methods, `zoom_to_bounds`), on plain folium:
-    importing leafmap costs seconds per server process and it adds nothing these maps use.
+    leafmap's own controls that would load scripts from the internet (search, measure, locate,
+    minimap) stay off; its fullscreen control, layer control and draw tools use the Leaflet plugins
+    the app serves itself (`map_assets`).
     """
 
     def __init__(self, *, basemap: str = "osm", height: int = 560) -> None:
         use_local_map_assets()
-        super().__init__(location=[0.0, 0.0], zoom_start=12, tiles=None, height=height, max_zoom=MAX_MAP_ZOOM)
+        super().__init__(location=[0.0, 0.0], zoom_start=12, tiles=None, height=height, max_zoom=MAX_MAP_ZOOM,
+                         scale_control=False, draw_control=False, fullscreen_control=True,
+                         layers_control=False)
         # Leaflet otherwise takes the map's lowest zoom from its layers' minZoom (the scene tiles',
         # see SCENE_ZOOM_OUT_LEVELS), and the map could not zoom out to show every area.
         self.options["minZoom"] = 0
         if basemap == "osm":  # always under the imagery, not one of the before/after choices
             folium.TileLayer("OpenStreetMap", overlay=True, control=False, max_zoom=MAX_MAP_ZOOM,
                              max_native_zoom=19).add_to(self)
-        plugins.Fullscreen().add_to(self)
         self.get_root().header.add_child(folium.Element(f"<style>{RANK_CSS}</style>"))
 
     def add_scene_tiles(
@@ -319,12 +323,13 @@ def results_view(hits: Sequence[PairHit]) -> tuple[dict[str, Bounds], Bounds] | 
 
 def archive_map(
     layers: MapLayers, areas: Sequence[Cluster | SceneArea], view: Bounds | None = None, *,
-    basemap: str = "osm", height: int = 600,
+    basemap: str = "osm", height: int = 600, imagery: Sequence[SceneArea] | None = None,
 ) -> ArchiveMap:
-    """The map query page's map: before/after imagery, every footprint, `areas` dotted, the
-    rectangle tool; opened on `view` (else on every footprint)."""
+    """The map query page's map: before/after imagery (of `imagery`, e.g. one place at two chosen
+    dates, else of every area), every footprint, `areas` dotted, the rectangle tool; opened on
+    `view` (else on every footprint)."""
     fmap = ArchiveMap(basemap=basemap, height=height)
-    fmap.add_scene_tiles(layers.areas, layers.tiles_url)
+    fmap.add_scene_tiles(layers.areas if imagery is None else imagery, layers.tiles_url)
     fmap.add_footprints(layers.footprints, url=layers.footprints_url)
     fmap.add_areas(areas).add_rectangle_tool().report_clicks_at_once()
     return fmap.zoom_to_footprints(layers.footprints, view).stable_ids()

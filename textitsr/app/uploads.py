@@ -6,8 +6,9 @@ first data root.
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -136,21 +137,23 @@ def place_name(names: Sequence[str]) -> str:
 
 
 def upload_names(names: Sequence[str]) -> list[str]:
-    """File names to store uploads under: their own (made safe), prefixed before-/after- only when
-    both have the same name."""
+    """File names to store uploads under: their own (made safe); names given twice are numbered
+    (`1-scene.tif`, `2-scene.tif`) so no upload overwrites another."""
     safe = [safe_upload_name(n) for n in names]
     if len(set(safe)) == len(safe):
         return safe
-    return [f"{when}-{name}" for when, name in zip(("before", "after"), safe, strict=False)]
+    return [f"{i}-{name}" for i, name in enumerate(safe, start=1)]
 
 
 def content_key(data: bytes) -> str:
-    """The content key of an uploaded scene (as `textitsr.index.tiles.tile_key` of a file)."""
-    import hashlib
+    """The content key of an uploaded scene: its decoded imagery (as `textitsr.index.tiles.tile_key`
+    of a scene), so the same scene saved with another compression or name is known."""
+    from rasterio.io import MemoryFile
 
-    from textitsr.index.tiles import tile_key
+    from textitsr.index.tiles import dataset_digest, tile_key
 
-    return tile_key(hashlib.sha256(data).hexdigest())
+    with MemoryFile(data) as mem, mem.open() as src:
+        return tile_key(dataset_digest(src))
 
 
 def upload_stamp() -> str:
@@ -166,3 +169,25 @@ def store_upload(name: str, data: bytes, upload_dir: Path, stamp: str | None = N
     dest = upload_dir / stamp / safe_upload_name(name)
     atomic_write_bytes(dest, data)
     return dest
+
+
+@contextlib.contextmanager
+def stored_uploads(files: Sequence[tuple[str, bytes]], upload_dir: Path) -> Iterator[list[Path]]:
+    """Write validated uploads (name, bytes) into a new folder under `upload_dir` for the block's
+    work; when the block fails, the files and the folder this wrote are removed again, so a failed
+    upload leaves nothing behind."""
+    stamp = upload_stamp()
+    folder = upload_dir / stamp
+    if folder.exists():
+        raise InputError(f"{folder}: an upload folder of this name exists already; try again")
+    written: list[Path] = []
+    try:
+        for name, (_, data) in zip(upload_names([n for n, _ in files]), files, strict=True):
+            written.append(store_upload(name, data, upload_dir, stamp))
+        yield written
+    except Exception:  # not Streamlit's stop/rerun signals: the work may have gone through
+        for path in written:
+            path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # only when empty: never anything this did not write
+        raise

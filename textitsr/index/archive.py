@@ -10,24 +10,29 @@ notices the new manifest by itself.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from textitsr.data.pairs import PairSource
+from textitsr.data.scenes import place_from_names
 from textitsr.errors import InputError, StoreError
 from textitsr.index.build import BuildConfig, ProgressFn, build_store
 from textitsr.index.lock import writer_lock
 from textitsr.index.store import Store, read_manifest
 from textitsr.index.tiles import (
     TileIndex,
-    file_digest,
     refuse_known_scenes,
+    scene_digest,
     store_scene_paths,
     tile_key,
     update_tiles,
 )
+
+#: Hex digits of the scenes' content digest in the ids of pairs added with `Archive.add_scenes`.
+PLACE_DIGEST_LEN = 6
 
 
 class Archive:
@@ -82,10 +87,15 @@ class Archive:
             value = options.get(name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))):
                 raise InputError(f"{name}={value!r}: expected a whole number of pixels")
+        keys = [tile_key(scene_digest(p)) for p in paths]
         with writer_lock(self.root):
             before = Store.open(self.root)
-            refuse_known_scenes(before, [tile_key(file_digest(p)) for p in paths], [p.name for p in paths])
-            source = open_source(paths, kind="geotiff", **options)
+            refuse_known_scenes(before, keys, [p.name for p in paths])
+            # Pair ids carry the scenes' content digest: new scenes whose file names match scenes in
+            # the archive (another NAIP tile, another year's download) never collide with their ids.
+            place = options.pop("place", None) or place_from_names(paths)
+            digest = hashlib.sha256("".join(sorted(keys)).encode()).hexdigest()[:PLACE_DIGEST_LEN]
+            source = open_source(paths, kind="geotiff", place=f"{place}-{digest}", **options)
             built = self._build(source, progress=progress)
         return len(built) - len(before)
 

@@ -63,12 +63,44 @@ class TileSet:
 
 
 def file_digest(path: Path, chunk: int = 1 << 20) -> str:
-    """SHA-256 (hex) of a file's bytes: the identity of a scene, whatever its path."""
+    """SHA-256 (hex) of a file's bytes (files that are not rasters; scenes: `scene_digest`)."""
     digest = hashlib.sha256()
     with Path(path).open("rb") as fh:
         while block := fh.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+#: Rows of a scene read at once while hashing its pixels (bounds the memory of `scene_digest`).
+DIGEST_ROWS = 256
+
+
+def dataset_digest(src: Any) -> str:
+    """SHA-256 (hex) of an open raster's decoded pixels and georeferencing: the same imagery has the
+    same digest whatever its file name, compression, tiling or byte order."""
+    from rasterio.windows import Window
+
+    digest = hashlib.sha256()
+    crs = src.crs.to_epsg() or src.crs.to_wkt() if src.crs else None
+    digest.update(json.dumps([src.count, src.width, src.height, list(src.dtypes), crs,
+                              [round(v, 9) for v in list(src.transform)[:6]], src.nodata]).encode())
+    for row in range(0, src.height, DIGEST_ROWS):
+        strip = src.read(window=Window(0, row, src.width, min(DIGEST_ROWS, src.height - row)))
+        digest.update(np.ascontiguousarray(strip).astype(strip.dtype.newbyteorder("<"), copy=False).tobytes())
+    return digest.hexdigest()
+
+
+def scene_digest(path: Path) -> str:
+    """The identity of a scene file's imagery (`dataset_digest`); a file GDAL cannot read as a raster
+    is identified by its bytes."""
+    import rasterio
+    from rasterio.errors import RasterioIOError
+
+    try:
+        with rasterio.open(path) as src:
+            return dataset_digest(src)
+    except RasterioIOError:
+        return file_digest(path)
 
 
 #: Hex digits of a scene's content key.
@@ -277,7 +309,7 @@ def update_tiles(
         if not path.is_file():
             continue
         known = index.paths.get(str(path))
-        content = known[:KEY_LEN] if known and (tiles_dir / known).is_dir() else tile_key(file_digest(path))
+        content = known[:KEY_LEN] if known and (tiles_dir / known).is_dir() else tile_key(scene_digest(path))
         key = (known if display is None and known and known.startswith(content)
                else pyramid_key(content, display))
         keys[str(path)] = key
@@ -363,7 +395,8 @@ def store_scene_paths(store: Any) -> list[Path]:
 def scene_keys(store: Any) -> set[str]:
     """Content keys of every scene in the store (from the tile index; files it lacks are hashed)."""
     index = TileIndex.read(store.tiles_dir)
-    return {(index.paths.get(str(p)) or tile_key(file_digest(p)))[:KEY_LEN] for p in store_scene_paths(store)}
+    return {(index.paths.get(str(p)) or tile_key(scene_digest(p)))[:KEY_LEN]
+            for p in store_scene_paths(store)}
 
 
 def refuse_known_scenes(store: Any, keys: list[str], names: list[str]) -> None:
