@@ -432,11 +432,19 @@ def test_swipe_blink_viewer_takes_the_cached_jpegs_as_they_are():
 
 
 def test_statistics_carry_units():
-    rows = {r["statistic"]: r for r in figures.stats_frame_rows(
-        {"ndvi_before": 0.41, "ndvi_delta": -0.2, "vegetation_loss": 0.125})}
-    assert rows["ndvi before"]["unit"].startswith("mean NDVI")
-    assert "change" in rows["ndvi delta"]["unit"]
+    rows = {r["statistic"].split(":")[0].split(",")[0]: r for r in figures.stats_frame_rows(
+        {"ndvi_before": 0.41, "ndvi_delta": -0.2, "vegetation_loss": 0.125, "built_gain": 0.215,
+         "brightness_before": 0.31, "brightness_delta": 0.1})}
+    assert rows["mean NDVI"]["unit"] == "index, −1 to 1" and rows["mean NDVI"]["value"] == 0.41
+    assert "difference" in rows["mean NDVI change (after − before)"]["unit"]
     assert rows["vegetation loss"]["value"] == 12.5 and rows["vegetation loss"]["unit"].startswith("%")
+    # only pixel counts are a share of the tile; brightness is a pixel value, not "% of pixels"
+    assert rows["mean brightness of the visible bands"]["value"] == 0.31
+    assert "%" not in rows["mean brightness of the visible bands"]["unit"]
+    assert "%" not in rows["mean brightness change (after − before)"]["unit"]
+    # an NDBI rise (bare soil as much as roofs: a forest clearing) is not called "built gain"
+    assert rows["bare/built-up index increase"]["value"] == 21.5
+    assert not any("built gain" in r["statistic"] for r in rows.values())
 
 
 def test_result_exports_and_wording(service):

@@ -46,6 +46,8 @@ class CaptionHit:
     score: float
     text: str
     pair_id: str | None
+    #: Share (0-1) of the archive's own (caption, pair) scores this score reaches; None: unknown.
+    confidence: float | None = None
 
 
 class SearchService:
@@ -226,11 +228,19 @@ class SearchService:
         return self._query_pairs(vec, k, mask)
 
     def match_calibration(self) -> MatchCalibration:
-        """What the archive's own captions score as queries (computed once): flags weak text matches."""
+        """What the archive's own captions score as queries (computed once): flags weak text matches
+        and scales describing sentences' confidence (`index/calibration.py`)."""
         if self._calibration is None:
-            index, _, _ = self._captions()
-            self._calibration = calibrate_text_matches(index.vectors, self._best_pair_scores)
+            index, _, pair_ids = self._captions()
+            rows = np.array([self.catalog.row_of(p) for p in pair_ids], dtype=np.int64)
+            self._calibration = calibrate_text_matches(
+                index.vectors, self._pairs.vectors, self._best_pair_scores, caption_pairs=rows
+            )
         return self._calibration
+
+    def is_weak_match(self, query: str, best_score: float) -> bool:
+        """Whether a text query's best pair stands out less than nearly all the archive's captions'."""
+        return self.match_calibration().is_low(self.encode_query(query)[0], best_score)
 
     def _best_pair_scores(self, queries: np.ndarray) -> np.ndarray:
         """Top-1 score of each query row among all pairs (through the index: bounded memory)."""
@@ -270,8 +280,10 @@ class SearchService:
         if not texts:
             return []
         scores, rows = index.search(vec, k)
+        calibration = self.match_calibration()
         return [
-            CaptionHit(rank=i + 1, score=float(s), text=texts[r], pair_id=pair_ids[r])
+            CaptionHit(rank=i + 1, score=float(s), text=texts[r], pair_id=pair_ids[r],
+                       confidence=calibration.confidence(float(s)))
             for i, (s, r) in enumerate(zip(scores[0], rows[0], strict=True))
         ]
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -134,6 +135,7 @@ class Catalog:
         rec["bounds"] = _bounds(r)
         rec["native_bounds"] = _bounds(r, "native_")
         rec["dates"] = (rec["date_before"], rec["date_after"])
+        rec["date_precision"] = _date_precision(rec["location"])
         return rec
 
     def thumbnails(self, pair_id: str) -> tuple[np.ndarray, np.ndarray]:
@@ -233,3 +235,17 @@ class Catalog:
             if isinstance(window, list) and len(window) == 4 and window[2] == window[3]:
                 sizes[int(window[2])] = sizes.get(int(window[2]), 0) + 1
         return max(sizes, key=sizes.__getitem__) if sizes else None
+
+
+def _date_precision(location: dict) -> tuple[str | None, str | None]:
+    """("year" | "day" | None) for the before and after dates: as recorded at indexing, else read
+    again from the GeoTIFF file names (stores built before the precision was recorded)."""
+    recorded = location.get("date_precision")
+    if isinstance(recorded, list) and len(recorded) == 2:
+        return (recorded[0], recorded[1])
+    from textitsr.data.scenes import date_precision
+
+    return tuple(  # type: ignore[return-value]
+        date_precision(Path(str(location[w])).stem) if isinstance(location.get(w), str) else None
+        for w in ("before", "after")
+    )
