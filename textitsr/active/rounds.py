@@ -48,6 +48,25 @@ class AnnealPaths:
 
 
 
+class _FoldedModel:
+    """A model as `save_checkpoint` sees it, with another pair head: the cached base model is shared
+    with the app's searches (and holds ONNX sessions that cannot be copied), so it is left alone."""
+
+    def __init__(self, model: Any, pair_head: Any) -> None:
+        self.base, self.pair_head, self.config = model, pair_head, model.config
+
+    def dims(self) -> dict:
+        return self.base.dims()
+
+    def trainable_state_dict(self) -> dict:
+        state = dict(self.base.trainable_state_dict())
+        head = {f"pair_head.{k}": v for k, v in self.pair_head.state_dict().items()}
+        missing = set(head) - set(state)
+        if missing:
+            raise StoreError(f"fine-tuned pair head: weights {sorted(missing)[:3]} not in the base model")
+        return state | head
+
+
 @dataclass
 class StoreCaptions:
     """A store's captions as fine-tuning and the metrics need them (store order)."""
@@ -251,8 +270,9 @@ class AnnealSession:
             raise InputError("update: no similar/dissimilar answers yet; label some pairs first")
         say = progress or (lambda f, m: None)
         say(0.0, "loading the model and the archive's embeddings")
-        # The process's cached model (the app already holds it), copied: the fold must not touch it.
-        model = copy.deepcopy(load_model(self.checkpoint, self.device))
+        # The process's cached model (the app already holds it): only its pair head is copied and
+        # changed, so searches running meanwhile keep the base model.
+        model = load_model(self.checkpoint, self.device)
         base_id = checkpoint_id(self.checkpoint)
         items = StoredEmbeddings(torch.from_numpy(np.asarray(self.base.pair_embeddings(), np.float32)))
         caps = store_captions(self.base, self.row)
@@ -277,11 +297,12 @@ class AnnealSession:
                      more_labels=held, more_from=int(round(HELDOUT_STEPS * steps)) if held else None,
                      before_more=check if held else None)
         say(0.76, "saving the fine-tuned model")
-        fold_adapter(model, adapter)
+        folded = _FoldedModel(model, copy.deepcopy(model.pair_head))
+        fold_adapter(folded, adapter)
         round_ = self.log.current_round()
         folder = self.paths.checkpoint(round_)
         save_checkpoint(
-            model,
+            folded,  # type: ignore[arg-type]  # what a checkpoint stores of a TextITSR
             folder,
             extra={
                 "anneal": {
