@@ -206,6 +206,17 @@ def main() -> None:
         "",
         *extra,
         "",
+        "Reading it: the current notice rarely speaks, and when it does on the demo archive it is right; "
+        "it no longer flags a query whose top 5 all show the change (\"a road was built\" on the demo, "
+        "flagged by the former notice, whose bound came from the synthetic captions' high raw scores). It "
+        "misses most wrong answers: on realdev (63 pairs) every query's best pair stands out about as much "
+        "(a crowd that small leaves little room), and where the model ranks confidently but wrongly "
+        "(\"farmland was converted to pasture\" on the demo, a change it does not hold, has a best pair that "
+        "stands out more than the median caption's; \"the trees are cut down\" on realdev) no score-based "
+        "signal can tell. Treat the notice as \"certainly weak\", not its absence as "
+        "\"certainly right\". The describing sentences' confidence does separate the two kinds of pair on "
+        "the demo: synthetic wording fits the synthetic pairs and not the real scenes.",
+        "",
         "Reproduce: `.venv/bin/python benchmarks/trust.py --realdev-store STORE` (STORE: "
         "`textitsr index --checkpoint textitsr/assets/default_model --root ../shared/data/realdev "
         "--out STORE`; the demo store from `textitsr demo --prepare-only`).",

@@ -324,6 +324,11 @@ def test_year_only_dates_are_flagged_and_shown_as_the_year():
     # stores indexed before the precision was recorded: read again from the file names
     old = {k: v for k, v in pair.location.items() if k != "date_precision"}
     assert _date_precision(old) == ("year", "year")
+    from textitsr.app.widgets import hit_caption
+    from textitsr.index.catalog import PairHit
+
+    hit = PairHit(1, 0.5, pair.pair_id, "geotiff", None, pair.bounds, pair.dates, [], None, ("year", "year"))
+    assert hit_caption(hit) == f"{pair.dates[0][:4]} → {pair.dates[1][:4]}"  # result cards too
     day = {"dates": ("2012-07-31", "2014-08-02"), "date_precision": ("day", "day")}
     assert image_captions(day) == ("before (2012-07-31)", "after (2014-08-02)")
     assert "year only" not in facts_line(day)

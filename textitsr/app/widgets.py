@@ -205,7 +205,8 @@ def agreement_note(metrics: Mapping[str, float]) -> str:
 
 def hit_caption(hit: PairHit) -> str:
     """One line under a result: dates and (when known) the change type."""
-    dates = " → ".join(d for d in hit.dates if d) or "dates unknown"
+    shown = [d[:4] if d and p == "year" else d for d, p in zip(hit.dates, hit.date_precision, strict=True)]
+    dates = " → ".join(d for d in shown if d) or "dates unknown"
     kind = f" · {hit.change_type.replace('_', ' ')}" if hit.change_type else ""
     return f"{dates}{kind}"
 

@@ -37,6 +37,8 @@ class PairHit:
     dates: tuple[str | None, str | None]
     captions: list[str]
     change_type: str | None
+    #: "year" where a date is known only to the year (stored as YYYY-01-01), "day", or None.
+    date_precision: tuple[str | None, str | None] = (None, None)
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,7 @@ class Catalog:
             dates=(plain(r["date_before"]), plain(r["date_after"])),
             captions=_captions(r),
             change_type=plain(r["change_type"]),
+            date_precision=_date_precision(_location(r)),
         )
 
     def pair(self, pair_id: str) -> dict[str, Any]:
@@ -235,6 +238,15 @@ class Catalog:
             if isinstance(window, list) and len(window) == 4 and window[2] == window[3]:
                 sizes[int(window[2])] = sizes.get(int(window[2]), 0) + 1
         return max(sizes, key=sizes.__getitem__) if sizes else None
+
+
+def _location(r: Any) -> dict:
+    """A metadata row's location recipe (empty when absent or unreadable: precision is then unknown)."""
+    try:
+        loc = json.loads(plain(r["location"]) or "{}")
+    except (TypeError, ValueError):
+        return {}
+    return loc if isinstance(loc, dict) else {}
 
 
 def _date_precision(location: dict) -> tuple[str | None, str | None]:
