@@ -56,3 +56,13 @@ def test_confidence_ranks_a_sentence_against_the_archives_own_captions():
 def test_an_archive_without_captions_flags_nothing():
     cal = calibrate_text_matches(np.zeros((0, 8), np.float32), _unit(np.ones((3, 8))))
     assert cal.n_queries == 0 and not cal.is_low(_unit(np.ones(8)), -1.0) and cal.confidence(0.5) is None
+
+
+def test_a_query_unlike_every_caption_is_weak_even_when_its_best_pair_stands_out():
+    rng, pairs, owners, captions = _archive(3)
+    cal = calibrate_text_matches(captions, pairs, caption_pairs=owners)
+    assert -1.0 < cal.text_low <= 0.55  # capped: template captions must not make every query novel
+    q = _unit(pairs[7] + 0.6 * rng.normal(size=64) / 8)  # a real description: stands out
+    best = float((q @ pairs.T).max())
+    assert not cal.is_low(q, best, best_caption=float((captions @ q).max()))
+    assert cal.is_low(q, best, best_caption=cal.text_low - 0.01)

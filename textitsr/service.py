@@ -240,7 +240,10 @@ class SearchService:
 
     def is_weak_match(self, query: str, best_score: float) -> bool:
         """Whether a text query's best pair stands out less than nearly all the archive's captions'."""
-        return self.match_calibration().is_low(self.encode_query(query)[0], best_score)
+        vec = self.encode_query(query)
+        index, texts, _ = self._captions()
+        best_caption = float(index.search(vec, 1)[0][0, 0]) if texts else None
+        return self.match_calibration().is_low(vec[0], best_score, best_caption)
 
     def _best_pair_scores(self, queries: np.ndarray) -> np.ndarray:
         """Top-1 score of each query row among all pairs (through the index: bounded memory)."""
