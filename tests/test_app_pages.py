@@ -163,6 +163,10 @@ def test_inspector_shows_one_pair_in_full(app_env, service):
     record = service.catalog.pair(pair_id)
     assert all(any(c in m.value for m in at.markdown) for c in record["captions"])
     assert len(result_scores(at)) == min(6, len(service) - 1)
+    # each describing sentence carries a confidence against the archive's own captions
+    sentences = at.table[-1].value
+    assert list(sentences.columns) == ["rank", "score", "confidence", "sentence"]
+    assert all(c.split(" ")[0] in ("high", "medium", "low") for c in sentences["confidence"])
 
     at.session_state[inspector.VIEWS_KEY] = inspector.DIFFERENCE_TAB  # the analyst opens that tab
     at.run()
