@@ -241,6 +241,10 @@ def test_inspector_and_archive_render(page, app_url):
     open_page(page, app_url, "Inspector")
     page.get_by_text("Neighbours (most similar pairs)").wait_for()
     page.frame_locator(VIEWER).locator("#viewer img.top").wait_for()
+    # each describing sentence shows how well it fits, against the archive's own captions
+    sentences = page.locator('[data-testid="stTable"]').last
+    assert "confidence" in sentences.locator("th").all_inner_texts()
+    assert re.search(r"\b(high|medium|low) \(\d+%\)", sentences.inner_text())
     page.screenshot(path=str(SHOTS / "inspector.png"), full_page=True)
     page.get_by_role("link", name="Archive").first.click()
     page.get_by_text("Model card").wait_for()
