@@ -242,9 +242,8 @@ def test_inspector_and_archive_render(page, app_url):
     page.get_by_text("Neighbours (most similar pairs)").wait_for()
     page.frame_locator(VIEWER).locator("#viewer img.top").wait_for()
     # each describing sentence shows how well it fits, against the archive's own captions
-    sentences = page.locator('[data-testid="stTable"]').last
-    assert "confidence" in sentences.locator("th").all_inner_texts()
-    assert re.search(r"\b(high|medium|low) \(\d+%\)", sentences.inner_text())
+    page.get_by_text("confidence", exact=True).first.wait_for()
+    page.get_by_text(re.compile(r"^(high|medium|low) \(\d+%\)$")).first.wait_for()
     page.screenshot(path=str(SHOTS / "inspector.png"), full_page=True)
     page.get_by_role("link", name="Archive").first.click()
     page.get_by_text("Model card").wait_for()
