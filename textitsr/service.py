@@ -232,9 +232,12 @@ class SearchService:
         and scales describing sentences' confidence (`index/calibration.py`)."""
         if self._calibration is None:
             index, _, pair_ids = self._captions()
-            rows = np.array([self.catalog.row_of(p) for p in pair_ids], dtype=np.int64)
+            import pandas as pd
+
+            rows = pd.Index(self.catalog.meta["pair_id"].astype(str)).get_indexer(pair_ids).astype(np.int64)
             self._calibration = calibrate_text_matches(
-                index.vectors, self._pairs.vectors, self._best_pair_scores, caption_pairs=rows
+                index.vectors, self._pairs.vectors, self._best_pair_scores,
+                caption_pairs=rows if (rows >= 0).all() else None,  # -1: a caption of no listed pair
             )
         return self._calibration
 
