@@ -113,12 +113,11 @@ with widgets.show_errors("Search"):
     # One slot whether or not there is a notice: a notice coming or going must not move the results
     # below it, or Streamlit mounts the chart, the map and every card afresh.
     notice = st.empty()
-    calibration = service.match_calibration()
-    if calibration.is_low(hits[0].score):
+    if service.is_weak_match(query, hits[0].score):
         notice.warning(
-            f"Nothing in the archive matches this description well: the best score is {hits[0].score:.2f}, "
-            f"while the archive's own descriptions find their best match at {calibration.median:.2f} "
-            f"(and above {calibration.low:.2f} for nearly all). These are the closest pairs anyway.",
+            "Nothing in the archive matches this description well: its best pair stands out from the "
+            "rest of the archive less than for nearly every description the archive holds. These are "
+            "the closest pairs anyway.",
             icon=":material/help:",
         )
     if where:

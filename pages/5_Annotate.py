@@ -110,12 +110,28 @@ if st.button(
     disabled=prog["labels"] == 0,
     help="Fine-tune the pair head on all answers so far and re-embed the archive.",
 ):
-    bar = st.progress(0.0, text="starting")
-    try:
-        metrics = session.update_model(lambda f, msg: bar.progress(min(max(f, 0.0), 1.0), text=msg))
-    except TextITSRError as err:
-        st.error(markdown_text(f"Update failed: {err}"))
-    else:
+    with st.status("Updating the model…", expanded=True) as status:
+        bar = st.progress(0.0, text="starting")
+        steps: list[str] = []
+
+        def report(fraction: float, message: str) -> None:
+            """The bar follows every step; each named step (before the first ':') is listed once."""
+            bar.progress(min(max(fraction, 0.0), 1.0), text=markdown_text(message))
+            step = message.split(":")[0]
+            if step != "done" and (not steps or steps[-1] != step):
+                steps.append(step)
+                status.update(label=markdown_text(f"Updating the model: {step}…"))
+                st.caption(markdown_text(f"{len(steps)}. {step}"))
+
+        try:
+            metrics = session.update_model(report)
+        except TextITSRError as err:
+            status.update(label="Update failed", state="error")
+            st.error(markdown_text(f"Update failed: {err}"))
+            metrics = None
+        else:
+            status.update(label="Model updated", state="complete", expanded=False)
+    if metrics is not None:
         using = archives.archive_choice(config) == archives.FINE_TUNED
         st.session_state[UPDATED_KEY] = (
             f"Fine-tuned on {int(metrics['n_labels'])} labels and re-embedded the archive. "

@@ -298,3 +298,53 @@ def test_cli_annotate_one_simulated_round_end_to_end(tiny_archive, tmp_path):
         app, ["annotate", "--store", str(tiny_archive.store), "--out", str(work), "--strategy", "greedy"]
     )
     assert bad.exit_code != 0
+
+
+def test_held_out_labels_join_the_same_run_after_the_check():
+    """One run: at `more_from` the model has seen exactly what a run of that many steps on the
+    training labels alone sees (the held-out check is fair), then trains on all labels."""
+    feats, labels = tiny_problem(n_per=10)
+    asked = [(0, 1), (0, 15), (2, 3), (4, 30), (5, 6), (7, 35)]
+    pairs = [(a, b, bool(labels[a] == labels[b])) for a, b in asked]
+    train, held = pairs[:4], pairs[4:]
+    config = FinetuneConfig(steps=12, lr=1e-2)
+    short = TinyModel(feats.before_global.shape[1])
+    start = {k: v.clone() for k, v in short.state_dict().items()}
+    finetune(short, feats, train, config=FinetuneConfig(steps=8, lr=1e-2))
+
+    run = TinyModel(feats.before_global.shape[1])
+    run.load_state_dict(start)
+    seen: list[np.ndarray] = []
+    res = finetune(run, feats, train, config=config, more_labels=held, more_from=8,
+                   before_more=lambda: seen.append(embed_items(run, feats)))
+    assert len(seen) == 1 and len(res.losses) == 12
+    np.testing.assert_allclose(seen[0], embed_items(short, feats), atol=1e-6)
+    assert not np.allclose(embed_items(run, feats), seen[0], atol=1e-4)  # the held-out ones trained on
+    with pytest.raises(InputError, match="more_from"):
+        finetune(run, feats, train, config=config, more_labels=held, more_from=12)
+
+
+def test_update_model_trains_once_with_named_steps_and_leaves_the_base_store(tiny_archive, tmp_path):
+    from textitsr.active.rounds import AnnealSession
+    from textitsr.index.store import Store
+
+    base = Store.open(tiny_archive.store)
+    before = np.array(base.pair_embeddings(), copy=True)
+    meta = base.metadata()
+    session = AnnealSession(tiny_archive.store, tmp_path / "work", finetune=FinetuneConfig(steps=40))
+    ids, kinds = meta["pair_id"].astype(str).tolist(), meta["change_type"].astype(str).tolist()
+    same = [(i, j) for i in range(len(ids)) for j in range(i + 1, len(ids)) if kinds[i] == kinds[j]]
+    other = [(i, j) for i in range(len(ids)) for j in range(i + 1, len(ids)) if kinds[i] != kinds[j]]
+    for (i, j), label in [(p, "similar") for p in same[:7]] + [(p, "dissimilar") for p in other[:7]]:
+        session.answer(ids[i], ids[j], label)
+    messages: list[str] = []
+    metrics = session.update_model(lambda f, m: messages.append(m))
+    keys = [m.split(":")[0] for m in messages]
+    steps = [k for i, k in enumerate(keys) if i == 0 or keys[i - 1] != k]  # the named steps in order
+    assert metrics["n_heldout"] == 4 and 0 <= metrics["heldout_agreement"] <= 100
+    assert [s.split(" ")[0] for s in steps][:4] == ["loading", "training", "held-out", "training"]
+    assert sum("step 1/" in m for m in messages) == 1  # one training run, not a check run and another
+    assert steps[-3:] == ["re-embedding the archive and writing its copy", "measuring the new space", "done"]
+    # the copy links the base store's files: the base's embeddings are never the file written
+    np.testing.assert_array_equal(Store.open(tiny_archive.store).pair_embeddings(), before)
+    assert not np.allclose(Store.open(tmp_path / "work" / "store").pair_embeddings(), before, atol=1e-4)

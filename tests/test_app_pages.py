@@ -164,6 +164,10 @@ def test_inspector_shows_one_pair_in_full(app_env, service):
     record = service.pair(pair_id)
     assert all(any(c in m.value for m in at.markdown) for c in record["captions"])
     assert len(result_scores(at)) == min(6, len(service) - 1)
+    # each describing sentence carries a confidence against the archive's own captions
+    sentences = at.table[-1].value
+    assert list(sentences.columns) == ["rank", "score", "confidence", "sentence"]
+    assert all(c.split(" ")[0] in ("high", "medium", "low") for c in sentences["confidence"])
 
     at.session_state[inspector.VIEWS_KEY] = inspector.DIFFERENCE_TAB  # the analyst opens that tab
     at.run()
@@ -446,11 +450,19 @@ def test_swipe_blink_viewer_takes_the_cached_jpegs_as_they_are():
 
 
 def test_statistics_carry_units():
-    rows = {r["statistic"]: r for r in figures.stats_frame_rows(
-        {"ndvi_before": 0.41, "ndvi_delta": -0.2, "vegetation_loss": 0.125})}
-    assert rows["ndvi before"]["unit"].startswith("mean NDVI")
-    assert "change" in rows["ndvi delta"]["unit"]
+    rows = {r["statistic"].split(":")[0].split(",")[0]: r for r in figures.stats_frame_rows(
+        {"ndvi_before": 0.41, "ndvi_delta": -0.2, "vegetation_loss": 0.125, "built_gain": 0.215,
+         "brightness_before": 0.31, "brightness_delta": 0.1})}
+    assert rows["mean NDVI"]["unit"] == "index, −1 to 1" and rows["mean NDVI"]["value"] == 0.41
+    assert "difference" in rows["mean NDVI change (after − before)"]["unit"]
     assert rows["vegetation loss"]["value"] == 12.5 and rows["vegetation loss"]["unit"].startswith("%")
+    # only pixel counts are a share of the tile; brightness is a pixel value, not "% of pixels"
+    assert rows["mean brightness of the visible bands"]["value"] == 0.31
+    assert "%" not in rows["mean brightness of the visible bands"]["unit"]
+    assert "%" not in rows["mean brightness change (after − before)"]["unit"]
+    # an NDBI rise (bare soil as much as roofs: a forest clearing) is not called "built gain"
+    assert rows["bare/built-up index increase"]["value"] == 21.5
+    assert not any("built gain" in r["statistic"] for r in rows.values())
 
 
 def test_result_exports_and_wording(service):
@@ -481,7 +493,7 @@ def test_result_exports_and_wording(service):
     assert widgets.plural(1, "pair") == "1 pair" and widgets.plural(1200, "pair") == "1,200 pairs"
     assert widgets.shorten("x" * 500, 80).endswith("…") and len(widgets.shorten("x" * 500, 80)) == 80
     assert uploads.place_name(["m_3807_20180601.tif", "m_3807_20200601.tif"]) == "m_3807"
-    assert uploads.upload_names(["a.tif", "a.tif"]) == ["before-a.tif", "after-a.tif"]
+    assert uploads.upload_names(["a.tif", "a.tif", "b.tif"]) == ["1-a.tif", "2-a.tif", "3-b.tif"]
 
 
 def test_map_html_uses_only_local_leaflet(service):

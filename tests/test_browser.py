@@ -258,6 +258,9 @@ def test_inspector_and_archive_render(page, app_url):
     open_page(page, app_url, "Inspector")
     page.get_by_text("Neighbours (most similar pairs)").wait_for()
     page.frame_locator(VIEWER).locator("#viewer img.top").wait_for()
+    # each describing sentence shows how well it fits, against the archive's own captions
+    page.get_by_text("confidence", exact=True).first.wait_for()
+    page.get_by_text(re.compile(r"^(high|medium|low) \(\d+%\)$")).first.wait_for()
     page.screenshot(path=str(SHOTS / "inspector.png"), full_page=True)
     page.get_by_role("link", name="Archive").first.click()
     page.get_by_text("Model card").wait_for()
@@ -289,6 +292,25 @@ def test_annotate_round_answers_move_the_progress(page, app_url, annotations):
     chart.scroll_into_view_if_needed()
     chart.locator(".scatterlayer .trace").first.wait_for()  # the metric over rounds (round 0: base)
     chart.screenshot(path=str(SHOTS / "annotate_history.png"))
+
+    # The latency benchmark's finish condition for Update model is false before the click and
+    # true after it (a condition already true timed nothing: "0.1 s" for a minute's work).
+    done = _app_latency().UPDATE_DONE
+    page.wait_for_function(SETTLED)
+    assert page.evaluate(done, 2) is False
+    page.get_by_role("button", name="Update model").click()
+    page.wait_for_function(done, arg=2)
+    assert page.evaluate(done, 3) is False  # the message must name exactly the labels trained on
+
+
+def _app_latency():
+    """benchmarks/app_latency.py as a module (benchmarks/ is not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("app_latency", REPO_ROOT / "benchmarks" / "app_latency.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 

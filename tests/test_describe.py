@@ -62,7 +62,7 @@ def test_no_change_and_swir_built_up():
     img_a[:1] = built  # 25%
     s = change_stats(BitemporalPair("l", img_b, img_a, bands=bands, display_bands=("swir1", "nir", "red")))
     assert s["built_gain"] == pytest.approx(0.25) and s["ndbi_delta"] > 0
-    assert "built-up or bare ground increased over about 25% of the tile" in describe_change(
+    assert "the bare/built-up index rose over about 25% of the tile" in describe_change(
         BitemporalPair("l", img_b, img_a, bands=bands, display_bands=("swir1", "nir", "red"))
     )
 

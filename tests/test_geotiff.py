@@ -331,3 +331,31 @@ def test_the_shipped_naip_crop_is_searchable_everywhere():
     assert src.tile_rows * src.tile_cols >= 4
     assert covered.mean() >= 0.9
     assert len(list(src.pairs())) == src.tile_rows * src.tile_cols
+
+
+def test_year_only_dates_are_flagged_and_shown_as_the_year():
+    from textitsr.app.inspector import facts_line, image_captions
+    from textitsr.config import REPO_ROOT
+    from textitsr.data.scenes import date_precision
+    from textitsr.index.catalog import _date_precision
+
+    assert date_precision("landsat_1985") == "year" and date_precision("m_1_20120731") == "day"
+    assert date_precision("undated") is None
+    files = sorted((REPO_ROOT / "data" / "real-scenes" / "landsat").glob("*.tif"))
+    src = GeoTiffSource(files[:2], band_names=("SWIR1", "NIR", "Red", "Green"), tile_size=128)
+    pair = next(iter(src.pairs()))
+    assert pair.dates[0].endswith("-01-01") and pair.location["date_precision"] == ["year", "year"]
+    record = {"dates": pair.dates, "date_precision": _date_precision(pair.location), "source": "geotiff"}
+    assert image_captions(record) == (f"before ({pair.dates[0][:4]})", f"after ({pair.dates[1][:4]})")
+    assert "-01-01" not in facts_line(record) and "year only" in facts_line(record)
+    # stores indexed before the precision was recorded: read again from the file names
+    old = {k: v for k, v in pair.location.items() if k != "date_precision"}
+    assert _date_precision(old) == ("year", "year")
+    from textitsr.app.widgets import hit_caption
+    from textitsr.index.catalog import PairHit
+
+    hit = PairHit(1, 0.5, pair.pair_id, "geotiff", None, pair.bounds, pair.dates, [], None, ("year", "year"))
+    assert hit_caption(hit) == f"{pair.dates[0][:4]} → {pair.dates[1][:4]}"  # result cards too
+    day = {"dates": ("2012-07-31", "2014-08-02"), "date_precision": ("day", "day")}
+    assert image_captions(day) == ("before (2012-07-31)", "after (2014-08-02)")
+    assert "year only" not in facts_line(day)

@@ -142,6 +142,8 @@ class CaptionHitOut(BaseModel):
     score: float
     text: str
     pair_id: str | None
+    #: Share (0-1) of the archive's own (caption, pair) scores this score reaches (None: no captions).
+    confidence: float | None = None
 
 
 class PairHits(BaseModel):

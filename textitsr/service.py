@@ -53,6 +53,8 @@ class CaptionHit:
     score: float
     text: str
     pair_id: str | None
+    #: Share (0-1) of the archive's own (caption, pair) scores this score reaches; None: unknown.
+    confidence: float | None = None
 
 
 @dataclass(frozen=True)
@@ -304,11 +306,25 @@ class SearchService:
         return self._query_pairs(vec, k, mask)
 
     def match_calibration(self) -> MatchCalibration:
-        """What the archive's own captions score as queries (computed once): flags weak text matches."""
+        """What the archive's own captions score as queries (computed once): flags weak text matches
+        and scales describing sentences' confidence (`index/calibration.py`)."""
         if self._calibration is None:
-            index, _, _ = self._captions()
-            self._calibration = calibrate_text_matches(index.vectors, self._best_pair_scores)
+            index, _, pair_ids = self._captions()
+            import pandas as pd
+
+            rows = pd.Index(self.catalog.meta["pair_id"].astype(str)).get_indexer(pair_ids).astype(np.int64)
+            self._calibration = calibrate_text_matches(
+                index.vectors, self._pairs.vectors, self._best_pair_scores,
+                caption_pairs=rows if (rows >= 0).all() else None,  # -1: a caption of no listed pair
+            )
         return self._calibration
+
+    def is_weak_match(self, query: str, best_score: float) -> bool:
+        """Whether a text query's best pair stands out less than nearly all the archive's captions'."""
+        vec = self.encode_query(query)
+        index, texts, _ = self._captions()
+        best_caption = float(index.search(vec, 1)[0][0, 0]) if texts else None
+        return self.match_calibration().is_low(vec[0], best_score, best_caption)
 
     def _best_pair_scores(self, queries: np.ndarray) -> np.ndarray:
         """Top-1 score of each query row among all pairs (through the index: bounded memory)."""
@@ -482,8 +498,10 @@ class SearchService:
         if not texts:
             return []
         scores, rows = index.search(vec, k)
+        calibration = self.match_calibration()
         return [
-            CaptionHit(rank=i + 1, score=float(s), text=texts[r], pair_id=pair_ids[r])
+            CaptionHit(rank=i + 1, score=float(s), text=texts[r], pair_id=pair_ids[r],
+                       confidence=calibration.confidence(float(s)))
             for i, (s, r) in enumerate(zip(scores[0], rows[0], strict=True))
         ]
 

@@ -176,14 +176,26 @@ def finetune(
     captions: CaptionData | None = None,
     config: FinetuneConfig | None = None,
     progress: Callable[[float, str], None] | None = None,
+    *,
+    more_labels: Sequence[Label] = (),
+    more_from: int | None = None,
+    before_more: Callable[[], None] | None = None,
 ) -> FinetuneResult:
-    """Fine-tune `model` in place on labelled item pairs (`labels` index rows of `items`)."""
+    """Fine-tune `model` in place on labelled item pairs (`labels` index rows of `items`).
+
+    With `more_labels`, steps from `more_from` on train on `labels + more_labels`, and
+    `before_more()` is called just before (the model then has seen `labels` only): one run both
+    measures agreement with held-out answers and trains on all of them, instead of two runs.
+    """
     config = config or FinetuneConfig()
     labels = [(int(a), int(b), bool(s)) for a, b, s in labels]
+    more = [(int(a), int(b), bool(s)) for a, b, s in more_labels]
     if not labels:
         raise InputError("finetune: no similar/dissimilar labels yet; label some pairs first")
+    if more and (more_from is None or not 0 <= more_from < config.steps):
+        raise InputError(f"finetune: more_from={more_from!r}: expected a step in 0..{config.steps - 1}")
     n_items = feature_count(items)
-    for a, b, _ in labels:
+    for a, b, _ in labels + more:
         if not (0 <= a < n_items and 0 <= b < n_items):
             raise InputError(f"finetune: labelled item ({a}, {b}) outside the {n_items} item features")
     gen = torch.Generator().manual_seed(config.seed)
@@ -216,6 +228,11 @@ def finetune(
     losses: list[float] = []
     try:
         for step in range(config.steps):
+            if more and step == more_from:
+                if before_more is not None:
+                    before_more()
+                pairs = torch.tensor([(a, b) for a, b, _ in labels + more], dtype=torch.long)
+                similar = torch.tensor([s for _, _, s in labels + more], dtype=torch.bool)
             pick = torch.randperm(len(pairs), generator=gen)[: config.label_batch]
             uniq, inv = torch.unique(pairs[pick].reshape(-1), return_inverse=True)
             emb = model.embed_pair_features(take_features(items, uniq.numpy()))

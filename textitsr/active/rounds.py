@@ -48,6 +48,25 @@ class AnnealPaths:
 
 
 
+class _FoldedModel:
+    """A model as `save_checkpoint` sees it, with another pair head: the cached base model is shared
+    with the app's searches (and holds ONNX sessions that cannot be copied), so it is left alone."""
+
+    def __init__(self, model: Any, pair_head: Any) -> None:
+        self.base, self.pair_head, self.config = model, pair_head, model.config
+
+    def dims(self) -> dict:
+        return self.base.dims()
+
+    def trainable_state_dict(self) -> dict:
+        state = dict(self.base.trainable_state_dict())
+        head = {f"pair_head.{k}": v for k, v in self.pair_head.state_dict().items()}
+        missing = set(head) - set(state)
+        if missing:
+            raise StoreError(f"fine-tuned pair head: weights {sorted(missing)[:3]} not in the base model")
+        return state | head
+
+
 @dataclass
 class StoreCaptions:
     """A store's captions as fine-tuning and the metrics need them (store order)."""
@@ -73,6 +92,8 @@ def store_captions(store: Any, row_of: dict[str, int]) -> StoreCaptions:
 #: Fewest labels with which part of them is held out to measure agreement on unseen answers.
 MIN_HELDOUT_LABELS = 8
 HELDOUT_FRACTION = 0.25
+#: Share of the fine-tuning steps trained without the held-out labels (they join for the rest).
+HELDOUT_STEPS = 0.75
 
 
 def split_heldout(labels: list[Label], seed: int = 0) -> tuple[list[Label], list[Label]]:
@@ -232,9 +253,13 @@ class AnnealSession:
 
         Training runs on the store's own pair and caption embeddings (`EmbeddingAdapter`, folded
         into the pair head afterwards), so no image is read and no backbone runs. With enough
-        labels a quarter is first held out: `heldout_agreement` says how well a model trained
-        without them agrees with them; the saved model is then trained on all labels.
+        labels a quarter is held out for the first `HELDOUT_STEPS` of the steps: agreement with
+        them is measured at that point (`heldout_agreement`), then the same run goes on with them
+        added. One training run, so the check costs no extra time. Steps are named through
+        `progress`: loading, training, held-out check, saving, re-embedding, metrics.
         """
+        import copy
+
         import torch
 
         from textitsr.active.finetune import (
@@ -245,15 +270,18 @@ class AnnealSession:
             finetune,
             fold_adapter,
         )
+        from textitsr.embedding.encode import load_model, torch_threads
         from textitsr.index.archive import Archive
-        from textitsr.models.checkpoint import checkpoint_id, load_checkpoint, model_card, save_checkpoint
+        from textitsr.models.checkpoint import checkpoint_id, model_card, save_checkpoint
 
         labels = self.labels()
         if not labels:
             raise InputError("update: no similar/dissimilar answers yet; label some pairs first")
         say = progress or (lambda f, m: None)
-        say(0.0, "loading the model")
-        model = load_checkpoint(self.checkpoint, self.device)
+        say(0.0, "loading the model and the archive's embeddings")
+        # The process's cached model (the app already holds it): only its pair head is copied and
+        # changed, so searches running meanwhile keep the base model.
+        model = load_model(self.checkpoint, self.device)
         base_id = checkpoint_id(self.checkpoint)
         items = StoredEmbeddings(torch.from_numpy(np.asarray(self.base.pair_embeddings(), np.float32)))
         caps = store_captions(self.base, self.row)
@@ -261,26 +289,29 @@ class AnnealSession:
         if len(caps.caption_pair):
             captions = CaptionData(items, torch.from_numpy(caps.embeddings[caps.caption_text]),
                                    caps.caption_pair, caps.caption_text)
-        dim = int(items.emb.shape[1])
-
-        def train(on: list[Label], start: float, span: float, what: str) -> EmbeddingAdapter:
-            adapter = EmbeddingAdapter(dim, model.logit_scale)
-            finetune(adapter, items, on, captions, self.finetune_config,
-                     lambda f, m: say(start + span * f, f"{what}: {m}"))
-            return adapter
-
+        adapter = EmbeddingAdapter(int(items.emb.shape[1]), model.logit_scale)
         train_part, held = split_heldout(labels, seed=self.log.current_round())
-        agreement = None
-        if held:
-            check = train(train_part, 0.05, 0.35, f"held-out check ({len(held)} labels aside)")
-            agreement = heldout_agreement(embed_items(check, items), train_part, held)
-        adapter = train(labels, 0.4 if held else 0.05, 0.45 if held else 0.8, f"all {len(labels)} labels")
-        say(0.86, "saving the fine-tuned model")
-        fold_adapter(model, adapter)
+        checked: list[float] = []
+
+        def check() -> None:
+            say(0.05 + 0.7 * HELDOUT_STEPS, f"held-out check: {len(held)} answers the model has not seen")
+            checked.append(heldout_agreement(embed_items(adapter, items), train_part, held))
+
+        steps = self.finetune_config.steps
+        what = (f"training on {len(train_part)} answers, then all {len(labels)}" if held
+                else f"training on {len(labels)} answers")
+        with torch_threads(1):  # a 256 x 256 map: more threads only wait on each other
+            finetune(adapter, items, train_part, captions, self.finetune_config,
+                     lambda f, m: say(0.05 + 0.7 * f, f"{what}: {m}"),
+                     more_labels=held, more_from=int(round(HELDOUT_STEPS * steps)) if held else None,
+                     before_more=check if held else None)
+        say(0.76, "saving the fine-tuned model")
+        folded = _FoldedModel(model, copy.deepcopy(model.pair_head))
+        fold_adapter(folded, adapter)
         round_ = self.log.current_round()
         folder = self.paths.checkpoint(round_)
         save_checkpoint(
-            model,
+            folded,  # type: ignore[arg-type]  # what a checkpoint stores of a TextITSR
             folder,
             extra={
                 "anneal": {
@@ -294,15 +325,16 @@ class AnnealSession:
                 }
             },
         )
-        say(0.92, "re-embedding the store")
+        say(0.8, "re-embedding the archive and writing its copy")
         emb = embed_items(adapter, items)
         Archive(self.base.root).reembed(
             self.paths.store, emb, checkpoint=folder.resolve(), model=model_card(folder.resolve())
         )
+        say(0.92, "measuring the new space")
         metrics = space_metrics(emb, self.change_types, caps, labels)
         metrics["n_heldout"] = float(len(held))
-        if agreement is not None:
-            metrics["heldout_agreement"] = agreement
+        if checked:
+            metrics["heldout_agreement"] = checked[0]
         self.log.record_update(str(folder), len(labels), metrics)
         say(1.0, "done")
         return metrics

@@ -135,18 +135,39 @@ def difference_heatmap(before: np.ndarray, after: np.ndarray) -> go.Figure:
     return fig
 
 
-def stat_unit(name: str) -> tuple[str, float]:
-    """(unit, factor) of a spectral change statistic (`textitsr.data.describe.change_stats` names).
+#: What each spectral change statistic (`textitsr.data.describe.change_stats`) measures, its unit and
+#: the factor to that unit. Names say what is measured, not what it might mean: NDBI rises on bare
+#: soil as on new roofs, so a forest clearing raises it too ("built gain" would claim buildings).
+_PIXEL_SHARE = "% of the tile's valid pixels"
+STATISTICS: dict[str, tuple[str, str, float]] = {
+    "ndvi_before": ("mean NDVI, before", "index, −1 to 1", 1.0),
+    "ndvi_after": ("mean NDVI, after", "index, −1 to 1", 1.0),
+    "ndvi_delta": ("mean NDVI change (after − before)", "index difference, −2 to 2", 1.0),
+    "vegetation_loss": ("vegetation loss: vegetated pixels whose NDVI fell > 0.2", _PIXEL_SHARE, 100.0),
+    "vegetation_gain": ("vegetation gain: pixels vegetated after whose NDVI rose > 0.2", _PIXEL_SHARE, 100.0),
+    "ndwi_delta": ("mean NDWI change (after − before)", "index difference, −2 to 2", 1.0),
+    "water_before": ("water (NDWI > 0.2), before", _PIXEL_SHARE, 100.0),
+    "water_after": ("water (NDWI > 0.2), after", _PIXEL_SHARE, 100.0),
+    "water_gain": ("water appeared", _PIXEL_SHARE, 100.0),
+    "water_loss": ("water receded", _PIXEL_SHARE, 100.0),
+    "ndbi_delta": ("mean bare/built-up index (NDBI) change", "index difference, −2 to 2", 1.0),
+    "built_gain": ("bare/built-up index increase: NDBI rose > 0.2 (bare soil or roofs)", _PIXEL_SHARE, 100.0),
+    "built_loss": ("bare/built-up index decrease: NDBI fell > 0.2", _PIXEL_SHARE, 100.0),
+    "brightness_before": ("mean brightness of the visible bands, before", "pixel value scaled 0 to 1", 1.0),
+    "brightness_after": ("mean brightness of the visible bands, after", "pixel value scaled 0 to 1", 1.0),
+    "brightness_delta": ("mean brightness change (after − before)", "scaled pixel value, −1 to 1", 1.0),
+}
 
-    Index means (NDVI/NDWI/NDBI before, after, delta) are unitless on -1..1 (delta: -2..2); every
-    other statistic is a fraction of the tile's valid pixels, shown in percent.
-    """
+
+def stat_unit(name: str) -> tuple[str, float]:
+    """(unit, factor) of a spectral change statistic: index means and differences are unitless,
+    brightness is a scaled pixel value, and only counts of pixels are a share of the tile."""
+    if name in STATISTICS:
+        return STATISTICS[name][1:]
     index = name.split("_")[0].upper()
     if name.endswith("_delta"):
-        return (f"{index} change (after − before, −2 to 2)", 1.0)
-    if index in ("NDVI", "NDWI", "NDBI"):
-        return (f"mean {index} (−1 to 1)", 1.0)
-    return ("% of the tile's pixels", 100.0)
+        return (f"{index} change (after − before)", 1.0)
+    return ("value", 1.0)  # a statistic this table does not know: shown as it is, no unit claimed
 
 
 def stats_frame_rows(stats: Mapping[str, float]) -> list[dict[str, Any]]:
@@ -154,6 +175,6 @@ def stats_frame_rows(stats: Mapping[str, float]) -> list[dict[str, Any]]:
     rows = []
     for name, value in stats.items():
         unit, factor = stat_unit(name)
-        rows.append({"statistic": name.replace("_", " "), "value": round(float(value) * factor, 4),
-                     "unit": unit})
+        label = STATISTICS[name][0] if name in STATISTICS else name.replace("_", " ")
+        rows.append({"statistic": label, "value": round(float(value) * factor, 4), "unit": unit})
     return rows

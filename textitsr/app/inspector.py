@@ -27,25 +27,40 @@ def first_pair_id(service: SearchService) -> str | None:
     return first[0]["properties"]["pair_id"] if first else None
 
 
+def shown_dates(record: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """The pair's dates as known: "1985" for a date known only to the year (stored as 1985-01-01)."""
+    dates = record.get("dates") or (None, None)
+    precision = record.get("date_precision") or (None, None)
+    return tuple(  # type: ignore[return-value]
+        d[:4] if d and p == "year" else d for d, p in zip(dates, precision, strict=True)
+    )
+
+
+def year_only(record: Mapping[str, Any]) -> bool:
+    """Whether a date of the pair is known only to the year (the page then says the day is unknown)."""
+    return "year" in (record.get("date_precision") or ())
+
+
 def date_labels(record: Mapping[str, Any]) -> tuple[str, str]:
     """('before 2019-03-01', 'after 2020-05-02'): the viewer's and captions' labels (no date: none)."""
-    dates = record.get("dates") or (None, None)
+    dates = shown_dates(record)
     return (f"before {dates[0] or ''}".strip(), f"after {dates[1] or ''}".strip())
 
 
 def image_captions(record: Mapping[str, Any]) -> tuple[str, str]:
     """('before (2019-03-01)', 'after (date unknown)'): the captions under the two large images."""
-    dates = record.get("dates") or (None, None)
+    dates = shown_dates(record)
     return (f"before ({dates[0] or 'date unknown'})", f"after ({dates[1] or 'date unknown'})")
 
 
 def facts_line(record: Mapping[str, Any]) -> str:
     """One markdown line of the pair's source, split, dates, change type and footprint (escaped)."""
-    dates = record.get("dates") or (None, None)
+    dates = shown_dates(record)
+    note = " (year only: the source gives no day)" if year_only(record) else ""
     facts = [
         f"source **{markdown_text(record.get('source') or '?')}**",
         f"split **{markdown_text(record.get('split') or '—')}**",
-        f"dates **{markdown_text(dates[0] or '?')} → {markdown_text(dates[1] or '?')}**",
+        f"dates **{markdown_text(dates[0] or '?')} → {markdown_text(dates[1] or '?')}**{note}",
     ]
     if record.get("change_type"):
         facts.append(f"change type **{markdown_text(record['change_type'])}**")

@@ -226,7 +226,8 @@ def agreement_note(metrics: Mapping[str, float]) -> str:
 
 def hit_caption(hit: PairHit) -> str:
     """One line under a result: dates and (when known) the change type."""
-    dates = " → ".join(d for d in hit.dates if d) or "dates unknown"
+    shown = [d[:4] if d and p == "year" else d for d, p in zip(hit.dates, hit.date_precision, strict=True)]
+    dates = " → ".join(d for d in shown if d) or "dates unknown"
     kind = f" · {hit.change_type.replace('_', ' ')}" if hit.change_type else ""
     return f"{dates}{kind}"
 
@@ -249,8 +250,18 @@ def sentence_table(sentences: Sequence[CaptionHit]) -> None:
         st.caption("The archive holds no sentences.")
         return
     # A static table wraps long sentences (a dataframe cell would cut them off).
-    st.table([{"rank": c.rank, "score": f"{c.score:.3f}", "sentence": c.text} for c in sentences],
-             hide_index=True)
+    st.table([{"rank": c.rank, "score": f"{c.score:.3f}", "confidence": confidence_label(c.confidence),
+               "sentence": c.text} for c in sentences], hide_index=True)
+    st.caption("Confidence: the share of the archive's own captions that score lower with the pair "
+               "they describe. Low: the archive has no sentence that fits this pair well.")
+
+
+def confidence_label(confidence: float | None) -> str:
+    """'high (83%)', 'medium (40%)', 'low (4%)' or '—' for a describing sentence's confidence."""
+    if confidence is None:
+        return "—"
+    word = "high" if confidence >= 0.5 else "medium" if confidence >= 0.1 else "low"
+    return f"{word} ({confidence * 100:.0f}%)"
 
 
 def before_after(service: SearchService, pair_id: str, captions: tuple[str, str] = ("before", "after")

@@ -123,7 +123,8 @@ def describe_change(pair: BitemporalPair, thresholds: ChangeThresholds = DEFAULT
         water = (("appeared over", stats["water_gain"]), ("receded from", stats["water_loss"]))
         parts.append(_two_way("water", *water, t.min_fraction))
     if "built_gain" in stats and stats["built_gain"] >= t.min_fraction:
-        parts.append(f"built-up or bare ground increased over {_about(stats['built_gain'])} of the tile")
+        # NDBI rises on bare soil as on roofs: say what was measured, not "built" (a clearing shows here).
+        parts.append(f"the bare/built-up index rose over {_about(stats['built_gain'])} of the tile")
     if abs(stats["brightness_delta"]) >= t.brightness_change:
         parts.append("the scene became " + ("brighter" if stats["brightness_delta"] > 0 else "darker"))
     return "; ".join(parts)

@@ -360,6 +360,8 @@ class GeoTiffSource(PairSourceBase):
                                     int(win.height),
                                 ],
                                 "nodata_fraction": nodata,
+                                # "year": the date is YYYY-01-01 standing for a year only
+                                "date_precision": [a.date_precision, b.date_precision],
                             },
                         )
 

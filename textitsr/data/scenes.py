@@ -40,6 +40,22 @@ class Scene:
     nodata: float | None
     band_names: tuple[str, ...]
 
+    @property
+    def date_precision(self) -> str | None:
+        """"year" when only the year is known (a bare year: the date reads YYYY-01-01), "day" when
+        the day is, None when undated: pages show "1985", not a made-up 1985-01-01."""
+        if not self.date:
+            return None
+        return "year" if self.token == self.date[:4] else "day"
+
+
+def date_precision(text: str) -> str | None:
+    """What a file name or tag tells about its date: "day", "year" (a bare year) or None (no date)."""
+    parsed = _parse_date(text)
+    if parsed is None:
+        return None
+    return "year" if parsed[1] == parsed[0][:4] else "day"
+
 
 def _parse_date(text: str) -> tuple[str, str] | None:
     """(ISO date, token) from a name or tag; a bare year gives YYYY-01-01 with token YYYY."""

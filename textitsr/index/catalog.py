@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,6 +37,8 @@ class PairHit:
     dates: tuple[str | None, str | None]
     captions: list[str]
     change_type: str | None
+    #: "year" where a date is known only to the year (stored as YYYY-01-01), "day", or None.
+    date_precision: tuple[str | None, str | None] = (None, None)
 
 
 @dataclass(frozen=True)
@@ -121,6 +124,7 @@ class Catalog:
             dates=(plain(r["date_before"]), plain(r["date_after"])),
             captions=_captions(r),
             change_type=plain(r["change_type"]),
+            date_precision=_date_precision(_location(r)),
         )
 
     def pair(self, pair_id: str) -> dict[str, Any]:
@@ -134,6 +138,7 @@ class Catalog:
         rec["bounds"] = _bounds(r)
         rec["native_bounds"] = _bounds(r, "native_")
         rec["dates"] = (rec["date_before"], rec["date_after"])
+        rec["date_precision"] = _date_precision(rec["location"])
         return rec
 
     def thumbnails(self, pair_id: str) -> tuple[np.ndarray, np.ndarray]:
@@ -233,3 +238,26 @@ class Catalog:
             if isinstance(window, list) and len(window) == 4 and window[2] == window[3]:
                 sizes[int(window[2])] = sizes.get(int(window[2]), 0) + 1
         return max(sizes, key=sizes.__getitem__) if sizes else None
+
+
+def _location(r: Any) -> dict:
+    """A metadata row's location recipe (empty when absent or unreadable: precision is then unknown)."""
+    try:
+        loc = loads_bounded(plain(r["location"]) or "{}", max_depth=16)
+    except (TypeError, ValueError):
+        return {}
+    return loc if isinstance(loc, dict) else {}
+
+
+def _date_precision(location: dict) -> tuple[str | None, str | None]:
+    """("year" | "day" | None) for the before and after dates: as recorded at indexing, else read
+    again from the GeoTIFF file names (stores built before the precision was recorded)."""
+    recorded = location.get("date_precision")
+    if isinstance(recorded, list) and len(recorded) == 2:
+        return (recorded[0], recorded[1])
+    from textitsr.data.scenes import date_precision
+
+    return tuple(  # type: ignore[return-value]
+        date_precision(Path(str(location[w])).stem) if isinstance(location.get(w), str) else None
+        for w in ("before", "after")
+    )
