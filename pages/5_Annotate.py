@@ -132,7 +132,7 @@ if st.button(
         else:
             status.update(label="Model updated", state="complete", expanded=False)
     if metrics is not None:
-        using = archives.archive_choice(config) == archives.FINE_TUNED
+        using = archives.archive_choice(st.session_state) == archives.FINE_TUNED
         st.session_state[UPDATED_KEY] = (
             f"Fine-tuned on {int(metrics['n_labels'])} labels and re-embedded the archive. "
             + widgets.agreement_note(metrics) + " "
@@ -146,20 +146,20 @@ if UPDATED_KEY in st.session_state:
 
 def _use_fine_tuned() -> None:
     chosen = archives.FINE_TUNED if st.session_state["annotate-use-tuned"] else archives.BASE
-    archives.set_archive_choice(config, chosen)
+    archives.set_archive_choice(st.session_state, chosen)
 
 
 tuned = archives.fine_tuned_store(config)
 st.toggle(
     "Use the fine-tuned model for search",
-    value=tuned is not None and archives.archive_choice(config) == archives.FINE_TUNED,
+    value=tuned is not None and archives.archive_choice(st.session_state) == archives.FINE_TUNED,
     key="annotate-use-tuned",
     on_change=_use_fine_tuned,
     disabled=tuned is None,
     help="Text search, map query and the inspector then rank pairs with the model fine-tuned on your "
     "answers (its re-embedded copy of the archive); off: the base model.",
 )
-active = archives.active_archive(config)
+active = archives.active_archive(config, st.session_state)
 st.caption(
     f"Search uses the **{active.label}**."
     + ("" if tuned is not None else " Update the model first to search with a fine-tuned one.")

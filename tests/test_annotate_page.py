@@ -68,13 +68,16 @@ def test_annotate_round_similar_dissimilar_skip_and_update(page_env):
 TEXT_PAGE = str(REPO_ROOT / "pages" / "1_Text_search.py")
 
 
-def text_search(query: str) -> tuple[AppTest, list[tuple[str, float]]]:
-    """Run the Text search page on `query`; (page, [(pair id, score)] of the result cards)."""
+def text_search(query: str, choice: str | None = None) -> tuple[AppTest, list[tuple[str, float]]]:
+    """Run the Text search page on `query` in a session that chose `choice` (an archive kind); (page,
+    [(pair id, score)] of the result cards)."""
     import re
 
     at = AppTest.from_file(TEXT_PAGE, default_timeout=120)
     at.session_state["query"] = query
     at.session_state["k"] = 5
+    if choice is not None:
+        at.session_state[archives.CHOICE_KEY] = choice
     at = clean(at.run())
     cards = [re.search(r"`([^`]+)` — score \*\*(-?[0-9.]+)\*\*", m.value) for m in at.markdown]
     return at, [(c[1], float(c[2])) for c in cards if c]
@@ -103,15 +106,18 @@ def test_after_an_update_search_switches_to_the_fine_tuned_model(tiny_archive, t
     switch = at.toggle(key="annotate-use-tuned")
     assert not switch.disabled and not switch.value
     at = clean(switch.set_value(True).run())
-    assert archives.active_archive().kind == archives.FINE_TUNED
+    assert at.session_state[archives.CHOICE_KEY] == archives.FINE_TUNED
     assert "fine-tuned model" in " ".join(c.value for c in at.sidebar.caption)
 
-    page, tuned_hits = text_search(query)
+    page, tuned_hits = text_search(query, archives.FINE_TUNED)  # this analyst's other pages
     assert "fine-tuned model" in " ".join(c.value for c in page.sidebar.caption)
     expected = SearchService.open(work / "store").search_text(query, k=5)
     assert [pid for pid, _ in tuned_hits] == [h.pair_id for h in expected]
     assert [s for _, s in tuned_hits] == pytest.approx([h.score for h in expected], abs=1e-3)
     assert [s for _, s in tuned_hits] != pytest.approx([s for _, s in base_hits], abs=1e-3)
+    other, other_hits = text_search(query)  # another analyst's session: still the base model
+    assert "base model" in " ".join(c.value for c in other.sidebar.caption)
+    assert [pid for pid, _ in other_hits] == [pid for pid, _ in base_hits]
 
     at = clean(at.toggle(key="annotate-use-tuned").set_value(False).run())
     assert text_search(query)[1] == base_hits

@@ -346,23 +346,25 @@ def test_active_archive_is_the_fine_tuned_store_only_when_chosen_and_current(tmp
     manifest(tmp_path / "store", 40, "base")
     cfg = config.load_config({config.ENV_STORE: str(tmp_path / "store")})
     assert cfg.annotations_dir == tmp_path / "annotations"
-    assert archives.active_archive(cfg) == archives.ArchiveChoice(archives.BASE, tmp_path / "store")
-    archives.set_archive_choice(cfg, archives.FINE_TUNED)  # chosen, but nothing fine-tuned yet
-    active = archives.active_archive(cfg)
+    session: dict = {}  # one browser session's state
+    assert archives.active_archive(cfg, session) == archives.ArchiveChoice(archives.BASE, tmp_path / "store")
+    archives.set_archive_choice(session, archives.FINE_TUNED)  # chosen, but nothing fine-tuned yet
+    active = archives.active_archive(cfg, session)
     assert active.kind == archives.BASE and "No fine-tuned model" in active.note
     manifest(tmp_path / "annotations" / "store", 40, "tuned-1")
-    active = archives.active_archive(cfg)
+    active = archives.active_archive(cfg, session)
     tuned = tmp_path / "annotations" / "store"
     assert (active.kind, active.store, active.stamp) == (archives.FINE_TUNED, tuned, "tuned-1")
+    assert archives.active_archive(cfg, {}).kind == archives.BASE  # another session did not choose it
+    assert archives.active_archive(cfg).kind == archives.BASE
     manifest(tmp_path / "store", 52, "base")  # scenes added since the update: the tuned copy is stale
-    active = archives.active_archive(cfg)
+    active = archives.active_archive(cfg, session)
     assert active.kind == archives.BASE and "52" in active.note and "40" in active.note
-    archives.set_archive_choice(cfg, archives.BASE)
-    assert archives.active_archive(cfg).note is None
+    archives.set_archive_choice(session, archives.BASE)
+    assert archives.active_archive(cfg, session).note is None
     with pytest.raises(InputError, match="archive choice"):
-        archives.set_archive_choice(cfg, "latest")
-    (tmp_path / "annotations" / archives.ARCHIVE_CHOICE_FILE).write_text("{not json")
-    assert archives.archive_choice(cfg) == archives.BASE
+        archives.set_archive_choice(session, "latest")
+    assert archives.archive_choice({archives.CHOICE_KEY: "latest"}) == archives.BASE
     other = config.load_config({config.ENV_STORE: str(tmp_path / "demo"),
                                 config.ENV_ANNOTATIONS: str(tmp_path / "w")})
     assert other.annotations_dir == tmp_path / "w"

@@ -1,11 +1,12 @@
 """Which archive the pages search: the base one, or the ANNEAL fine-tuned copy.
 
-The choice is persisted in the ANNEAL workspace so every session of the app agrees on it.
+The choice belongs to one browser session (Streamlit's session state): one analyst switching to the
+fine-tuned model never changes what another analyst's searches rank by.
 """
 
 from __future__ import annotations
 
-import json
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -15,9 +16,8 @@ from textitsr.errors import InputError, StoreError
 
 BASE = "base"
 FINE_TUNED = "fine-tuned"
-#: In the ANNEAL workspace: which archive the search pages use ({"archive": "base" | "fine-tuned"}).
-ARCHIVE_CHOICE_FILE = "search.json"
-
+#: Session-state key of the archive this session's search pages use (BASE or FINE_TUNED).
+CHOICE_KEY = "archive_choice"
 
 @dataclass(frozen=True)
 class ArchiveChoice:
@@ -46,22 +46,16 @@ def fine_tuned_store(config: AppConfig) -> Path | None:
     return path if is_store(path) else None
 
 
-def archive_choice(config: AppConfig) -> str:
-    """The persisted choice (BASE or FINE_TUNED); BASE when unset or unreadable."""
-    try:
-        choice = json.loads((config.annotations_dir / ARCHIVE_CHOICE_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return BASE
-    return FINE_TUNED if isinstance(choice, dict) and choice.get("archive") == FINE_TUNED else BASE
+def archive_choice(session: Mapping[str, Any] | None) -> str:
+    """This session's choice (BASE or FINE_TUNED); BASE when it made none."""
+    return FINE_TUNED if session is not None and session.get(CHOICE_KEY) == FINE_TUNED else BASE
 
 
-def set_archive_choice(config: AppConfig, kind: str) -> None:
-    """Persist which archive the search pages use (shared by every session of this workspace)."""
-    from textitsr.atomic import atomic_write_text
-
+def set_archive_choice(session: MutableMapping[str, Any], kind: str) -> None:
+    """Choose which archive this session's search pages use (no other session is affected)."""
     if kind not in (BASE, FINE_TUNED):
         raise InputError(f"archive choice {kind!r}: expected {BASE!r} or {FINE_TUNED!r}")
-    atomic_write_text(config.annotations_dir / ARCHIVE_CHOICE_FILE, json.dumps({"archive": kind}))
+    session[CHOICE_KEY] = kind
 
 
 def _manifest(store: Path) -> dict[str, Any] | None:
@@ -78,7 +72,8 @@ def base_archive(config: AppConfig) -> ArchiveChoice:
     return ArchiveChoice(BASE, config.store, config.checkpoint)
 
 
-def active_archive(config: AppConfig | None = None) -> ArchiveChoice:
+def active_archive(config: AppConfig | None = None, session: Mapping[str, Any] | None = None
+                   ) -> ArchiveChoice:
     """The archive the search pages use now: the fine-tuned store when chosen and current, else base.
 
     A fine-tuned store that no longer holds the base archive's pairs (scenes were added since the
@@ -86,7 +81,7 @@ def active_archive(config: AppConfig | None = None) -> ArchiveChoice:
     """
     config = config or load_config()
     base = base_archive(config)
-    if archive_choice(config) != FINE_TUNED:
+    if archive_choice(session) != FINE_TUNED:
         return base
     tuned = fine_tuned_store(config)
     manifest = _manifest(tuned) if tuned is not None else None

@@ -43,9 +43,9 @@ def _open_service(store: str, checkpoint: str | None, stamp: str = "") -> Search
 
 
 def get_service(config: AppConfig | None = None, *, archive: ArchiveChoice | None = None) -> SearchService:
-    """The process-wide SearchService of `archive` (default: the active one), shared by sessions."""
+    """The process-wide SearchService of `archive` (default: the base one), shared by sessions."""
     config = config or load_config()
-    archive = archive or active_archive(config)
+    archive = archive or base_archive(config)
     return _open_service(str(archive.store), str(archive.checkpoint) if archive.checkpoint else None,
                          archive.stamp)
 
@@ -70,7 +70,7 @@ def service_or_stop(*, base: bool = False) -> SearchService:
 
     try:
         config = load_config()
-        archive = active_archive(config)
+        archive = active_archive(config, st.session_state)
         st.sidebar.caption(f"Searching with the **{archive.label}**  \n{markdown_code(archive.store)}")
         if archive.note:
             st.sidebar.warning(markdown_text(archive.note))
