@@ -94,6 +94,23 @@ def _relative(path: Path) -> str:
         return Path(path).name
 
 
+def generated_data(
+    shared: Path, data_dir: Path, recipe: DefaultRecipe, echo=print
+) -> tuple[dict, list[Path], dict]:
+    """Make (or reuse) the recipe's generated data: (main manifest, extra training roots, summary of
+    the extra set); `data_dir` is the main root, validation stays its val split."""
+    manifest = make_training_data(Path(shared), Path(data_dir), recipe.data, echo=echo)
+    extra_roots, extra_data = [], {}
+    if recipe.extra_data is not None:
+        extra_dir = Path(data_dir).with_name(Path(data_dir).name + EXTRA_SUFFIX)
+        extra = make_training_data(Path(shared), extra_dir, recipe.extra_data, parts=("synth",), echo=echo)
+        extra_roots.append(extra_dir)
+        extra_data = {k: extra[k] for k in ("content_sha256", "pairs", "per_split", "per_type")}
+    if recipe.demo_world:
+        extra_roots.append(demo_world(Path(data_dir).parent / DEMO_WORLD_DIR))
+    return manifest, extra_roots, extra_data
+
+
 def train_default(
     shared: Path,
     out: Path,
@@ -113,15 +130,7 @@ def train_default(
 
     recipe = recipe or DefaultRecipe()
     echo = print if progress else (lambda _: None)
-    manifest = make_training_data(Path(shared), Path(data_dir), recipe.data, echo=echo)
-    extra_roots, extra_data = [], {}
-    if recipe.extra_data is not None:
-        extra_dir = Path(data_dir).with_name(Path(data_dir).name + EXTRA_SUFFIX)
-        extra = make_training_data(Path(shared), extra_dir, recipe.extra_data, parts=("synth",), echo=echo)
-        extra_roots.append(extra_dir)
-        extra_data = {k: extra[k] for k in ("content_sha256", "pairs", "per_split", "per_type")}
-    if recipe.demo_world:
-        extra_roots.append(demo_world(Path(data_dir).parent / DEMO_WORLD_DIR))
+    manifest, extra_roots, extra_data = generated_data(shared, data_dir, recipe, echo)
     options = {"cache_dir": cache_dir} if cache_dir is not None else {}
     work = Path(data_dir).parent / "default-runs" / f"seed{recipe.seed}"
     result = train(
