@@ -373,47 +373,24 @@ def gallery_types(labels: list) -> list[str]:
 
 def load_pool(model, folders: list[Path], cache_dir: Path):
     """(pool cache, source per pair, pixel-difference score per pair) over the pool folders."""
-    from textitsr.data.pairs import id_part
-    from textitsr.embedding.cache import FeatureCache, build_or_load
-    from textitsr.evaluation.leave_source_out import read_sources
+    from textitsr.training.real_mix import load_pool as load
 
-    caches, sources, pixel = [], [], []
+    pool, sources = load(model, folders, cache_dir)
+    pixel = []
     for folder in folders:
         source = LabelledFolderSource(folder)
-        cache = build_or_load(model, source, None, cache_dir, tokens=True, progress=False)
-        by_id = {f"{source.name}_{id_part(stem)}": s for stem, s in read_sources(folder).items()}
         diff = mean_abs_difference(source.pairs())
-        missing = [p for p in cache.pair_ids if p not in by_id]
-        if missing:
-            raise SystemExit(f"{folder}/pairs.jsonl: no source for {missing[:3]}")
-        sources += [by_id[p] for p in cache.pair_ids]
-        pixel += [diff[p] for p in cache.pair_ids]
-        caches.append(cache)
-    return FeatureCache.concat(caches), sources, np.array(pixel)
+        pixel += [diff[p.pair_id] for p in source.pairs()]
+    return pool, sources, np.array(pixel)
 
 
 def load_generated(model, shared: Path, cache_dir: Path):
-    """Caches of the default recipe's generated data (made if missing), with type and source per pair."""
-    from textitsr.data.registry import open_source
-    from textitsr.embedding.cache import FeatureCache, build_or_load
-    from textitsr.training.default_model import DEFAULT_DATA_DIR, DefaultRecipe, generated_data
-    from textitsr.training.real_mix import generated_labels
+    """The default recipe's generated data (made if missing) as caches with type and source per pair."""
+    from textitsr.training.default_model import DEFAULT_DATA_DIR, DefaultRecipe
+    from textitsr.training.real_mix import load_generated as load
 
     recipe = DefaultRecipe()
-    _, extra_roots, _ = generated_data(shared, DEFAULT_DATA_DIR, recipe, echo=lambda _: None)
-    parts, sources = {"train": [], "val": []}, {"train": [], "val": []}
-    for root, splits in [(DEFAULT_DATA_DIR, ("train", "val")), *[(r, ("train",)) for r in extra_roots]]:
-        src = open_source(root, "levircc" if root == DEFAULT_DATA_DIR else None)
-        for split in splits:
-            cache = build_or_load(model, src, split, cache_dir, tokens=False, progress=False)
-            if (Path(root) / "LevirCCcaptions.json").is_file():
-                types, origin = generated_labels(root, cache)
-                cache.change_type = [t if t else c for t, c in zip(types, cache.change_type, strict=True)]
-            else:
-                origin = [None] * cache.n_pairs
-            parts[split].append(cache)
-            sources[split] += origin
-    return recipe, FeatureCache.concat(parts["train"]), sources["train"], parts["val"][0], sources["val"]
+    return (recipe, *load(model, shared, DEFAULT_DATA_DIR, recipe, cache_dir))
 
 
 def source_rows(model, cache, idx: np.ndarray, sources: list[str], pixel: np.ndarray) -> dict[str, dict]:

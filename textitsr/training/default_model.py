@@ -56,12 +56,31 @@ class DefaultRecipe:
     batch_size: int = 128
     lr: float = 5e-4
     seed: int = 0
+    #: Real labelled pairs (pool layout, `evaluation.leave_source_out`) join training with their own
+    #: captions, each this many times per epoch: the pool folders named in `real_pools` (under the
+    #: shared data folder) and realtrain's change pairs with the LEVIR-CD samples. 0: none.
+    real_weight: int = 0
+    real_pools: tuple[str, ...] = ()
+    #: Weight of the change-type prototype loss (`training.real_mix.TypePrototypeLoss`). 0: off.
+    type_loss: float = 0.0
+
+    @property
+    def mixed(self) -> bool:
+        """Whether training goes beyond contrastive learning on the generated data."""
+        return bool(self.real_weight or self.type_loss)
 
     def to_dict(self) -> dict:
         """The recipe as stored in the checkpoint; the optional extras are left out while off, so a
         recipe that does not use them keeps the fingerprint it had before they existed."""
         d = asdict(self)
-        for key, off in (("extra_data", None), ("demo_world", False)):
+        d["real_pools"] = list(d["real_pools"])
+        for key, off in (
+            ("extra_data", None),
+            ("demo_world", False),
+            ("real_weight", 0),
+            ("real_pools", []),
+            ("type_loss", 0.0),
+        ):
             if d[key] == off:
                 del d[key]
         return d
@@ -119,11 +138,13 @@ def train_default(
     cache_dir: Path | None = None,
     progress: bool = True,
     resume: bool = False,
+    extra_pools: tuple[Path, ...] = (),
 ) -> dict:
     """Generate the data (cached), train per `recipe`, write the checkpoint to `out`; returns its extra.
 
     Training runs in `DATA_DIR/cache/default-runs/seedN` (`resume=True` continues an interrupted run
     there); `out` receives only the final weights and config, and keeps its MODEL_CARD.md.
+    `extra_pools`: more real pool folders (pool layout) beyond the recipe's, recorded in the checkpoint.
     """
     from textitsr.models.checkpoint import load_checkpoint, read_checkpoint_config, save_checkpoint
     from textitsr.training.train import TrainConfig, train
@@ -133,25 +154,27 @@ def train_default(
     manifest, extra_roots, extra_data = generated_data(shared, data_dir, recipe, echo)
     options = {"cache_dir": cache_dir} if cache_dir is not None else {}
     work = Path(data_dir).parent / "default-runs" / f"seed{recipe.seed}"
-    result = train(
-        TrainConfig(
-            root=Path(data_dir),
-            extra_roots=extra_roots,
-            out=work,
-            source="levircc",
-            fusion=recipe.fusion,
-            model_options=dict(recipe.model_options),
-            epochs=recipe.epochs,
-            patience=recipe.patience,
-            batch_size=recipe.batch_size,
-            lr=recipe.lr,
-            seed=recipe.seed,
-            device="cpu",
-            progress=progress,
-            resume=resume,
-            **options,
-        )
+    config = TrainConfig(
+        root=Path(data_dir),
+        extra_roots=extra_roots,
+        out=work,
+        source="levircc",
+        fusion=recipe.fusion,
+        model_options=dict(recipe.model_options),
+        epochs=recipe.epochs,
+        patience=recipe.patience,
+        batch_size=recipe.batch_size,
+        lr=recipe.lr,
+        seed=recipe.seed,
+        device="cpu",
+        progress=progress,
+        resume=resume,
+        **options,
     )
+    if recipe.mixed:
+        result, real = _train_mixed(Path(shared), Path(data_dir), recipe, config, extra_pools)
+    else:
+        result, real = train(config), {}
     extra = read_checkpoint_config(work)["extra"]
     summary = extra.get("training", {})
     summary["dataset"] = {"kind": "levircc", "root": _relative(data_dir)}
@@ -174,5 +197,40 @@ def train_default(
     }
     if extra_data:
         extra["data"]["extra"] = extra_data
+    if real:
+        extra["data"]["real"] = real
     save_checkpoint(load_checkpoint(work), Path(out), extra=extra, keep=[MODEL_CARD])
     return extra
+
+
+def _train_mixed(
+    shared: Path, data_dir: Path, recipe: DefaultRecipe, config, extra_pools: tuple[Path, ...]
+) -> tuple[object, dict]:
+    """Training on the generated data plus the real pool pairs (and the change-type loss): the
+    recipe the leave-source-out protocol chose. Returns the result and a summary of the real pairs."""
+    from collections import Counter
+
+    from textitsr.evaluation.leave_source_out import DERIVED_DIR, derive_change_pairs
+    from textitsr.models.textitsr import ModelConfig, TextITSR
+    from textitsr.outputs import CHECKPOINT, TRAINING_OUT, check_output_dir
+    from textitsr.training.real_mix import MixedData, TypePrototypeLoss, load_generated, load_pool
+    from textitsr.training.train import fit, seed_everything
+
+    check_output_dir(config.out, (CHECKPOINT, TRAINING_OUT), inputs=[config.root, *config.extra_roots])
+    seed_everything(config.seed)
+    model = TextITSR(ModelConfig(**{**recipe.model_options, "fusion": recipe.fusion}))
+    train, train_src, val, val_src = load_generated(model, shared, data_dir, recipe, config.cache_dir)
+    folders = [shared / name for name in recipe.real_pools]
+    folders.append(derive_change_pairs(shared, data_dir.parent / DERIVED_DIR, against=folders))
+    folders += [Path(p) for p in extra_pools]
+    pool, sources = load_pool(model, folders, config.cache_dir)
+    data, labels = MixedData(train, train_src, val, val_src, pool, sources).fold(set(), recipe.real_weight)
+    aux = TypePrototypeLoss(model, labels, recipe.type_loss) if recipe.type_loss else None
+    dataset = {"kind": "levircc", "root": str(config.root), "pools": [_relative(f) for f in folders]}
+    result = fit(model, data, config, dataset=dataset, aux_loss=aux)
+    real = {
+        "pairs": pool.n_pairs,
+        "per_source": dict(sorted(Counter(sources).items())),
+        "folders": [_relative(f) for f in folders],
+    }
+    return result, real

@@ -103,6 +103,57 @@ def generated_labels(root: Path, cache: FeatureCache) -> tuple[list[str | None],
     return types, sources
 
 
+def load_pool(model: torch.nn.Module, folders: list[Path], cache_dir: Path) -> tuple[FeatureCache, list[str]]:
+    """(one cache of every pool folder's pairs, the source of each pair), in folder then file order."""
+    from textitsr.embedding.cache import build_or_load
+    from textitsr.errors import InputError
+    from textitsr.evaluation.leave_source_out import read_sources
+    from textitsr.evaluation.realdev import LabelledFolderSource
+
+    caches, sources = [], []
+    for folder in folders:
+        source = LabelledFolderSource(folder)
+        cache = build_or_load(model, source, None, cache_dir, tokens=True, progress=False)
+        by_id = {f"{source.name}_{id_part(stem)}": s for stem, s in read_sources(folder).items()}
+        missing = [p for p in cache.pair_ids if p not in by_id]
+        if missing:
+            raise InputError(f"{folder}/pairs.jsonl: no source for pairs {missing[:3]}")
+        sources += [by_id[p] for p in cache.pair_ids]
+        caches.append(cache)
+    return FeatureCache.concat(caches), sources
+
+
+def load_generated(
+    model: torch.nn.Module, shared: Path, data_dir: Path, recipe, cache_dir: Path
+) -> tuple[FeatureCache, list[str | None], FeatureCache, list[str | None]]:
+    """(train cache, source per pair, val cache, source per pair) of a `DefaultRecipe`'s generated
+    data (made if missing): the main root's train split plus every extra root's, the main val
+    split; change types from the caption files where the data record them."""
+    from textitsr.data.registry import open_source
+    from textitsr.embedding.cache import build_or_load
+    from textitsr.training.default_model import generated_data
+
+    _, extra_roots, _ = generated_data(shared, data_dir, recipe, echo=lambda _: None)
+    parts: dict[str, list[FeatureCache]] = {"train": [], "val": []}
+    sources: dict[str, list[str | None]] = {"train": [], "val": []}
+    roots = [
+        (Path(data_dir), "levircc", ("train", "val")),
+        *[(Path(r), None, ("train",)) for r in extra_roots],
+    ]
+    for root, kind, splits in roots:
+        source = open_source(root, kind)
+        for split in splits:
+            cache = build_or_load(model, source, split, cache_dir, tokens=False, progress=False)
+            if (root / "LevirCCcaptions.json").is_file():
+                types, origin = generated_labels(root, cache)
+                cache.change_type = [t or c for t, c in zip(types, cache.change_type, strict=True)]
+            else:
+                origin = [None] * cache.n_pairs
+            parts[split].append(cache)
+            sources[split] += origin
+    return FeatureCache.concat(parts["train"]), sources["train"], parts["val"][0], sources["val"]
+
+
 @dataclass
 class MixedData:
     """Generated train/val caches with their pairs' sources, and the real pool's cache."""
