@@ -21,6 +21,17 @@ For each model (one or several checkpoints = seeds of one configuration, mean ±
         --out-json data/real-runs/world.json
     # one table from several --out-json files:
     .venv/bin/python benchmarks/real.py --from-json data/real-runs/*.json
+
+Leave-source-out (`--protocol leave-source-out`): the pool is realdev, realtrain's change pairs with
+the LEVIR-CD samples (`evaluation.leave_source_out.derive_change_pairs`) and every `--pool` folder;
+sources are dealt into `--folds` folds, and each `--variant` of the default recipe is trained per
+fold and seed without the fold's sources (real and generated pairs made from them), then scored on
+the fold's gallery against the same gallery's random ranking and pixel difference:
+
+    .venv/bin/python benchmarks/real.py --protocol leave-source-out --pool ../realpool \
+        --variant base --variant real5:real=5 --variant real5-type:real=5,type=0.5 --seeds 0 1 2 \
+        --out-json data/real-runs/lso.json
+    .venv/bin/python benchmarks/real.py --protocol leave-source-out --from-json data/real-runs/lso*.json
 """
 
 from __future__ import annotations
@@ -377,10 +388,8 @@ def load_pool(model, folders: list[Path], cache_dir: Path):
 
     pool, sources = load(model, folders, cache_dir)
     pixel = []
-    for folder in folders:
-        source = LabelledFolderSource(folder)
-        diff = mean_abs_difference(source.pairs())
-        pixel += [diff[p.pair_id] for p in source.pairs()]
+    for folder in folders:  # pairs in file order, as in the pool cache
+        pixel += list(mean_abs_difference(LabelledFolderSource(folder).pairs()).values())
     return pool, sources, np.array(pixel)
 
 
@@ -496,6 +505,10 @@ def leave_source_out(args: argparse.Namespace) -> None:
                 )
     results["stamp"] = machine_and_date()
     write_lso(results, args)
+
+
+def _num(value: float, digits: int = 2) -> str:
+    return "–" if value != value else f"{value:.{digits}f}"
 
 
 def _mean_sd(values: list[float], digits: int = 2, scale: float = 1.0) -> str:
@@ -617,8 +630,8 @@ def lso_markdown(results: dict) -> str:
             out.append(
                 f"| {name} | {first['n']} | {v} | {_mean_sd([x['model']['mR'] for x in rs], 1)} | "
                 f"{first['chance']['mR']:.1f} | "
-                f"{_mean_sd([x['model']['ap:change'] for x in rs])} | {first['pixel']['ap:change']:.2f} | "
-                f"{first['chance']['ap:change']:.2f} | "
+                f"{_mean_sd([x['model']['ap:change'] for x in rs])} | {_num(first['pixel']['ap:change'])} | "
+                f"{_num(first['chance']['ap:change'])} | "
                 + (
                     f"{_mean_sd([x['model'][bb] for x in rs])} | {first['pixel'][bb]:.2f} | "
                     f"{first['chance'][bb]:.2f} |"

@@ -54,6 +54,8 @@ def test_source_comes_from_source_or_dataset() -> None:
         source_of({"name": "x"})
     assert generated_source("levircd_sample_test_2_0000_0000") == "LEVIR-CD"
     assert generated_source("xbd_guatemala_06_pre_x0_y0") == "xBD guatemala-volcano"
+    assert generated_source("landsat_1985_2000_r0_c1") == "landsat-pucallpa"
+    assert generated_source("m_4709963_se_14_1_20090818_20120731_r0_c0") == "naip-northdakota"
     assert generated_source("loveda_rural0_x0_y0") is None
 
 

@@ -39,6 +39,10 @@ _ORIGIN_SOURCES = (
     ("levircd", "LEVIR-CD"),
     ("idabd", "IdaBD"),
     ("xbd_guatemala", "xBD guatemala-volcano"),
+    # the time series part: NAIP North Dakota tiles (file names m_4709963_*) and Landsat Pucallpa,
+    # the same opengeos/data rasters a pool folder may hold as real pairs
+    ("m_4709963", "naip-northdakota"),
+    ("landsat", "landsat-pucallpa"),
 )
 #: Hamming distance of 16x16 average hashes at or below which two images count as one.
 DUPLICATE_HASH_DISTANCE = 4
