@@ -643,10 +643,21 @@ def lso_markdown(results: dict) -> str:
 
 
 def write_lso(results: dict, args: argparse.Namespace) -> None:
+    """Print the tables (and write them to --out-md with the run's date, commit, machine and load)."""
+    import subprocess
+
     from textitsr.atomic import atomic_write_text
 
     text = lso_markdown(results)
     print(text)
+    if args.out_md:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+        ).stdout.strip()
+        stamp = f"Run {results['stamp']}; commit {commit or 'unknown'}."
+        head = f"# Real imagery, leave-source-out\n\n{stamp}\n\n"
+        args.out_md.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(args.out_md, head + text + "\n")
     if args.out_json:
         args.out_json.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(args.out_json, json.dumps(results, indent=1))
@@ -697,6 +708,7 @@ def main() -> None:
     ap.add_argument("--variant", action="append", default=None,
                     help="leave-source-out recipe variant NAME[:real=W,type=L] (repeatable; default: base)")
     ap.add_argument("--shared", type=Path, default=SHARED_DATA_DIR, help="research data folder")
+    ap.add_argument("--out-md", type=Path, default=None, help="leave-source-out: write the tables here")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -704,8 +716,7 @@ def main() -> None:
         if args.from_json:
             merged = [json.loads(Path(f).read_text()) for f in args.from_json]
             results = {**merged[-1], "runs": [r for m in merged for r in m["runs"]]}
-            print(f"# leave-source-out; merged {len(merged)} files, {results['stamp']}\n")
-            print(lso_markdown(results))
+            write_lso(results, args)
             return
         args.variant = args.variant or ["base"]
         leave_source_out(args)
