@@ -540,21 +540,22 @@ def lso_markdown(results: dict) -> str:
         f"Pool: {results['n_pairs']} real pairs, {sum(len(f['sources']) for f in info)} sources, {nf} folds; "
         f"seeds {seeds}. Every cell: mean over folds, ± std over seeds.",
         "",
-        "| variant | T→P R@1 | T→P R@5 | T→P R@10 | P→T R@1 | P→T R@5 | P→T R@10 | mR "
+        "| variant | seeds | T→P R@1 | T→P R@5 | T→P R@10 | P→T R@1 | P→T R@5 | P→T R@10 | mR "
         "| mean AP lift | change vs none AP |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for v in variants:
         cells = [_mean_sd([fold_mean(v, k, s) for s in seeds], 1) for k in RETRIEVAL]
         cells += [_mean_sd([fold_mean(v, k, s) for s in seeds], 2) for k in ("lift", "ap:change")]
-        out.append(f"| {v} | " + " | ".join(cells) + " |")
+        n_seeds = len({r["seed"] for r in runs if r["variant"] == v})
+        out.append(f"| {v} | {n_seeds} | " + " | ".join(cells) + " |")
     out.append(
-        "| random | "
+        "| random | – | "
         + " | ".join(f"{chance_mean[k]:.1f}" for k in RETRIEVAL)
         + f" | 0.00 | {chance_mean['ap:change']:.2f} |"
     )
     out.append(
-        f"| pixel difference | – | – | – | – | – | – | – | "
+        f"| pixel difference | – | – | – | – | – | – | – | – | "
         f"{np.nanmean([f['pixel']['lift'] for f in info]):.2f} | {pixel_change:.2f} |"
     )
     # per fold

@@ -232,8 +232,21 @@ def test_lso_tables_from_stored_runs() -> None:
                 runs.append({"variant": v, "fold": k, "seed": seed, "row": row, "sources": src})
     text = real.lso_markdown({"runs": runs, "fold_info": info, "n_pairs": 120})
     # base, seed 0: folds 20 and 21 -> 20.5; seed 1: 21 and 22 -> 21.5; over seeds 21.0 ± 0.7.
-    assert "| base | 21.0 ± 0.7 |" in text and "| real | 31.0 ± 0.7 |" in text
+    assert "| base | 2 | 21.0 ± 0.7 |" in text and "| real | 2 | 31.0 ± 0.7 |" in text
     assert "| buildings_built | 2 | 0.50 ± 0.00 | 0.50 ± 0.00 | 0.40 | 0.30 |" in text
     assert (
         "| A | 60 | base | 20.5 ± 0.7 | 9.0 | 0.70 ± 0.00 | 0.60 | 0.50 | 0.50 ± 0.00 | 0.40 | 0.30 |" in text
     )
+
+
+def test_recipe_records_real_pairs_only_when_used() -> None:
+    """A recipe without real pairs or the type loss keeps the fingerprint it had before they existed."""
+    from dataclasses import replace
+
+    from textitsr.training.default_model import DefaultRecipe
+
+    plain = replace(DefaultRecipe(), real_weight=0, real_pools=(), type_loss=0.0)
+    assert not {"real_weight", "real_pools", "type_loss"} & set(plain.to_dict()) and not plain.mixed
+    mixed = replace(plain, real_weight=5, real_pools=("realdev",))
+    assert mixed.mixed and mixed.to_dict()["real_pools"] == ["realdev"]
+    assert mixed.fingerprint() != plain.fingerprint()

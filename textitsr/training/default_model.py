@@ -232,5 +232,9 @@ def _train_mixed(
         "pairs": pool.n_pairs,
         "per_source": dict(sorted(Counter(sources).items())),
         "folders": [_relative(f) for f in folders],
+        # what each folder listed when trained on (a growing pool folder changes this)
+        "pairs_jsonl_sha256": [
+            hashlib.sha256((Path(f) / "pairs.jsonl").read_bytes()).hexdigest()[:16] for f in folders
+        ],
     }
     return result, real
