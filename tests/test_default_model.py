@@ -53,6 +53,8 @@ def test_train_default_writes_recipe_and_fingerprints(tmp_path: Path) -> None:
         ),
         extra_data=TrainingDataRecipe(synth_targets={"vegetation_storm_damage": 3, "road_laid": 2}),
         demo_world=False,  # 1,200 pairs through the backbone: test_demo_world_is_written_once covers it
+        real_weight=0,  # the fixture has no real pool folder
+        real_pools=(),
         epochs=1,
         batch_size=8,
     )
