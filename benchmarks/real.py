@@ -21,6 +21,17 @@ For each model (one or several checkpoints = seeds of one configuration, mean ±
         --out-json data/real-runs/world.json
     # one table from several --out-json files:
     .venv/bin/python benchmarks/real.py --from-json data/real-runs/*.json
+
+Leave-source-out (`--protocol leave-source-out`): the pool is realdev, realtrain's change pairs with
+the LEVIR-CD samples (`evaluation.leave_source_out.derive_change_pairs`) and every `--pool` folder;
+sources are dealt into `--folds` folds, and each `--variant` of the default recipe is trained per
+fold and seed without the fold's sources (real and generated pairs made from them), then scored on
+the fold's gallery against the same gallery's random ranking and pixel difference:
+
+    .venv/bin/python benchmarks/real.py --protocol leave-source-out --pool ../realpool \
+        --variant base --variant real5:real=5 --variant real5-type:real=5,type=0.5 --seeds 0 1 2 \
+        --out-json data/real-runs/lso.json
+    .venv/bin/python benchmarks/real.py --protocol leave-source-out --from-json data/real-runs/lso*.json
 """
 
 from __future__ import annotations
@@ -90,10 +101,16 @@ RETRIEVAL = ("t2p_r1", "t2p_r5", "t2p_r10", "p2t_r1", "p2t_r5", "p2t_r10", "mR")
 def evaluate_model(model, source: LabelledFolderSource, cache_dir: Path, types: list[str]) -> dict:
     """One flat row: retrieval recalls (%), AP per type (0..1), mean lift, change-vs-none AP."""
     from textitsr.embedding.cache import build_or_load
+
+    cache = build_or_load(model, source, None, cache_dir, tokens=True, progress=False)
+    return score_cache(model, cache, types)
+
+
+def score_cache(model, cache, types: list[str]) -> dict:
+    """`evaluate_model` on a feature cache (the whole cache is the gallery)."""
     from textitsr.evaluation.evaluate import embed_cache, evaluate_cache
     from textitsr.evaluation.metrics import flatten_metrics
 
-    cache = build_or_load(model, source, None, cache_dir, tokens=True, progress=False)
     row = flatten_metrics(evaluate_cache(model, cache))
     pair_emb, _ = embed_cache(model, cache)
     queries = {t: TYPE_QUERIES[t] for t in types}
@@ -103,9 +120,14 @@ def evaluate_model(model, source: LabelledFolderSource, cache_dir: Path, types: 
     counts = type_counts(cache.change_type)
     for t in types:
         row[f"ap:{t}"] = float(np.mean(aps[t]))
-    row["lift"] = float(np.mean([row[f"ap:{t}"] - counts[t] / cache.n_pairs for t in types]))
+    lifts = [row[f"ap:{t}"] - counts[t] / cache.n_pairs for t in types]
+    row["lift"] = float(np.mean(lifts)) if types else 0.0
     changed = cache.changed.astype(bool)
-    row["ap:change"] = float(np.mean([average_precision(-s, changed) for s in sim[len(texts) :]]))
+    row["ap:change"] = (
+        float(np.mean([average_precision(-s, changed) for s in sim[len(texts) :]]))
+        if 0 < changed.sum() < len(changed)
+        else float("nan")
+    )
     return row
 
 
@@ -123,23 +145,34 @@ def synthetic_row(model, root: Path, cache_dir: Path) -> dict:
 
 
 def pixel_baseline(source: LabelledFolderSource, types: list[str]) -> dict:
-    from textitsr.evaluation.realdev import relevance
-
     pairs = list(source.pairs())
     score = np.array(list(mean_abs_difference(iter(pairs)).values()))
-    labels = [p.change_type for p in pairs]
+    changed = np.array([p.changed for p in pairs])
+    return pixel_scores_row(score, [p.change_type for p in pairs], changed, types)
+
+
+def pixel_scores_row(score: np.ndarray, labels: list, changed: np.ndarray, types: list[str]) -> dict:
+    """AP per type, mean lift and change-vs-none AP of ranking pairs by mean |after - before|."""
+    from textitsr.evaluation.realdev import relevance
+
     row = {f"ap:{t}": average_precision(score, relevance(labels, t)) for t in types}
     counts = type_counts(labels)
-    row["lift"] = float(np.mean([row[f"ap:{t}"] - counts[t] / len(pairs) for t in types]))
-    row["ap:change"] = average_precision(score, np.array([p.changed for p in pairs]))
+    row["lift"] = float(np.mean([row[f"ap:{t}"] - counts[t] / len(labels) for t in types])) if types else 0.0
+    changed = np.asarray(changed, dtype=bool)
+    row["ap:change"] = average_precision(score, changed) if 0 < changed.sum() < len(changed) else float("nan")
     return row
 
 
 def chance_rows(source: LabelledFolderSource, types: list[str], cache_dir: Path, model) -> dict:
     from textitsr.embedding.cache import build_or_load
+
+    return chance_of_cache(build_or_load(model, source, None, cache_dir, tokens=True, progress=False), types)
+
+
+def chance_of_cache(cache, types: list[str]) -> dict:
+    """What a random ranking scores on this gallery: retrieval (mean of 5 draws), AP = prevalence."""
     from textitsr.evaluation.metrics import random_baseline
 
-    cache = build_or_load(model, source, None, cache_dir, tokens=True, progress=False)
     chance = random_baseline(cache.caption_pair, cache.changed.astype(bool), caption_text=cache.caption_text)
     counts = type_counts(cache.change_type)
     chance.update({f"ap:{t}": counts[t] / cache.n_pairs for t in types})
@@ -309,6 +342,327 @@ def machine_and_date() -> str:
     )
 
 
+# ----------------------------------------------------------------------------- leave-source-out
+#: Variants of the recipe compared under the protocol: name -> (real pair weight, type loss weight).
+#: "real=W": every real pool pair of the training folds W times per epoch (0: generated data only,
+#: today's recipe); "type=L": the change-type prototype loss (`training.real_mix`) with weight L.
+def parse_variant(spec: str) -> tuple[str, dict]:
+    name, _, opts = spec.partition(":")
+    out = {"real": 0, "type": 0.0}
+    for item in filter(None, opts.split(",")):
+        key, _, value = item.partition("=")
+        if key not in out:
+            raise SystemExit(f"--variant {spec!r}: unknown option {key!r}; expected real=W, type=L")
+        out[key] = type(out[key])(value)
+    return name, out
+
+
+def subset_cache(cache, idx: np.ndarray):
+    """An in-memory cache of pairs `idx` of `cache` (globals only; texts shared)."""
+    from textitsr.embedding.cache import FeatureCache
+
+    idx = np.asarray(idx, dtype=np.int64)
+    off = cache.caption_offsets
+    caps = [cache.caption_text[off[i] : off[i + 1]] for i in idx]
+    return FeatureCache(
+        pair_ids=[cache.pair_ids[i] for i in idx],
+        texts=cache.texts,
+        caption_text=np.concatenate(caps) if caps else np.zeros(0, np.int64),
+        caption_offsets=np.concatenate([[0], np.cumsum([len(c) for c in caps])]).astype(np.int64),
+        changed=np.asarray(cache.changed)[idx],
+        before_global=np.asarray(cache.before_global)[idx],
+        after_global=np.asarray(cache.after_global)[idx],
+        text_features=cache.text_features_all,
+        change_type=[cache.change_type[i] for i in idx],
+    )
+
+
+def gallery_types(labels: list) -> list[str]:
+    counts = type_counts(labels)
+    return [t for t in TYPE_QUERIES if counts.get(t, 0) >= MIN_PAIRS]
+
+
+def load_pool(model, folders: list[Path], cache_dir: Path):
+    """(pool cache, source per pair, pixel-difference score per pair) over the pool folders."""
+    from textitsr.training.real_mix import load_pool as load
+
+    pool, sources = load(model, folders, cache_dir)
+    pixel = []
+    for folder in folders:  # pairs in file order, as in the pool cache
+        pixel += list(mean_abs_difference(LabelledFolderSource(folder).pairs()).values())
+    return pool, sources, np.array(pixel)
+
+
+def load_generated(model, shared: Path, cache_dir: Path):
+    """The default recipe's generated data (made if missing) as caches with type and source per pair."""
+    from textitsr.training.default_model import DEFAULT_DATA_DIR, DefaultRecipe
+    from textitsr.training.real_mix import load_generated as load
+
+    recipe = DefaultRecipe()
+    return (recipe, *load(model, shared, DEFAULT_DATA_DIR, recipe, cache_dir))
+
+
+def source_rows(model, cache, idx: np.ndarray, sources: list[str], pixel: np.ndarray) -> dict[str, dict]:
+    """Per source of a gallery: its own-gallery retrieval and chance, change-vs-none and
+    buildings_built AP of the model, of pixel difference and of chance (where defined)."""
+    from textitsr.evaluation.realdev import relevance
+
+    out = {}
+    for s in sorted({sources[i] for i in idx}):
+        sub = np.array([i for i in idx if sources[i] == s])
+        c = subset_cache(cache, sub)
+        types = [t for t in ("buildings_built",) if 0 < relevance(c.change_type, t).sum() < len(sub)]
+        row = score_cache(model, c, types)
+        chance = chance_of_cache(c, types)
+        pix = pixel_scores_row(pixel[sub], c.change_type, c.changed.astype(bool), types)
+        out[s] = {"n": len(sub), "model": row, "chance": chance, "pixel": pix}
+    return out
+
+
+def leave_source_out(args: argparse.Namespace) -> None:
+    """Train each variant per fold and seed without the fold's sources; score on the fold's gallery."""
+    from textitsr.evaluation.leave_source_out import DERIVED_DIR, derive_change_pairs, group_folds
+    from textitsr.models.textitsr import ModelConfig, TextITSR
+    from textitsr.training.real_mix import MixedData, TypePrototypeLoss
+    from textitsr.training.train import TrainConfig, fit, seed_everything
+
+    shared = args.shared
+    folders = [args.root, derive_change_pairs(shared, args.cache_dir / DERIVED_DIR, against=[args.root])]
+    for pool in args.pool:
+        if (pool / "pairs.jsonl").is_file() and any((pool / "before").glob("*")):
+            folders.append(pool)
+        else:
+            print(f"  --pool {pool}: no pairs.jsonl/before yet, left out", flush=True)
+    base = TextITSR(ModelConfig(fusion=args.fusion))
+    pool, sources, pixel = load_pool(base, folders, args.cache_dir)
+    recipe, train, train_src, val, val_src = load_generated(base, shared, args.cache_dir)
+    mixed = MixedData(train, train_src, val, val_src, pool, sources)
+    folds = group_folds(sources, args.folds)
+    print(f"  pool: {pool.n_pairs} pairs, {len(set(sources))} sources, folds {folds}", flush=True)
+    results = {
+        "folds": [list(f) for f in folds],
+        "n_pairs": pool.n_pairs,
+        "runs": [],
+        "folders": [str(f) for f in folders],
+    }
+    for fold in folds:
+        idx = np.array([i for i, s in enumerate(sources) if s in fold])
+        gallery = subset_cache(pool, idx)
+        types = gallery_types(gallery.change_type)
+        results.setdefault("fold_info", []).append(
+            {
+                "sources": list(fold),
+                "n": len(idx),
+                "types": types,
+                "counts": type_counts(gallery.change_type),
+                "chance": chance_of_cache(gallery, types),
+                "pixel": pixel_scores_row(
+                    pixel[idx], gallery.change_type, gallery.changed.astype(bool), types
+                ),
+            }
+        )
+    for spec in args.variant:
+        name, opt = parse_variant(spec)
+        for k, fold in enumerate(folds):
+            idx = np.array([i for i, s in enumerate(sources) if s in fold])
+            gallery = subset_cache(pool, idx)
+            types = results["fold_info"][k]["types"]
+            for seed in args.seeds:
+                t0 = time.perf_counter()
+                seed_everything(seed)
+                model = TextITSR(ModelConfig(fusion=args.fusion))
+                data, labels = mixed.fold(set(fold), opt["real"])
+                aux = TypePrototypeLoss(model, labels, opt["type"]) if opt["type"] else None
+                config = TrainConfig(
+                    root=DATA_DIR / "cache" / "realtrain",
+                    out=args.runs_dir / f"lso-{name}-f{k}-s{seed}",
+                    fusion=args.fusion,
+                    epochs=recipe.epochs,
+                    patience=recipe.patience,
+                    batch_size=recipe.batch_size,
+                    lr=recipe.lr,
+                    seed=seed,
+                    cache_dir=args.cache_dir,
+                    progress=False,
+                )
+                fit(model, data, config, aux_loss=aux)
+                row = score_cache(model, gallery, types)
+                per_source = source_rows(model, pool, idx, sources, pixel)
+                results["runs"].append(
+                    {
+                        "variant": name,
+                        "spec": spec,
+                        "fold": k,
+                        "seed": seed,
+                        "row": row,
+                        "sources": per_source,
+                    }
+                )
+                print(
+                    f"  {name} fold {k} seed {seed}: mR {row['mR']:.1f} lift {row['lift']:.2f} "
+                    f"change {row['ap:change']:.2f} ({time.perf_counter() - t0:.0f} s)",
+                    flush=True,
+                )
+    results["stamp"] = machine_and_date()
+    write_lso(results, args)
+
+
+def _num(value: float, digits: int = 2) -> str:
+    return "–" if value != value else f"{value:.{digits}f}"
+
+
+def _mean_sd(values: list[float], digits: int = 2, scale: float = 1.0) -> str:
+    v = np.asarray([x for x in values if x == x], dtype=float) * scale
+    if not len(v):
+        return "–"
+    return f"{v.mean():.{digits}f}" if len(v) == 1 else f"{v.mean():.{digits}f} ± {v.std(ddof=1):.{digits}f}"
+
+
+def lso_markdown(results: dict) -> str:
+    """Tables: mean over folds per variant; per fold; per type; per source."""
+    runs, info = results["runs"], results["fold_info"]
+    variants = list(dict.fromkeys(r["variant"] for r in runs))
+    seeds = sorted({r["seed"] for r in runs})
+    nf = len(info)
+
+    def fold_mean(variant: str, key: str, seed: int) -> float:
+        vals = [
+            r["row"].get(key, float("nan")) for r in runs if r["variant"] == variant and r["seed"] == seed
+        ]
+        vals = [v for v in vals if v == v]
+        return float(np.mean(vals)) if vals else float("nan")
+
+    chance_mean = {
+        k: float(np.nanmean([f["chance"].get(k, np.nan) for f in info])) for k in RETRIEVAL + ("ap:change",)
+    }
+    pixel_change = float(np.nanmean([f["pixel"]["ap:change"] for f in info]))
+    out = [
+        f"Pool: {results['n_pairs']} real pairs, {sum(len(f['sources']) for f in info)} sources, {nf} folds; "
+        f"seeds {seeds}. Every cell: mean over folds, ± std over seeds.",
+        "",
+        "| variant | seeds | T→P R@1 | T→P R@5 | T→P R@10 | P→T R@1 | P→T R@5 | P→T R@10 | mR "
+        "| mean AP lift | change vs none AP |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for v in variants:
+        cells = [_mean_sd([fold_mean(v, k, s) for s in seeds], 1) for k in RETRIEVAL]
+        cells += [_mean_sd([fold_mean(v, k, s) for s in seeds], 2) for k in ("lift", "ap:change")]
+        n_seeds = len({r["seed"] for r in runs if r["variant"] == v})
+        out.append(f"| {v} | {n_seeds} | " + " | ".join(cells) + " |")
+    out.append(
+        "| random | – | "
+        + " | ".join(f"{chance_mean[k]:.1f}" for k in RETRIEVAL)
+        + f" | 0.00 | {chance_mean['ap:change']:.2f} |"
+    )
+    out.append(
+        f"| pixel difference | – | – | – | – | – | – | – | – | "
+        f"{np.nanmean([f['pixel']['lift'] for f in info]):.2f} | {pixel_change:.2f} |"
+    )
+    # per fold
+    out += [
+        "",
+        "Per fold (gallery = all pairs of the fold's sources; mean ± std over seeds):",
+        "",
+        "| fold | sources | pairs | variant | mR | random mR | mean AP lift | change vs none AP "
+        "| pixel change AP | random change AP |",
+        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for k, f in enumerate(info):
+        for v in variants:
+            rows = [r["row"] for r in runs if r["variant"] == v and r["fold"] == k]
+            out.append(
+                f"| {k} | {', '.join(f['sources'])} | {f['n']} | {v} | "
+                f"{_mean_sd([r['mR'] for r in rows], 1)} | "
+                f"{f['chance']['mR']:.1f} | {_mean_sd([r['lift'] for r in rows])} | "
+                f"{_mean_sd([r['ap:change'] for r in rows])} | {f['pixel']['ap:change']:.2f} | "
+                f"{f['chance']['ap:change']:.2f} |"
+            )
+    # per type
+    out += [
+        "",
+        "Per change type (folds where the type has >= 4 pairs; AP mean over those folds, ± std over seeds):",
+        "",
+        "| type | folds | " + " | ".join(variants) + " | pixel difference | random (prevalence) |",
+        "|---|---:|" + "---:|" * (len(variants) + 2),
+    ]
+    for t in TYPE_QUERIES:
+        ks = [k for k, f in enumerate(info) if t in f["types"]]
+        if not ks:
+            continue
+        cells = []
+        for v in variants:
+            per_seed = [
+                np.mean(
+                    [
+                        r["row"][f"ap:{t}"]
+                        for r in runs
+                        if r["variant"] == v and r["seed"] == s and r["fold"] in ks
+                    ]
+                )
+                for s in seeds
+            ]
+            cells.append(_mean_sd(per_seed))
+        pix = np.mean([info[k]["pixel"][f"ap:{t}"] for k in ks])
+        prev = np.mean([info[k]["chance"][f"ap:{t}"] for k in ks])
+        out.append(f"| {t} | {len(ks)} | " + " | ".join(cells) + f" | {pix:.2f} | {prev:.2f} |")
+    out.append(
+        "| change vs none | "
+        + str(sum(1 for f in info if f["pixel"]["ap:change"] == f["pixel"]["ap:change"]))
+        + " | "
+        + " | ".join(_mean_sd([fold_mean(v, "ap:change", s) for s in seeds]) for v in variants)
+        + f" | {pixel_change:.2f} | {chance_mean['ap:change']:.2f} |"
+    )
+    # per source
+    out += [
+        "",
+        "Per source (scored by its fold's model; own-gallery mR is inflated by small galleries, "
+        "compare it with its own random mR):",
+        "",
+        "| source | pairs | variant | own mR | random mR | change vs none AP | pixel | random "
+        "| buildings_built AP | pixel | random |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    names = sorted({s for r in runs for s in r["sources"]})
+    for name in names:
+        for v in variants:
+            rs = [r["sources"][name] for r in runs if r["variant"] == v and name in r["sources"]]
+            first = rs[0]
+            bb = "ap:buildings_built"
+            out.append(
+                f"| {name} | {first['n']} | {v} | {_mean_sd([x['model']['mR'] for x in rs], 1)} | "
+                f"{first['chance']['mR']:.1f} | "
+                f"{_mean_sd([x['model']['ap:change'] for x in rs])} | {_num(first['pixel']['ap:change'])} | "
+                f"{_num(first['chance']['ap:change'])} | "
+                + (
+                    f"{_mean_sd([x['model'][bb] for x in rs])} | {first['pixel'][bb]:.2f} | "
+                    f"{first['chance'][bb]:.2f} |"
+                    if bb in first["model"]
+                    else "– | – | – |"
+                )
+            )
+    return "\n".join(out)
+
+
+def write_lso(results: dict, args: argparse.Namespace) -> None:
+    """Print the tables (and write them to --out-md with the run's date, commit, machine and load)."""
+    import subprocess
+
+    from textitsr.atomic import atomic_write_text
+
+    text = lso_markdown(results)
+    print(text)
+    if args.out_md:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+        ).stdout.strip()
+        stamp = f"Run {results['stamp']}; commit {commit or 'unknown'}."
+        head = f"# Real imagery, leave-source-out\n\n{stamp}\n\n"
+        args.out_md.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(args.out_md, head + text + "\n")
+    if args.out_json:
+        args.out_json.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(args.out_json, json.dumps(results, indent=1))
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--root", type=Path, default=SHARED_DATA_DIR / "realdev", help="labelled pairs folder")
@@ -345,9 +699,29 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out-json", type=Path, default=None, help="write this row (+ baselines) as JSON")
     ap.add_argument("--from-json", type=Path, nargs="+", default=None, help="no evaluation: merge rows")
+    ap.add_argument(
+        "--protocol", choices=("realdev", "leave-source-out"), default="realdev",
+        help="realdev: score checkpoints on --root; leave-source-out: train per fold without its sources",
+    )
+    ap.add_argument("--pool", type=Path, action="append", default=[],
+                    help="another pool folder in the realdev layout with `source` per pair (repeatable)")
+    ap.add_argument("--folds", type=int, default=4, help="leave-source-out: number of folds")
+    ap.add_argument("--variant", action="append", default=None,
+                    help="leave-source-out recipe variant NAME[:real=W,type=L] (repeatable; default: base)")
+    ap.add_argument("--shared", type=Path, default=SHARED_DATA_DIR, help="research data folder")
+    ap.add_argument("--out-md", type=Path, default=None, help="leave-source-out: write the tables here")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.protocol == "leave-source-out":
+        if args.from_json:
+            merged = [json.loads(Path(f).read_text()) for f in args.from_json]
+            results = {**merged[-1], "runs": [r for m in merged for r in m["runs"]]}
+            write_lso(results, args)
+            return
+        args.variant = args.variant or ["base"]
+        leave_source_out(args)
+        return
     if args.from_json:
         stamp = machine_and_date()
         data = [json.loads(Path(f).read_text()) for f in args.from_json]

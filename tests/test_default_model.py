@@ -53,6 +53,8 @@ def test_train_default_writes_recipe_and_fingerprints(tmp_path: Path) -> None:
         ),
         extra_data=TrainingDataRecipe(synth_targets={"vegetation_storm_damage": 3, "road_laid": 2}),
         demo_world=False,  # 1,200 pairs through the backbone: test_demo_world_is_written_once covers it
+        real_weight=0,  # the fixture has no real pool folder
+        real_pools=(),
         epochs=1,
         batch_size=8,
     )
@@ -134,3 +136,58 @@ def test_demo_serves_real_scenes_and_finds_the_pucallpa_clearing(tmp_path: Path)
         echo=lines.append,
     )
     assert again.built == ()
+
+
+@pytest.mark.slow
+def test_train_default_mixes_real_pool_pairs(tmp_path: Path) -> None:
+    """The mixed recipe: a real pool folder and realtrain's change pairs join the generated data,
+    repeated `real_weight` times, and the checkpoint records what the pool listed."""
+    from tests.test_realdev import make_labelled
+
+    shared = write_fixture_shared(tmp_path / "shared")
+    types = {"a": ["buildings_built"], "b": ["none"], "c": ["water_expanded"], "d": ["none"]}
+    pool = make_labelled(tmp_path / "pool", types, {"a": 40, "b": 0, "c": 20, "d": 0})
+    (pool / "pairs.jsonl").write_text(
+        "".join(
+            json.dumps({"name": n, "source": f"src-{n in 'ab'}", "change_types": k}) + "\n"
+            for n, k in types.items()
+        )
+    )
+    recipe = DefaultRecipe(
+        data=TrainingDataRecipe(
+            synth_targets={"buildings_built": 6, "none": 6}, real_pair_copies=1, val_fraction=0.5
+        ),
+        extra_data=None,
+        demo_world=False,
+        real_weight=2,
+        real_pools=(),
+        type_loss=0.5,
+        epochs=1,
+        batch_size=8,
+    )
+    from textitsr.training import default_model
+
+    original = default_model.make_training_data
+    default_model.make_training_data = lambda s, o, r, parts=("synth", "realpairs"), echo=print: original(
+        s, o, r, parts=parts, echo=echo
+    )
+    try:
+        extra = train_default(
+            shared,
+            tmp_path / "model",
+            recipe,
+            data_dir=tmp_path / "data",
+            cache_dir=tmp_path / "cache",
+            progress=False,
+            extra_pools=(pool,),
+        )
+    finally:
+        default_model.make_training_data = original
+    real = extra["data"]["real"]
+    assert real["per_source"]["src-True"] == 2 and real["per_source"]["src-False"] == 2
+    n_real = real["pairs"]
+    assert n_real == 4 + real["per_source"].get("LEVIR-CD", 0) + real["per_source"].get("IdaBD", 0)
+    generated_train = extra["data"]["per_split"]["train"]
+    assert extra["training"]["n_train_pairs"] == generated_train + 2 * n_real
+    assert extra["recipe"]["real_weight"] == 2 and extra["recipe"]["type_loss"] == 0.5
+    assert load_checkpoint(tmp_path / "model").config.fusion == recipe.fusion

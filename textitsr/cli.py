@@ -209,6 +209,10 @@ def train_default(
     ] = None,
     cache_dir: Annotated[Path | None, typer.Option(help="Folder of backbone feature caches.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run of this seed.")] = False,
+    pool: Annotated[
+        list[Path] | None,
+        typer.Option(help="More real labelled pairs folders (realdev layout with a source per pair)."),
+    ] = None,
 ) -> None:
     """Reproduce the shipped default model: make-training-data, then train with the default recipe."""
     import dataclasses
@@ -219,7 +223,7 @@ def train_default(
 
     recipe = dataclasses.replace(DefaultRecipe(), seed=seed)
     extra = run(shared or SHARED_DATA_DIR, out, recipe, data_dir=data_dir or DEFAULT_DATA_DIR,
-                cache_dir=cache_dir, resume=resume)
+                cache_dir=cache_dir, resume=resume, extra_pools=tuple(pool or ()))
     typer.echo(f"{out}: recipe {extra['recipe_fingerprint']}, data {extra['data']['content_sha256']}, "
                f"best val mR {extra['best_val_mR']:.2f}")
 

@@ -43,6 +43,20 @@ def read_change_types(path: Path) -> dict[str, tuple[str, ...]]:
     return out
 
 
+def read_listed_captions(path: Path) -> dict[str, tuple[str, ...]]:
+    """{name: captions} of the pairs.jsonl records that list `captions` themselves: they serve the
+    pairs that captions.csv / captions.jsonl do not caption (a pool folder may carry them only here)."""
+    out = {}
+    for line, obj in jsonl_objects(path):
+        captions = obj.get("captions") if isinstance(obj, dict) else None
+        if captions is None:
+            continue
+        if not isinstance(captions, list) or not all(isinstance(c, str) and c.strip() for c in captions):
+            raise InputError(f'{path}:{line}: "captions" must be a list of non-empty strings')
+        out[obj["name"]] = tuple(c.strip() for c in captions)
+    return out
+
+
 class LabelledFolderSource(FolderSource):
     """A pairs folder whose pairs carry change types from ROOT/pairs.jsonl (every pair must have one)."""
 
@@ -51,6 +65,13 @@ class LabelledFolderSource(FolderSource):
     def __init__(self, root: Path, labels: str = "pairs.jsonl", **options) -> None:
         super().__init__(root, **options)
         by_name = read_change_types(self.root / labels)
+        listed = read_listed_captions(self.root / labels)
+        self.files = [
+            replace(f, captions=listed.get(f.before.name, listed.get(f.before.stem, ())))
+            if not f.captions
+            else f
+            for f in self.files
+        ]
         self.change_types: dict[str, tuple[str, ...]] = {}
         for name in (f.before.name for f in self.files):
             types = by_name.get(name, by_name.get(Path(name).stem))

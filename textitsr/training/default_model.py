@@ -38,8 +38,10 @@ class DefaultRecipe:
     """Data recipe + model and training settings of the default model (seeds: 0, 1, 2 reported).
 
     It adds the storm/road set and the demo world's train split to the generated data: without the
-    world the model lost the synthetic benchmark; docs/default-model.md and
-    benchmarks/results/real.md hold the numbers."""
+    world the model lost the synthetic benchmark; docs/default-model.md holds the numbers. Real
+    labelled pairs (realdev, realtrain's change pairs, any `--pool` folder) join at weight 3: under
+    the leave-source-out protocol (`benchmarks/real.py`) that beat generated data alone, weights 5
+    and 10, and weight 5 with the change-type loss."""
 
     data: TrainingDataRecipe = field(default_factory=TrainingDataRecipe)
     #: A second generated set (synth part only) whose train split joins `data`'s: new syntheses are
@@ -57,12 +59,31 @@ class DefaultRecipe:
     batch_size: int = 128
     lr: float = 5e-4
     seed: int = 0
+    #: Real labelled pairs (pool layout, `evaluation.leave_source_out`) join training with their own
+    #: captions, each this many times per epoch: the pool folders named in `real_pools` (under the
+    #: shared data folder) and realtrain's change pairs with the LEVIR-CD samples. 0: none.
+    real_weight: int = 3
+    real_pools: tuple[str, ...] = ("realdev",)
+    #: Weight of the change-type prototype loss (`training.real_mix.TypePrototypeLoss`). 0: off.
+    type_loss: float = 0.0
+
+    @property
+    def mixed(self) -> bool:
+        """Whether training goes beyond contrastive learning on the generated data."""
+        return bool(self.real_weight or self.type_loss)
 
     def to_dict(self) -> dict:
         """The recipe as stored in the checkpoint; the optional extras are left out while off, so a
         recipe that does not use them keeps the fingerprint it had before they existed."""
         d = asdict(self)
-        for key, off in (("extra_data", None), ("demo_world", False)):
+        d["real_pools"] = list(d["real_pools"])
+        for key, off in (
+            ("extra_data", None),
+            ("demo_world", False),
+            ("real_weight", 0),
+            ("real_pools", []),
+            ("type_loss", 0.0),
+        ):
             if d[key] == off:
                 del d[key]
         return d
@@ -96,6 +117,28 @@ def _relative(path: Path) -> str:
         return Path(path).name
 
 
+def extra_data_dir(data_dir: Path) -> Path:
+    """Where the extra generated set lives: next to the main data folder."""
+    return Path(data_dir).with_name(Path(data_dir).name + EXTRA_SUFFIX)
+
+
+def generated_data(
+    shared: Path, data_dir: Path, recipe: DefaultRecipe, echo=print
+) -> tuple[dict, list[Path], dict]:
+    """Make (or reuse) the recipe's generated data: (main manifest, extra training roots, summary of
+    the extra set); `data_dir` is the main root, validation stays its val split."""
+    manifest = make_training_data(Path(shared), Path(data_dir), recipe.data, echo=echo)
+    extra_roots, extra_data = [], {}
+    if recipe.extra_data is not None:
+        extra_dir = extra_data_dir(data_dir)
+        extra = make_training_data(Path(shared), extra_dir, recipe.extra_data, parts=("synth",), echo=echo)
+        extra_roots.append(extra_dir)
+        extra_data = {k: extra[k] for k in ("content_sha256", "pairs", "per_split", "per_type")}
+    if recipe.demo_world:
+        extra_roots.append(demo_world(Path(data_dir).parent / DEMO_WORLD_DIR))
+    return manifest, extra_roots, extra_data
+
+
 def train_default(
     shared: Path,
     out: Path,
@@ -104,11 +147,13 @@ def train_default(
     cache_dir: Path | None = None,
     progress: bool = True,
     resume: bool = False,
+    extra_pools: tuple[Path, ...] = (),
 ) -> dict:
     """Generate the data (cached), train per `recipe`, write the checkpoint to `out`; returns its extra.
 
     Training runs in `DATA_DIR/cache/default-runs/seedN` (`resume=True` continues an interrupted run
     there); `out` receives only the final weights and config, and keeps its MODEL_CARD.md.
+    `extra_pools`: more real pool folders (pool layout) beyond the recipe's, recorded in the checkpoint.
     """
     from textitsr.models.checkpoint import load_checkpoint, read_checkpoint_config, save_checkpoint
     from textitsr.outputs import check_checkpoint_out, check_training_data_out
@@ -117,41 +162,36 @@ def train_default(
     recipe = recipe or DefaultRecipe()
     # Every output is checked before hours of work, not at the final save.
     work = Path(data_dir).parent / "default-runs" / f"seed{recipe.seed}"
-    extra_dir = Path(data_dir).with_name(Path(data_dir).name + EXTRA_SUFFIX)
-    check_checkpoint_out(out, inputs=[shared, data_dir, extra_dir, work])
+    extra_dir = extra_data_dir(data_dir)
+    check_checkpoint_out(out, inputs=[shared, data_dir, extra_dir, work, *extra_pools])
     check_training_data_out(data_dir, shared, what="data folder")
     if recipe.extra_data is not None:
         check_training_data_out(extra_dir, shared, what="extra data folder")
     check_checkpoint_out(work, inputs=[shared], what="training run folder")
     echo = print if progress else (lambda _: None)
-    manifest = make_training_data(Path(shared), Path(data_dir), recipe.data, echo=echo)
-    extra_roots, extra_data = [], {}
-    if recipe.extra_data is not None:
-        extra = make_training_data(Path(shared), extra_dir, recipe.extra_data, parts=("synth",), echo=echo)
-        extra_roots.append(extra_dir)
-        extra_data = {k: extra[k] for k in ("content_sha256", "pairs", "per_split", "per_type")}
-    if recipe.demo_world:
-        extra_roots.append(demo_world(Path(data_dir).parent / DEMO_WORLD_DIR))
+    manifest, extra_roots, extra_data = generated_data(shared, data_dir, recipe, echo)
     options = {"cache_dir": cache_dir} if cache_dir is not None else {}
-    result = train(
-        TrainConfig(
-            root=Path(data_dir),
-            extra_roots=extra_roots,
-            out=work,
-            source="levircc",
-            fusion=recipe.fusion,
-            model_options=dict(recipe.model_options),
-            epochs=recipe.epochs,
-            patience=recipe.patience,
-            batch_size=recipe.batch_size,
-            lr=recipe.lr,
-            seed=recipe.seed,
-            device="cpu",
-            progress=progress,
-            resume=resume,
-            **options,
-        )
+    config = TrainConfig(
+        root=Path(data_dir),
+        extra_roots=extra_roots,
+        out=work,
+        source="levircc",
+        fusion=recipe.fusion,
+        model_options=dict(recipe.model_options),
+        epochs=recipe.epochs,
+        patience=recipe.patience,
+        batch_size=recipe.batch_size,
+        lr=recipe.lr,
+        seed=recipe.seed,
+        device="cpu",
+        progress=progress,
+        resume=resume,
+        **options,
     )
+    if recipe.mixed:
+        result, real = _train_mixed(Path(shared), Path(data_dir), recipe, config, extra_pools)
+    else:
+        result, real = train(config), {}
     extra = read_checkpoint_config(work)["extra"]
     summary = extra.get("training", {})
     summary["dataset"] = {"kind": "levircc", "root": _relative(data_dir)}
@@ -174,5 +214,44 @@ def train_default(
     }
     if extra_data:
         extra["data"]["extra"] = extra_data
+    if real:
+        extra["data"]["real"] = real
     save_checkpoint(load_checkpoint(work), Path(out), extra=extra, keep=[MODEL_CARD])
     return extra
+
+
+def _train_mixed(
+    shared: Path, data_dir: Path, recipe: DefaultRecipe, config, extra_pools: tuple[Path, ...]
+) -> tuple[object, dict]:
+    """Training on the generated data plus the real pool pairs (and the change-type loss): the
+    recipe the leave-source-out protocol chose. Returns the result and a summary of the real pairs."""
+    from collections import Counter
+
+    from textitsr.evaluation.leave_source_out import DERIVED_DIR, derive_change_pairs
+    from textitsr.models.textitsr import ModelConfig, TextITSR
+    from textitsr.outputs import CHECKPOINT, TRAINING_OUT, check_output_dir
+    from textitsr.training.real_mix import MixedData, TypePrototypeLoss, load_generated, load_pool
+    from textitsr.training.train import fit, seed_everything
+
+    check_output_dir(config.out, (CHECKPOINT, TRAINING_OUT), inputs=[config.root, *config.extra_roots])
+    seed_everything(config.seed)
+    model = TextITSR(ModelConfig(**{**recipe.model_options, "fusion": recipe.fusion}))
+    train, train_src, val, val_src = load_generated(model, shared, data_dir, recipe, config.cache_dir)
+    folders = [shared / name for name in recipe.real_pools]
+    folders.append(derive_change_pairs(shared, data_dir.parent / DERIVED_DIR, against=folders))
+    folders += [Path(p) for p in extra_pools]
+    pool, sources = load_pool(model, folders, config.cache_dir)
+    data, labels = MixedData(train, train_src, val, val_src, pool, sources).fold(set(), recipe.real_weight)
+    aux = TypePrototypeLoss(model, labels, recipe.type_loss) if recipe.type_loss else None
+    dataset = {"kind": "levircc", "root": str(config.root), "pools": [_relative(f) for f in folders]}
+    result = fit(model, data, config, dataset=dataset, aux_loss=aux)
+    real = {
+        "pairs": pool.n_pairs,
+        "per_source": dict(sorted(Counter(sources).items())),
+        "folders": [_relative(f) for f in folders],
+        # what each folder listed when trained on (a growing pool folder changes this)
+        "pairs_jsonl_sha256": [
+            hashlib.sha256((Path(f) / "pairs.jsonl").read_bytes()).hexdigest()[:16] for f in folders
+        ],
+    }
+    return result, real

@@ -23,6 +23,7 @@ import json
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,7 @@ from textitsr.evaluation.evaluate import evaluate_cache
 from textitsr.evaluation.metrics import flatten_metrics
 from textitsr.outputs import check_checkpoint_out
 from textitsr.training.losses import info_nce
-from textitsr.training.sampling import CaptionSampler
+from textitsr.training.sampling import Batch, CaptionSampler
 
 LAST_DIR = "last"
 STATE_VERSION = 1
@@ -194,9 +195,14 @@ def prepare_data(
 
 
 def fit(
-    model: torch.nn.Module, data: TrainData, config: TrainConfig, dataset: dict | None = None
+    model: torch.nn.Module,
+    data: TrainData,
+    config: TrainConfig,
+    dataset: dict | None = None,
+    aux_loss: Callable[[torch.nn.Module, Batch, torch.Tensor], torch.Tensor] | None = None,
 ) -> TrainResult:
-    """The training loop on cached features (used by `train` and by benchmarks with shared caches)."""
+    """The training loop on cached features (used by `train` and by benchmarks with shared caches).
+    `aux_loss(model, batch, pair_emb)`, when given, is added to the contrastive loss of every batch."""
     from textitsr.models.checkpoint import save_checkpoint
 
     console = Console(stderr=True, quiet=not config.progress)
@@ -256,6 +262,8 @@ def fit(
             loss = info_nce(
                 pair_emb, text_emb, model.logit_scale, torch.from_numpy(batch.false_negatives).to(device)
             )
+            if aux_loss is not None:
+                loss = loss + aux_loss(model, batch, pair_emb)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
