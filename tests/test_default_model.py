@@ -44,8 +44,22 @@ def test_shipped_checkpoint_data_fingerprints_match_the_shared_inputs() -> None:
             assert local["content_sha256"] == extra["data"]["content_sha256"]
 
 
+def train_fixture_default(shared: Path, tmp_path: Path, recipe: DefaultRecipe, monkeypatch,
+                          **options) -> dict:
+    """`train_default` on the fixture's shared folder, which has no time series or LEVIR-CD samples:
+    only the parts it has are generated."""
+    from textitsr.training import default_model
+
+    original = default_model.make_training_data
+    monkeypatch.setattr(default_model, "make_training_data",
+                        lambda s, o, r, parts=("synth", "realpairs"), echo=print: original(
+                            s, o, r, parts=parts, echo=echo))
+    return train_default(shared, tmp_path / "model", recipe, data_dir=tmp_path / "data",
+                         cache_dir=tmp_path / "cache", progress=False, **options)
+
+
 @pytest.mark.slow
-def test_train_default_writes_recipe_and_fingerprints(tmp_path: Path) -> None:
+def test_train_default_writes_recipe_and_fingerprints(tmp_path: Path, monkeypatch) -> None:
     shared = write_fixture_shared(tmp_path / "shared")
     recipe = DefaultRecipe(
         data=TrainingDataRecipe(
@@ -58,24 +72,7 @@ def test_train_default_writes_recipe_and_fingerprints(tmp_path: Path) -> None:
         epochs=1,
         batch_size=8,
     )
-    # the fixture has no time series or LEVIR-CD samples; train on the parts it has
-    from textitsr.training import default_model
-
-    original = default_model.make_training_data
-    default_model.make_training_data = lambda s, o, r, parts=("synth", "realpairs"), echo=print: original(
-        s, o, r, parts=parts, echo=echo
-    )
-    try:
-        extra = train_default(
-            shared,
-            tmp_path / "model",
-            recipe,
-            data_dir=tmp_path / "data",
-            cache_dir=tmp_path / "cache",
-            progress=False,
-        )
-    finally:
-        default_model.make_training_data = original
+    extra = train_fixture_default(shared, tmp_path, recipe, monkeypatch)
     assert extra["recipe_fingerprint"] == recipe.fingerprint()
     assert extra["data"]["per_type"] == {"buildings_built": 8, "none": 6, "water_expanded": 4}
     # the extra set is made and trained on: storm damage and laid roads keep the existing types
@@ -139,7 +136,7 @@ def test_demo_serves_real_scenes_and_finds_the_pucallpa_clearing(tmp_path: Path)
 
 
 @pytest.mark.slow
-def test_train_default_mixes_real_pool_pairs(tmp_path: Path) -> None:
+def test_train_default_mixes_real_pool_pairs(tmp_path: Path, monkeypatch) -> None:
     """The mixed recipe: a real pool folder and realtrain's change pairs join the generated data,
     repeated `real_weight` times, and the checkpoint records what the pool listed."""
     from tests.test_realdev import make_labelled
@@ -165,24 +162,7 @@ def test_train_default_mixes_real_pool_pairs(tmp_path: Path) -> None:
         epochs=1,
         batch_size=8,
     )
-    from textitsr.training import default_model
-
-    original = default_model.make_training_data
-    default_model.make_training_data = lambda s, o, r, parts=("synth", "realpairs"), echo=print: original(
-        s, o, r, parts=parts, echo=echo
-    )
-    try:
-        extra = train_default(
-            shared,
-            tmp_path / "model",
-            recipe,
-            data_dir=tmp_path / "data",
-            cache_dir=tmp_path / "cache",
-            progress=False,
-            extra_pools=(pool,),
-        )
-    finally:
-        default_model.make_training_data = original
+    extra = train_fixture_default(shared, tmp_path, recipe, monkeypatch, extra_pools=(pool,))
     real = extra["data"]["real"]
     assert real["per_source"]["src-True"] == 2 and real["per_source"]["src-False"] == 2
     n_real = real["pairs"]
