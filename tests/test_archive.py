@@ -4,9 +4,11 @@ a service sees the new manifest without being told, and nothing else in the prod
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import numpy as np
+import pytest
 from conftest import cli_main
 from PIL import Image
 
@@ -134,3 +136,58 @@ def test_one_call_site_per_archive_write_path() -> None:
         text = path.read_text("utf-8")
         for module in ("textitsr.index.build import build_store", "textitsr.index.tiles import update_tiles"):
             assert module not in text, f"{rel} imports {module}"
+
+
+def _scene(path: Path, pixels: np.ndarray, compress: str | None = None) -> Path:
+    import rasterio
+    from rasterio.transform import from_origin
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    extra = {"compress": compress} if compress else {}
+    with rasterio.open(path, "w", driver="GTiff", width=pixels.shape[2], height=pixels.shape[1], count=3,
+                       dtype="uint8", crs="EPSG:32614", transform=from_origin(640000.0, 3360000.0, 1.0, 1.0),
+                       **extra) as dst:
+        dst.write(pixels)
+    return path
+
+
+def test_scenes_are_known_by_their_pixels_and_new_ones_never_collide_by_name(tiny_archive, tmp_path) -> None:
+    """The same imagery saved with another compression under other names is refused; new imagery
+    under the names of scenes already in the archive is added, with pair ids of its own."""
+    import shutil
+
+    from textitsr.errors import InputError
+
+    store = tmp_path / "store"
+    shutil.copytree(tiny_archive.store, store)
+    archive = Archive(store, tiny_archive.checkpoint)
+    rng = np.random.default_rng(0)
+    first = [rng.integers(0, 255, (3, 64, 64), np.uint8) for _ in range(2)]
+    names = ("naip_2018-06-01.tif", "naip_2020-06-01.tif")
+    added = archive.add_scenes([_scene(tmp_path / "a" / n, px) for n, px in zip(names, first, strict=True)],
+                               tile_size=32)
+    assert added == 4
+    again = [_scene(tmp_path / "b" / f"copy_{i}.tif", px, compress="lzw") for i, px in enumerate(first)]
+    assert again[0].read_bytes() != (tmp_path / "a" / names[0]).read_bytes()
+    with pytest.raises(InputError, match="already in the archive"):
+        archive.add_scenes(again, tile_size=32)
+    other = [rng.integers(0, 255, (3, 64, 64), np.uint8) for _ in range(2)]
+    assert archive.add_scenes([_scene(tmp_path / "c" / n, px) for n, px in zip(names, other, strict=True)],
+                              tile_size=32) == 4
+    ids = [p for p in Store.open(store).metadata()["pair_id"] if p.startswith("naip")]
+    assert len(ids) == len(set(ids)) == 8
+    assert all(re.fullmatch(r"naip-[0-9a-f]{6}_20180601_20200601_r\d_c\d", p) for p in ids), ids
+
+
+def test_a_failed_upload_leaves_nothing_behind(tmp_path) -> None:
+    from textitsr.app.uploads import stored_uploads
+
+    uploads = tmp_path / "uploads"
+    with pytest.raises(RuntimeError, match="embedding failed"), \
+            stored_uploads([("a_2018.tif", b"II*\x00one"), ("a_2018.tif", b"II*\x00two")], uploads) as paths:
+        assert [p.name for p in paths] == ["1-a_2018.tif", "2-a_2018.tif"] and all(p.is_file() for p in paths)
+        raise RuntimeError("embedding failed")
+    assert not any(uploads.rglob("*"))  # the stamp folder is gone too
+    with stored_uploads([("b.tif", b"II*\x00")], uploads) as kept:
+        pass
+    assert kept[0].read_bytes() == b"II*\x00"
