@@ -11,6 +11,7 @@ from textitsr.app.map_assets import missing_vendor_files
 from textitsr.escape import markdown_code
 
 PICK_KEY = "map_pick"
+LINK_KEY = "map_link_opened"
 EVENT_KEY = "map_last_event"
 MAP_KEY = "archive_map"
 
@@ -26,11 +27,20 @@ config = load_config()
 if missing_vendor_files():
     st.warning("Map assets are not installed (run `make assets`); the map needs internet to load Leaflet.")
 
+# A link to this page (`?pair=ID&before=DATE&after=DATE&elsewhere=0|1`) opens that query once per session.
+linked = map_events.linked_query(st.query_params.to_dict(), service.has_pair)
+if linked is not None and not st.session_state.get(LINK_KEY):
+    st.session_state[LINK_KEY] = True
+    st.session_state[PICK_KEY] = map_events.MapPick(linked.pair_id, "link")
+    st.session_state["map_elsewhere"] = linked.elsewhere
+st.session_state[LINK_KEY] = True
+
+st.session_state.setdefault("map_elsewhere", True)
 with st.sidebar:
     st.header("Map options")
     k = st.slider("Similar pairs (k)", 1, 30, 8, key="map_k")
     n_sentences = st.slider("Sentences", 1, 15, 5, key="map_sentences")
-    elsewhere = st.toggle("Elsewhere only", value=True, key="map_elsewhere",
+    elsewhere = st.toggle("Elsewhere only", key="map_elsewhere",
                           help="Leave out every pair that shares ground with the query: the same place at "
                                "other dates would otherwise fill the results.")
 
@@ -76,16 +86,19 @@ if pick is not None:
     with widgets.show_errors("Querying with the picked pair"):
         query = service.pair_query(pick.pair_id)
         place_dates = service.place_dates(pick.pair_id)
+        wanted = (linked.dates if linked is not None and linked.pair_id == pick.pair_id and linked.dates
+                  else query.dates)
         if len(place_dates) > 2:
             with st.sidebar:
                 st.header("Query dates")
                 st.caption("The dates the archive holds at the picked place: compare any two of them.")
                 before_date = st.selectbox("Before", place_dates[:-1], key=f"map_before:{pick.pair_id}",
-                                           index=widgets.index_of(place_dates[:-1], query.dates[0]))
+                                           index=widgets.index_of(place_dates[:-1], wanted[0]))
                 later = [d for d in place_dates if d > before_date]
                 after_date = st.selectbox("After", later, key=f"map_after:{pick.pair_id}",
-                                          index=widgets.index_of(later, query.dates[1], len(later) - 1))
+                                          index=widgets.index_of(later, wanted[1], len(later) - 1))
             query = service.pair_at_dates(pick.pair_id, before_date, after_date)
+        st.query_params.update(map_events.query_link(pick.pair_id, query.dates, elsewhere))
         if query.pair_id is not None:
             hits = service.search_pair(query.pair_id, k=k, elsewhere=elsewhere)
             sentences = service.describe_pair(query.pair_id, k=n_sentences)
@@ -126,7 +139,7 @@ with list_col:
     if pick is None:
         st.info("Click a tile on the map (or draw a rectangle over one) to pick a query pair.")
         st.stop()
-    how = "click on the map" if pick.how == "click" else "rectangle drawn on the map"
+    how = {"click": "click on the map", "rectangle": "rectangle drawn on the map"}.get(pick.how, "link")
     if query is None:
         st.stop()
     shown = query.pair_id or pick.pair_id

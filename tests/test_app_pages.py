@@ -516,6 +516,7 @@ def test_map_html_uses_only_local_leaflet(service):
         assert f"/app/static/tiles/x/{area.before.key}/{{z}}/{{x}}/{{y}}.webp" in html
         assert f"/app/static/tiles/x/{area.after.key}/{{z}}/{{x}}/{{y}}.webp" in html
     assert "data:image" not in html and footprints["features"][0]["properties"]["pair_id"] not in html
+    assert html.count("L.control.fullscreen") == 1 and "fullscreenControl" not in html  # one button
     assert len(html) < 40_000
     again = maps.ArchiveMap(basemap="none").add_scene_tiles(areas, "/app/static/tiles/x")
     again.add_footprints(footprints, url="/app/static/tiles/x/footprints.json").add_rectangle_tool()

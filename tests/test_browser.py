@@ -690,3 +690,50 @@ def test_html_in_pair_ids_and_captions_renders_as_text(browser, tiny_archive, ho
         finally:
             context.close()
     assert dialogs == []
+
+
+@pytest.fixture(scope="module")
+def series_store(tiny_archive, tmp_path_factory) -> tuple[Path, str]:
+    """A copy of the tiny store plus a 3-date GeoTIFF series of one site; (store, a pair of the site)."""
+    from test_places import SITE_DATES, write_series
+
+    from textitsr.index.archive import Archive
+    from textitsr.index.store import Store
+
+    root = tmp_path_factory.mktemp("series-browser")
+    store = root / "store"
+    shutil.copytree(tiny_archive.store, store)
+    scenes = write_series(root / "a", (630000, 3370000))
+    Archive(store, tiny_archive.checkpoint).add_scenes(scenes, tile_size=32)
+    tail = f"{SITE_DATES[0]}_{SITE_DATES[1]}_r0_c0".replace("-", "")
+    ids = Store.open(store).metadata()["pair_id"]
+    first = next(p for p in ids if p.startswith("sitea") and p.endswith(tail))
+    return store, first
+
+
+def test_a_map_query_link_compares_two_dates_of_a_place_elsewhere_only(browser, tiny_archive, series_store,
+                                                                        annotations):
+    """The map query of a time series, as a person opens a shared link: the place at two dates the
+    archive does not pair, the map showing those dates, results only from elsewhere, and the place's
+    timeline."""
+    from test_places import SITE_DATES
+
+    store, first = series_store
+    with serve(store, tiny_archive.checkpoint, [tiny_archive.world], annotations) as url:
+        context = browser.new_context(viewport={"width": 1500, "height": 1100})
+        page = context.new_page()
+        page.set_default_timeout(SLOW_MS)
+        page.goto(f"{url}/Map_query?pair={first}&before={SITE_DATES[0]}&after={SITE_DATES[2]}&elsewhere=1")
+        page.get_by_text("Most similar pairs elsewhere").wait_for()
+        heading = page.locator("h3", has_text="Query:").first.inner_text()
+        assert SITE_DATES[0] in heading and SITE_DATES[2] in heading
+        page.get_by_text("This place over time").wait_for()
+        page.locator(".js-plotly-plot").first.wait_for()
+        page.get_by_text(f"picked place on {SITE_DATES[0]} (before) and {SITE_DATES[2]} (after)").wait_for()
+        shown_with_images(page, "— score", 4)
+        cards = page.locator("text=/— score/").all_inner_texts()
+        assert cards and not any(re.search(r"sitea\S*_r0_c0", c) for c in cards)  # the place itself: never
+        frame = page.frame_locator('iframe[title*="st_folium"]').first
+        frame.locator("img.leaflet-tile-loaded").first.wait_for()  # the chosen dates' imagery
+        page.screenshot(path=str(SHOTS / "map_query_dates.png"), full_page=True)
+        context.close()

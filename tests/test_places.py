@@ -185,7 +185,7 @@ def test_map_page_compares_any_two_dates_of_the_clicked_place_elsewhere_only(ser
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert any(SITE_DATES[0] in h.value and SITE_DATES[2] in h.value for h in at.subheader)
     cards = " ".join(m.value for m in at.markdown)
-    shown = set(re.findall(r"`(site[ab]_[^`]+)`", cards))
+    shown = set(re.findall(r"`(site[ab][-_][^`]+)`", cards))
     here = overlapping(svc.catalog.masks, svc.footprint(first))
     assert shown and not any(here[svc.catalog.row_of(p)] for p in shown)
     assert "This place over time" in [h.value for h in at.subheader]
@@ -195,7 +195,7 @@ def test_map_page_compares_any_two_dates_of_the_clicked_place_elsewhere_only(ser
     assert imagery.before.path.endswith(f"_{SITE_DATES[0]}.tif") and imagery.after.path.endswith(
         f"_{SITE_DATES[2]}.tif")
     at.toggle(key="map_elsewhere").set_value(False).run()
-    shown = set(re.findall(r"`(site[ab]_[^`]+)`", " ".join(m.value for m in at.markdown)))
+    shown = set(re.findall(r"`(site[ab][-_][^`]+)`", " ".join(m.value for m in at.markdown)))
     assert any(here[svc.catalog.row_of(p)] for p in shown)  # the same place at other dates is back
 
 
@@ -207,3 +207,37 @@ def test_text_search_where_map_colours_the_archive(series_app, series_service):
     assert not at.exception and not at.error
     assert "Where it happens" in [h.value for h in at.subheader]
     assert sum(1 for _ in at.get("component_instance")) == maps_before + 1
+
+
+@pytest.mark.slow
+def test_a_map_query_link_opens_the_place_at_its_dates(series_app, series_service):
+    """`Map_query?pair=ID&before=D1&after=D2&elsewhere=1` reopens that query; the page keeps its URL
+    up to date with the dates chosen, so it can be shared."""
+    from streamlit.testing.v1 import AppTest
+
+    from textitsr.config import REPO_ROOT
+
+    first = site_pair(series_service, SITE_DATES[:2])
+    at = AppTest.from_file(str(REPO_ROOT / "pages" / "2_Map_query.py"), default_timeout=120)
+    at.query_params.update({"pair": first, "before": SITE_DATES[0], "after": SITE_DATES[2], "elsewhere": "1"})
+    at.run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert any(SITE_DATES[0] in h.value and SITE_DATES[2] in h.value for h in at.subheader)
+    assert at.selectbox(key=f"map_after:{first}").value == SITE_DATES[2]
+    assert "picked by link" in " ".join(c.value for c in at.caption)
+    at.selectbox(key=f"map_after:{first}").set_value(SITE_DATES[1]).run()
+    assert (at.query_params["before"], at.query_params["after"]) == SITE_DATES[:2]
+    at.toggle(key="map_elsewhere").set_value(False).run()
+    assert at.query_params["elsewhere"] == "0" and at.query_params["pair"] == first
+
+
+def test_links_naming_unknown_pairs_or_bad_dates_open_nothing_or_the_pair_itself():
+    from textitsr.app.map_events import LinkedQuery, linked_query, query_link
+
+    known = {"a_1"}.__contains__
+    assert linked_query({"pair": "nope"}, known) is None and linked_query({}, known) is None
+    assert linked_query({"pair": "a_1", "before": "2020-13-01", "after": "x"}, known) == LinkedQuery(
+        "a_1", None, True)
+    assert linked_query({"pair": "a_1", "before": "2021-01-01", "after": "2020-01-01"}, known).dates is None
+    link = query_link("a_1", ("2016-05-01", "2021-06-01"), False)
+    assert linked_query(link, known) == LinkedQuery("a_1", ("2016-05-01", "2021-06-01"), False)

@@ -82,3 +82,37 @@ def pick_query_pair(
         pid = pair_at_point(point[0], point[1], footprints) if point else None
         return MapPick(pid, "click", point=point) if pid else None
     return None
+
+
+@dataclass(frozen=True)
+class LinkedQuery:
+    """A map query named in the page's URL: the picked pair, the dates compared, elsewhere only."""
+
+    pair_id: str
+    dates: tuple[str, str] | None
+    elsewhere: bool
+
+
+def linked_query(params: Mapping[str, Any], known: Any) -> LinkedQuery | None:
+    """The query a link names (`?pair=ID&before=DATE&after=DATE&elsewhere=0|1`), or None when it
+    names none or a pair `known(id)` does not hold; malformed dates are ignored (the pair's own)."""
+    import datetime as dt
+
+    pair_id = str(params.get("pair") or "")[:500]
+    if not pair_id or not known(pair_id):
+        return None
+    dates = None
+    try:
+        before, after = (dt.date.fromisoformat(str(params.get(k))).isoformat() for k in ("before", "after"))
+        dates = (before, after) if before < after else None
+    except (TypeError, ValueError):
+        dates = None
+    return LinkedQuery(pair_id, dates, str(params.get("elsewhere", "1")) != "0")
+
+
+def query_link(pair_id: str, dates: tuple[str | None, str | None], elsewhere: bool) -> dict[str, str]:
+    """URL parameters that reopen this map query (see `linked_query`)."""
+    params = {"pair": pair_id, "elsewhere": "1" if elsewhere else "0"}
+    if dates[0] and dates[1]:
+        params.update(before=str(dates[0]), after=str(dates[1]))
+    return params

@@ -100,6 +100,11 @@ class ArchiveMap(leafmap.Map):
         super().__init__(location=[0.0, 0.0], zoom_start=12, tiles=None, height=height, max_zoom=MAX_MAP_ZOOM,
                          scale_control=False, draw_control=False, fullscreen_control=True,
                          layers_control=False)
+        # leafmap passes its control switches on to Leaflet's map options too, where the fullscreen
+        # plugin reads `fullscreenControl` and adds a second button: they are leafmap's, not Leaflet's.
+        for name in ("scale_control", "draw_control", "fullscreen_control", "layers_control", "draw_export",
+                     "layersControl"):
+            self.options.pop(name, None)
         # Leaflet otherwise takes the map's lowest zoom from its layers' minZoom (the scene tiles',
         # see SCENE_ZOOM_OUT_LEVELS), and the map could not zoom out to show every area.
         self.options["minZoom"] = 0
