@@ -395,11 +395,12 @@ def load_pool(model, folders: list[Path], cache_dir: Path):
 
 def load_generated(model, shared: Path, cache_dir: Path):
     """The default recipe's generated data (made if missing) as caches with type and source per pair."""
-    from textitsr.training.default_model import DEFAULT_DATA_DIR, DefaultRecipe
+    from textitsr.training.default_model import DEFAULT_DATA_DIR, DefaultRecipe, generated_data
     from textitsr.training.real_mix import load_generated as load
 
     recipe = DefaultRecipe()
-    return (recipe, *load(model, shared, DEFAULT_DATA_DIR, recipe, cache_dir))
+    _, extra_roots, _ = generated_data(shared, DEFAULT_DATA_DIR, recipe, echo=lambda _: None)
+    return (recipe, *load(model, DEFAULT_DATA_DIR, extra_roots, cache_dir))
 
 
 def source_rows(model, cache, idx: np.ndarray, sources: list[str], pixel: np.ndarray) -> dict[str, dict]:
@@ -655,7 +656,9 @@ def write_lso(results: dict, args: argparse.Namespace) -> None:
         commit = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
         ).stdout.strip()
-        stamp = f"Run {results['stamp']}; commit {commit or 'unknown'}."
+        load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+        stamp = (f"Date: {results['stamp']} · commit: `{commit or 'unknown'}` · machine: "
+                 f"{platform.machine()}, {os.cpu_count()} CPU cores · load: {load} at the end.")
         head = f"# Real imagery, leave-source-out\n\n{stamp}\n\n"
         args.out_md.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(args.out_md, head + text + "\n")

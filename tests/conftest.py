@@ -26,6 +26,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def _export_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Text encoders exported for ONNX Runtime (`models.onnx_text`) go to a temporary folder."""
     os.environ.setdefault("TEXTITSR_CACHE_DIR", str(tmp_path_factory.mktemp("export-cache")))
+    # "auto" precision is chosen by timing, which varies from run to run and machine to machine: the
+    # suite's builds run at one precision (fp32 unless TEXTITSR_PRECISION says otherwise, e.g. bf16 to
+    # prove the suite on a native-bf16 CPU), so stores built in different tests compare bit for bit.
+    os.environ.setdefault("TEXTITSR_PRECISION", "fp32")
 
 
 def shared_path(*parts: str) -> Path:

@@ -167,7 +167,7 @@ def _make_text_graph() -> type:
     import torch
     import torch.nn.functional as F  # noqa: N812
 
-    from textitsr.models.encoders import _masked_mean
+    from textitsr.models.backbone import _masked_mean
 
     class TextGraph(torch.nn.Module):
         """tokens -> hidden states -> masked mean (-> unit length) -> text head: the exported graph."""

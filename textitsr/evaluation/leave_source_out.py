@@ -142,9 +142,9 @@ def derive_change_pairs(shared: Path, out: Path, against: Sequence[Path] = (), s
     import json
 
     from textitsr.atomic import atomic_dir
-    from textitsr.data.caption_bank import CaptionBank
-    from textitsr.data.realpairs import captions_for, change_detection_pairs
-    from textitsr.data.training_data import _rng
+    from textitsr.synth.caption_bank import CaptionBank
+    from textitsr.synth.realpairs import captions_for, change_detection_pairs
+    from textitsr.synth.training_data import _rng
 
     out = Path(out)
     if (out / POOL_FILE).is_file():

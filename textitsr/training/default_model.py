@@ -236,7 +236,8 @@ def _train_mixed(
     check_output_dir(config.out, (CHECKPOINT, TRAINING_OUT), inputs=[config.root, *config.extra_roots])
     seed_everything(config.seed)
     model = TextITSR(ModelConfig(**{**recipe.model_options, "fusion": recipe.fusion}))
-    train, train_src, val, val_src = load_generated(model, shared, data_dir, recipe, config.cache_dir)
+    generated = load_generated(model, data_dir, list(config.extra_roots), config.cache_dir)
+    train, train_src, val, val_src = generated
     folders = [shared / name for name in recipe.real_pools]
     folders.append(derive_change_pairs(shared, data_dir.parent / DERIVED_DIR, against=folders))
     folders += [Path(p) for p in extra_pools]

@@ -124,16 +124,14 @@ def load_pool(model: torch.nn.Module, folders: list[Path], cache_dir: Path) -> t
 
 
 def load_generated(
-    model: torch.nn.Module, shared: Path, data_dir: Path, recipe, cache_dir: Path
+    model: torch.nn.Module, data_dir: Path, extra_roots: list[Path], cache_dir: Path
 ) -> tuple[FeatureCache, list[str | None], FeatureCache, list[str | None]]:
-    """(train cache, source per pair, val cache, source per pair) of a `DefaultRecipe`'s generated
-    data (made if missing): the main root's train split plus every extra root's, the main val
-    split; change types from the caption files where the data record them."""
+    """(train cache, source per pair, val cache, source per pair) of generated data already made
+    (`default_model.generated_data`): the main root's train split plus every extra root's, the main
+    val split; change types from the caption files where the data record them."""
     from textitsr.data.registry import open_source
     from textitsr.embedding.cache import build_or_load
-    from textitsr.training.default_model import generated_data
 
-    _, extra_roots, _ = generated_data(shared, data_dir, recipe, echo=lambda _: None)
     parts: dict[str, list[FeatureCache]] = {"train": [], "val": []}
     sources: dict[str, list[str | None]] = {"train": [], "val": []}
     roots = [
