@@ -399,7 +399,7 @@ def test_inspector_images_fit_columns_difference_is_diverging_and_footprint_is_m
                           " ticks: t.colorbar.ticktext}; }", heatmap.element_handle())
     assert trace["zmid"] == 0 and trace["zmin"] == -trace["zmax"]  # zero sits in the neutral middle
     assert any("no change" in t for t in trace["ticks"])
-    page.get_by_role("cell", name="% of the tile's pixels").first.wait_for()  # statistics carry units
+    page.get_by_role("cell", name="% of the tile's valid pixels").first.wait_for()  # statistics carry units
     page.screenshot(path=str(SHOTS / "inspector_narrow.png"), full_page=True)
     context.close()
 

@@ -190,11 +190,11 @@ def test_type_prototype_loss_pulls_pairs_to_their_type(tiny_hf_models) -> None:
     first = None
     for _ in range(60):
         loss = loss_fn(model, batch, model.embed_pair_features(feats))
-        first = float(loss) if first is None else first
+        first = float(loss.detach()) if first is None else first
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    assert float(loss) < 0.5 * first
+    assert float(loss.detach()) < 0.5 * first
     with torch.no_grad():
         sim = model.embed_pair_features(feats) @ loss_fn.prototypes(model).t()
     picked = sim.argmax(1).numpy()
