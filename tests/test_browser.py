@@ -172,6 +172,8 @@ def test_text_query_shows_result_images_and_score_chart(page, app_url):
 def test_a_search_link_reloads_to_the_same_search_with_its_where_map(page, app_url):
     """A search is kept in its URL: opening the link (or reloading) shows the same query, k and
     where-map; the where-map colours the archive's tiles with the top results numbered on top."""
+    from playwright.sync_api import expect
+
     page.goto(f"{app_url}/Text_search?q=a+new+road+was+built&k=3&where=1")
     page.get_by_text("Where it happens").wait_for()
     shown_with_images(page, "— score", 3)
@@ -181,7 +183,7 @@ def test_a_search_link_reloads_to_the_same_search_with_its_where_map(page, app_u
     assert where.locator(".textitsr-rank").count() == 3
     page.reload()
     page.get_by_text("Where it happens").wait_for()
-    assert page.get_by_label("Describe the change", exact=True).input_value() == "a new road was built"
+    expect(page.get_by_label("Describe the change", exact=True)).to_have_value("a new road was built")
     assert "q=a+new+road+was+built" in page.url and "k=3" in page.url
     page.screenshot(path=str(SHOTS / "where_map.png"), full_page=True)
 
