@@ -18,7 +18,7 @@ waiting for the cores, while the CPU time of this single-threaded work is what t
 Archives, exact answers and the codes/IVF/HNSW indexes are cached in `--workdir` (kept with
 `--keep`); `--prepare-only` makes them (slow: run it niced) so the timed run only loads them.
 
-Targets (issue 12): 1M pairs median <= 20 ms at recall@10 = 1.0; 10M pairs median <= 60 ms at
+Targets: 1M pairs median <= 20 ms at recall@10 = 1.0; 10M pairs median <= 60 ms at
 recall@10 >= 0.95 with resident memory <= 6 GB (2 cores).
 """
 

@@ -12,7 +12,7 @@
   dates joined along channels at each grid cell (N tokens of 2 x width), no position embedding, a
   post-norm encoder (3 layers, 16 heads, 2048-wide ReLU feed-forward, dropout 0.25), mean-pooled.
   Tokens are first projected to width/2 per date (`width` = 2 x the backbone width keeps the raw
-  channels, as published). It beat the sequence layout on both benchmarks (issue 13), so a bare
+  channels, as published). It beat the sequence layout on both benchmarks, so a bare
   "concat-transformer" means it.
 - "concat-transformer:sequence": both dates' tokens in one sequence with learned temporal and
   spatial embeddings and a CLS token, through a pre-norm transformer encoder; the CLS output is the
