@@ -52,7 +52,7 @@ def jpeg_size(jpeg: bytes) -> tuple[int, int]:
         raise InputError(f"image bytes: expected a JPEG image ({err})") from err
 
 
-def place_timeline(history: Sequence[PairHit], title: str = "This place over time") -> go.Figure:
+def place_timeline(history: Sequence[PairHit], title: str = "") -> go.Figure:
     """One place's pairs in date order, each a segment from its before to its after date at its score:
     the highest segment says when the change asked about happened."""
     import plotly.graph_objects as go
@@ -68,7 +68,8 @@ def place_timeline(history: Sequence[PairHit], title: str = "This place over tim
             customdata=[[html_text(f"{before} → {after}"), html_text(h.pair_id)]] * 2,
             hovertemplate="%{customdata[0]}<br>%{customdata[1]}<br>score %{y:.3f}<extra></extra>",
         ))
-    fig.update_layout(title=title, height=260, margin={"l": 10, "r": 10, "t": 40, "b": 10},
+    top = 40 if title else 10  # the page's heading usually names the chart
+    fig.update_layout(title=title or None, height=260, margin={"l": 10, "r": 10, "t": top, "b": 10},
                       yaxis_title="score", xaxis_type="date")
     return fig
 
