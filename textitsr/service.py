@@ -376,11 +376,19 @@ class SearchService:
         rows = np.flatnonzero(same_place(self.catalog.masks, self.footprint(pair_id)))
         return date_order(self.catalog.masks, rows)
 
+    def _place_views(self, pair_id: str) -> dict[str, tuple[int, str]]:
+        """Each date `pair_id`'s place was seen on -> (store row, "before" or "after") of a pair
+        showing it then."""
+        m, views = self.catalog.masks, {}
+        for row in self._place_rows(pair_id).tolist():
+            for when, date in (("before", m.date_before[row]), ("after", m.date_after[row])):
+                if not np.isnat(date):
+                    views.setdefault(str(date), (row, when))
+        return views
+
     def place_dates(self, pair_id: str) -> list[str]:
         """Every acquisition date the archive holds at `pair_id`'s place, oldest first."""
-        m, rows = self.catalog.masks, self._place_rows(pair_id)
-        dates = np.concatenate([m.date_before[rows], m.date_after[rows]])
-        return sorted({str(d) for d in dates if not np.isnat(d)})
+        return sorted(self._place_views(pair_id))
 
     def pair_query(self, pair_id: str) -> DatedQuery:
         """An archive pair as a query: its own images, dates and footprint."""
@@ -396,49 +404,41 @@ class SearchService:
         are the very pixels that were embedded."""
         if str(date_before) >= str(date_after):
             raise InputError(f"dates {date_before} -> {date_after}: expected the before date to be earlier")
-        m, rows = self.catalog.masks, self._place_rows(pair_id)
-        ids = self.catalog.meta["pair_id"].to_numpy()
-        images: dict[str, np.ndarray] = {}
-        stored = None
-        for row in rows.tolist():
-            before, after = str(m.date_before[row]), str(m.date_after[row])
-            if (before, after) == (str(date_before), str(date_after)):
-                stored = str(ids[row])
-            for when, date in (("before", before), ("after", after)):
-                if date in (str(date_before), str(date_after)) and date not in images:
-                    thumbs = self.catalog.thumbnails(str(ids[row]))
-                    images[date] = thumbs[0] if when == "before" else thumbs[1]
-        missing = [d for d in (str(date_before), str(date_after)) if d not in images]
+        dates = (str(date_before), str(date_after))
+        views = self._place_views(pair_id)
+        missing = [d for d in dates if d not in views]
         if missing:
-            known = ", ".join(self.place_dates(pair_id))
+            known = ", ".join(sorted(views))
             raise InputError(f"dates {missing}: no image of this place then in the archive (it has {known})")
-        return DatedQuery(
-            pair_id=stored,
-            before=images[str(date_before)],
-            after=images[str(date_after)],
-            dates=(str(date_before), str(date_after)),
-            bounds=self.footprint(pair_id),
-        )
+        m, ids = self.catalog.masks, self.catalog.meta["pair_id"].to_numpy()
+        images = {}
+        for date in dates:
+            row, when = views[date]
+            images[date] = self.catalog.thumbnails(str(ids[row]))[0 if when == "before" else 1]
+        stored = next((str(ids[r]) for r in self._place_rows(pair_id).tolist()
+                       if (str(m.date_before[r]), str(m.date_after[r])) == dates), None)
+        return DatedQuery(stored, images[dates[0]], images[dates[1]], dates, self.footprint(pair_id))
 
     def place_imagery(self, pair_id: str, date_before: str, date_after: str) -> SceneArea | None:
         """The map imagery of `pair_id`'s place at two of its dates (their scenes' tile pyramids), as
         one area whose before/after are those dates; None when the archive has no tiles of them."""
         from textitsr.index.tiles import SceneArea, TileIndex
 
-        rows = self._place_rows(pair_id)
+        views = self._place_views(pair_id)
         ids = self.catalog.meta["pair_id"].to_numpy()
-        scenes: dict[str, str] = {}  # date -> the scene file the archive read it from
-        for row in rows.tolist():
-            record = self.catalog.pair(str(ids[row]))
-            for when, date in zip(("before", "after"), record["dates"], strict=True):
-                if record["location"].get(when):
-                    scenes.setdefault(str(date), str(record["location"][when]))
         tiles = TileIndex.read(self.store.tiles_dir)
-        before = tiles.tiles_of(scenes.get(str(date_before)))
-        after = tiles.tiles_of(scenes.get(str(date_after)))
+
+        def pyramid(date: str) -> Any:  # the tiles of the scene file the archive read `date` from
+            if date not in views:
+                return None
+            row, when = views[date]
+            return tiles.tiles_of(self.catalog.pair(str(ids[row]))["location"].get(when))
+
+        before, after = pyramid(str(date_before)), pyramid(str(date_after))
         if before is None and after is None:
             return None
-        return SceneArea(f"{date_before} → {date_after}", self.footprint(pair_id), len(rows), before, after)
+        n_pairs = len(self._place_rows(pair_id))
+        return SceneArea(f"{date_before} → {date_after}", self.footprint(pair_id), n_pairs, before, after)
 
     def place_history(
         self,
