@@ -25,7 +25,6 @@ import math
 import os
 import secrets
 import threading
-import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -41,6 +40,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from textitsr import __version__
 from textitsr.api_discovery import TOKEN_ENV, announce
 from textitsr.errors import InputError, StoreError
+from textitsr.safe_read import ImageTooLarge, decode_rgb
 from textitsr.service import MAX_QUERY_CHARS, SearchFilters, SearchService
 
 
@@ -494,8 +494,6 @@ def _decode_image(data: str | None, field: str, max_pixels: int) -> np.ndarray:
     The pixel count is checked on the declared size, before anything is decoded; Pillow's own
     limits on ancillary chunks (a huge zTXt or iCCP) and decompression bombs become a 400 too.
     """
-    from PIL import Image
-
     if not data:
         raise InputError(f"{field}: expected a base64-encoded image (give both before_image and after_image)")
     try:
@@ -503,19 +501,11 @@ def _decode_image(data: str | None, field: str, max_pixels: int) -> np.ndarray:
     except (binascii.Error, ValueError) as err:
         raise InputError(f"{field}: not valid base64 ({err})") from err
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(raw), formats=("PNG", "JPEG", "TIFF")) as img:
-                if img.width * img.height > max_pixels:
-                    raise InputError(
-                        f"{field}: {img.width} x {img.height} px, expected at most {max_pixels} pixels"
-                    )
-                return np.asarray(img.convert("RGB"))
-    except InputError:
-        raise
-    except Exception as err:  # noqa: BLE001 - a hostile file can make Pillow raise almost anything
-        reason = f"{type(err).__name__}: {err}"
-        raise InputError(f"{field}: not a readable PNG/JPEG/TIFF image ({reason})") from err
+        return decode_rgb(raw, ("PNG", "JPEG", "TIFF"), max_pixels)
+    except ImageTooLarge as err:
+        raise InputError(f"{field}: {err}") from err
+    except ValueError as err:
+        raise InputError(f"{field}: not a readable PNG/JPEG/TIFF image ({err})") from err
 
 
 def _png(rgb: np.ndarray) -> bytes:

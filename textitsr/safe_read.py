@@ -106,3 +106,35 @@ def read_json_file(path: Path, *, max_depth: int = DEFAULT_MAX_DEPTH,
     """
     return loads_bounded(read_regular_bytes(path, max_bytes, follow_symlinks=follow_symlinks),
                          max_depth=max_depth)
+
+
+class ImageTooLarge(ValueError):
+    """An image whose declared size is over the caller's pixel limit (nothing was decoded)."""
+
+
+def decode_rgb(raw: bytes, formats: tuple[str, ...], max_pixels: int) -> Any:
+    """uint8 H x W x 3 array of image bytes in one of `formats` (Pillow names).
+
+    The pixel count is checked on the declared size before anything is decoded (`ImageTooLarge`:
+    "W x H px, expected at most N pixels"); anything else Pillow cannot read, decompression bombs
+    and huge ancillary chunks included, is a ValueError naming Pillow's error, since hostile bytes
+    can make Pillow raise almost anything.
+    """
+    import io
+    import warnings
+
+    import numpy as np
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(raw), formats=formats) as img:
+                width, height = img.size
+                if width * height > max_pixels:
+                    raise ImageTooLarge(f"{width} x {height} px, expected at most {max_pixels} pixels")
+                return np.asarray(img.convert("RGB"))
+    except ImageTooLarge:
+        raise
+    except Exception as err:  # noqa: BLE001 - see the docstring
+        raise ValueError(f"{type(err).__name__}: {err}") from err

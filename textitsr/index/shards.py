@@ -22,7 +22,7 @@ from PIL import Image
 
 from textitsr.atomic import atomic_dir
 from textitsr.errors import StoreError
-from textitsr.safe_read import loads_bounded
+from textitsr.safe_read import ImageTooLarge, decode_rgb, loads_bounded
 
 SHARDS = "shards"
 
@@ -120,16 +120,11 @@ def decode_thumbnail(data: Any, max_pixels: int = MAX_THUMB_PIXELS) -> np.ndarra
     if not isinstance(data, bytes):
         raise ValueError(f"thumbnail of type {type(data).__name__}, expected PNG bytes")
     try:
-        with Image.open(io.BytesIO(data), formats=("PNG",)) as img:
-            if img.width * img.height > max_pixels:
-                raise ValueError(
-                    f"thumbnail of {img.width} x {img.height} px, expected at most {max_pixels} pixels"
-                )
-            return np.asarray(img.convert("RGB"))
-    except ValueError:
-        raise
-    except Exception as err:  # noqa: BLE001 - damaged bytes can make Pillow raise almost anything
-        raise ValueError(f"undecodable thumbnail ({type(err).__name__}: {err})") from err
+        return decode_rgb(data, ("PNG",), max_pixels)
+    except ImageTooLarge as err:
+        raise ValueError(f"thumbnail of {err}") from err
+    except ValueError as err:
+        raise ValueError(f"undecodable thumbnail ({err})") from err
 
 
 def _metadata_schema() -> pa.Schema:
