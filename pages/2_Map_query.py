@@ -30,7 +30,6 @@ if missing_vendor_files():
 # A link to this page (`?pair=ID&before=DATE&after=DATE&elsewhere=0|1`) opens that query once per session.
 linked = map_events.linked_query(st.query_params.to_dict(), service.has_pair)
 if linked is not None and not st.session_state.get(LINK_KEY):
-    st.session_state[LINK_KEY] = True
     st.session_state[PICK_KEY] = map_events.MapPick(linked.pair_id, "link")
     st.session_state["map_elsewhere"] = linked.elsewhere
 st.session_state[LINK_KEY] = True

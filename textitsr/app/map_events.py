@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,7 +93,7 @@ class LinkedQuery:
     elsewhere: bool
 
 
-def linked_query(params: Mapping[str, Any], known: Any) -> LinkedQuery | None:
+def linked_query(params: Mapping[str, Any], known: Callable[[str], bool]) -> LinkedQuery | None:
     """The query a link names (`?pair=ID&before=DATE&after=DATE&elsewhere=0|1`), or None when it
     names none or a pair `known(id)` does not hold; malformed dates are ignored (the pair's own)."""
     import datetime as dt

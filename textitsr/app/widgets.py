@@ -267,25 +267,25 @@ def confidence_label(confidence: float | None) -> str:
 def before_after(service: SearchService, pair_id: str, captions: tuple[str, str] = ("before", "after")
                  ) -> None:
     """A pair's before and after thumbnails side by side (JPEG: a tenth of PNG's bytes to send)."""
-    import streamlit as st
 
     from textitsr.app.thumbnails import thumbnail_jpegs
 
-    before, after = thumbnail_jpegs(service, pair_id)
-    left, right = st.columns(2)
-    left.image(before, caption=captions[0], width="stretch")
-    right.image(after, caption=captions[1], width="stretch")
+    _side_by_side(*thumbnail_jpegs(service, pair_id), captions)
 
 
 def before_after_images(before: np.ndarray, after: np.ndarray, captions: tuple[str, str]) -> None:
     """Two images side by side (a query made of two dates the archive does not pair)."""
-    import streamlit as st
-
     from textitsr.app.figures import jpeg_bytes
 
+    _side_by_side(jpeg_bytes(before), jpeg_bytes(after), captions)
+
+
+def _side_by_side(before: bytes, after: bytes, captions: tuple[str, str]) -> None:
+    import streamlit as st
+
     left, right = st.columns(2)
-    left.image(jpeg_bytes(before), caption=captions[0], width="stretch")
-    right.image(jpeg_bytes(after), caption=captions[1], width="stretch")
+    left.image(before, caption=captions[0], width="stretch")
+    right.image(after, caption=captions[1], width="stretch")
 
 
 def index_of(options: Sequence[str], value: str | None, default: int = 0) -> int:
