@@ -59,6 +59,7 @@ from textitsr.evaluation.realdev import (
     query_type_ap,
     type_counts,
 )
+from textitsr.training.probes import DEFAULT_CAPTION_ALPHA, DEFAULT_TYPE_C
 
 #: Natural queries per change type: plain sentences an analyst would type, fixed before looking
 #: at any model's rankings. "other" (a catch-all: lahars, tarps, damaged roofs) has no shared wording.
@@ -348,11 +349,15 @@ def machine_and_date() -> str:
 #: today's recipe); "type=L": the change-type prototype loss (`training.real_mix`) with weight L.
 def parse_variant(spec: str) -> tuple[str, dict]:
     name, _, opts = spec.partition(":")
-    out = {"real": 0, "type": 0.0}
+    out = {"real": 0, "type": 0.0, "types": 0.0, "captions": 0.0, "type_c": DEFAULT_TYPE_C,
+           "alpha": DEFAULT_CAPTION_ALPHA, "epochs": 0, "dim": 0}
     for item in filter(None, opts.split(",")):
         key, _, value = item.partition("=")
         if key not in out:
-            raise SystemExit(f"--variant {spec!r}: unknown option {key!r}; expected real=W, type=L")
+            raise SystemExit(
+                f"--variant {spec!r}: unknown option {key!r}; "
+                "expected real=W, type=L, types=W, captions=W, type_c=C, alpha=A, epochs=N, dim=D"
+            )
         out[key] = type(out[key])(value)
     return name, out
 
@@ -424,6 +429,7 @@ def leave_source_out(args: argparse.Namespace) -> None:
     """Train each variant per fold and seed without the fold's sources; score on the fold's gallery."""
     from textitsr.evaluation.leave_source_out import DERIVED_DIR, derive_change_pairs, group_folds
     from textitsr.models.textitsr import ModelConfig, TextITSR
+    from textitsr.training.probes import fit_probes
     from textitsr.training.real_mix import MixedData, TypePrototypeLoss
     from textitsr.training.train import TrainConfig, fit, seed_everything
 
@@ -471,15 +477,20 @@ def leave_source_out(args: argparse.Namespace) -> None:
             for seed in args.seeds:
                 t0 = time.perf_counter()
                 seed_everything(seed)
-                model = TextITSR(ModelConfig(fusion=args.fusion))
+                dims = {"embed_dim": opt["dim"]} if opt["dim"] else {}
+                model = TextITSR(
+                    ModelConfig(
+                        fusion=args.fusion, type_weight=opt["types"], caption_weight=opt["captions"], **dims
+                    )
+                )
                 data, labels = mixed.fold(set(fold), opt["real"])
                 aux = TypePrototypeLoss(model, labels, opt["type"]) if opt["type"] else None
                 config = TrainConfig(
                     root=DATA_DIR / "cache" / "realtrain",
                     out=args.runs_dir / f"lso-{name}-f{k}-s{seed}",
                     fusion=args.fusion,
-                    epochs=recipe.epochs,
-                    patience=recipe.patience,
+                    epochs=opt["epochs"] or recipe.epochs,
+                    patience=opt["epochs"] or recipe.patience,  # a longer run: no early stop
                     batch_size=recipe.batch_size,
                     lr=recipe.lr,
                     seed=seed,
@@ -487,6 +498,9 @@ def leave_source_out(args: argparse.Namespace) -> None:
                     progress=False,
                 )
                 fit(model, data, config, aux_loss=aux)
+                if opt["types"] or opt["captions"]:  # fitted on the fold's training pool pairs only
+                    train_idx = np.array([i for i, s in enumerate(sources) if s not in fold])
+                    fit_probes(model, [(pool, train_idx)], opt["type_c"], opt["alpha"])
                 row = score_cache(model, gallery, types)
                 per_source = source_rows(model, pool, idx, sources, pixel)
                 results["runs"].append(
@@ -710,7 +724,9 @@ def main() -> None:
                     help="another pool folder in the realdev layout with `source` per pair (repeatable)")
     ap.add_argument("--folds", type=int, default=4, help="leave-source-out: number of folds")
     ap.add_argument("--variant", action="append", default=None,
-                    help="leave-source-out recipe variant NAME[:real=W,type=L] (repeatable; default: base)")
+                    help="leave-source-out recipe variant "
+                         "NAME[:real=W,type=L,types=W,captions=W,type_c=C,alpha=A,epochs=N,dim=D] "
+                         "(repeatable; default: base)")
     ap.add_argument("--shared", type=Path, default=SHARED_DATA_DIR, help="research data folder")
     ap.add_argument("--out-md", type=Path, default=None, help="leave-source-out: write the tables here")
     args = ap.parse_args()

@@ -54,6 +54,10 @@ with stats_col:
     else:
         st.caption("This pair has no captions.")
 with text_col:
+    reading = service.change_reading(pair_id)
+    if reading:  # models with a change-type probe, not fine-tuned since
+        st.subheader("What changed, as the model reads it")
+        st.table(inspector.reading_rows(reading), hide_index=True)
     st.subheader("Sentences that describe it best")
     with widgets.show_errors("Describing the pair"):
         widgets.sentence_table(service.describe_pair(pair_id, k=8))

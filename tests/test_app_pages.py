@@ -161,6 +161,9 @@ def test_inspector_shows_one_pair_in_full(app_env, service):
     for expected in ("Spectral change statistics", "Captions", "Sentences that describe it best",
                      "Neighbours (most similar pairs)"):
         assert expected in headers
+    # this archive's model has no change-type probe: no reading is made up
+    assert service.change_reading(pair_id) is None
+    assert "What changed, as the model reads it" not in headers
     record = service.pair(pair_id)
     assert all(any(c in m.value for m in at.markdown) for c in record["captions"])
     assert len(result_scores(at)) == min(6, len(service) - 1)
@@ -449,6 +452,13 @@ def test_swipe_blink_viewer_takes_the_cached_jpegs_as_they_are():
         compare.ViewerImages.from_jpegs(before, figures.jpeg_bytes(np.zeros((40, 40, 3), np.uint8)))
     with pytest.raises(InputError, match="expected a JPEG"):
         compare.ViewerImages.from_jpegs(b"not an image", after)
+
+
+def test_change_reading_rows_rank_the_shares_and_drop_the_noise():
+    reading = {"none": 0.02, "buildings_built": 0.61, "road_built": 0.3, "water_expanded": 0.07}
+    rows = inspector.reading_rows(reading)
+    assert rows == [{"change": "buildings built", "share": "61%"}, {"change": "road built", "share": "30%"},
+                    {"change": "water expanded", "share": "7%"}]
 
 
 def test_statistics_carry_units():

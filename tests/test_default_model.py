@@ -67,8 +67,10 @@ def test_train_default_writes_recipe_and_fingerprints(tmp_path: Path, monkeypatc
         ),
         extra_data=TrainingDataRecipe(synth_targets={"vegetation_storm_damage": 3, "road_laid": 2}),
         demo_world=False,  # 1,200 pairs through the backbone: test_demo_world_is_written_once covers it
-        real_weight=0,  # the fixture has no real pool folder
+        real_weight=0,  # the fixture has no real pool folder (and so nothing to fit probes on)
         real_pools=(),
+        type_weight=0.0,
+        caption_weight=0.0,
         epochs=1,
         batch_size=8,
     )
@@ -120,8 +122,13 @@ def test_demo_serves_real_scenes_and_finds_the_pucallpa_clearing(tmp_path: Path)
     )
     assert "model" in result.built and not any("training" in line for line in lines)
     assert checkpoint_id(paths.checkpoint) == checkpoint_id(DEFAULT_MODEL_DIR)
-    hits = SearchService.open(paths.store).search_text("the forest was cleared", k=5)
+    service = SearchService.open(paths.store)
+    hits = service.search_text("the forest was cleared", k=5)
     assert all(h.pair_id.startswith("landsat") for h in hits), [h.pair_id for h in hits]
+    # the model's reading of the best match, from its stored embedding: mostly cleared vegetation
+    reading = service.change_reading(hits[0].pair_id)
+    assert reading is not None and abs(sum(reading.values()) - 1.0) < 1e-6
+    assert max(reading, key=reading.get) == "vegetation_cleared", reading
     landsat = {
         p.pair_id: p for src in series_sources() for p in src.pairs() if p.pair_id.startswith("landsat")
     }
@@ -170,4 +177,9 @@ def test_train_default_mixes_real_pool_pairs(tmp_path: Path, monkeypatch) -> Non
     generated_train = extra["data"]["per_split"]["train"]
     assert extra["training"]["n_train_pairs"] == generated_train + 2 * n_real
     assert extra["recipe"]["real_weight"] == 2 and extra["recipe"]["type_loss"] == 0.5
-    assert load_checkpoint(tmp_path / "model").config.fusion == recipe.fusion
+    model = load_checkpoint(tmp_path / "model")
+    assert model.config.fusion == recipe.fusion
+    # the probes are fitted on every real pair after training, and saved with the weights
+    assert extra["probes"]["pairs"] == n_real and extra["probes"]["pairs_per_type"]["none"] >= 2
+    assert float(model.pair_head.types.linear.weight.abs().sum()) > 0
+    assert float(model.pair_head.captions.linear.weight.abs().sum()) > 0

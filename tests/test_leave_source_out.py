@@ -240,13 +240,21 @@ def test_lso_tables_from_stored_runs() -> None:
 
 
 def test_recipe_records_real_pairs_only_when_used() -> None:
-    """A recipe without real pairs or the type loss keeps the fingerprint it had before they existed."""
+    """A recipe without real pairs, the type loss or probes keeps the fingerprint it had before they
+    existed."""
     from dataclasses import replace
 
     from textitsr.training.default_model import DefaultRecipe
 
-    plain = replace(DefaultRecipe(), real_weight=0, real_pools=(), type_loss=0.0)
-    assert not {"real_weight", "real_pools", "type_loss"} & set(plain.to_dict()) and not plain.mixed
+    plain = replace(
+        DefaultRecipe(), real_weight=0, real_pools=(), type_loss=0.0, type_weight=0.0, caption_weight=0.0
+    )
+    added = {"real_weight", "real_pools", "type_loss", "type_weight", "caption_weight", "type_c"}
+    added.add("caption_alpha")
+    assert not added & set(plain.to_dict()) and not plain.mixed
+    probed = replace(plain, caption_weight=0.5)
+    assert probed.mixed and {"caption_weight", "caption_alpha"} <= set(probed.to_dict())
+    assert "type_c" not in probed.to_dict()
     mixed = replace(plain, real_weight=5, real_pools=("realdev",))
     assert mixed.mixed and mixed.to_dict()["real_pools"] == ["realdev"]
     assert mixed.fingerprint() != plain.fingerprint()

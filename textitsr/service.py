@@ -15,6 +15,7 @@ import hashlib
 import json
 import threading
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -531,6 +532,23 @@ class SearchService:
         """A pair's (before, after) RGB thumbnails; StoreError when the store holds none."""
         self._fresh()
         return self.catalog.thumbnails(pair_id)
+
+    def change_reading(self, pair_id: str) -> dict[str, float] | None:
+        """The model's reading of a pair's change: its change-type distribution (type -> share),
+        read from the stored embedding; None when the model has no type probe or was fine-tuned."""
+        from textitsr.models.probes import type_reading
+
+        self._fresh()
+        row = self.catalog.row_of(pair_id)
+        if self._type_part is None:
+            return None
+        return type_reading(self.store.pair_embeddings()[row], self._type_part)
+
+    @cached_property
+    def _type_part(self) -> slice | None:
+        from textitsr.models.probes import type_reading_slice
+
+        return type_reading_slice(self.checkpoint) if self.checkpoint.is_dir() else None
 
     def change_stats(self, pair_id: str) -> dict[str, float] | None:
         """A pair's spectral change statistics (NDVI/NDWI/NDBI), None when its bands do not allow them."""

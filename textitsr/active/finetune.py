@@ -117,7 +117,8 @@ def pair_side_parameters(model: PairEmbedder, sample: Any, train_fusion: bool = 
     """Names of the parameters the pair path uses: the head, plus the fusion when asked.
 
     Found by one backward pass through `embed_pair_features` (so no naming convention is
-    assumed); names containing "fusion" are left out unless `train_fusion`, "text" never trains.
+    assumed); names containing "fusion" are left out unless `train_fusion`, "text" never trains, and
+    a frozen parameter (a fitted probe of a `ProbedHead`) stays frozen.
     """
     params = dict(model.named_parameters())
     saved = {n: p.requires_grad for n, p in params.items()}
@@ -132,7 +133,7 @@ def pair_side_parameters(model: PairEmbedder, sample: Any, train_fusion: bool = 
         for n, p in params.items():
             p.grad = None
             p.requires_grad_(saved[n])
-    names = [n for n in used if "text" not in n and (train_fusion or "fusion" not in n)]
+    names = [n for n in used if saved[n] and "text" not in n and (train_fusion or "fusion" not in n)]
     if not names:
         raise InputError("finetune: the model's pair path has no trainable parameters")
     return names
@@ -377,7 +378,12 @@ class EmbeddingAdapter(torch.nn.Module):
 
 @torch.no_grad()
 def fold_adapter(model: Any, adapter: EmbeddingAdapter) -> None:
-    """Apply W to `model`'s pair head in place: its last linear layer becomes W·A, W·b."""
+    """Apply W to `model`'s pair head in place: a typed head's final map becomes W·mix, a plain
+    head's last linear layer becomes W·A, W·b."""
+    mix = getattr(model.pair_head, "mix", None)
+    if isinstance(mix, torch.Tensor):
+        mix.copy_(adapter.weight.to(mix.dtype) @ mix)
+        return
     last = [m for m in model.pair_head.modules() if isinstance(m, torch.nn.Linear)][-1]
     w = adapter.weight.to(last.weight.dtype)
     last.weight.copy_(w @ last.weight)

@@ -111,3 +111,15 @@ def pair_views(service: SearchService, pair_id: str, jpegs: tuple[bytes, bytes],
                 st.plotly_chart(figures.difference_heatmap(before, after), key="diff", width="stretch")
 
     views()
+
+
+#: A change type below this share is left out of the model's reading (noise, not a reading).
+READING_FLOOR = 0.05
+
+
+def reading_rows(reading: Mapping[str, float]) -> list[dict[str, str]]:
+    """The model's change-type reading as table rows, largest share first, shares below
+    READING_FLOOR left out; type names in words ("buildings_built" -> "buildings built")."""
+    ranked = sorted(reading.items(), key=lambda item: -item[1])
+    return [{"change": t.replace("_", " "), "share": f"{share:.0%}"} for t, share in ranked
+            if share >= READING_FLOOR]

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from textitsr.errors import CheckpointError, InputError
 from textitsr.models.checkpoint import CONFIG_FILE, WEIGHTS_FILE, read_checkpoint_config
 from textitsr.models.encoders import TextEncoder, build_text_encoder
-from textitsr.models.heads import ProjectionHead
+from textitsr.models.probes import build_head
 from textitsr.models.textitsr import ModelConfig
 
 PREFIXES = ("text_encoder.", "text_head.")
@@ -28,8 +28,9 @@ class TextSide(nn.Module):
         super().__init__()
         self.config = config
         self.text_encoder = text_encoder or build_text_encoder(config.text_encoder, config.max_text_length)
-        self.text_head = ProjectionHead(
-            self.text_encoder.dim, config.embed_dim, config.head_hidden, config.dropout
+        self.text_head = build_head(
+            self.text_encoder.dim, config.embed_dim, config.head_hidden, config.dropout,
+            type_weight=config.type_weight, caption_weight=config.caption_weight, sentences=True,
         )
         self.eval()
 

@@ -31,7 +31,7 @@ from textitsr.models.encoders import (
     check_images,
 )
 from textitsr.models.fusion import LEGACY_CONCAT_LAYOUT, PairFeatures, build_fusion, explicit_fusion_spec
-from textitsr.models.heads import ProjectionHead
+from textitsr.models.probes import build_head
 
 __all__ = ["ModelConfig", "PairFeatures", "TextITSR", "LOGIT_SCALE_INIT", "LOGIT_SCALE_MAX"]
 
@@ -56,6 +56,10 @@ class ModelConfig:
     max_text_length: int = DEFAULT_MAX_TEXT_LENGTH
     unfreeze_image_blocks: int = 0
     unfreeze_text_blocks: int = 0
+    #: Shares of the similarity given to the change-type and caption probes (`models.probes`),
+    #: fitted on real labelled pairs after training; 0: no such probe.
+    type_weight: float = 0.0
+    caption_weight: float = 0.0
 
     def __post_init__(self) -> None:
         # Raises InputError for unknown specs; spells out the concat-transformer layout so that a
@@ -66,6 +70,14 @@ class ModelConfig:
                 raise InputError(f"model config: {name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.dropout < 1.0:
             raise InputError(f"model config: dropout must be in [0, 1), got {self.dropout}")
+        for name in ("type_weight", "caption_weight"):
+            if not 0.0 <= float(getattr(self, name)) < 1.0:
+                raise InputError(f"model config: {name} must be in [0, 1), got {getattr(self, name)}")
+        if self.type_weight + self.caption_weight >= 1.0:
+            raise InputError(
+                "model config: type_weight + caption_weight must leave the contrastive part a share, "
+                f"got {self.type_weight} + {self.caption_weight}"
+            )
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -115,11 +127,13 @@ class TextITSR(nn.Module):
             heads=config.fusion_heads,
             dropout=config.dropout,
         )
-        self.pair_head = ProjectionHead(
-            self.fusion.out_dim, config.embed_dim, config.head_hidden, config.dropout
+        probes = {"type_weight": config.type_weight, "caption_weight": config.caption_weight}
+        self.pair_head = build_head(
+            self.fusion.out_dim, config.embed_dim, config.head_hidden, config.dropout, **probes
         )
-        self.text_head = ProjectionHead(
-            self.text_encoder.dim, config.embed_dim, config.head_hidden, config.dropout
+        self.text_head = build_head(
+            self.text_encoder.dim, config.embed_dim, config.head_hidden, config.dropout, **probes,
+            sentences=True,
         )
         self.logit_scale = nn.Parameter(torch.tensor(LOGIT_SCALE_INIT))
         self.image_encoder.unfreeze_last(config.unfreeze_image_blocks)

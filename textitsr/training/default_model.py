@@ -18,6 +18,7 @@ from pathlib import Path
 
 from textitsr.config import DATA_DIR, REPO_ROOT
 from textitsr.synth.training_data import TrainingDataRecipe, make_training_data
+from textitsr.training.probes import DEFAULT_CAPTION_ALPHA, DEFAULT_TYPE_C
 
 DEFAULT_MODEL_DIR = REPO_ROOT / "textitsr" / "assets" / "default_model"
 DEFAULT_DATA_DIR = DATA_DIR / "cache" / "realtrain"
@@ -54,8 +55,8 @@ class DefaultRecipe:
     demo_world: bool = True
     fusion: str = "gff:concat+absdiff"
     model_options: dict = field(default_factory=dict)
-    epochs: int = 8
-    patience: int = 3
+    epochs: int = 24
+    patience: int = 24
     batch_size: int = 128
     lr: float = 5e-4
     seed: int = 0
@@ -66,11 +67,21 @@ class DefaultRecipe:
     real_pools: tuple[str, ...] = ("realdev",)
     #: Weight of the change-type prototype loss (`training.real_mix.TypePrototypeLoss`). 0: off.
     type_loss: float = 0.0
+    #: Shares of the similarity given to the change-type and caption probes (`models.probes`), fitted
+    #: after training on the real pool pairs and their captions (`training.probes`). 0: no probe.
+    type_weight: float = 0.1
+    caption_weight: float = 0.5
+    type_c: float = DEFAULT_TYPE_C
+    caption_alpha: float = DEFAULT_CAPTION_ALPHA
 
     @property
     def mixed(self) -> bool:
         """Whether training goes beyond contrastive learning on the generated data."""
-        return bool(self.real_weight or self.type_loss)
+        return bool(self.real_weight or self.type_loss or self.probed)
+
+    @property
+    def probed(self) -> bool:
+        return bool(self.type_weight or self.caption_weight)
 
     def to_dict(self) -> dict:
         """The recipe as stored in the checkpoint; the optional extras are left out while off, so a
@@ -83,9 +94,15 @@ class DefaultRecipe:
             ("real_weight", 0),
             ("real_pools", []),
             ("type_loss", 0.0),
+            ("type_weight", 0.0),
+            ("caption_weight", 0.0),
         ):
             if d[key] == off:
                 del d[key]
+        if "type_weight" not in d:
+            del d["type_c"]
+        if "caption_weight" not in d:
+            del d["caption_alpha"]
         return d
 
     def fingerprint(self) -> str:
@@ -227,15 +244,28 @@ def _train_mixed(
     recipe the leave-source-out protocol chose. Returns the result and a summary of the real pairs."""
     from collections import Counter
 
+    import numpy as np
+
     from textitsr.evaluation.leave_source_out import DERIVED_DIR, derive_change_pairs
+    from textitsr.models.checkpoint import read_checkpoint_config, save_checkpoint
     from textitsr.models.textitsr import ModelConfig, TextITSR
     from textitsr.outputs import CHECKPOINT, TRAINING_OUT, check_output_dir
+    from textitsr.training.probes import fit_probes
     from textitsr.training.real_mix import MixedData, TypePrototypeLoss, load_generated, load_pool
     from textitsr.training.train import fit, seed_everything
 
     check_output_dir(config.out, (CHECKPOINT, TRAINING_OUT), inputs=[config.root, *config.extra_roots])
     seed_everything(config.seed)
-    model = TextITSR(ModelConfig(**{**recipe.model_options, "fusion": recipe.fusion}))
+    model = TextITSR(
+        ModelConfig(
+            **{
+                **recipe.model_options,
+                "fusion": recipe.fusion,
+                "type_weight": recipe.type_weight,
+                "caption_weight": recipe.caption_weight,
+            }
+        )
+    )
     generated = load_generated(model, data_dir, list(config.extra_roots), config.cache_dir)
     train, train_src, val, val_src = generated
     folders = [shared / name for name in recipe.real_pools]
@@ -246,6 +276,10 @@ def _train_mixed(
     aux = TypePrototypeLoss(model, labels, recipe.type_loss) if recipe.type_loss else None
     dataset = {"kind": "levircc", "root": str(config.root), "pools": [_relative(f) for f in folders]}
     result = fit(model, data, config, dataset=dataset, aux_loss=aux)
+    if recipe.probed:  # `fit` left the best weights in `model`; add the fitted probes to them
+        probes = fit_probes(model, [(pool, np.arange(pool.n_pairs))], recipe.type_c, recipe.caption_alpha)
+        extra = read_checkpoint_config(config.out)["extra"]
+        save_checkpoint(model, config.out, extra={**extra, "probes": probes})
     real = {
         "pairs": pool.n_pairs,
         "per_source": dict(sorted(Counter(sources).items())),
