@@ -17,7 +17,6 @@ from textitsr.models.probes import (
     TypeProbe,
     known_types,
     type_reading,
-    type_reading_slice,
 )
 
 
@@ -124,7 +123,7 @@ def test_probed_checkpoint_round_trip_text_side_and_adapter_fold(tmp_path: Path)
     a fine-tune trains the projection, never the fitted probes; an embedding adapter folded into its
     pair head equals the adapter applied to stored embeddings."""
     from textitsr.active.finetune import EmbeddingAdapter, fold_adapter, pair_side_parameters
-    from textitsr.models.checkpoint import load_checkpoint, save_checkpoint
+    from textitsr.models.checkpoint import load_checkpoint, save_checkpoint, type_reading_part
     from textitsr.models.fusion import PairFeatures
     from textitsr.models.text_side import load_text_side
     from textitsr.models.textitsr import ModelConfig, TextITSR
@@ -159,9 +158,9 @@ def test_probed_checkpoint_round_trip_text_side_and_adapter_fold(tmp_path: Path)
         fold_adapter(loaded, adapter)
         assert torch.allclose(loaded.embed_pair_features(feats), want, atol=1e-5)
     # the type part of a stored embedding reads back as the probe's distribution, until a fine-tune
-    part = type_reading_slice(tmp_path / "model")
+    part = type_reading_part(tmp_path / "model")
     reading = type_reading(model.embed_pair_features(feats)[0].detach().numpy(), part)
     probs = model.pair_head.types.probabilities(model.fusion(feats))[0]
     assert np.allclose([reading[t] for t in CHANGE_TYPES], probs.detach().numpy(), atol=1e-5)
     save_checkpoint(loaded, tmp_path / "fine-tuned")
-    assert type_reading_slice(tmp_path / "fine-tuned") is None
+    assert type_reading_part(tmp_path / "fine-tuned") is None

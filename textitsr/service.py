@@ -546,9 +546,9 @@ class SearchService:
 
     @cached_property
     def _type_part(self) -> slice | None:
-        from textitsr.models.probes import type_reading_slice
+        from textitsr.models.checkpoint import type_reading_part
 
-        return type_reading_slice(self.checkpoint) if self.checkpoint.is_dir() else None
+        return type_reading_part(self.checkpoint) if self.checkpoint.is_dir() else None
 
     def change_stats(self, pair_id: str) -> dict[str, float] | None:
         """A pair's spectral change statistics (NDVI/NDWI/NDBI), None when its bands do not allow them."""

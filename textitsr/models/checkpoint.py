@@ -32,6 +32,7 @@ __all__ = [
     "read_checkpoint_config",
     "checkpoint_id",
     "model_card",
+    "type_reading_part",
 ]
 
 FORMAT_VERSION = 1
@@ -177,3 +178,21 @@ def model_card(folder: Path) -> dict:
         "textitsr_version": config.get("textitsr_version"),
         "training": config.get("extra") or {},
     }
+
+
+def type_reading_part(folder: Path) -> slice | None:
+    """Where a checkpoint's pair embeddings hold the change-type part, when that part still reads
+    as `sqrt(p)` (`models.probes.type_reading`): the model has a type probe and no fine-tune folded a
+    map into its pair head (`mix` is the identity). None otherwise. Reads the config and one tensor."""
+    from safetensors import safe_open
+
+    from textitsr.models.probes import type_part
+
+    part = type_part(read_checkpoint_config(folder)["model"])
+    if part is None:
+        return None
+    with safe_open(str(Path(folder) / WEIGHTS_FILE), framework="pt") as fh:
+        if "pair_head.mix" not in fh.keys():  # noqa: SIM118 - safe_open has no __contains__
+            return None
+        mix = fh.get_tensor("pair_head.mix")
+    return part if torch.equal(mix, torch.eye(len(mix), dtype=mix.dtype)) else None

@@ -23,7 +23,6 @@ One vector per item keeps every index, export and search path unchanged.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -219,25 +218,12 @@ def build_head(
                       caption_weight=caption_weight, sentences=sentences)
 
 
-def type_reading_slice(folder: Path) -> slice | None:
-    """Where a checkpoint's pair embeddings hold the change-type part, when that part still reads
-    as `sqrt(p)`: the model has a type probe and no fine-tune folded a map into its pair head
-    (`mix` is the identity). None otherwise. Reads the config and one tensor, no model."""
-    from safetensors import safe_open
-
-    from textitsr.models.checkpoint import WEIGHTS_FILE, read_checkpoint_config
-
-    model = read_checkpoint_config(folder)["model"]
-    if not model.get("type_weight"):
+def type_part(model_config: dict) -> slice | None:
+    """Where a probed model's embeddings hold the change-type part (config as stored), None without."""
+    if not model_config.get("type_weight"):
         return None
-    with safe_open(str(Path(folder) / WEIGHTS_FILE), framework="pt") as fh:
-        if "pair_head.mix" not in fh.keys():  # noqa: SIM118 - safe_open has no __contains__
-            return None
-        mix = fh.get_tensor("pair_head.mix")
-    if not torch.equal(mix, torch.eye(len(mix), dtype=mix.dtype)):
-        return None
-    dim = int(model["embed_dim"])
-    start = dim - len(CHANGE_TYPES) - (CAPTION_DIM if model.get("caption_weight") else 0)
+    dim = int(model_config["embed_dim"])
+    start = dim - len(CHANGE_TYPES) - (CAPTION_DIM if model_config.get("caption_weight") else 0)
     return slice(start, start + len(CHANGE_TYPES))
 
 
