@@ -15,7 +15,7 @@ labels carry further than fabricated ones; benchmarks/results/real-leave-source-
   the mean of its captions there (ridge).
 
 The cosine of a text and a pair is then `a * cos + b * BC + c * cos_caption` (a = 1 - b - c). The
-probes are fitted after the contrastive training (`training.type_probes`) and are frozen to its
+probes are fitted after the contrastive training (`training.probes`) and are frozen to its
 gradients; an unfitted probe adds the same constant (types) or nothing (captions) to every score.
 One vector per item keeps every index, export and search path unchanged.
 """
