@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from textitsr.data.pairs import id_part
 from textitsr.embedding.cache import FeatureCache
 from textitsr.evaluation.leave_source_out import generated_source
-from textitsr.evaluation.realdev import split_types
+from textitsr.models.probes import known_types
 from textitsr.training.losses import MAX_LOGIT_SCALE
 from textitsr.training.sampling import Batch
 from textitsr.training.train import TrainData
@@ -68,25 +68,6 @@ TYPE_SENTENCES: dict[str, tuple[str, ...]] = {
         "the area is unchanged",
     ),
 }
-#: Generated change types that mean one or more of the types above.
-TYPE_ALIASES: dict[str, tuple[str, ...]] = {
-    "vegetation_cleared_for_buildings": ("buildings_built", "vegetation_cleared"),
-    "vegetation_storm_damage": ("vegetation_cleared",),
-    "road_laid": ("road_built",),
-}
-
-
-def known_types(label: str | None) -> tuple[str, ...]:
-    """The TYPE_SENTENCES types of a (multi-)label; () when any part of it is not known."""
-    out: list[str] = []
-    for t in split_types(label):
-        mapped = TYPE_ALIASES.get(t, (t,))
-        if not all(m in TYPE_SENTENCES for m in mapped):
-            return ()
-        out += [m for m in mapped if m not in out]
-    return tuple(out)
-
-
 def generated_labels(root: Path, cache: FeatureCache) -> tuple[list[str | None], list[str | None]]:
     """(change type, pool source) of every pair of a generated data cache, read from the data's
     LEVIR-CC caption file (`change_type`, `origin` per image); None where it has none."""
