@@ -207,17 +207,17 @@ def main() -> None:
         "",
         *extra,
         "",
-        "Reading it: when the current notice says \"weak match\" it was right on every query here, on both "
-        "archives, and it no longer flags a query whose top 5 all show the change (\"a road was built\" on "
-        "the demo, flagged by the former notice, whose bound came from the synthetic captions' high raw "
-        "scores); \"farmland was converted to pasture\" is now flagged. Most of what it catches it catches "
-        "on the text side (the query resembles no caption of the archive); the contrast alone separates "
-        "little, on realdev (63 pairs) hardly at all. It misses the wrong answers of changes the archive "
-        "does describe but the model ranks wrongly (\"the trees are cut down\" on realdev): no score can "
-        "tell those. The text bound (`TEXT_FLOOR`) was chosen on these same queries, so the precision is "
-        "optimistic. Treat the notice as \"certainly weak\", not its absence as \"certainly right\". The "
-        "describing sentences' confidence separates the two kinds of pair on the demo: synthetic wording "
-        "fits the synthetic pairs and not the real scenes.",
+        "Reading it (the default model with probes; realdev is part of its training data, so realdev's "
+        "own captions match their pairs unusually sharply and raise the contrast bound there): most of "
+        "what the current notice flags is really wrong, and it flags far fewer right answers than the "
+        "former one. Its false alarms are short, type-level queries whose top 5 are right: with the "
+        "change-type probe every pair of a common type scores alike, so the best one stands out less "
+        "than a caption's own pair does (low contrast), or the archive has no caption worded like the "
+        "query (the text bound). It misses the wrong answers of changes the archive does describe but "
+        "the model ranks wrongly: no score can tell those. The text bound (`TEXT_FLOOR`) was chosen on "
+        "these same queries with an earlier model. Treat the notice as \"probably weak\", not its absence "
+        "as \"certainly right\". The describing sentences' confidence separates the two kinds of pair on "
+        "the demo: synthetic wording fits the synthetic pairs and not the real scenes.",
         "",
         "Reproduce: `.venv/bin/python benchmarks/trust.py --realdev-store STORE` (STORE: "
         "`textitsr index --checkpoint textitsr/assets/default_model --root ../shared/data/realdev "
