@@ -83,6 +83,7 @@ def test_pair_record_thumbnail_and_footprints(client: TestClient, service: Searc
     rec = client.get("/pairs/test_000003").json()
     want = service.catalog.pair("test_000003")
     assert rec["pair_id"] == "test_000003" and rec["bounds"] == list(want["bounds"])
+    assert rec["change_reading"] is None  # this archive's model has no change-type probe
     png = client.get("/pairs/test_000003/thumbnail/after")
     assert png.status_code == 200 and png.headers["content-type"] == "image/png"
     shown = np.asarray(Image.open(io.BytesIO(png.content)))

@@ -448,7 +448,8 @@ def _add_routes(app: FastAPI, routes: _Routes, queries: _Queries, authorise: Any
              responses=pair_errors, summary="Everything the store knows about a pair")
     def pair(pair_id: str) -> dict[str, Any]:
         routes.known(pair_id)
-        return _jsonable(routes.service.pair(pair_id))
+        record = {**routes.service.pair(pair_id), "change_reading": routes.service.change_reading(pair_id)}
+        return _jsonable(record)
 
     @app.get("/pairs/{pair_id}/thumbnail/{when}", dependencies=secured, response_class=Response,
              responses={200: {"content": {"image/png": {}}, "description": "PNG image"}, **pair_errors},
