@@ -28,9 +28,9 @@ sources are dealt into `--folds` folds, and each `--variant` of the default reci
 fold and seed without the fold's sources (real and generated pairs made from them), then scored on
 the fold's gallery against the same gallery's random ranking and pixel difference:
 
-    .venv/bin/python benchmarks/real.py --protocol leave-source-out --pool ../realpool \
-        --variant base --variant real5:real=5 --variant real5-type:real=5,type=0.5 --seeds 0 1 2 \
-        --out-json data/real-runs/lso.json
+    .venv/bin/python benchmarks/real.py --protocol leave-source-out --pool ../realpool --folds 4 \
+        --variant real3:real=3 --variant shipped:real=3,types=0.1,captions=0.5,epochs=24 \
+        --seeds 0 1 2 --out-json data/real-runs/lso.json
     .venv/bin/python benchmarks/real.py --protocol leave-source-out --from-json data/real-runs/lso*.json
 """
 
@@ -344,9 +344,11 @@ def machine_and_date() -> str:
 
 
 # ----------------------------------------------------------------------------- leave-source-out
-#: Variants of the recipe compared under the protocol: name -> (real pair weight, type loss weight).
-#: "real=W": every real pool pair of the training folds W times per epoch (0: generated data only,
-#: today's recipe); "type=L": the change-type prototype loss (`training.real_mix`) with weight L.
+#: Variants of the recipe compared under the protocol. "real=W": every real pool pair of the training
+#: folds W times per epoch (0: generated data only); "type=L": the change-type prototype loss
+#: (`training.real_mix`) with weight L; "types=W", "captions=W": the heads' change-type and caption
+#: probes (`models.probes`) with these similarity shares, fitted on the training folds' real pairs
+#: (strengths "type_c=C", "alpha=A"); "epochs=N": N epochs without early stopping; "dim=D": embed_dim.
 def parse_variant(spec: str) -> tuple[str, dict]:
     name, _, opts = spec.partition(":")
     out = {"real": 0, "type": 0.0, "types": 0.0, "captions": 0.0, "type_c": DEFAULT_TYPE_C,
@@ -417,6 +419,10 @@ def source_rows(model, cache, idx: np.ndarray, sources: list[str], pixel: np.nda
     for s in sorted({sources[i] for i in idx}):
         sub = np.array([i for i in idx if sources[i] == s])
         c = subset_cache(cache, sub)
+        if not c.changed.astype(bool).any():  # only unchanged pairs: no caption query to rank them by
+            nan = {"mR": float("nan"), "ap:change": float("nan")}
+            out[s] = {"n": len(sub), "model": nan, "chance": nan, "pixel": nan}
+            continue
         types = [t for t in ("buildings_built",) if 0 < relevance(c.change_type, t).sum() < len(sub)]
         row = score_cache(model, c, types)
         chance = chance_of_cache(c, types)
@@ -645,7 +651,7 @@ def lso_markdown(results: dict) -> str:
             bb = "ap:buildings_built"
             out.append(
                 f"| {name} | {first['n']} | {v} | {_mean_sd([x['model']['mR'] for x in rs], 1)} | "
-                f"{first['chance']['mR']:.1f} | "
+                f"{_num(first['chance']['mR'], 1)} | "
                 f"{_mean_sd([x['model']['ap:change'] for x in rs])} | {_num(first['pixel']['ap:change'])} | "
                 f"{_num(first['chance']['ap:change'])} | "
                 + (
