@@ -183,3 +183,34 @@ def test_train_default_mixes_real_pool_pairs(tmp_path: Path, monkeypatch) -> Non
     assert extra["probes"]["pairs"] == n_real and extra["probes"]["pairs_per_type"]["none"] >= 2
     assert float(model.pair_head.types.linear.weight.abs().sum()) > 0
     assert float(model.pair_head.captions.linear.weight.abs().sum()) > 0
+
+
+@pytest.mark.slow
+def test_demo_takes_a_new_shipped_default_and_rebuilds_its_store(tmp_path: Path) -> None:
+    """After an update of the shipped default, an existing demo copies the new one in and re-embeds
+    its archive instead of serving the old model."""
+    import shutil
+
+    import torch
+
+    from textitsr.config import DemoPaths
+    from textitsr.demo import prepare_demo
+    from textitsr.models.checkpoint import checkpoint_id, save_checkpoint
+    from textitsr.synth.world import SyntheticWorldConfig
+
+    shipped = tmp_path / "shipped"
+    shutil.copytree(DEFAULT_MODEL_DIR, shipped)
+    paths = DemoPaths(tmp_path / "demo")
+    world = SyntheticWorldConfig(**TINY_WORLD, tile_size=64)
+    options = {"world_config": world, "real_scenes": False, "default_model": shipped}
+    first = prepare_demo(paths, **options, echo=lambda _: None)
+    assert {"model", "store"} <= set(first.built)
+    model = load_checkpoint(shipped)  # a retrained default: other weights, the same recipe record
+    with torch.no_grad():
+        model.logit_scale.add_(0.5)
+    save_checkpoint(model, shipped, extra=read_checkpoint_config(shipped)["extra"])
+    lines: list[str] = []
+    again = prepare_demo(paths, **options, echo=lines.append)
+    assert {"model", "store"} <= set(again.built), lines
+    assert checkpoint_id(paths.checkpoint) == checkpoint_id(shipped)
+    assert any("earlier shipped default" in line for line in lines)

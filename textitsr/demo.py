@@ -140,15 +140,30 @@ def _ensure_world(run: _DemoRun, seed: int, world_config: object | None) -> int:
     return n_world
 
 
+def _made_by_recipe(folder: Path) -> bool:
+    """Whether a checkpoint is a copy of a shipped default (`train-default` records its recipe), not
+    a model trained on the world."""
+    from textitsr.models.checkpoint import read_checkpoint_config
+    from textitsr.training.default_model import RECIPE_KEY
+
+    try:
+        return RECIPE_KEY in (read_checkpoint_config(folder).get("extra") or {})
+    except (TextITSRError, OSError):
+        return False
+
+
 def _ensure_model(run: _DemoRun, default_model: Path | None, epochs: int | None) -> str:
-    """2. The model: the shipped default copied in, else trained on the world (retrained with a new
-    world); returns its checkpoint id."""
+    """2. The model: the shipped default copied in (again when the shipped default changed), else
+    trained on the world (retrained with a new world); returns its checkpoint id."""
     from textitsr.training.default_model import DEFAULT_MODEL_DIR
 
     paths = run.paths
     default_model = DEFAULT_MODEL_DIR if default_model is None else Path(default_model)
     shipped = _checkpoint_id(default_model)
     cid = None if "world" in run.built and not shipped else _checkpoint_id(paths.checkpoint)
+    if cid and shipped and cid != shipped and _made_by_recipe(paths.checkpoint):
+        run.echo(f"[demo] model: {paths.checkpoint} is an earlier shipped default; taking the current one")
+        cid = None
     if cid:
         run.echo(f"[demo] model: checkpoint {cid} at {paths.checkpoint} (kept)")
         return cid
