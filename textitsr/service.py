@@ -539,10 +539,10 @@ class SearchService:
         from textitsr.models.probes import type_reading
 
         self._fresh()
-        row = self.catalog.row_of(pair_id)
+        vector, _ = self._pair_vector(pair_id, None, None)  # one row, as pair queries read it
         if self._type_part is None:
             return None
-        return type_reading(self.store.pair_embeddings()[row], self._type_part)
+        return type_reading(vector[0], self._type_part)
 
     @cached_property
     def _type_part(self) -> slice | None:
