@@ -348,17 +348,20 @@ def machine_and_date() -> str:
 #: folds W times per epoch (0: generated data only); "type=L": the change-type prototype loss
 #: (`training.real_mix`) with weight L; "types=W", "captions=W": the heads' change-type and caption
 #: probes (`models.probes`) with these similarity shares, fitted on the training folds' real pairs
-#: (strengths "type_c=C", "alpha=A"); "epochs=N": N epochs without early stopping; "dim=D": embed_dim.
+#: (strengths "type_c=C", "alpha=A"); "epochs=N": N epochs without early stopping; "dim=D": embed_dim;
+#: "views=N": the probes are also fitted on the first N kinds of augmented views (`training.views`)
+#: of those pairs; "trainviews=N": the repeats of each real pair in training are its first N views.
 def parse_variant(spec: str) -> tuple[str, dict]:
     name, _, opts = spec.partition(":")
     out = {"real": 0, "type": 0.0, "types": 0.0, "captions": 0.0, "type_c": DEFAULT_TYPE_C,
-           "alpha": DEFAULT_CAPTION_ALPHA, "epochs": 0, "dim": 0}
+           "alpha": DEFAULT_CAPTION_ALPHA, "epochs": 0, "dim": 0, "views": 0, "trainviews": 0}
     for item in filter(None, opts.split(",")):
         key, _, value = item.partition("=")
         if key not in out:
             raise SystemExit(
                 f"--variant {spec!r}: unknown option {key!r}; "
-                "expected real=W, type=L, types=W, captions=W, type_c=C, alpha=A, epochs=N, dim=D"
+                "expected real=W, type=L, types=W, captions=W, type_c=C, alpha=A, epochs=N, dim=D, "
+                "views=N, trainviews=N"
             )
         out[key] = type(out[key])(value)
     return name, out
@@ -436,8 +439,9 @@ def leave_source_out(args: argparse.Namespace) -> None:
     from textitsr.evaluation.leave_source_out import DERIVED_DIR, derive_change_pairs, group_folds
     from textitsr.models.textitsr import ModelConfig, TextITSR
     from textitsr.training.probes import fit_probes
-    from textitsr.training.real_mix import MixedData, TypePrototypeLoss
+    from textitsr.training.real_mix import MixedData, TypePrototypeLoss, load_views
     from textitsr.training.train import TrainConfig, fit, seed_everything
+    from textitsr.training.views import VIEW_KINDS
 
     shared = args.shared
     folders = [args.root, derive_change_pairs(shared, args.cache_dir / DERIVED_DIR, against=[args.root])]
@@ -450,6 +454,8 @@ def leave_source_out(args: argparse.Namespace) -> None:
     pool, sources, pixel = load_pool(base, folders, args.cache_dir)
     recipe, train, train_src, val, val_src = load_generated(base, shared, args.cache_dir)
     mixed = MixedData(train, train_src, val, val_src, pool, sources)
+    n_views = max(max(o["views"], o["trainviews"]) for o in (parse_variant(v)[1] for v in args.variant))
+    views = load_views(base, folders, args.cache_dir, VIEW_KINDS[:n_views]) if n_views else []
     folds = group_folds(sources, args.folds)
     print(f"  pool: {pool.n_pairs} pairs, {len(set(sources))} sources, folds {folds}", flush=True)
     results = {
@@ -489,6 +495,7 @@ def leave_source_out(args: argparse.Namespace) -> None:
                         fusion=args.fusion, type_weight=opt["types"], caption_weight=opt["captions"], **dims
                     )
                 )
+                mixed.views = tuple(c for c, _ in views[: opt["trainviews"]])
                 data, labels = mixed.fold(set(fold), opt["real"])
                 aux = TypePrototypeLoss(model, labels, opt["type"]) if opt["type"] else None
                 config = TrainConfig(
@@ -506,7 +513,8 @@ def leave_source_out(args: argparse.Namespace) -> None:
                 fit(model, data, config, aux_loss=aux)
                 if opt["types"] or opt["captions"]:  # fitted on the fold's training pool pairs only
                     train_idx = np.array([i for i, s in enumerate(sources) if s not in fold])
-                    fit_probes(model, [(pool, train_idx)], opt["type_c"], opt["alpha"])
+                    parts = [(pool, train_idx)] + [(c, train_idx) for c, _ in views[: opt["views"]]]
+                    fit_probes(model, parts, opt["type_c"], opt["alpha"])
                 row = score_cache(model, gallery, types)
                 per_source = source_rows(model, pool, idx, sources, pixel)
                 results["runs"].append(

@@ -92,9 +92,11 @@ TRAINING_DATA_PARTIAL = OutputKind(
     "unfinished make-training-data folder",
     layout=(("images", (TRAINING_DATA_IMAGES,)), ("cache", ()), ("LevirCCcaptions.json", ())),
 )
+#: Augmented views of a real pool folder (`training.views`).
+PAIR_VIEWS = OutputKind("pair views", ("views.json", _format("textitsr-pair-views")))
 KINDS = (
     STORE, SHARD, CHECKPOINT, TRAINING_STATE, TRAINING_OUT, FEATURE_CACHE, WORLD, ANNEAL_WORKSPACE, DEMO,
-    TRAINING_DATA, TRAINING_DATA_PART, TRAINING_DATA_PARTIAL,
+    TRAINING_DATA, TRAINING_DATA_PART, TRAINING_DATA_PARTIAL, PAIR_VIEWS,
 )
 
 #: What atomic writes and the writer lock leave beside an entry `x`: `.x.<random>.tmp`, `.x.<random>.old`

@@ -104,6 +104,16 @@ def load_pool(model: torch.nn.Module, folders: list[Path], cache_dir: Path) -> t
     return FeatureCache.concat(caches), sources
 
 
+def load_views(
+    model: torch.nn.Module, folders: list[Path], cache_dir: Path, kinds: tuple[str, ...], seed: int = 0
+) -> list[tuple[FeatureCache, list[str]]]:
+    """(cache, source per pair) of each kind of augmented view (`training.views`) of the pool folders,
+    written into the data cache as needed; pairs in the order `load_pool` gives."""
+    from textitsr.training.views import view_folders
+
+    return [load_pool(model, fs, cache_dir) for fs in view_folders(folders, cache_dir, kinds, seed).values()]
+
+
 def load_generated(
     model: torch.nn.Module, data_dir: Path, extra_roots: list[Path], cache_dir: Path
 ) -> tuple[FeatureCache, list[str | None], FeatureCache, list[str | None]]:
@@ -143,17 +153,24 @@ class MixedData:
     val_sources: list[str | None]
     pool: FeatureCache
     pool_sources: list[str]
+    #: Augmented views of the pool (`training.views`), pairs in the pool's order: they stand in for
+    #: the repeats of each real pair, so a pair seen 3 times an epoch is seen as itself and 2 views.
+    views: tuple[FeatureCache, ...] = ()
 
     def fold(
         self, held_out: set[str] | frozenset[str], real_weight: int
     ) -> tuple[TrainData, list[str | None]]:
         """Training data without the `held_out` sources: generated pairs not made from them, plus
-        every other real pool pair `real_weight` times (0: none). Also returns the change type of
-        every pair of the training cache (for the type loss)."""
-        cache = FeatureCache.concat([self.train, self.pool])
+        every other real pool pair `real_weight` times (0: none), its repeats taken from the views
+        while there are any. Also returns the change type of every pair of the training cache (for
+        the type loss)."""
+        copies = [self.pool, *self.views[: max(0, int(real_weight) - 1)]]
+        cache = FeatureCache.concat([self.train, *copies])
         gen = [i for i, s in enumerate(self.train_sources) if s not in held_out]
-        real = [self.train.n_pairs + i for i, s in enumerate(self.pool_sources) if s not in held_out]
-        idx = np.array(gen + real * int(real_weight), dtype=np.int64)
+        real = [i for i, s in enumerate(self.pool_sources) if s not in held_out]
+        offsets = [self.train.n_pairs + k * self.pool.n_pairs for k in range(len(copies))]
+        repeats = [offsets[min(k, len(offsets) - 1)] for k in range(int(real_weight))]
+        idx = np.array(gen + [o + i for o in repeats for i in real], dtype=np.int64)
         val_idx = np.array([i for i, s in enumerate(self.val_sources) if s not in held_out], dtype=np.int64)
         return TrainData(cache, self.val, idx, val_idx, "val"), list(cache.change_type)
 
