@@ -32,7 +32,8 @@ from PIL import Image
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_MANIFEST = HERE / "sources.json"
-DEFAULT_RESERVED = HERE.parents[2] / ".." / "shared" / "data" / "reserved-images.json"
+#: ../shared beside the repository, as the rest of the project expects it.
+DEFAULT_RESERVED = HERE.parents[1] / ".." / "shared" / "data" / "reserved-images.json"
 TILE = 256
 AHASH_MATCH = 4  # Hamming distance at or below which two 16x16 average hashes are the same image
 CHANGE_TYPES = {
