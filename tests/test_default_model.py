@@ -13,6 +13,7 @@ from tests.test_realsynth import write_fixture_shared
 from textitsr.models.checkpoint import load_checkpoint, read_checkpoint_config
 from textitsr.synth.training_data import TrainingDataRecipe, input_fingerprint
 from textitsr.training.default_model import DEFAULT_DATA_DIR, DEFAULT_MODEL_DIR, DefaultRecipe, train_default
+from textitsr.training.views import VIEW_KINDS
 
 
 def _extra() -> dict:
@@ -179,8 +180,10 @@ def test_train_default_mixes_real_pool_pairs(tmp_path: Path, monkeypatch) -> Non
     assert extra["recipe"]["real_weight"] == 2 and extra["recipe"]["type_loss"] == 0.5
     model = load_checkpoint(tmp_path / "model")
     assert model.config.fusion == recipe.fusion
-    # the probes are fitted on every real pair after training, and saved with the weights
-    assert extra["probes"]["pairs"] == n_real and extra["probes"]["pairs_per_type"]["none"] >= 2
+    # the probes are fitted on every real pair and its augmented views after training, and saved
+    assert extra["probes"]["views"] == list(VIEW_KINDS)
+    assert extra["probes"]["pairs"] == n_real * (1 + len(VIEW_KINDS))
+    assert extra["probes"]["pairs_per_type"]["none"] >= 2 * (1 + len(VIEW_KINDS))
     assert float(model.pair_head.types.linear.weight.abs().sum()) > 0
     assert float(model.pair_head.captions.linear.weight.abs().sum()) > 0
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from textitsr.config import DATA_DIR, REPO_ROOT
 from textitsr.synth.training_data import TrainingDataRecipe, make_training_data
 from textitsr.training.probes import DEFAULT_CAPTION_ALPHA, DEFAULT_TYPE_C
+from textitsr.training.views import VIEW_KINDS
 
 DEFAULT_MODEL_DIR = REPO_ROOT / "textitsr" / "assets" / "default_model"
 DEFAULT_DATA_DIR = DATA_DIR / "cache" / "realtrain"
@@ -75,6 +76,8 @@ class DefaultRecipe:
     caption_weight: float = 0.5
     type_c: float = DEFAULT_TYPE_C
     caption_alpha: float = DEFAULT_CAPTION_ALPHA
+    #: Kinds of augmented views (`training.views`) of every real pair the probes are also fitted on.
+    probe_views: tuple[str, ...] = VIEW_KINDS
 
     @property
     def mixed(self) -> bool:
@@ -91,6 +94,7 @@ class DefaultRecipe:
         recipe that does not use them keeps the fingerprint it had before they existed."""
         d = asdict(self)
         d["real_pools"] = list(d["real_pools"])
+        d["probe_views"] = list(d["probe_views"])
         for key, off in (
             ("extra_data", None),
             ("demo_world", False),
@@ -99,6 +103,7 @@ class DefaultRecipe:
             ("type_loss", 0.0),
             ("type_weight", 0.0),
             ("caption_weight", 0.0),
+            ("probe_views", []),
         ):
             if d[key] == off:
                 del d[key]
@@ -106,6 +111,8 @@ class DefaultRecipe:
             del d["type_c"]
         if "caption_weight" not in d:
             del d["caption_alpha"]
+        if not self.probed:
+            d.pop("probe_views", None)
         return d
 
     def fingerprint(self) -> str:
@@ -254,7 +261,7 @@ def _train_mixed(
     from textitsr.models.textitsr import ModelConfig, TextITSR
     from textitsr.outputs import CHECKPOINT, TRAINING_OUT, check_output_dir
     from textitsr.training.probes import fit_probes
-    from textitsr.training.real_mix import MixedData, TypePrototypeLoss, load_generated, load_pool
+    from textitsr.training.real_mix import MixedData, TypePrototypeLoss, load_generated, load_pool, load_views
     from textitsr.training.train import fit, seed_everything
 
     check_output_dir(config.out, (CHECKPOINT, TRAINING_OUT), inputs=[config.root, *config.extra_roots])
@@ -280,7 +287,10 @@ def _train_mixed(
     dataset = {"kind": "levircc", "root": str(config.root), "pools": [_relative(f) for f in folders]}
     result = fit(model, data, config, dataset=dataset, aux_loss=aux)
     if recipe.probed:  # `fit` left the best weights in `model`; add the fitted probes to them
-        probes = fit_probes(model, [(pool, np.arange(pool.n_pairs))], recipe.type_c, recipe.caption_alpha)
+        views = load_views(model, folders, config.cache_dir, recipe.probe_views)
+        parts = [(cache, np.arange(cache.n_pairs)) for cache in (pool, *(c for c, _ in views))]
+        probes = fit_probes(model, parts, recipe.type_c, recipe.caption_alpha)
+        probes["views"] = list(recipe.probe_views)
         extra = read_checkpoint_config(config.out)["extra"]
         save_checkpoint(model, config.out, extra={**extra, "probes": probes})
     real = {
