@@ -16,6 +16,7 @@ files are read with `git show <commit>:<path>`, so nothing is checked out.
 from __future__ import annotations
 
 import argparse
+import base64
 import csv
 import hashlib
 import io
@@ -75,9 +76,24 @@ def git_blob(mirrors: Path, repo: str, commit: str, path: str) -> bytes:
     return proc.stdout
 
 
+def notebook_image(data: bytes, spec: dict) -> bytes:
+    """The bytes of one image output (figure or animated GIF) embedded in a Jupyter notebook."""
+    cell, output = spec.get("cell"), spec.get("output", 0)
+    try:
+        bundle = json.loads(data)["cells"][cell]["outputs"][output]["data"]
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
+        raise ManifestError(f"{spec['path']}: no output {output} in cell {cell} of the notebook") from exc
+    for mime in ("image/png", "image/gif", "image/jpeg"):
+        if mime in bundle:
+            return base64.b64decode(bundle[mime])
+    raise ManifestError(f"{spec['path']}: output {output} of cell {cell} holds no PNG, GIF or JPEG image")
+
+
 def decode_raster(data: bytes, spec: dict) -> np.ndarray:
     """Image bytes -> float32 HxWxC array in source units; GeoTIFFs are read with rasterio."""
     name = spec["path"].lower()
+    if name.endswith(".ipynb"):  # a figure or time-lapse GIF that a notebook keeps in its outputs
+        data = notebook_image(data, spec)
     if name.endswith((".tif", ".tiff")):
         from rasterio.io import MemoryFile
 
