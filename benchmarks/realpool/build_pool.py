@@ -16,6 +16,7 @@ files are read with `git show <commit>:<path>`, so nothing is checked out.
 from __future__ import annotations
 
 import argparse
+import base64
 import csv
 import hashlib
 import io
@@ -23,7 +24,9 @@ import json
 import os
 import subprocess
 import sys
+import tarfile
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,9 +79,50 @@ def git_blob(mirrors: Path, repo: str, commit: str, path: str) -> bytes:
     return proc.stdout
 
 
+def notebook_image(data: bytes, spec: dict) -> bytes:
+    """The bytes of one image output (figure or animated GIF) embedded in a Jupyter notebook."""
+    cell, output = spec.get("cell"), spec.get("output", 0)
+    try:
+        bundle = json.loads(data)["cells"][cell]["outputs"][output]["data"]
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
+        raise ManifestError(f"{spec['path']}: no output {output} in cell {cell} of the notebook") from exc
+    for mime in ("image/png", "image/gif", "image/jpeg"):
+        if mime in bundle:
+            return base64.b64decode(bundle[mime])
+    raise ManifestError(f"{spec['path']}: output {output} of cell {cell} holds no PNG, GIF or JPEG image")
+
+
+def archive_bands(data: bytes, spec: dict) -> np.ndarray:
+    """Stack band 1 of the archive members named in `members` (e.g. a Landsat scene's B4, B3, B2 files)."""
+    from rasterio.errors import NotGeoreferencedWarning
+    from rasterio.io import MemoryFile
+
+    members = spec.get("members")
+    if not members:
+        raise ManifestError(f"{spec['path']}: an archive needs 'members' (the band files to stack)")
+    bands = []
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as archive:
+        for member in members:
+            try:
+                raw = archive.extractfile(member)
+            except KeyError as exc:
+                raise ManifestError(f"{spec['path']}: no member {member} in the archive") from exc
+            if raw is None:
+                raise ManifestError(f"{spec['path']}: member {member} is not a file")
+            with warnings.catch_warnings():  # cropped sample scenes may carry no geotransform
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                with MemoryFile(raw.read()) as mem, mem.open() as src:
+                    bands.append(src.read(1).astype(np.float32))
+    return np.stack(bands, axis=-1)
+
+
 def decode_raster(data: bytes, spec: dict) -> np.ndarray:
     """Image bytes -> float32 HxWxC array in source units; GeoTIFFs are read with rasterio."""
     name = spec["path"].lower()
+    if name.endswith(".ipynb"):  # a figure or time-lapse GIF that a notebook keeps in its outputs
+        data = notebook_image(data, spec)
+    if name.endswith((".tar.gz", ".tgz")):  # a scene archive with one GeoTIFF per band
+        return archive_bands(data, spec)
     if name.endswith((".tif", ".tiff")):
         from rasterio.io import MemoryFile
 
