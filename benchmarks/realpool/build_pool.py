@@ -158,7 +158,7 @@ def to_uint8(arr: np.ndarray, stretch: list | None) -> np.ndarray:
 def load_image(mirrors: Path, pair: dict, source: dict, key: str) -> Image.Image:
     """Crop (and if needed resize) one date or the mask of a pair to TILE x TILE."""
     spec = pair[key]
-    repo = spec.get("repo", source["repo"])
+    repo = spec.get("repo", pair.get("repo", source["repo"]))  # one event may come from several repositories
     commit = spec.get("commit", pair.get("commit", source["commit"]))
     arr = decode_raster(git_blob(mirrors, repo, commit, spec["path"]), spec)
     stretch_arr = arr
@@ -286,7 +286,7 @@ def pair_record(
     record = {
         "name": pair["name"],
         "source": source_id,
-        "source_repo": source["repo"],
+        "source_repo": pair.get("repo", source["repo"]),
         "source_commit": pair.get("commit", source["commit"]),
         "source_paths": [pair[k]["path"] for k in keys] + [spec["path"] for spec in labels],
         "crop_box_xyxy": pair["crop_box_xyxy"],
