@@ -121,3 +121,26 @@ def test_streamed_npy_is_a_plain_memory_mappable_array(tmp_path: Path) -> None:
     back = np.load(tmp_path / "x.npy", mmap_mode="r")
     assert back.shape == (7, 3, 4) and back.dtype == np.float16
     np.testing.assert_array_equal(back, rows)
+
+
+def test_a_dataset_written_inside_the_cache_folder_is_still_fingerprinted(world: Path, tmp_path: Path) -> None:
+    """Derived pairs and augmented views live in the cache folder: a change to them must show."""
+    import shutil
+
+    from textitsr.data.world import SyntheticSource
+
+    inside = tmp_path / "cache" / "derived"
+    shutil.copytree(world, inside)
+    source = SyntheticSource(inside)
+    before = source.fingerprint("val", exclude=tmp_path / "cache")
+    manifest = inside / "world.json"
+    st = manifest.stat()
+    os.utime(manifest, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    assert source.fingerprint("val", exclude=tmp_path / "cache") != before
+    # a cache kept inside a dataset is still left out of the dataset's fingerprint
+    outside = SyntheticSource(world)
+    kept = outside.fingerprint("val", exclude=world / "cache")
+    (world / "cache").mkdir(exist_ok=True)
+    (world / "cache" / "meta.json").write_text("{}")
+    assert outside.fingerprint("val", exclude=world / "cache") == kept
+    shutil.rmtree(world / "cache")

@@ -178,8 +178,11 @@ class PairSourceBase:
         for root in roots:
             root = root.resolve()
             files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+            # a cache inside the dataset is left out; a dataset inside the cache (e.g. derived
+            # pairs written there) is still hashed, or its changes would never be seen
+            skip = excl if excl is not None and excl != root and excl not in root.parents else None
             for p in files:
-                if excl is not None and excl in p.parents:
+                if skip is not None and skip in p.parents:
                     continue
                 st = p.stat()
                 name = p.relative_to(root) if p != root else p.name
