@@ -123,7 +123,7 @@ def test_streamed_npy_is_a_plain_memory_mappable_array(tmp_path: Path) -> None:
     np.testing.assert_array_equal(back, rows)
 
 
-def test_a_dataset_written_inside_the_cache_folder_is_still_fingerprinted(world: Path, tmp_path: Path) -> None:
+def test_a_dataset_inside_the_cache_folder_is_still_fingerprinted(world: Path, tmp_path: Path) -> None:
     """Derived pairs and augmented views live in the cache folder: a change to them must show."""
     import shutil
 

@@ -45,7 +45,8 @@ def test_a_view_turns_both_dates_alike_and_keeps_the_change_where_it_was() -> No
                 assert _dihedral_index(changed, np.any(b != a, axis=2)) is not None
             # the new roof sits in one quarter of the image, turned with both dates alike
             diff = np.abs(a.astype(int) - b.astype(int)).sum(2)
-            quarters = sorted(float(q.mean()) for half in np.split(diff, 2) for q in np.split(half, 2, axis=1))
+            halves = np.split(diff, 2)
+            quarters = sorted(float(q.mean()) for half in halves for q in np.split(half, 2, axis=1))
             assert quarters[-1] > 3 * quarters[-2], (kind, seed, quarters)
 
 
