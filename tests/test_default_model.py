@@ -176,7 +176,8 @@ def test_train_default_mixes_real_pool_pairs(tmp_path: Path, monkeypatch) -> Non
     n_real = real["pairs"]
     assert n_real == 4 + real["per_source"].get("LEVIR-CD", 0) + real["per_source"].get("IdaBD", 0)
     generated_train = extra["data"]["per_split"]["train"]
-    assert extra["training"]["n_train_pairs"] == generated_train + 2 * n_real
+    assert extra["training"]["n_train_pairs"] == generated_train + 2 * n_real  # each real pair and a view
+    assert real["views_in_training"] == [VIEW_KINDS[0]]
     assert extra["recipe"]["real_weight"] == 2 and extra["recipe"]["type_loss"] == 0.5
     model = load_checkpoint(tmp_path / "model")
     assert model.config.fusion == recipe.fusion

@@ -43,9 +43,11 @@ class DefaultRecipe:
     world the model lost the synthetic benchmark; docs/default-model.md holds the numbers. Real
     labelled pairs (realdev, realtrain's change pairs, any `--pool` folder) join at weight 3: under
     the leave-source-out protocol (`benchmarks/real.py`) that beat generated data alone, weights 5
-    and 10, and weight 5 with the change-type loss. The heads' probes, fitted on the real pairs after
-    training, take 0.6 of the similarity (change type 0.1, caption space 0.5): they carry furthest to
-    unseen sources; 24 epochs keep the contrastive part strong enough for the synthetic world."""
+    and 10, and weight 5 with the change-type loss; its repeats are augmented views of it (rotated,
+    restretched, coarser, grey), which beat plain repeats. The heads' probes, fitted on the real pairs
+    and their views after training, take 0.6 of the similarity (change type 0.1, caption space 0.5):
+    they carry furthest to unseen sources; 24 epochs keep the contrastive part strong enough for the
+    synthetic world."""
 
     data: TrainingDataRecipe = field(default_factory=TrainingDataRecipe)
     #: A second generated set (synth part only) whose train split joins `data`'s: new syntheses are
@@ -76,8 +78,9 @@ class DefaultRecipe:
     caption_weight: float = 0.5
     type_c: float = DEFAULT_TYPE_C
     caption_alpha: float = DEFAULT_CAPTION_ALPHA
-    #: Kinds of augmented views (`training.views`) of every real pair the probes are also fitted on.
-    probe_views: tuple[str, ...] = VIEW_KINDS
+    #: Kinds of augmented views (`training.views`) of every real pair: they stand in for its repeats
+    #: in training (the first `real_weight - 1`) and join the probes' fit (all).
+    views: tuple[str, ...] = VIEW_KINDS
 
     @property
     def mixed(self) -> bool:
@@ -94,7 +97,7 @@ class DefaultRecipe:
         recipe that does not use them keeps the fingerprint it had before they existed."""
         d = asdict(self)
         d["real_pools"] = list(d["real_pools"])
-        d["probe_views"] = list(d["probe_views"])
+        d["views"] = list(d["views"])
         for key, off in (
             ("extra_data", None),
             ("demo_world", False),
@@ -103,7 +106,7 @@ class DefaultRecipe:
             ("type_loss", 0.0),
             ("type_weight", 0.0),
             ("caption_weight", 0.0),
-            ("probe_views", []),
+            ("views", []),
         ):
             if d[key] == off:
                 del d[key]
@@ -111,8 +114,8 @@ class DefaultRecipe:
             del d["type_c"]
         if "caption_weight" not in d:
             del d["caption_alpha"]
-        if not self.probed:
-            d.pop("probe_views", None)
+        if not (self.probed or self.real_weight):
+            d.pop("views", None)
         return d
 
     def fingerprint(self) -> str:
@@ -282,20 +285,22 @@ def _train_mixed(
     folders.append(derive_change_pairs(shared, data_dir.parent / DERIVED_DIR, against=folders))
     folders += [Path(p) for p in extra_pools]
     pool, sources = load_pool(model, folders, config.cache_dir)
-    data, labels = MixedData(train, train_src, val, val_src, pool, sources).fold(set(), recipe.real_weight)
+    views = load_views(model, folders, config.cache_dir, recipe.views)
+    mixed = MixedData(train, train_src, val, val_src, pool, sources, tuple(c for c, _ in views))
+    data, labels = mixed.fold(set(), recipe.real_weight)
     aux = TypePrototypeLoss(model, labels, recipe.type_loss) if recipe.type_loss else None
     dataset = {"kind": "levircc", "root": str(config.root), "pools": [_relative(f) for f in folders]}
     result = fit(model, data, config, dataset=dataset, aux_loss=aux)
     if recipe.probed:  # `fit` left the best weights in `model`; add the fitted probes to them
-        views = load_views(model, folders, config.cache_dir, recipe.probe_views)
         parts = [(cache, np.arange(cache.n_pairs)) for cache in (pool, *(c for c, _ in views))]
         probes = fit_probes(model, parts, recipe.type_c, recipe.caption_alpha)
-        probes["views"] = list(recipe.probe_views)
+        probes["views"] = list(recipe.views)
         extra = read_checkpoint_config(config.out)["extra"]
         save_checkpoint(model, config.out, extra={**extra, "probes": probes})
     real = {
         "pairs": pool.n_pairs,
         "per_source": dict(sorted(Counter(sources).items())),
+        "views_in_training": list(recipe.views[: max(0, recipe.real_weight - 1)]),
         "folders": [_relative(f) for f in folders],
         # what each folder listed when trained on (a growing pool folder changes this)
         "pairs_jsonl_sha256": [
