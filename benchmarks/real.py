@@ -349,7 +349,7 @@ def machine_and_date() -> str:
 #: (`training.real_mix`) with weight L; "types=W", "captions=W": the heads' change-type and caption
 #: probes (`models.probes`) with these similarity shares, fitted on the training folds' real pairs
 #: (strengths "type_c=C", "alpha=A"); "epochs=N": N epochs without early stopping; "dim=D": embed_dim;
-#: "views=N": the probes are also fitted on the first N kinds of augmented views (`training.views`)
+#: "views=N": the probes are also fitted on the first N kinds of augmented views (`synth.views`)
 #: of those pairs; "trainviews=N": the repeats of each real pair in training are its first N views.
 def parse_variant(spec: str) -> tuple[str, dict]:
     name, _, opts = spec.partition(":")
@@ -438,10 +438,10 @@ def leave_source_out(args: argparse.Namespace) -> None:
     """Train each variant per fold and seed without the fold's sources; score on the fold's gallery."""
     from textitsr.evaluation.leave_source_out import DERIVED_DIR, derive_change_pairs, group_folds
     from textitsr.models.textitsr import ModelConfig, TextITSR
+    from textitsr.synth.views import VIEW_KINDS
     from textitsr.training.probes import fit_probes
     from textitsr.training.real_mix import MixedData, TypePrototypeLoss, load_views
     from textitsr.training.train import TrainConfig, fit, seed_everything
-    from textitsr.training.views import VIEW_KINDS
 
     shared = args.shared
     folders = [args.root, derive_change_pairs(shared, args.cache_dir / DERIVED_DIR, against=[args.root])]

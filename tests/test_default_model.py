@@ -12,8 +12,8 @@ from tests.conftest import TINY_WORLD, shared_path
 from tests.test_realsynth import write_fixture_shared
 from textitsr.models.checkpoint import load_checkpoint, read_checkpoint_config
 from textitsr.synth.training_data import TrainingDataRecipe, input_fingerprint
+from textitsr.synth.views import VIEW_KINDS
 from textitsr.training.default_model import DEFAULT_DATA_DIR, DEFAULT_MODEL_DIR, DefaultRecipe, train_default
-from textitsr.training.views import VIEW_KINDS
 
 
 def _extra() -> dict:

@@ -13,7 +13,7 @@ from tests.conftest import shared_path
 from tests.test_realdev import make_labelled
 from textitsr.errors import InputError, OutputError
 from textitsr.evaluation.realdev import LabelledFolderSource, mean_abs_difference
-from textitsr.training.views import VIEW_KINDS, VIEWS_FILE, make_view, view_folders, write_views
+from textitsr.synth.views import VIEW_KINDS, VIEWS_FILE, make_view, view_folders, write_views
 
 
 def _dihedral_index(original: np.ndarray, view: np.ndarray) -> int | None:

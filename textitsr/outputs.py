@@ -92,7 +92,7 @@ TRAINING_DATA_PARTIAL = OutputKind(
     "unfinished make-training-data folder",
     layout=(("images", (TRAINING_DATA_IMAGES,)), ("cache", ()), ("LevirCCcaptions.json", ())),
 )
-#: Augmented views of a real pool folder (`training.views`).
+#: Augmented views of a real pool folder (`synth.views`).
 PAIR_VIEWS = OutputKind("pair views", ("views.json", _format("textitsr-pair-views")))
 KINDS = (
     STORE, SHARD, CHECKPOINT, TRAINING_STATE, TRAINING_OUT, FEATURE_CACHE, WORLD, ANNEAL_WORKSPACE, DEMO,

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from textitsr.config import DATA_DIR, REPO_ROOT
 from textitsr.synth.training_data import TrainingDataRecipe, make_training_data
+from textitsr.synth.views import VIEW_KINDS
 from textitsr.training.probes import DEFAULT_CAPTION_ALPHA, DEFAULT_TYPE_C
-from textitsr.training.views import VIEW_KINDS
 
 DEFAULT_MODEL_DIR = REPO_ROOT / "textitsr" / "assets" / "default_model"
 DEFAULT_DATA_DIR = DATA_DIR / "cache" / "realtrain"
@@ -78,7 +78,7 @@ class DefaultRecipe:
     caption_weight: float = 0.5
     type_c: float = DEFAULT_TYPE_C
     caption_alpha: float = DEFAULT_CAPTION_ALPHA
-    #: Kinds of augmented views (`training.views`) of every real pair: they stand in for its repeats
+    #: Kinds of augmented views (`synth.views`) of every real pair: they stand in for its repeats
     #: in training (the first `real_weight - 1`) and join the probes' fit (all).
     views: tuple[str, ...] = VIEW_KINDS
 

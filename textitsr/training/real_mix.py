@@ -107,9 +107,9 @@ def load_pool(model: torch.nn.Module, folders: list[Path], cache_dir: Path) -> t
 def load_views(
     model: torch.nn.Module, folders: list[Path], cache_dir: Path, kinds: tuple[str, ...], seed: int = 0
 ) -> list[tuple[FeatureCache, list[str]]]:
-    """(cache, source per pair) of each kind of augmented view (`training.views`) of the pool folders,
+    """(cache, source per pair) of each kind of augmented view (`synth.views`) of the pool folders,
     written into the data cache as needed; pairs in the order `load_pool` gives."""
-    from textitsr.training.views import view_folders
+    from textitsr.synth.views import view_folders
 
     return [load_pool(model, fs, cache_dir) for fs in view_folders(folders, cache_dir, kinds, seed).values()]
 
@@ -153,7 +153,7 @@ class MixedData:
     val_sources: list[str | None]
     pool: FeatureCache
     pool_sources: list[str]
-    #: Augmented views of the pool (`training.views`), pairs in the pool's order: they stand in for
+    #: Augmented views of the pool (`synth.views`), pairs in the pool's order: they stand in for
     #: the repeats of each real pair, so a pair seen 3 times an epoch is seen as itself and 2 views.
     views: tuple[FeatureCache, ...] = ()
 

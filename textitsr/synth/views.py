@@ -7,6 +7,8 @@ dihedral transform to both dates plus one of those differences; its labels and c
 an unchanged field are still unchanged). Under the leave-source-out protocol, fitting the probes
 on the pool plus these views beat the pool alone (benchmarks/results/real-leave-source-out.md).
 
+Unlike `augment.jitter` (season, haze, noise and mis-registration drawn for generated pairs), a
+view changes only what differs between sensors and archives, so a real pair's label stays exact.
 A view folder lives in the data cache and has the pool layout of its original (same names, so the
 same sources, folds and captions), plus `views.json`, by which it is recognised and reused.
 """
