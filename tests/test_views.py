@@ -63,6 +63,12 @@ def test_unknown_view_kind_is_refused() -> None:
         make_view(before, after, "sepia", np.random.default_rng(0))
 
 
+def test_unknown_view_kind_writes_nothing(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="view kind 'sepia'"):
+        write_views(_pool(tmp_path / "pool"), tmp_path / "v", "sepia")
+    assert not (tmp_path / "v").exists()
+
+
 def _pool(root: Path) -> Path:
     types = {"a": ["buildings_built"], "b": ["none"], "c": ["water_expanded"]}
     folder = make_labelled(root, types, {"a": 40, "b": 0, "c": 20})

@@ -4,8 +4,9 @@ Why: the probes are fitted on a few hundred real pairs, and an analyst's archive
 orientation, radiometry (each date its own), resolution and band choice. A view applies one random
 dihedral transform to both dates plus one of those differences; its labels and captions stay true
 (a rotated, blurred or grey new road is still a new road, and two differently stretched dates of
-an unchanged field are still unchanged). Under the leave-source-out protocol, fitting the probes
-on the pool plus these views beat the pool alone (benchmarks/results/real-leave-source-out.md).
+an unchanged field are still unchanged). Under the leave-source-out protocol, training on views in
+place of a real pair's repeats and fitting the probes on the pool plus its views beat the pool alone
+(benchmarks/results/real-leave-source-out.md).
 
 Unlike `augment.jitter` (season, haze, noise and mis-registration drawn for generated pairs), a
 view changes only what differs between sensors and archives, so a real pair's label stays exact.
@@ -97,6 +98,8 @@ def write_views(folder: Path, out: Path, kind: str, seed: int = 0) -> Path:
     from textitsr.atomic import atomic_dir
 
     folder, out = Path(folder), Path(out)
+    if kind not in VIEW_KINDS:
+        raise InputError(f"view kind {kind!r}: expected one of {', '.join(VIEW_KINDS)}")
     for need in ("pairs.jsonl", "captions.csv", "before", "after"):
         if not (folder / need).exists():
             raise InputError(f"{folder}: no {need}; expected a labelled pool folder (realdev layout)")
@@ -106,7 +109,7 @@ def write_views(folder: Path, out: Path, kind: str, seed: int = 0) -> Path:
             return out
     except (OSError, json.JSONDecodeError):
         pass
-    rng = np.random.default_rng([seed, VIEW_KINDS.index(kind) if kind in VIEW_KINDS else -1])
+    rng = np.random.default_rng([seed, VIEW_KINDS.index(kind)])
     with atomic_dir(out) as tmp:
         for sub in ("before", "after"):
             (tmp / sub).mkdir()
