@@ -129,6 +129,8 @@ def decode_raster(data: bytes, spec: dict) -> np.ndarray:
         with MemoryFile(data) as mem, mem.open() as src:
             bands = spec.get("bands") or list(range(1, min(src.count, 3) + 1))
             arr = src.read(bands).astype(np.float32)
+        if spec.get("kind") == "mask":  # a single-band GeoTIFF change mask
+            return arr[0]
         return np.moveaxis(arr, 0, -1)
     if name.endswith(".npy"):
         arr = np.load(io.BytesIO(data))
