@@ -28,8 +28,9 @@ sources are dealt into `--folds` folds, and each `--variant` of the default reci
 fold and seed without the fold's sources (real and generated pairs made from them), then scored on
 the fold's gallery against the same gallery's random ranking and pixel difference:
 
-    .venv/bin/python benchmarks/real.py --protocol leave-source-out --pool ../realpool --folds 4 \
-        --variant real3:real=3 --variant shipped:real=3,types=0.1,captions=0.5,epochs=24 \
+    .venv/bin/python benchmarks/real.py --protocol leave-source-out --pool ../realpool --folds 8 \
+        --variant previous:real=3,types=0.1,captions=0.5,epochs=24 \
+        --variant shipped:real=3,types=0.1,captions=0.4,epochs=24,views=3,trainviews=2 \
         --seeds 0 1 2 --out-json data/real-runs/lso.json
     .venv/bin/python benchmarks/real.py --protocol leave-source-out --from-json data/real-runs/lso*.json
 """
