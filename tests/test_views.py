@@ -128,3 +128,22 @@ def test_views_of_realdev_load_as_the_same_pairs(tmp_path: Path) -> None:
     assert len(view) == len(original) and view.change_types == original.change_types
     names = sorted(p.name for p in (views[0] / "before").iterdir())
     assert names == sorted(p.name for p in (realdev / "before").iterdir())
+
+
+def test_views_that_do_not_match_the_pool_are_refused() -> None:
+    """A pool folder changed between reading it and writing its views must not train misaligned."""
+    from textitsr.embedding.cache import FeatureCache
+    from textitsr.training.real_mix import MixedData
+
+    def cache(n: int) -> FeatureCache:
+        return FeatureCache(
+            pair_ids=[f"p{i}" for i in range(n)], texts=["a"], caption_text=np.zeros(n, np.int64),
+            caption_offsets=np.arange(n + 1, dtype=np.int64), changed=np.ones(n, np.int8),
+            before_global=np.zeros((n, 4), np.float32), after_global=np.zeros((n, 4), np.float32),
+            text_features=np.zeros((1, 3), np.float32), change_type=["other"] * n,
+        )
+
+    with pytest.raises(InputError, match="3 pairs but a view of it has 4"):
+        MixedData(cache(2), ["s"] * 2, cache(1), ["s"], cache(3), ["s"] * 3, (cache(3), cache(4)))
+    data, _ = MixedData(cache(2), ["s"] * 2, cache(1), ["s"], cache(3), ["s"] * 3, (cache(3),)).fold(set(), 3)
+    assert data.train_idx.tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 5, 6, 7]  # pairs, their view, the view again

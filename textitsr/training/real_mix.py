@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from textitsr.data.pairs import id_part
 from textitsr.embedding.cache import FeatureCache
+from textitsr.errors import InputError
 from textitsr.evaluation.leave_source_out import generated_source
 from textitsr.models.probes import known_types
 from textitsr.training.losses import MAX_LOGIT_SCALE
@@ -156,6 +157,14 @@ class MixedData:
     #: Augmented views of the pool (`synth.views`), pairs in the pool's order: they stand in for
     #: the repeats of each real pair, so a pair seen 3 times an epoch is seen as itself and 2 views.
     views: tuple[FeatureCache, ...] = ()
+
+    def __post_init__(self) -> None:
+        for view in self.views:  # a pool folder that changed between reading it and its views
+            if view.n_pairs != self.pool.n_pairs:
+                raise InputError(
+                    f"real pool: {self.pool.n_pairs} pairs but a view of it has {view.n_pairs}; "
+                    "was a pool folder changed while training started?"
+                )
 
     def fold(
         self, held_out: set[str] | frozenset[str], real_weight: int
