@@ -38,6 +38,7 @@ the fold's gallery against the same gallery's random ranking and pixel differenc
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -352,6 +353,9 @@ def machine_and_date() -> str:
 #: (strengths "type_c=C", "alpha=A"); "epochs=N": N epochs without early stopping; "dim=D": embed_dim;
 #: "views=N": the probes are also fitted on the first N kinds of augmented views (`synth.views`)
 #: of those pairs; "trainviews=N": the repeats of each real pair in training are its first N views.
+VARIANT_OPTIONS = "real=W,type=L,types=W,captions=W,type_c=C,alpha=A,epochs=N,dim=D,views=N,trainviews=N"
+
+
 def parse_variant(spec: str) -> tuple[str, dict]:
     name, _, opts = spec.partition(":")
     out = {"real": 0, "type": 0.0, "types": 0.0, "captions": 0.0, "type_c": DEFAULT_TYPE_C,
@@ -360,9 +364,7 @@ def parse_variant(spec: str) -> tuple[str, dict]:
         key, _, value = item.partition("=")
         if key not in out:
             raise SystemExit(
-                f"--variant {spec!r}: unknown option {key!r}; "
-                "expected real=W, type=L, types=W, captions=W, type_c=C, alpha=A, epochs=N, dim=D, "
-                "views=N, trainviews=N"
+                f"--variant {spec!r}: unknown option {key!r}; expected {VARIANT_OPTIONS.replace(',', ', ')}"
             )
         out[key] = type(out[key])(value)
     return name, out
@@ -496,8 +498,8 @@ def leave_source_out(args: argparse.Namespace) -> None:
                         fusion=args.fusion, type_weight=opt["types"], caption_weight=opt["captions"], **dims
                     )
                 )
-                mixed.views = tuple(c for c, _ in views[: opt["trainviews"]])
-                data, labels = mixed.fold(set(fold), opt["real"])
+                with_views = dataclasses.replace(mixed, views=tuple(c for c, _ in views[: opt["trainviews"]]))
+                data, labels = with_views.fold(set(fold), opt["real"])
                 aux = TypePrototypeLoss(model, labels, opt["type"]) if opt["type"] else None
                 config = TrainConfig(
                     root=DATA_DIR / "cache" / "realtrain",
@@ -739,8 +741,7 @@ def main() -> None:
                     help="another pool folder in the realdev layout with `source` per pair (repeatable)")
     ap.add_argument("--folds", type=int, default=4, help="leave-source-out: number of folds")
     ap.add_argument("--variant", action="append", default=None,
-                    help="leave-source-out recipe variant "
-                         "NAME[:real=W,type=L,types=W,captions=W,type_c=C,alpha=A,epochs=N,dim=D] "
+                    help=f"leave-source-out recipe variant NAME[:{VARIANT_OPTIONS}] "
                          "(repeatable; default: base)")
     ap.add_argument("--shared", type=Path, default=SHARED_DATA_DIR, help="research data folder")
     ap.add_argument("--out-md", type=Path, default=None, help="leave-source-out: write the tables here")

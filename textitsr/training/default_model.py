@@ -285,7 +285,9 @@ def _train_mixed(
     folders.append(derive_change_pairs(shared, data_dir.parent / DERIVED_DIR, against=folders))
     folders += [Path(p) for p in extra_pools]
     pool, sources = load_pool(model, folders, config.cache_dir)
-    views = load_views(model, folders, config.cache_dir, recipe.views)
+    # the probes use every kind of view, training only the first `real_weight - 1`
+    kinds = recipe.views if recipe.probed else recipe.views[: max(0, recipe.real_weight - 1)]
+    views = load_views(model, folders, config.cache_dir, kinds)
     mixed = MixedData(train, train_src, val, val_src, pool, sources, tuple(c for c, _ in views))
     data, labels = mixed.fold(set(), recipe.real_weight)
     aux = TypePrototypeLoss(model, labels, recipe.type_loss) if recipe.type_loss else None
