@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from tests.conftest import TINY_WORLD, shared_path
+from tests.test_realdev import make_labelled
 from tests.test_realsynth import write_fixture_shared
+from textitsr.errors import InputError
 from textitsr.models.checkpoint import load_checkpoint, read_checkpoint_config
 from textitsr.synth.training_data import TrainingDataRecipe, input_fingerprint
 from textitsr.synth.views import VIEW_KINDS
@@ -141,6 +143,18 @@ def test_demo_serves_real_scenes_and_finds_the_pucallpa_clearing(tmp_path: Path)
         echo=lines.append,
     )
     assert again.built == ()
+
+
+def test_train_default_refuses_a_missing_pool_before_any_work(tmp_path: Path) -> None:
+    shared = write_fixture_shared(tmp_path / "shared")
+    with pytest.raises(InputError, match=r"nowhere/before: folder not found"):
+        train_default(shared, tmp_path / "model", DefaultRecipe(), data_dir=tmp_path / "data",
+                      cache_dir=tmp_path / "cache", progress=False, extra_pools=(tmp_path / "nowhere",))
+    no_sources = make_labelled(tmp_path / "pool", {"a": ["none"], "b": ["none"]}, {"a": 0, "b": 0})
+    with pytest.raises(InputError, match=r"pool/pairs.jsonl.*source"):
+        train_default(shared, tmp_path / "model", DefaultRecipe(), data_dir=tmp_path / "data",
+                      cache_dir=tmp_path / "cache", progress=False, extra_pools=(no_sources,))
+    assert not (tmp_path / "data").exists() and not (tmp_path / "model").exists()
 
 
 @pytest.mark.slow

@@ -198,6 +198,8 @@ def train_default(
     if recipe.extra_data is not None:
         check_training_data_out(extra_dir, shared, what="extra data folder")
     check_checkpoint_out(work, inputs=[shared], what="training run folder")
+    for pool in extra_pools:  # a mistyped --pool fails now, not after minutes of data generation
+        _check_pool(Path(pool))
     echo = print if progress else (lambda _: None)
     manifest, extra_roots, extra_data = generated_data(shared, data_dir, recipe, echo)
     options = {"cache_dir": cache_dir} if cache_dir is not None else {}
@@ -248,6 +250,15 @@ def train_default(
         extra["data"]["real"] = real
     save_checkpoint(load_checkpoint(work), Path(out), extra=extra, keep=[MODEL_CARD])
     return extra
+
+
+def _check_pool(folder: Path) -> None:
+    """Raise InputError naming what a real pool folder lacks (pairs, labels or a source per pair)."""
+    from textitsr.evaluation.leave_source_out import read_sources
+    from textitsr.evaluation.realdev import LabelledFolderSource
+
+    LabelledFolderSource(folder)
+    read_sources(folder)
 
 
 def _train_mixed(
