@@ -352,14 +352,17 @@ def machine_and_date() -> str:
 #: probes (`models.probes`) with these similarity shares, fitted on the training folds' real pairs
 #: (strengths "type_c=C", "alpha=A"); "epochs=N": N epochs without early stopping; "dim=D": embed_dim;
 #: "views=N": the probes are also fitted on the first N kinds of augmented views (`synth.views`)
-#: of those pairs; "trainviews=N": the repeats of each real pair in training are its first N views.
-VARIANT_OPTIONS = "real=W,type=L,types=W,captions=W,type_c=C,alpha=A,epochs=N,dim=D,views=N,trainviews=N"
+#: of those pairs; "trainviews=N": the repeats of each real pair in training are its first N views;
+#: "para=1": the views' captions are paraphrases of the pairs' (`synth.paraphrase`).
+VARIANT_OPTIONS = (
+    "real=W,type=L,types=W,captions=W,type_c=C,alpha=A,epochs=N,dim=D,views=N,trainviews=N,para=0|1"
+)
 
 
 def parse_variant(spec: str) -> tuple[str, dict]:
     name, _, opts = spec.partition(":")
     out = {"real": 0, "type": 0.0, "types": 0.0, "captions": 0.0, "type_c": DEFAULT_TYPE_C,
-           "alpha": DEFAULT_CAPTION_ALPHA, "epochs": 0, "dim": 0, "views": 0, "trainviews": 0}
+           "alpha": DEFAULT_CAPTION_ALPHA, "epochs": 0, "dim": 0, "views": 0, "trainviews": 0, "para": 0}
     for item in filter(None, opts.split(",")):
         key, _, value = item.partition("=")
         if key not in out:
@@ -457,8 +460,12 @@ def leave_source_out(args: argparse.Namespace) -> None:
     pool, sources, pixel = load_pool(base, folders, args.cache_dir)
     recipe, train, train_src, val, val_src = load_generated(base, shared, args.cache_dir)
     mixed = MixedData(train, train_src, val, val_src, pool, sources)
-    n_views = max(max(o["views"], o["trainviews"]) for o in (parse_variant(v)[1] for v in args.variant))
-    views = load_views(base, folders, args.cache_dir, VIEW_KINDS[:n_views]) if n_views else []
+    options = [parse_variant(v)[1] for v in args.variant]
+    views_by_para = {}
+    for para in sorted({bool(o["para"]) for o in options}):
+        n_views = max(max(o["views"], o["trainviews"]) for o in options if bool(o["para"]) == para)
+        kinds = VIEW_KINDS[:n_views]
+        views_by_para[para] = load_views(base, folders, args.cache_dir, kinds, paraphrased=para)
     folds = group_folds(sources, args.folds)
     print(f"  pool: {pool.n_pairs} pairs, {len(set(sources))} sources, folds {folds}", flush=True)
     results = {
@@ -485,6 +492,7 @@ def leave_source_out(args: argparse.Namespace) -> None:
         )
     for spec in args.variant:
         name, opt = parse_variant(spec)
+        views = views_by_para[bool(opt["para"])]
         for k, fold in enumerate(folds):
             idx = np.array([i for i, s in enumerate(sources) if s in fold])
             gallery = subset_cache(pool, idx)

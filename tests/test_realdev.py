@@ -137,3 +137,12 @@ def test_spread_train_pairs_thins_train_only_and_keeps_its_mix() -> None:
     assert spread.name == "grouped-every3"
     with pytest.raises(ValueError, match="--train-every"):
         real.SpreadTrainPairs(Grouped(), 0)
+
+
+def test_variant_options_parse_and_unknown_ones_are_named() -> None:
+    real = _load_real_benchmark()
+    name, opt = real.parse_variant("para:real=3,types=0.1,captions=0.4,views=3,trainviews=2,para=1")
+    assert name == "para" and opt["para"] == 1 and opt["views"] == 3 and opt["captions"] == 0.4
+    assert real.parse_variant("plain:real=3")[1]["para"] == 0
+    with pytest.raises(SystemExit, match="unknown option 'paraphrase'.*para=0\\|1"):
+        real.parse_variant("x:paraphrase=1")

@@ -16,6 +16,7 @@ same sources, folds and captions), plus `views.json`, by which it is recognised 
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import shutil
@@ -92,9 +93,10 @@ def _fingerprint(folder: Path, kind: str, seed: int) -> str:
     return h.hexdigest()[:16]
 
 
-def write_views(folder: Path, out: Path, kind: str, seed: int = 0) -> Path:
+def write_views(folder: Path, out: Path, kind: str, seed: int = 0, paraphrased: bool = False) -> Path:
     """A view of every pair of the pool `folder`, written to `out` (atomically; reused when `out`
-    already holds the views of this folder, kind and seed). Returns `out`."""
+    already holds the views of this folder, kind and seed). `paraphrased`: the views' captions are
+    paraphrases of the pairs' (`synth.paraphrase`; the images are the same as without). Returns `out`."""
     from textitsr.atomic import atomic_dir
 
     folder, out = Path(folder), Path(out)
@@ -104,6 +106,8 @@ def write_views(folder: Path, out: Path, kind: str, seed: int = 0) -> Path:
         if not (folder / need).exists():
             raise InputError(f"{folder}: no {need}; expected a labelled pool folder (realdev layout)")
     stamp = {"format": VIEWS_FORMAT, "kind": kind, "seed": seed, "of": _fingerprint(folder, kind, seed)}
+    if paraphrased:
+        stamp["paraphrased"] = True
     try:
         if json.loads((out / VIEWS_FILE).read_text(encoding="utf-8")) == stamp:
             return out
@@ -115,6 +119,8 @@ def write_views(folder: Path, out: Path, kind: str, seed: int = 0) -> Path:
             (tmp / sub).mkdir()
         for name in ("pairs.jsonl", "captions.csv"):
             shutil.copyfile(folder / name, tmp / name)
+        if paraphrased:
+            _paraphrase_captions(tmp, np.random.default_rng([seed, VIEW_KINDS.index(kind), 1]))
         for path in sorted((folder / "before").iterdir()):
             other = folder / "after" / path.name
             if not other.is_file():
@@ -133,14 +139,40 @@ def write_views(folder: Path, out: Path, kind: str, seed: int = 0) -> Path:
     return out
 
 
+def _paraphrase_captions(folder: Path, rng: np.random.Generator) -> None:
+    """Replace the captions of a copied pool folder (captions.csv and pairs.jsonl's own lists) by
+    paraphrases of them."""
+    from textitsr.synth.paraphrase import paraphrase
+
+    path = folder / "captions.csv"
+    with path.open(newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    if rows and "caption" not in rows[0]:
+        raise InputError(f"{path}: no caption column; expected the realdev layout (filename,caption)")
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["filename", "caption"])
+        writer.writeheader()
+        writer.writerows({**row, "caption": paraphrase(row["caption"], rng)} for row in rows)
+    lines = []
+    for line in (folder / "pairs.jsonl").read_text(encoding="utf-8").splitlines():
+        record = json.loads(line) if line.strip() else None
+        if isinstance(record, dict) and isinstance(record.get("captions"), list):
+            record["captions"] = [paraphrase(c, rng) if isinstance(c, str) else c for c in record["captions"]]
+            line = json.dumps(record)
+        lines.append(line)
+    (folder / "pairs.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
 def view_folders(
-    folders: Sequence[Path], cache_root: Path, kinds: Sequence[str], seed: int = 0
+    folders: Sequence[Path], cache_root: Path, kinds: Sequence[str], seed: int = 0, paraphrased: bool = False
 ) -> dict[str, list[Path]]:
     """{kind: the view folder of each pool folder}, written under `cache_root/views/` as needed."""
     out: dict[str, list[Path]] = {}
+    prefix = "-paraphrased" if paraphrased else ""
     for kind in kinds:
         out[kind] = [
-            write_views(f, Path(cache_root) / "views" / f"{kind}-{_tag(f)}", kind, seed) for f in folders
+            write_views(f, Path(cache_root) / "views" / f"{kind}{prefix}-{_tag(f)}", kind, seed, paraphrased)
+            for f in folders
         ]
     return out
 

@@ -106,13 +106,15 @@ def load_pool(model: torch.nn.Module, folders: list[Path], cache_dir: Path) -> t
 
 
 def load_views(
-    model: torch.nn.Module, folders: list[Path], cache_dir: Path, kinds: tuple[str, ...], seed: int = 0
+    model: torch.nn.Module, folders: list[Path], cache_dir: Path, kinds: tuple[str, ...], seed: int = 0,
+    paraphrased: bool = False,
 ) -> list[tuple[FeatureCache, list[str]]]:
     """(cache, source per pair) of each kind of augmented view (`synth.views`) of the pool folders,
     written into the data cache as needed; pairs in the order `load_pool` gives."""
     from textitsr.synth.views import view_folders
 
-    return [load_pool(model, fs, cache_dir) for fs in view_folders(folders, cache_dir, kinds, seed).values()]
+    made = view_folders(folders, cache_dir, kinds, seed, paraphrased)
+    return [load_pool(model, fs, cache_dir) for fs in made.values()]
 
 
 def load_generated(
