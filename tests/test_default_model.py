@@ -128,10 +128,12 @@ def test_demo_serves_real_scenes_and_finds_the_pucallpa_clearing(tmp_path: Path)
     service = SearchService.open(paths.store)
     hits = service.search_text("the forest was cleared", k=5)
     assert all(h.pair_id.startswith("landsat") for h in hits), [h.pair_id for h in hits]
-    # the model's reading of the best match, from its stored embedding: mostly cleared vegetation
+    # the model's reading of the best match, from its stored embedding: forest cleared while the
+    # city grew into it (the labels of this area in the real pool: vegetation_cleared + buildings_built)
     reading = service.change_reading(hits[0].pair_id)
     assert reading is not None and abs(sum(reading.values()) - 1.0) < 1e-6
-    assert max(reading, key=reading.get) == "vegetation_cleared", reading
+    top_two = sorted(reading, key=reading.get)[-2:]
+    assert set(top_two) == {"vegetation_cleared", "buildings_built"} and reading["none"] < 0.25, reading
     landsat = {
         p.pair_id: p for src in series_sources() for p in src.pairs() if p.pair_id.startswith("landsat")
     }

@@ -45,8 +45,8 @@ class DefaultRecipe:
     the leave-source-out protocol (`benchmarks/real.py`) that beat generated data alone, weights 5
     and 10, and weight 5 with the change-type loss; its repeats are augmented views of it (rotated,
     restretched, coarser, grey), which beat plain repeats. The heads' probes, fitted on the real pairs
-    and their views after training, take half of the similarity (change type 0.1, caption space 0.4):
-    they carry furthest to unseen sources; 24 epochs and a contrastive share of 0.5 keep the
+    and their views after training, take 0.45 of the similarity (change type 0.1, caption space
+    0.35): they carry furthest to unseen sources; 24 epochs and a contrastive share of 0.55 keep the
     synthetic world's benchmark at 30."""
 
     data: TrainingDataRecipe = field(default_factory=TrainingDataRecipe)
@@ -75,7 +75,7 @@ class DefaultRecipe:
     #: Shares of the similarity given to the change-type and caption probes (`models.probes`), fitted
     #: after training on the real pool pairs and their captions (`training.probes`). 0: no probe.
     type_weight: float = 0.1
-    caption_weight: float = 0.4
+    caption_weight: float = 0.35
     type_c: float = DEFAULT_TYPE_C
     caption_alpha: float = DEFAULT_CAPTION_ALPHA
     #: Kinds of augmented views (`synth.views`) of every real pair: they stand in for its repeats
