@@ -5,7 +5,9 @@ probes and projection learn their wording as much as their meaning. An analyst t
 ("homes are erected on the vacant land" for "houses are built on the bare land"). A paraphrase swaps
 words and phrases for ones of the same meaning in remote-sensing captions (whole words only, never
 across a change of meaning: "built" never becomes "destroyed", "lake" never becomes "river"), so a
-view's captions stay true for its pair.
+view's captions stay true for its pair. Judged under the leave-source-out protocol
+(`benchmarks/real.py`, variant option `para=1`), views with paraphrased captions lost 0.6 mR to views
+with their pair's own captions, so the default recipe does not use them.
 """
 
 from __future__ import annotations
