@@ -98,8 +98,3 @@ def paraphrase(caption: str, rng: np.random.Generator, rate: float = 0.6) -> str
     for start, end, new in sorted(edits, reverse=True):
         text = text[:start] + new + text[end:]
     return text
-
-
-def paraphrase_all(captions: list[str], rng: np.random.Generator) -> list[str]:
-    """One paraphrase of each caption (a caption without a known phrase comes back unchanged)."""
-    return [paraphrase(c, rng) for c in captions]

@@ -117,10 +117,11 @@ def write_views(folder: Path, out: Path, kind: str, seed: int = 0, paraphrased: 
     with atomic_dir(out) as tmp:
         for sub in ("before", "after"):
             (tmp / sub).mkdir()
-        for name in ("pairs.jsonl", "captions.csv"):
-            shutil.copyfile(folder / name, tmp / name)
         if paraphrased:
-            _paraphrase_captions(tmp, np.random.default_rng([seed, VIEW_KINDS.index(kind), 1]))
+            _write_paraphrased_captions(folder, tmp, np.random.default_rng([seed, VIEW_KINDS.index(kind), 1]))
+        else:
+            for name in ("pairs.jsonl", "captions.csv"):
+                shutil.copyfile(folder / name, tmp / name)
         for path in sorted((folder / "before").iterdir()):
             other = folder / "after" / path.name
             if not other.is_file():
@@ -139,9 +140,10 @@ def write_views(folder: Path, out: Path, kind: str, seed: int = 0, paraphrased: 
     return out
 
 
-def _paraphrase_captions(folder: Path, rng: np.random.Generator) -> None:
-    """Replace the captions of a copied pool folder (captions.csv and pairs.jsonl's own lists) by
-    paraphrases of them."""
+def _write_paraphrased_captions(folder: Path, out: Path, rng: np.random.Generator) -> None:
+    """The pool `folder`'s captions.csv and pairs.jsonl, written to `out` with every caption (and
+    pairs.jsonl's own caption lists) replaced by a paraphrase of it."""
+    from textitsr.data.folder import jsonl_objects
     from textitsr.synth.paraphrase import paraphrase
 
     path = folder / "captions.csv"
@@ -149,18 +151,16 @@ def _paraphrase_captions(folder: Path, rng: np.random.Generator) -> None:
         rows = list(csv.DictReader(f))
     if rows and "caption" not in rows[0]:
         raise InputError(f"{path}: no caption column; expected the realdev layout (filename,caption)")
-    with path.open("w", newline="", encoding="utf-8") as f:
+    with (out / "captions.csv").open("w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["filename", "caption"])
         writer.writeheader()
         writer.writerows({**row, "caption": paraphrase(row["caption"], rng)} for row in rows)
-    lines = []
-    for line in (folder / "pairs.jsonl").read_text(encoding="utf-8").splitlines():
-        record = json.loads(line) if line.strip() else None
+    records = []
+    for _, record in jsonl_objects(folder / "pairs.jsonl"):
         if isinstance(record, dict) and isinstance(record.get("captions"), list):
             record["captions"] = [paraphrase(c, rng) if isinstance(c, str) else c for c in record["captions"]]
-            line = json.dumps(record)
-        lines.append(line)
-    (folder / "pairs.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        records.append(json.dumps(record))
+    (out / "pairs.jsonl").write_text("".join(r + "\n" for r in records), encoding="utf-8")
 
 
 def view_folders(
@@ -168,10 +168,10 @@ def view_folders(
 ) -> dict[str, list[Path]]:
     """{kind: the view folder of each pool folder}, written under `cache_root/views/` as needed."""
     out: dict[str, list[Path]] = {}
-    prefix = "-paraphrased" if paraphrased else ""
+    suffix = "-paraphrased" if paraphrased else ""
     for kind in kinds:
         out[kind] = [
-            write_views(f, Path(cache_root) / "views" / f"{kind}{prefix}-{_tag(f)}", kind, seed, paraphrased)
+            write_views(f, Path(cache_root) / "views" / f"{kind}{suffix}-{_tag(f)}", kind, seed, paraphrased)
             for f in folders
         ]
     return out
