@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from tests.conftest import shared_path
 from textitsr.evaluation.realdev import LabelledFolderSource
@@ -69,3 +70,15 @@ def test_paraphrased_views_have_the_same_images_and_other_captions(tmp_path: Pat
     assert changed > 0.4 * sum(len(c) for c in before)
     assert json.loads((para / "views.json").read_text())["paraphrased"] is True
     assert "paraphrased" not in json.loads((plain / "views.json").read_text())
+
+
+def test_a_pool_with_broken_pairs_jsonl_is_named_and_no_view_is_written(tmp_path: Path) -> None:
+    from tests.test_views import _pool
+    from textitsr.errors import InputError
+
+    pool = _pool(tmp_path / "pool")
+    text = (pool / "pairs.jsonl").read_text()
+    (pool / "pairs.jsonl").write_text(text[: len(text) // 2])  # cut off mid-record
+    with pytest.raises(InputError, match=r"pool/pairs\.jsonl:\d+: not valid JSON"):
+        write_views(pool, tmp_path / "v", "colour", paraphrased=True)
+    assert not (tmp_path / "v").exists()
