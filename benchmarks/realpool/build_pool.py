@@ -64,6 +64,8 @@ def mirror_dir(mirrors: Path, repo: str) -> Path:
     path = mirrors / repo.replace("/", "+") / "repo"
     if not path.is_dir():
         raise ManifestError(f"no mirror of {repo} at {path}: fetch github:{repo} first")
+    if (path / ".git").is_dir():  # some snapshots arrive as a checkout rather than a bare repository
+        return path / ".git"
     return path
 
 
