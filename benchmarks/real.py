@@ -53,6 +53,7 @@ import torch
 
 from textitsr.config import DATA_DIR, SHARED_DATA_DIR
 from textitsr.data.pairs import SPLITS, BitemporalPair, PairSource, PairSourceBase
+from textitsr.embedding.hubness import HUB_WEIGHT
 from textitsr.evaluation.realdev import (
     NO_CHANGE,
     LabelledFolderSource,
@@ -101,20 +102,23 @@ MIN_PAIRS = 4
 RETRIEVAL = ("t2p_r1", "t2p_r5", "t2p_r10", "p2t_r1", "p2t_r5", "p2t_r10", "mR")
 
 
-def evaluate_model(model, source: LabelledFolderSource, cache_dir: Path, types: list[str]) -> dict:
+def evaluate_model(
+    model, source: LabelledFolderSource, cache_dir: Path, types: list[str], hub_weight: float = HUB_WEIGHT
+) -> dict:
     """One flat row: retrieval recalls (%), AP per type (0..1), mean lift, change-vs-none AP."""
     from textitsr.embedding.cache import build_or_load
 
     cache = build_or_load(model, source, None, cache_dir, tokens=True, progress=False)
-    return score_cache(model, cache, types)
+    return score_cache(model, cache, types, hub_weight)
 
 
-def score_cache(model, cache, types: list[str]) -> dict:
-    """`evaluate_model` on a feature cache (the whole cache is the gallery)."""
+def score_cache(model, cache, types: list[str], hub_weight: float = HUB_WEIGHT) -> dict:
+    """`evaluate_model` on a feature cache (the whole cache is the gallery; `hub_weight`: the
+    hubness correction of pair -> text, 0 for plain cosines)."""
     from textitsr.evaluation.evaluate import embed_cache, evaluate_cache
     from textitsr.evaluation.metrics import flatten_metrics
 
-    row = flatten_metrics(evaluate_cache(model, cache))
+    row = flatten_metrics(evaluate_cache(model, cache, hub_weight=hub_weight))
     pair_emb, _ = embed_cache(model, cache)
     queries = {t: TYPE_QUERIES[t] for t in types}
     texts = [q for qs in queries.values() for q in qs]
@@ -134,7 +138,7 @@ def score_cache(model, cache, types: list[str]) -> dict:
     return row
 
 
-def synthetic_row(model, root: Path, cache_dir: Path) -> dict:
+def synthetic_row(model, root: Path, cache_dir: Path, hub_weight: float = HUB_WEIGHT) -> dict:
     """Strict retrieval on the synthetic world's test split (the issue's second benchmark), prefixed
     "syn:" so it sits in the same run row as the realdev numbers."""
     from textitsr.data.registry import open_source
@@ -143,7 +147,7 @@ def synthetic_row(model, root: Path, cache_dir: Path) -> dict:
     from textitsr.evaluation.metrics import flatten_metrics
 
     cache = build_or_load(model, open_source(root, "synthetic"), "test", cache_dir, progress=False)
-    metrics = flatten_metrics(evaluate_cache(model, cache))
+    metrics = flatten_metrics(evaluate_cache(model, cache, hub_weight=hub_weight))
     return {f"syn:{k}": metrics[k] for k in RETRIEVAL}
 
 
@@ -419,7 +423,9 @@ def load_generated(model, shared: Path, cache_dir: Path):
     return (recipe, *load(model, DEFAULT_DATA_DIR, extra_roots, cache_dir))
 
 
-def source_rows(model, cache, idx: np.ndarray, sources: list[str], pixel: np.ndarray) -> dict[str, dict]:
+def source_rows(
+    model, cache, idx: np.ndarray, sources: list[str], pixel: np.ndarray, hub_weight: float = HUB_WEIGHT
+) -> dict[str, dict]:
     """Per source of a gallery: its own-gallery retrieval and chance, change-vs-none and
     buildings_built AP of the model, of pixel difference and of chance (where defined)."""
     from textitsr.evaluation.realdev import relevance
@@ -433,7 +439,7 @@ def source_rows(model, cache, idx: np.ndarray, sources: list[str], pixel: np.nda
             out[s] = {"n": len(sub), "model": nan, "chance": nan, "pixel": nan}
             continue
         types = [t for t in ("buildings_built",) if 0 < relevance(c.change_type, t).sum() < len(sub)]
-        row = score_cache(model, c, types)
+        row = score_cache(model, c, types, hub_weight)
         chance = chance_of_cache(c, types)
         pix = pixel_scores_row(pixel[sub], c.change_type, c.changed.astype(bool), types)
         out[s] = {"n": len(sub), "model": row, "chance": chance, "pixel": pix}
@@ -443,6 +449,7 @@ def source_rows(model, cache, idx: np.ndarray, sources: list[str], pixel: np.nda
 def leave_source_out(args: argparse.Namespace) -> None:
     """Train each variant per fold and seed without the fold's sources; score on the fold's gallery."""
     from textitsr.evaluation.leave_source_out import DERIVED_DIR, derive_change_pairs, group_folds
+    from textitsr.models.checkpoint import load_checkpoint
     from textitsr.models.textitsr import ModelConfig, TextITSR
     from textitsr.synth.views import VIEW_KINDS
     from textitsr.training.probes import fit_probes
@@ -521,13 +528,16 @@ def leave_source_out(args: argparse.Namespace) -> None:
                     cache_dir=args.cache_dir,
                     progress=False,
                 )
-                fit(model, data, config, aux_loss=aux)
+                if args.reuse_runs and (config.out / "config.json").is_file():
+                    model = load_checkpoint(config.out)  # trained by an earlier run: re-fit probes, re-score
+                else:
+                    fit(model, data, config, aux_loss=aux)
                 if opt["types"] or opt["captions"]:  # fitted on the fold's training pool pairs only
                     train_idx = np.array([i for i, s in enumerate(sources) if s not in fold])
                     parts = [(pool, train_idx)] + [(c, train_idx) for c, _ in views[: opt["views"]]]
                     fit_probes(model, parts, opt["type_c"], opt["alpha"])
-                row = score_cache(model, gallery, types)
-                per_source = source_rows(model, pool, idx, sources, pixel)
+                row = score_cache(model, gallery, types, args.hub_weight)
+                per_source = source_rows(model, pool, idx, sources, pixel, args.hub_weight)
                 results["runs"].append(
                     {
                         "variant": name,
@@ -753,6 +763,10 @@ def main() -> None:
                          "(repeatable; default: base)")
     ap.add_argument("--shared", type=Path, default=SHARED_DATA_DIR, help="research data folder")
     ap.add_argument("--out-md", type=Path, default=None, help="leave-source-out: write the tables here")
+    ap.add_argument("--hub-weight", type=float, default=HUB_WEIGHT,
+                    help="hubness correction of pair -> text ranking (0: plain cosines)")
+    ap.add_argument("--reuse-runs", action="store_true",
+                    help="leave-source-out: load fold checkpoints an earlier run left in --runs-dir")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -785,9 +799,9 @@ def main() -> None:
     runs, label, chance = [], args.label, None
     for ckpt in checkpoints:
         model = load_checkpoint(ckpt)
-        runs.append(evaluate_model(model, source, args.cache_dir, types))
+        runs.append(evaluate_model(model, source, args.cache_dir, types, args.hub_weight))
         if args.synthetic_root is not None:
-            runs[-1].update(synthetic_row(model, args.synthetic_root, args.cache_dir))
+            runs[-1].update(synthetic_row(model, args.synthetic_root, args.cache_dir, args.hub_weight))
         label = label or f"{model.config.fusion}, {model.config.image_encoder}"
         chance = chance or chance_rows(source, types, args.cache_dir, model)
     rows = [{"label": label, "checkpoints": [str(c) for c in checkpoints], "runs": runs}]

@@ -185,6 +185,7 @@ class SearchService:
         self.store, self.catalog, self._pairs = store, catalog, pairs
         self._stamp = _manifest_stamp(store.root)
         self._caption_index: tuple[VectorIndex, list[str], list[str]] | None = None
+        self._caption_penalty: np.ndarray | None = None
         self._calibration: MatchCalibration | None = None
 
     def _captions(self) -> tuple[VectorIndex, list[str], list[str]]:
@@ -491,20 +492,49 @@ class SearchService:
         after: np.ndarray | None = None,
         k: int = 5,
     ) -> list[CaptionHit]:
-        """The archive's sentences that best describe a pair (distinct sentences, best first)."""
+        """The archive's sentences that best describe a pair (distinct sentences, best first).
+
+        Ranked by cosine less each sentence's hubness against the archive's pairs
+        (`embedding.hubness`): a sentence that fits every pair ("there is no change") no longer tops
+        every list. `score` is that ranking score; `confidence` reads the plain cosine."""
         k = self._check_k(k)
         self._fresh()
         vec, _ = self._pair_vector(pair_id, before, after)
         index, texts, pair_ids = self._captions()
         if not texts:
             return []
-        scores, rows = index.search(vec, k)
+        penalty = self._describe_penalty()
+        # Re-rank the cosine shortlist: exact up to 500 distinct sentences; beyond, a sentence would
+        # have to fall outside the top 500 by cosine and still win on the penalty.
+        shortlist = min(len(texts), max(20 * k, 500))
+        cosines, rows = index.search(vec, shortlist)
+        cosines, rows = cosines[0], rows[0]
+        keep = rows >= 0
+        cosines, rows = cosines[keep], rows[keep]
+        scores = cosines - penalty[rows]
+        best = np.argsort(-scores, kind="stable")[:k]
         calibration = self.match_calibration()
         return [
-            CaptionHit(rank=i + 1, score=float(s), text=texts[r], pair_id=pair_ids[r],
-                       confidence=calibration.confidence(float(s)))
-            for i, (s, r) in enumerate(zip(scores[0], rows[0], strict=True))
+            CaptionHit(rank=i + 1, score=float(scores[j]), text=texts[rows[j]], pair_id=pair_ids[rows[j]],
+                       confidence=calibration.confidence(float(cosines[j])))
+            for i, j in enumerate(best.tolist())
         ]
+
+    def _describe_penalty(self) -> np.ndarray:
+        """HUB_WEIGHT x each distinct sentence's mean cosine to its nearest archive pairs (computed
+        once per store version, through the pair index so that large archives stay fast)."""
+        from textitsr.embedding.hubness import HUB_NEIGHBOURS, HUB_WEIGHT
+
+        if self._caption_penalty is None:
+            index, texts, _ = self._captions()
+            if not texts or len(self) == 0:
+                self._caption_penalty = np.zeros(len(texts), np.float32)
+            else:
+                scores, rows = self._pairs.search(index.vectors, min(HUB_NEIGHBOURS, len(self)))
+                found = rows >= 0
+                hub = np.where(found, scores, 0.0).sum(1) / np.maximum(found.sum(1), 1)
+                self._caption_penalty = (HUB_WEIGHT * hub).astype(np.float32)
+        return self._caption_penalty
 
 
     # What the archive holds, for the app and the API: they ask the service, never its catalog or store.

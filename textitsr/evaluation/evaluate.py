@@ -14,6 +14,7 @@ import torch
 from textitsr.data.pairs import PairSource
 from textitsr.embedding.cache import DEFAULT_CACHE_DIR, FeatureCache, build_or_load
 from textitsr.embedding.encode import resolve_device
+from textitsr.embedding.hubness import HUB_WEIGHT, hubness
 from textitsr.evaluation.metrics import retrieval_metrics
 
 
@@ -54,8 +55,15 @@ def embed_cache(
     return pair_emb, text_emb
 
 
-def evaluate_cache(model: torch.nn.Module, cache: FeatureCache, pair_idx: np.ndarray | None = None) -> dict:
-    """Full-gallery metrics of `model` on the cached split (or on the subset `pair_idx` of it)."""
+def evaluate_cache(
+    model: torch.nn.Module,
+    cache: FeatureCache,
+    pair_idx: np.ndarray | None = None,
+    hub_weight: float = HUB_WEIGHT,
+) -> dict:
+    """Full-gallery metrics of `model` on the cached split (or on the subset `pair_idx` of it).
+    Pair -> text ranks captions as describing does: with the hubness correction against the gallery's
+    pairs (`embedding.hubness`; `hub_weight=0` scores plain cosines)."""
     pair_idx = np.arange(cache.n_pairs) if pair_idx is None else np.sort(np.asarray(pair_idx))
     offsets = cache.caption_offsets
     caption_pair = np.concatenate(
@@ -67,6 +75,7 @@ def evaluate_cache(model: torch.nn.Module, cache: FeatureCache, pair_idx: np.nda
     used_texts, caption_local = np.unique(caption_text, return_inverse=True)
     pair_emb, text_emb = embed_cache(model, cache, pair_idx, used_texts)
     sim = text_emb[caption_local] @ pair_emb.T
+    penalty = hub_weight * hubness(text_emb, pair_emb)[caption_local] if hub_weight else None
     changed = cache.changed[pair_idx]
     labels = [cache.change_type[p] for p in pair_idx]
     return retrieval_metrics(
@@ -76,6 +85,7 @@ def evaluate_cache(model: torch.nn.Module, cache: FeatureCache, pair_idx: np.nda
         pair_labels=labels if all(lbl is not None for lbl in labels) else None,
         caption_text=caption_local,
         sim_pair_to_pair=pair_emb @ pair_emb.T,
+        caption_penalty=penalty,
     )
 
 

@@ -74,6 +74,7 @@ def retrieval_metrics(
     pair_labels: Sequence[str | None] | None = None,
     caption_text: Sequence[str] | np.ndarray | None = None,
     sim_pair_to_pair: np.ndarray | None = None,
+    caption_penalty: np.ndarray | None = None,
 ) -> dict:
     """All metrics of one split.
 
@@ -84,6 +85,8 @@ def retrieval_metrics(
     caption_text: (C,) caption strings or integer text ids; equal texts are interchangeable in
         pair->text. None -> only a pair's own captions are relevant.
     sim_pair_to_pair: (N, N) for pair->pair mAP (None in the output when no pair shares a label).
+    caption_penalty: (C,) subtracted from each caption's scores when ranking captions for a pair
+        (pair->text only: the hubness correction describing uses, `embedding.hubness`).
     """
     sim = np.asarray(sim_text_to_pair, dtype=np.float64)
     caption_pair = np.asarray(caption_pair, dtype=np.int64)
@@ -120,7 +123,8 @@ def retrieval_metrics(
         pair_has_text[caption_pair, text_ids] = True
         rel_p2t = pair_has_text[:, text_ids]  # (N, C)
     has_caption = rel_p2t.any(axis=1)
-    p2t_ranks = ranks_of_best_relevant(sim.T[has_caption], rel_p2t[has_caption])
+    describe = sim if caption_penalty is None else sim - np.asarray(caption_penalty, np.float64)[:, None]
+    p2t_ranks = ranks_of_best_relevant(describe.T[has_caption], rel_p2t[has_caption])
     out["pair_to_text"] = recall_at_k(p2t_ranks)
     out["mR"] = float(np.mean(list(out["text_to_pair"].values()) + list(out["pair_to_text"].values())))
 
