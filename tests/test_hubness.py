@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from textitsr.embedding.hubness import HUB_NEIGHBOURS, HUB_WEIGHT, hubness
+from textitsr.embedding.hubness import HUB_NEIGHBOURS, HUB_WEIGHT, archive_hubness, hubness
 from textitsr.evaluation.metrics import retrieval_metrics
 from textitsr.service import SearchService
 
@@ -21,6 +21,16 @@ def test_hubness_is_the_mean_of_the_k_best_cosines() -> None:
     np.testing.assert_allclose(hubness(sentences, pairs), brute, rtol=1e-5)
     np.testing.assert_allclose(hubness(sentences, pairs[:5]), (sentences @ pairs[:5].T).mean(1), rtol=1e-5)
     assert hubness(sentences, np.zeros((0, 16))).tolist() == [0.0] * 7
+
+
+def test_large_archives_are_measured_on_an_even_sample_at_the_same_top_share() -> None:
+    rng = np.random.default_rng(2)
+    sentences, pairs = _unit(rng.normal(size=(5, 16))), _unit(rng.normal(size=(2000, 16))).astype(np.float32)
+    exact = hubness(sentences, pairs)
+    np.testing.assert_allclose(archive_hubness(sentences, pairs, bank=2000), exact, rtol=1e-6)
+    sample = pairs[np.linspace(0, 1999, 400).round().astype(int)]
+    expected = np.sort(sentences @ sample.T, axis=1)[:, -4:].mean(1)  # top 20 of 2000 = top 4 of 400
+    np.testing.assert_allclose(archive_hubness(sentences, pairs, bank=400), expected, rtol=1e-5)
 
 
 def test_penalty_lets_each_pair_find_its_own_caption_past_a_hub() -> None:

@@ -521,19 +521,13 @@ class SearchService:
         ]
 
     def _describe_penalty(self) -> np.ndarray:
-        """HUB_WEIGHT x each distinct sentence's mean cosine to its nearest archive pairs (computed
-        once per store version, through the pair index so that large archives stay fast)."""
-        from textitsr.embedding.hubness import HUB_NEIGHBOURS, HUB_WEIGHT
+        """HUB_WEIGHT x each distinct sentence's hubness over the archive's pairs (once per store
+        version)."""
+        from textitsr.embedding.hubness import HUB_WEIGHT, archive_hubness
 
         if self._caption_penalty is None:
-            index, texts, _ = self._captions()
-            if not texts or len(self) == 0:
-                self._caption_penalty = np.zeros(len(texts), np.float32)
-            else:
-                scores, rows = self._pairs.search(index.vectors, min(HUB_NEIGHBOURS, len(self)))
-                found = rows >= 0
-                hub = np.where(found, scores, 0.0).sum(1) / np.maximum(found.sum(1), 1)
-                self._caption_penalty = (HUB_WEIGHT * hub).astype(np.float32)
+            index, _, _ = self._captions()
+            self._caption_penalty = HUB_WEIGHT * archive_hubness(index.vectors, self._pairs.vectors)
         return self._caption_penalty
 
 

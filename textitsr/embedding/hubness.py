@@ -21,6 +21,8 @@ import numpy as np
 #: Neighbours each sentence's hubness is averaged over, and how much of it is subtracted.
 HUB_NEIGHBOURS = 20
 HUB_WEIGHT = 0.6
+#: Archives with more pairs are measured against an even sample of this many (same top share).
+HUB_BANK = 4096
 _CHUNK = 4096
 
 
@@ -38,3 +40,14 @@ def hubness(sentences: np.ndarray, pairs: np.ndarray, k: int = HUB_NEIGHBOURS) -
         out[start : start + _CHUNK] = np.partition(sim, len(pairs) - k, axis=1)[:, -k:].mean(1)
     return out
 
+
+def archive_hubness(sentences: np.ndarray, pair_vectors: np.ndarray, bank: int = HUB_BANK) -> np.ndarray:
+    """`hubness` against an archive's pairs: all of them up to `bank` pairs; beyond, an even sample of
+    `bank` rows (a memory-mapped array reads only those) with k scaled to the same top share, so the
+    first description of a 10M-pair archive takes seconds, not a search per sentence."""
+    n = len(pair_vectors)
+    if n <= bank:
+        return hubness(sentences, np.asarray(pair_vectors, dtype=np.float32))
+    rows = np.unique(np.linspace(0, n - 1, bank).round().astype(np.int64))
+    k = max(1, round(HUB_NEIGHBOURS * len(rows) / n))
+    return hubness(sentences, np.asarray(pair_vectors[rows], dtype=np.float32), k)
