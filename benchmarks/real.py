@@ -507,30 +507,30 @@ def leave_source_out(args: argparse.Namespace) -> None:
             for seed in args.seeds:
                 t0 = time.perf_counter()
                 seed_everything(seed)
-                dims = {"embed_dim": opt["dim"]} if opt["dim"] else {}
-                model = TextITSR(
-                    ModelConfig(
-                        fusion=args.fusion, type_weight=opt["types"], caption_weight=opt["captions"], **dims
-                    )
-                )
-                with_views = dataclasses.replace(mixed, views=tuple(c for c, _ in views[: opt["trainviews"]]))
-                data, labels = with_views.fold(set(fold), opt["real"])
-                aux = TypePrototypeLoss(model, labels, opt["type"]) if opt["type"] else None
-                config = TrainConfig(
-                    root=DATA_DIR / "cache" / "realtrain",
-                    out=args.runs_dir / f"lso-{name}-f{k}-s{seed}",
-                    fusion=args.fusion,
-                    epochs=opt["epochs"] or recipe.epochs,
-                    patience=opt["epochs"] or recipe.patience,  # a longer run: no early stop
-                    batch_size=recipe.batch_size,
-                    lr=recipe.lr,
-                    seed=seed,
-                    cache_dir=args.cache_dir,
-                    progress=False,
-                )
-                if args.reuse_runs and (config.out / "config.json").is_file():
-                    model = load_checkpoint(config.out)  # trained by an earlier run: re-fit probes, re-score
+                out = args.runs_dir / f"lso-{name}-f{k}-s{seed}"
+                if args.reuse_runs and (out / "config.json").is_file():
+                    model = load_checkpoint(out)  # trained by an earlier run: re-fit probes, re-score
                 else:
+                    dims = {"embed_dim": opt["dim"]} if opt["dim"] else {}
+                    shares = {"type_weight": opt["types"], "caption_weight": opt["captions"]}
+                    model = TextITSR(ModelConfig(fusion=args.fusion, **shares, **dims))
+                    with_views = dataclasses.replace(
+                        mixed, views=tuple(c for c, _ in views[: opt["trainviews"]])
+                    )
+                    data, labels = with_views.fold(set(fold), opt["real"])
+                    aux = TypePrototypeLoss(model, labels, opt["type"]) if opt["type"] else None
+                    config = TrainConfig(
+                        root=DATA_DIR / "cache" / "realtrain",
+                        out=out,
+                        fusion=args.fusion,
+                        epochs=opt["epochs"] or recipe.epochs,
+                        patience=opt["epochs"] or recipe.patience,  # a longer run: no early stop
+                        batch_size=recipe.batch_size,
+                        lr=recipe.lr,
+                        seed=seed,
+                        cache_dir=args.cache_dir,
+                        progress=False,
+                    )
                     fit(model, data, config, aux_loss=aux)
                 if opt["types"] or opt["captions"]:  # fitted on the fold's training pool pairs only
                     train_idx = np.array([i for i, s in enumerate(sources) if s not in fold])
