@@ -28,11 +28,14 @@ sources are dealt into `--folds` folds, and each `--variant` of the default reci
 fold and seed without the fold's sources (real and generated pairs made from them), then scored on
 the fold's gallery against the same gallery's random ranking and pixel difference:
 
-    .venv/bin/python benchmarks/real.py --protocol leave-source-out --pool ../realpool --folds 8 \
-        --variant previous:real=3,types=0.1,captions=0.5,epochs=24 \
-        --variant shipped:real=3,types=0.1,captions=0.4,epochs=24,views=3,trainviews=2 \
-        --seeds 0 1 2 --out-json data/real-runs/lso.json
+    .venv/bin/python benchmarks/real.py --protocol leave-source-out --pool ../realpool --folds 12 \
+        --variant t1c4:real=3,types=0.1,captions=0.4,epochs=24,views=3,trainviews=2 \
+        --variant t1c35:real=3,types=0.1,captions=0.35,epochs=24,views=3,trainviews=2 \
+        --seeds 0 1 2 --join-seeds --out-json data/real-runs/lso.json
     .venv/bin/python benchmarks/real.py --protocol leave-source-out --from-json data/real-runs/lso*.json
+
+`--join-seeds` adds a row per variant whose model per fold is its seeds' heads joined into one
+(`models.ensemble`, the shipped default's form); `--reuse-runs` re-scores fold models trained before.
 """
 
 from __future__ import annotations
@@ -357,16 +360,20 @@ def machine_and_date() -> str:
 #: (strengths "type_c=C", "alpha=A"); "epochs=N": N epochs without early stopping; "dim=D": embed_dim;
 #: "views=N": the probes are also fitted on the first N kinds of augmented views (`synth.views`)
 #: of those pairs; "trainviews=N": the repeats of each real pair in training are its first N views;
-#: "para=1": the views' captions are paraphrases of the pairs' (`synth.paraphrase`).
+#: "para=1": the views' captions are paraphrases of the pairs' (`synth.paraphrase`); "kinds=a+b+...":
+#: the order of the view kinds that "views" and "trainviews" count in (default: `VIEW_KINDS`);
+#: "balance=P": each pair weighs n_source ** -P in the probes' fit (`training.probes.source_balance`).
 VARIANT_OPTIONS = (
-    "real=W,type=L,types=W,captions=W,type_c=C,alpha=A,epochs=N,dim=D,views=N,trainviews=N,para=0|1"
+    "real=W,type=L,types=W,captions=W,type_c=C,alpha=A,epochs=N,dim=D,views=N,trainviews=N,para=0|1,"
+    "kinds=K+K,balance=P"
 )
 
 
 def parse_variant(spec: str) -> tuple[str, dict]:
     name, _, opts = spec.partition(":")
     out = {"real": 0, "type": 0.0, "types": 0.0, "captions": 0.0, "type_c": DEFAULT_TYPE_C,
-           "alpha": DEFAULT_CAPTION_ALPHA, "epochs": 0, "dim": 0, "views": 0, "trainviews": 0, "para": 0}
+           "alpha": DEFAULT_CAPTION_ALPHA, "epochs": 0, "dim": 0, "views": 0, "trainviews": 0, "para": 0,
+           "kinds": "", "balance": 0.0}
     for item in filter(None, opts.split(",")):
         key, _, value = item.partition("=")
         if key not in out:
@@ -374,6 +381,15 @@ def parse_variant(spec: str) -> tuple[str, dict]:
                 f"--variant {spec!r}: unknown option {key!r}; expected {VARIANT_OPTIONS.replace(',', ', ')}"
             )
         out[key] = type(out[key])(value)
+    from textitsr.synth.views import VIEW_KINDS
+
+    kinds = tuple(out["kinds"].split("+")) if out["kinds"] else VIEW_KINDS
+    unknown = [k for k in kinds if k not in VIEW_KINDS]
+    if unknown or len(set(kinds)) != len(kinds):
+        raise SystemExit(
+            f"--variant {spec!r}: kinds must name distinct view kinds of {', '.join(VIEW_KINDS)}"
+        )
+    out["kinds"] = kinds
     return name, out
 
 
@@ -446,13 +462,48 @@ def source_rows(
     return out
 
 
+class FoldScoring:
+    """What scoring a model on one fold needs: its probes' training parts and weights, and its
+    gallery; `score` leaves the model's row and per-source rows here."""
+
+    def __init__(self, parts: list, balance: np.ndarray, gallery, types: list[str], idx: np.ndarray) -> None:
+        self.parts, self.balance, self.gallery, self.types, self.idx = parts, balance, gallery, types, idx
+        self.row: dict = {}
+        self.per_source: dict = {}
+
+    def score(self, model, opt: dict, pool_sources_pixel: tuple, hub_weight: float) -> None:
+        """Fit the model's probes (on the fold's training pool pairs only), then score the gallery."""
+        from textitsr.training.probes import fit_probes
+
+        pool, sources, pixel = pool_sources_pixel
+        if opt["types"] or opt["captions"]:
+            fit_probes(model, self.parts, opt["type_c"], opt["alpha"], [self.balance] * len(self.parts))
+        self.row = score_cache(model, self.gallery, self.types, hub_weight)
+        self.per_source = source_rows(model, pool, self.idx, sources, pixel, hub_weight)
+
+
+def record_run(
+    results: dict, spec: str, variant: str, k: int, seed: int, scoring: FoldScoring, t0: float
+) -> None:
+    row = scoring.row
+    results["runs"].append(
+        {"variant": variant, "spec": spec, "fold": k, "seed": seed, "row": row, "sources": scoring.per_source}
+    )
+    print(
+        f"  {variant} fold {k} seed {seed}: mR {row['mR']:.1f} lift {row['lift']:.2f} "
+        f"change {row['ap:change']:.2f} ({time.perf_counter() - t0:.0f} s)",
+        flush=True,
+    )
+
+
 def leave_source_out(args: argparse.Namespace) -> None:
     """Train each variant per fold and seed without the fold's sources; score on the fold's gallery."""
     from textitsr.evaluation.leave_source_out import DERIVED_DIR, derive_change_pairs, group_folds
     from textitsr.models.checkpoint import load_checkpoint
+    from textitsr.models.ensemble import join_heads
     from textitsr.models.textitsr import ModelConfig, TextITSR
     from textitsr.synth.views import VIEW_KINDS
-    from textitsr.training.probes import fit_probes
+    from textitsr.training.probes import source_balance
     from textitsr.training.real_mix import MixedData, TypePrototypeLoss, load_views
     from textitsr.training.train import TrainConfig, fit, seed_everything
 
@@ -468,11 +519,12 @@ def leave_source_out(args: argparse.Namespace) -> None:
     recipe, train, train_src, val, val_src = load_generated(base, shared, args.cache_dir)
     mixed = MixedData(train, train_src, val, val_src, pool, sources)
     options = [parse_variant(v)[1] for v in args.variant]
-    views_by_para = {}
+    views_by_para = {}  # {paraphrased: {view kind: (view cache, sources)}}
     for para in sorted({bool(o["para"]) for o in options}):
-        n_views = max(max(o["views"], o["trainviews"]) for o in options if bool(o["para"]) == para)
-        kinds = VIEW_KINDS[:n_views]
-        views_by_para[para] = load_views(base, folders, args.cache_dir, kinds, paraphrased=para)
+        used = [o["kinds"][: max(o["views"], o["trainviews"])] for o in options if bool(o["para"]) == para]
+        kinds = tuple(k for k in VIEW_KINDS if any(k in u for u in used))
+        loaded = load_views(base, folders, args.cache_dir, kinds, paraphrased=para)
+        views_by_para[para] = dict(zip(kinds, loaded, strict=True))
     folds = group_folds(sources, args.folds)
     print(f"  pool: {pool.n_pairs} pairs, {len(set(sources))} sources, folds {folds}", flush=True)
     results = {
@@ -499,11 +551,18 @@ def leave_source_out(args: argparse.Namespace) -> None:
         )
     for spec in args.variant:
         name, opt = parse_variant(spec)
-        views = views_by_para[bool(opt["para"])]
+        by_kind = views_by_para[bool(opt["para"])]
+        views = [by_kind[k] for k in opt["kinds"][: max(opt["views"], opt["trainviews"])]]
         for k, fold in enumerate(folds):
             idx = np.array([i for i, s in enumerate(sources) if s in fold])
             gallery = subset_cache(pool, idx)
             types = results["fold_info"][k]["types"]
+            # the probes are fitted on the fold's training pool pairs (and their views) only
+            train_idx = np.array([i for i, s in enumerate(sources) if s not in fold])
+            parts = [(pool, train_idx)] + [(c, train_idx) for c, _ in views[: opt["views"]]]
+            balance = source_balance([sources[i] for i in train_idx], opt["balance"])
+            scoring = FoldScoring(parts, balance, gallery, types, idx)
+            fold_models = []
             for seed in args.seeds:
                 t0 = time.perf_counter()
                 seed_everything(seed)
@@ -532,27 +591,13 @@ def leave_source_out(args: argparse.Namespace) -> None:
                         progress=False,
                     )
                     fit(model, data, config, aux_loss=aux)
-                if opt["types"] or opt["captions"]:  # fitted on the fold's training pool pairs only
-                    train_idx = np.array([i for i, s in enumerate(sources) if s not in fold])
-                    parts = [(pool, train_idx)] + [(c, train_idx) for c, _ in views[: opt["views"]]]
-                    fit_probes(model, parts, opt["type_c"], opt["alpha"])
-                row = score_cache(model, gallery, types, args.hub_weight)
-                per_source = source_rows(model, pool, idx, sources, pixel, args.hub_weight)
-                results["runs"].append(
-                    {
-                        "variant": name,
-                        "spec": spec,
-                        "fold": k,
-                        "seed": seed,
-                        "row": row,
-                        "sources": per_source,
-                    }
-                )
-                print(
-                    f"  {name} fold {k} seed {seed}: mR {row['mR']:.1f} lift {row['lift']:.2f} "
-                    f"change {row['ap:change']:.2f} ({time.perf_counter() - t0:.0f} s)",
-                    flush=True,
-                )
+                scoring.score(model, opt, (pool, sources, pixel), args.hub_weight)
+                record_run(results, spec, name, k, seed, scoring, t0)
+                fold_models.append(model)
+            if args.join_seeds and len(fold_models) > 1:  # the seeds' heads joined into one model
+                t0 = time.perf_counter()
+                scoring.score(join_heads(fold_models), opt, (pool, sources, pixel), args.hub_weight)
+                record_run(results, spec, f"{name}-joined", k, args.seeds[0], scoring, t0)
     results["stamp"] = machine_and_date()
     write_lso(results, args)
 
@@ -763,6 +808,10 @@ def main() -> None:
                          "(repeatable; default: base)")
     ap.add_argument("--shared", type=Path, default=SHARED_DATA_DIR, help="research data folder")
     ap.add_argument("--out-md", type=Path, default=None, help="leave-source-out: write the tables here")
+    ap.add_argument(
+        "--join-seeds", action="store_true",
+        help="leave-source-out: also score each fold's seeds joined into one model (models.ensemble)",
+    )
     ap.add_argument("--hub-weight", type=float, default=HUB_WEIGHT,
                     help="hubness correction of pair -> text ranking (0: plain cosines)")
     ap.add_argument("--reuse-runs", action="store_true",

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from tests.conftest import TINY_WORLD, shared_path
 from tests.test_realdev import make_labelled
@@ -74,6 +75,7 @@ def test_train_default_writes_recipe_and_fingerprints(tmp_path: Path, monkeypatc
         real_pools=(),
         type_weight=0.0,
         caption_weight=0.0,
+        heads=1,
         epochs=1,
         batch_size=8,
     )
@@ -183,6 +185,7 @@ def test_train_default_mixes_real_pool_pairs(tmp_path: Path, monkeypatch) -> Non
         real_weight=2,
         real_pools=(),
         type_loss=0.5,
+        heads=3,
         epochs=1,
         batch_size=8,
     )
@@ -198,11 +201,16 @@ def test_train_default_mixes_real_pool_pairs(tmp_path: Path, monkeypatch) -> Non
     model = load_checkpoint(tmp_path / "model")
     assert model.config.fusion == recipe.fusion
     # the probes are fitted on every real pair and its augmented views after training, and saved
-    assert extra["probes"]["views"] == list(VIEW_KINDS)
-    assert extra["probes"]["pairs"] == n_real * (1 + len(VIEW_KINDS))
-    assert extra["probes"]["pairs_per_type"]["none"] >= 2 * (1 + len(VIEW_KINDS))
+    assert extra["probes"]["views"] == list(recipe.views)
+    assert extra["probes"]["pairs"] == n_real * (1 + len(recipe.views))
+    assert extra["probes"]["pairs_per_type"]["none"] >= 2 * (1 + len(recipe.views))
     assert float(model.pair_head.types.linear.weight.abs().sum()) > 0
     assert float(model.pair_head.captions.linear.weight.abs().sum()) > 0
+    # three heads trained apart (seeds 0, 1, 2) and joined, their probes fitted once on the joined model
+    assert model.config.projections == 3
+    assert len(extra["heads_best_val_mR"]) == 3
+    heads = model.pair_head.projection.heads
+    assert not torch.equal(heads[0].net[1].weight, heads[1].net[1].weight)
 
 
 @pytest.mark.slow

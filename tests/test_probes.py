@@ -18,6 +18,7 @@ from textitsr.models.probes import (
     known_types,
     type_reading,
 )
+from textitsr.training.probes import source_balance
 
 
 def test_known_types_maps_aliases_and_refuses_partial_answers() -> None:
@@ -50,6 +51,36 @@ def test_type_probe_learns_the_types_it_saw_and_never_guesses_the_others() -> No
     unseen = [CHANGE_TYPES.index(t) for t in CHANGE_TYPES if t not in counts]
     assert p[:, unseen].max() < 1e-6
     assert torch.allclose(probe(torch.from_numpy(x)).norm(dim=1), torch.ones(len(x)), atol=1e-5)
+
+
+def test_source_balance_gives_every_source_the_same_say_at_power_one() -> None:
+    sources = ["series"] * 9 + ["event"] + [None, None]
+    w = source_balance(sources, 1.0)
+    assert w.mean() == pytest.approx(1.0)
+    assert w[:9].sum() == pytest.approx(w[9]) == pytest.approx(w[10]) == pytest.approx(w[11])
+    assert np.allclose(source_balance(sources, 0.0), 1.0)
+    half = source_balance(sources, 0.5)
+    assert half[:9].sum() / half[9] == pytest.approx(3.0)  # sqrt(9) pairs' worth
+
+
+def test_row_weights_decide_between_sources_that_disagree() -> None:
+    """A long unchanged time series and one event show alike features with different labels: by
+    pair count the series wins; balanced per source, the two weigh the same."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(0, 0.05, (40, 6)).astype(np.float32)
+    x[:, 0] += np.r_[np.zeros(20), np.ones(20)] * 4.0  # a second, unambiguous cluster of each type
+    unchanged, cleared_label = ("none",), ("vegetation_cleared",)
+    labels = [unchanged] * 15 + [cleared_label] * 5 + [unchanged] * 10 + [cleared_label] * 10
+    sources = ["series"] * 15 + ["event"] * 5 + ["a"] * 10 + ["b"] * 10
+    ambiguous = torch.from_numpy(x[:20])
+    plain, balanced = TypeProbe(6), TypeProbe(6)
+    plain.fit(x, labels, c=1.0)
+    balanced.fit(x, labels, c=1.0, row_weights=source_balance(sources, 1.0))
+    none, cleared = CHANGE_TYPES.index("none"), CHANGE_TYPES.index("vegetation_cleared")
+    p_plain = plain.probabilities(ambiguous).numpy().mean(0)
+    p_balanced = balanced.probabilities(ambiguous).numpy().mean(0)
+    assert p_plain[none] > 0.65
+    assert abs(p_balanced[none] - p_balanced[cleared]) < 0.15
 
 
 def test_type_probe_needs_two_types() -> None:

@@ -26,6 +26,16 @@ def _dihedral_index(original: np.ndarray, view: np.ndarray) -> int | None:
     return None
 
 
+def _standardised(image: np.ndarray) -> np.ndarray:
+    x = image.astype(float)
+    return (x - x.mean()) / (x.std() + 1e-6)
+
+
+def _centred(image: np.ndarray) -> np.ndarray:
+    x = image.astype(float)
+    return x - np.median(x, axis=(0, 1))
+
+
 def _pair_with_new_square() -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(3)
     before = rng.integers(20, 50, (64, 64, 3), dtype=np.uint8)  # dark ground: a restretch moves it little
@@ -43,8 +53,9 @@ def test_a_view_turns_both_dates_alike_and_keeps_the_change_where_it_was() -> No
             assert b.shape == a.shape == before.shape and b.dtype == np.uint8
             if kind == "colour":  # grey or swapped bands only: the change is exactly where it was, turned
                 assert _dihedral_index(changed, np.any(b != a, axis=2)) is not None
-            # the new roof sits in one quarter of the image, turned with both dates alike
-            diff = np.abs(a.astype(int) - b.astype(int)).sum(2)
+            # the new roof sits in one quarter of the image, turned with both dates alike (each date
+            # less its median: a season view hazes or darkens one date as a whole)
+            diff = np.abs(_centred(a) - _centred(b)).sum(2)
             halves = np.split(diff, 2)
             quarters = sorted(float(q.mean()) for half in halves for q in np.split(half, 2, axis=1))
             assert quarters[-1] > 3 * quarters[-2], (kind, seed, quarters)
@@ -55,6 +66,15 @@ def test_a_photometric_view_stretches_each_date_on_its_own() -> None:
     b, a = make_view(before, before.copy(), "photometric", np.random.default_rng(0))
     assert not np.array_equal(b, a)  # an unchanged pair, two different stretches
     assert np.corrcoef(b.reshape(-1).astype(float), a.reshape(-1).astype(float))[0, 1] > 0.9
+
+
+def test_a_season_view_changes_each_dates_appearance_but_not_its_place() -> None:
+    _, roofed = _pair_with_new_square()
+    for seed in range(6):
+        b, a = make_view(roofed, roofed.copy(), "season", np.random.default_rng(seed))
+        assert np.abs(b.astype(int) - a.astype(int)).mean() > 5  # an unchanged pair, two looks
+        # no mis-registration: the roof is where it was on both dates, so the standardised dates agree
+        assert np.corrcoef(_standardised(b).reshape(-1), _standardised(a).reshape(-1))[0, 1] > 0.85
 
 
 def test_unknown_view_kind_is_refused() -> None:

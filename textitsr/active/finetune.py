@@ -378,8 +378,8 @@ class EmbeddingAdapter(torch.nn.Module):
 
 @torch.no_grad()
 def fold_adapter(model: Any, adapter: EmbeddingAdapter) -> None:
-    """Apply W to `model`'s pair head in place: a probed head's final map becomes W·mix, a plain
-    head's last linear layer becomes W·A, W·b."""
+    """Apply W to `model`'s pair head in place: a probed or joined head's final map becomes W·mix,
+    a plain head's last linear layer becomes W·A, W·b."""
     mix = getattr(model.pair_head, "mix", None)
     if isinstance(mix, torch.Tensor):
         mix.copy_(adapter.weight.to(mix.dtype) @ mix)

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from textitsr.errors import InputError
-from textitsr.models.heads import ProjectionHead
+from textitsr.models.heads import build_projection
 
 #: The change types a probed head distinguishes (fixed order: it is the layout of the type part).
 CHANGE_TYPES: tuple[str, ...] = (
@@ -104,9 +104,13 @@ class TypeProbe(_LinearProbe):
     def forward(self, x: Tensor) -> Tensor:
         return self.probabilities(x).clamp_min(0.0).sqrt()
 
-    def fit(self, features: np.ndarray, labels: Sequence[tuple[str, ...]], c: float) -> dict[str, int]:
+    def fit(
+        self, features: np.ndarray, labels: Sequence[tuple[str, ...]], c: float,
+        row_weights: np.ndarray | None = None,
+    ) -> dict[str, int]:
         """Multinomial logistic regression (L2, strength 1/c) on the labelled rows; a row with k
-        types counts once for each at weight 1/k. Returns the number of rows per type."""
+        types counts once for each at weight 1/k (times its `row_weights` entry). Returns the
+        number of rows per type."""
         from sklearn.linear_model import LogisticRegression
 
         rows, targets, weights = [], [], []
@@ -114,7 +118,7 @@ class TypeProbe(_LinearProbe):
             for t in types:
                 rows.append(i)
                 targets.append(CHANGE_TYPES.index(t))
-                weights.append(1.0 / len(types))
+                weights.append((1.0 if row_weights is None else float(row_weights[i])) / len(types))
         present = sorted(set(targets))
         if len(present) < 2:
             raise InputError(f"change-type probe: need labelled rows of at least 2 types, got {present}")
@@ -165,13 +169,17 @@ class CaptionProbe(_LinearProbe):
         self._set(np.zeros(dim), np.ones(dim), basis, np.zeros(CAPTION_DIM))
         return basis
 
-    def fit_regression(self, features: np.ndarray, targets: np.ndarray, alpha: float) -> None:
+    def fit_regression(
+        self, features: np.ndarray, targets: np.ndarray, alpha: float, row_weights: np.ndarray | None = None
+    ) -> None:
         """Pair side: ridge (strength `alpha`) from standardised features to caption-space targets."""
         from sklearn.linear_model import Ridge
 
         x = np.asarray(features, dtype=np.float64)
         mean, scale = x.mean(0), x.std(0) + 1e-6
-        ridge = Ridge(alpha=alpha).fit((x - mean) / scale, np.asarray(targets, dtype=np.float64))
+        ridge = Ridge(alpha=alpha).fit(
+            (x - mean) / scale, np.asarray(targets, dtype=np.float64), sample_weight=row_weights
+        )
         self._set(mean, scale, ridge.coef_, ridge.intercept_)
 
 
@@ -184,7 +192,7 @@ class ProbedHead(nn.Module):
 
     def __init__(
         self, in_dim: int, out_dim: int, hidden_dim: int | None, dropout: float, *,
-        type_weight: float, caption_weight: float, sentences: bool,
+        type_weight: float, caption_weight: float, sentences: bool, projections: int = 1,
     ) -> None:
         super().__init__()
         probe_dims = (len(CHANGE_TYPES) if type_weight else 0) + (CAPTION_DIM if caption_weight else 0)
@@ -194,7 +202,7 @@ class ProbedHead(nn.Module):
             )
         self.in_dim, self.out_dim = in_dim, out_dim
         self.weights = (1.0 - type_weight - caption_weight, float(type_weight), float(caption_weight))
-        self.projection = ProjectionHead(in_dim, out_dim - probe_dims, hidden_dim, dropout)
+        self.projection = build_projection(in_dim, out_dim - probe_dims, hidden_dim, dropout, projections)
         self.types = TypeProbe(in_dim) if type_weight else None
         self.captions = CaptionProbe(in_dim, sentences) if caption_weight else None
         self.register_buffer("mix", torch.eye(out_dim))
@@ -208,14 +216,22 @@ class ProbedHead(nn.Module):
 
 def build_head(
     in_dim: int, out_dim: int, hidden_dim: int | None, dropout: float, *,
-    type_weight: float = 0.0, caption_weight: float = 0.0, sentences: bool = False,
+    type_weight: float = 0.0, caption_weight: float = 0.0, sentences: bool = False, projections: int = 1,
 ) -> nn.Module:
-    """A plain `ProjectionHead` without probes (checkpoints before them), else a `ProbedHead`;
-    `sentences`: this head reads sentence embeddings (the text side)."""
+    """A plain projection without probes (checkpoints before them), else a `ProbedHead`;
+    `sentences`: this head reads sentence embeddings (the text side); `projections`: how many
+    separately trained projection heads are joined (`heads.ProjectionEnsemble`)."""
     if not (type_weight or caption_weight):
-        return ProjectionHead(in_dim, out_dim, hidden_dim, dropout)
+        return build_projection(in_dim, out_dim, hidden_dim, dropout, projections)
     return ProbedHead(in_dim, out_dim, hidden_dim, dropout, type_weight=type_weight,
-                      caption_weight=caption_weight, sentences=sentences)
+                      caption_weight=caption_weight, sentences=sentences, projections=projections)
+
+
+def probe_width(model_config: dict) -> int:
+    """How many embedding dims a (stored) model config gives its probes."""
+    return (len(CHANGE_TYPES) if model_config.get("type_weight") else 0) + (
+        CAPTION_DIM if model_config.get("caption_weight") else 0
+    )
 
 
 def type_part(model_config: dict) -> slice | None:

@@ -31,6 +31,7 @@ class TextSide(nn.Module):
         self.text_head = build_head(
             self.text_encoder.dim, config.embed_dim, config.head_hidden, config.dropout,
             type_weight=config.type_weight, caption_weight=config.caption_weight, sentences=True,
+            projections=config.projections,
         )
         self.eval()
 

@@ -60,12 +60,18 @@ class ModelConfig:
     #: fitted on real labelled pairs after training; 0: no such probe.
     type_weight: float = 0.0
     caption_weight: float = 0.0
+    #: Projection heads per modality, trained apart and joined (`heads.ProjectionEnsemble`); they
+    #: share embed_dim less the probes' dims equally.
+    projections: int = 1
 
     def __post_init__(self) -> None:
         # Raises InputError for unknown specs; spells out the concat-transformer layout so that a
         # saved config means the same fusion whatever a bare spec means later.
         self.fusion = explicit_fusion_spec(self.fusion)
-        for name in ("embed_dim", "fusion_width", "fusion_layers", "fusion_heads", "max_text_length"):
+        positive = (
+            "embed_dim", "fusion_width", "fusion_layers", "fusion_heads", "max_text_length", "projections"
+        )
+        for name in positive:
             if int(getattr(self, name)) < 1:
                 raise InputError(f"model config: {name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.dropout < 1.0:
@@ -80,7 +86,12 @@ class ModelConfig:
             )
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The stored form; `projections` only when above 1, so a single-head model's config (and
+        every fingerprint taken of it) reads as it did before ensembles existed."""
+        d = asdict(self)
+        if d["projections"] == 1:
+            del d["projections"]
+        return d
 
     @classmethod
     def from_dict(cls, data: dict) -> ModelConfig:
@@ -127,7 +138,11 @@ class TextITSR(nn.Module):
             heads=config.fusion_heads,
             dropout=config.dropout,
         )
-        probes = {"type_weight": config.type_weight, "caption_weight": config.caption_weight}
+        probes = {
+            "type_weight": config.type_weight,
+            "caption_weight": config.caption_weight,
+            "projections": config.projections,
+        }
         self.pair_head = build_head(
             self.fusion.out_dim, config.embed_dim, config.head_hidden, config.dropout, **probes
         )

@@ -8,8 +8,9 @@ an unchanged field are still unchanged). Under the leave-source-out protocol, tr
 place of a real pair's repeats and fitting the probes on the pool plus its views beat the pool alone
 (benchmarks/results/real-leave-source-out.md).
 
-Unlike `augment.jitter` (season, haze, noise and mis-registration drawn for generated pairs), a
-view changes only what differs between sensors and archives, so a real pair's label stays exact.
+A view changes only what differs between sensors, archives and acquisition days, so a real pair's
+label stays exact: the `season` view draws `augment.jitter`'s season, haze and noise for each date,
+never its mis-registration.
 A view folder lives in the data cache and has the pool layout of its original (same names, so the
 same sources, folds and captions), plus `views.json`, by which it is recognised and reused.
 """
@@ -27,11 +28,15 @@ import numpy as np
 from PIL import Image
 
 from textitsr.errors import InputError
+from textitsr.synth.augment import jitter
 
 #: How a view differs from its pair, besides a rotation or flip: `photometric` stretches each date
 #: on its own (gain per band, gamma), `resolution` blurs both as a coarser sensor would (1.5-3.5x),
-#: `colour` shows both dates in grey or with the bands swapped (false-colour composites).
-VIEW_KINDS = ("photometric", "resolution", "colour")
+#: `colour` shows both dates in grey or with the bands swapped (false-colour composites), `season`
+#: gives each date its own season, haze, saturation and sharpness (`augment.jitter`, no shift).
+VIEW_KINDS = ("photometric", "resolution", "colour", "season")
+#: How strong a `season` view's per-date appearance change is (`augment.jitter`'s strength).
+SEASON_STRENGTH = 1.5
 VIEWS_FILE = "views.json"
 VIEWS_FORMAT = "textitsr-pair-views"
 #: Bumped when the transforms change, so an old view folder is rewritten, not reused.
@@ -74,6 +79,8 @@ def make_view(
     before, after = _dihedral(before, k), _dihedral(after, k)
     if kind == "photometric":
         return _stretch(before, rng, 0.25), _stretch(after, rng, 0.25)
+    if kind == "season":
+        return jitter(before, rng, SEASON_STRENGTH), jitter(after, rng, SEASON_STRENGTH)
     if kind == "resolution":
         factor = float(rng.uniform(1.5, 3.5))
         return _stretch(_coarser(before, factor), rng, 0.15), _stretch(_coarser(after, factor), rng, 0.15)

@@ -17,8 +17,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from textitsr.config import DATA_DIR, REPO_ROOT
+from textitsr.errors import InputError
 from textitsr.synth.training_data import TrainingDataRecipe, make_training_data
-from textitsr.synth.views import VIEW_KINDS
 from textitsr.training.probes import DEFAULT_CAPTION_ALPHA, DEFAULT_TYPE_C
 
 DEFAULT_MODEL_DIR = REPO_ROOT / "textitsr" / "assets" / "default_model"
@@ -80,7 +80,10 @@ class DefaultRecipe:
     caption_alpha: float = DEFAULT_CAPTION_ALPHA
     #: Kinds of augmented views (`synth.views`) of every real pair: they stand in for its repeats
     #: in training (the first `real_weight - 1`) and join the probes' fit (all).
-    views: tuple[str, ...] = VIEW_KINDS
+    views: tuple[str, ...] = ("photometric", "resolution", "colour")
+    #: Projection heads trained apart, with seeds `seed` to `seed + heads - 1`, then joined
+    #: (`models.ensemble.join_heads`) before the probes are fitted. 1: a single model.
+    heads: int = 3
 
     @property
     def mixed(self) -> bool:
@@ -107,6 +110,7 @@ class DefaultRecipe:
             ("type_weight", 0.0),
             ("caption_weight", 0.0),
             ("views", []),
+            ("heads", 1),
         ):
             if d[key] == off:
                 del d[key]
@@ -197,7 +201,8 @@ def train_default(
     check_training_data_out(data_dir, shared, what="data folder")
     if recipe.extra_data is not None:
         check_training_data_out(extra_dir, shared, what="extra data folder")
-    check_checkpoint_out(work, inputs=[shared], what="training run folder")
+    for folder in head_run_dirs(work, recipe.heads):
+        check_checkpoint_out(folder, inputs=[shared], what="training run folder")
     for pool in extra_pools:  # a mistyped --pool fails now, not after minutes of data generation
         _check_pool(Path(pool))
     echo = print if progress else (lambda _: None)
@@ -221,10 +226,12 @@ def train_default(
         **options,
     )
     if recipe.mixed:
-        result, real = _train_mixed(Path(shared), Path(data_dir), recipe, config, extra_pools)
+        result, real, final = _train_mixed(Path(shared), Path(data_dir), recipe, config, extra_pools)
     else:
-        result, real = train(config), {}
-    extra = read_checkpoint_config(work)["extra"]
+        if recipe.heads != 1:
+            raise InputError("default recipe: joined heads need the mixed recipe (real pairs and probes)")
+        result, real, final = train(config), {}, work
+    extra = read_checkpoint_config(final)["extra"]
     summary = extra.get("training", {})
     summary["dataset"] = {"kind": "levircc", "root": _relative(data_dir)}
     summary["config"] = {
@@ -244,12 +251,22 @@ def train_default(
         },
         "best_val_mR": round(result.best_val_mR, 3),
     }
+    if real.get("heads_best_val_mR"):
+        extra["heads_best_val_mR"] = real.pop("heads_best_val_mR")
     if extra_data:
         extra["data"]["extra"] = extra_data
     if real:
         extra["data"]["real"] = real
-    save_checkpoint(load_checkpoint(work), Path(out), extra=extra, keep=[MODEL_CARD])
+    save_checkpoint(load_checkpoint(final), Path(out), extra=extra, keep=[MODEL_CARD])
     return extra
+
+
+def head_run_dirs(work: Path, heads: int) -> list[Path]:
+    """The training run folder of each head, then (with more than one) the joined model's."""
+    if heads == 1:
+        return [work]
+    runs = [work] + [work.parent / f"{work.name}-head{k}" for k in range(1, heads)]
+    return runs + [work.parent / f"{work.name}-joined"]
 
 
 def _check_pool(folder: Path) -> None:
@@ -265,31 +282,35 @@ def _train_mixed(
     shared: Path, data_dir: Path, recipe: DefaultRecipe, config, extra_pools: tuple[Path, ...]
 ) -> tuple[object, dict]:
     """Training on the generated data plus the real pool pairs (and the change-type loss): the
-    recipe the leave-source-out protocol chose. Returns the result and a summary of the real pairs."""
+    recipe the leave-source-out protocol chose. Returns the first head's result, a summary of the
+    real pairs and the folder of the final checkpoint."""
+    import dataclasses
     from collections import Counter
 
     import numpy as np
 
     from textitsr.evaluation.leave_source_out import DERIVED_DIR, derive_change_pairs
     from textitsr.models.checkpoint import read_checkpoint_config, save_checkpoint
+    from textitsr.models.ensemble import join_heads
     from textitsr.models.textitsr import ModelConfig, TextITSR
     from textitsr.outputs import CHECKPOINT, TRAINING_OUT, check_output_dir
     from textitsr.training.probes import fit_probes
     from textitsr.training.real_mix import MixedData, TypePrototypeLoss, load_generated, load_pool, load_views
     from textitsr.training.train import fit, seed_everything
 
-    check_output_dir(config.out, (CHECKPOINT, TRAINING_OUT), inputs=[config.root, *config.extra_roots])
-    seed_everything(config.seed)
-    model = TextITSR(
-        ModelConfig(
-            **{
-                **recipe.model_options,
-                "fusion": recipe.fusion,
-                "type_weight": recipe.type_weight,
-                "caption_weight": recipe.caption_weight,
-            }
-        )
+    runs = head_run_dirs(config.out, recipe.heads)
+    for folder in runs:
+        check_output_dir(folder, (CHECKPOINT, TRAINING_OUT), inputs=[config.root, *config.extra_roots])
+    model_config = ModelConfig(
+        **{
+            **recipe.model_options,
+            "fusion": recipe.fusion,
+            "type_weight": recipe.type_weight,
+            "caption_weight": recipe.caption_weight,
+        }
     )
+    seed_everything(config.seed)
+    model = TextITSR(model_config)
     generated = load_generated(model, data_dir, list(config.extra_roots), config.cache_dir)
     train, train_src, val, val_src = generated
     folders = [shared / name for name in recipe.real_pools]
@@ -301,15 +322,27 @@ def _train_mixed(
     views = load_views(model, folders, config.cache_dir, kinds)
     mixed = MixedData(train, train_src, val, val_src, pool, sources, tuple(c for c, _ in views))
     data, labels = mixed.fold(set(), recipe.real_weight)
-    aux = TypePrototypeLoss(model, labels, recipe.type_loss) if recipe.type_loss else None
     dataset = {"kind": "levircc", "root": str(config.root), "pools": [_relative(f) for f in folders]}
-    result = fit(model, data, config, dataset=dataset, aux_loss=aux)
-    if recipe.probed:  # `fit` left the best weights in `model`; add the fitted probes to them
+    models, results = [], []
+    for k in range(recipe.heads):  # `fit` leaves each run's best weights in its model
+        if k:
+            seed_everything(config.seed + k)
+            model = TextITSR(model_config, image_encoder=model.image_encoder, text_encoder=model.text_encoder)
+        aux = TypePrototypeLoss(model, labels, recipe.type_loss) if recipe.type_loss else None
+        run = dataclasses.replace(config, out=runs[k], seed=config.seed + k)
+        results.append(fit(model, data, run, dataset=dataset, aux_loss=aux))
+        models.append(model)
+    final = runs[-1]
+    if len(models) > 1:
+        model = join_heads(models)
+        extra = read_checkpoint_config(runs[0])["extra"]
+        save_checkpoint(model, final, extra={**extra, "heads": [_relative(r) for r in runs[:-1]]})
+    if recipe.probed:  # add the fitted probes to the (joined) model
         parts = [(cache, np.arange(cache.n_pairs)) for cache in (pool, *(c for c, _ in views))]
         probes = fit_probes(model, parts, recipe.type_c, recipe.caption_alpha)
         probes["views"] = list(recipe.views)
-        extra = read_checkpoint_config(config.out)["extra"]
-        save_checkpoint(model, config.out, extra={**extra, "probes": probes})
+        extra = read_checkpoint_config(final)["extra"]
+        save_checkpoint(model, final, extra={**extra, "probes": probes})
     real = {
         "pairs": pool.n_pairs,
         "per_source": dict(sorted(Counter(sources).items())),
@@ -320,4 +353,6 @@ def _train_mixed(
             hashlib.sha256((Path(f) / "pairs.jsonl").read_bytes()).hexdigest()[:16] for f in folders
         ],
     }
-    return result, real
+    if len(results) > 1:
+        real["heads_best_val_mR"] = [round(r.best_val_mR, 3) for r in results]
+    return results[0], real, final
