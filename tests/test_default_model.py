@@ -159,6 +159,11 @@ def test_train_default_refuses_a_missing_pool_before_any_work(tmp_path: Path) ->
         train_default(shared, tmp_path / "model", DefaultRecipe(), data_dir=tmp_path / "data",
                       cache_dir=tmp_path / "cache", progress=False, extra_pools=(no_sources,))
     assert not (tmp_path / "data").exists() and not (tmp_path / "model").exists()
+    plain = DefaultRecipe(real_weight=0, type_weight=0.0, caption_weight=0.0)  # nothing to join heads with
+    with pytest.raises(InputError, match=r"heads=3; expected 1, or more with the mixed recipe"):
+        train_default(shared, tmp_path / "model", plain, data_dir=tmp_path / "data",
+                      cache_dir=tmp_path / "cache", progress=False)
+    assert not (tmp_path / "data").exists() and not (tmp_path / "model").exists()
 
 
 @pytest.mark.slow
