@@ -43,7 +43,7 @@ def join_heads(models: Sequence[TextITSR]) -> TextITSR:
                 f"joining heads: model {i}'s fusion weights differ from model 0's; only models with a "
                 "parameter-free (GFF) or shared fusion can be joined"
             )
-    probes = probe_width(config.to_dict())
+    probes = probe_width(config.type_weight, config.caption_weight)
     k = len(models)
     joined_config = dataclasses.replace(
         config, embed_dim=k * (config.embed_dim - probes) + probes, projections=k

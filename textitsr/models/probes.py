@@ -195,7 +195,7 @@ class ProbedHead(nn.Module):
         type_weight: float, caption_weight: float, sentences: bool, projections: int = 1,
     ) -> None:
         super().__init__()
-        probe_dims = (len(CHANGE_TYPES) if type_weight else 0) + (CAPTION_DIM if caption_weight else 0)
+        probe_dims = probe_width(type_weight, caption_weight)
         if out_dim <= probe_dims:
             raise InputError(
                 f"model config: embed_dim must exceed the probes' {probe_dims} dims, got {out_dim}"
@@ -227,11 +227,9 @@ def build_head(
                       caption_weight=caption_weight, sentences=sentences, projections=projections)
 
 
-def probe_width(model_config: dict) -> int:
-    """How many embedding dims a (stored) model config gives its probes."""
-    return (len(CHANGE_TYPES) if model_config.get("type_weight") else 0) + (
-        CAPTION_DIM if model_config.get("caption_weight") else 0
-    )
+def probe_width(type_weight: float, caption_weight: float) -> int:
+    """How many embedding dims the probes of these shares take (the last ones: type, then caption)."""
+    return (len(CHANGE_TYPES) if type_weight else 0) + (CAPTION_DIM if caption_weight else 0)
 
 
 def type_part(model_config: dict) -> slice | None:
@@ -239,7 +237,7 @@ def type_part(model_config: dict) -> slice | None:
     if not model_config.get("type_weight"):
         return None
     dim = int(model_config["embed_dim"])
-    start = dim - len(CHANGE_TYPES) - (CAPTION_DIM if model_config.get("caption_weight") else 0)
+    start = dim - probe_width(model_config["type_weight"], model_config.get("caption_weight", 0.0))
     return slice(start, start + len(CHANGE_TYPES))
 
 

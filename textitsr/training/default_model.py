@@ -232,9 +232,9 @@ def train_default(
         **options,
     )
     if recipe.mixed:
-        result, real, final = _train_mixed(Path(shared), Path(data_dir), recipe, config, extra_pools)
+        results, real, final = _train_mixed(Path(shared), Path(data_dir), recipe, config, extra_pools)
     else:
-        result, real, final = train(config), {}, work
+        results, real, final = [train(config)], {}, work
     extra = read_checkpoint_config(final)["extra"]
     summary = extra.get("training", {})
     summary["dataset"] = {"kind": "levircc", "root": _relative(data_dir)}
@@ -253,10 +253,10 @@ def train_default(
             k: manifest[k]
             for k in ("inputs_sha256", "content_sha256", "pairs", "per_split", "per_type", "per_part")
         },
-        "best_val_mR": round(result.best_val_mR, 3),
+        "best_val_mR": round(results[0].best_val_mR, 3),
     }
-    if real.get("heads_best_val_mR"):
-        extra["heads_best_val_mR"] = real.pop("heads_best_val_mR")
+    if len(results) > 1:
+        extra["heads_best_val_mR"] = [round(r.best_val_mR, 3) for r in results]
     if extra_data:
         extra["data"]["extra"] = extra_data
     if real:
@@ -284,10 +284,10 @@ def _check_pool(folder: Path) -> None:
 
 def _train_mixed(
     shared: Path, data_dir: Path, recipe: DefaultRecipe, config, extra_pools: tuple[Path, ...]
-) -> tuple[object, dict, Path]:
+) -> tuple[list, dict, Path]:
     """Training on the generated data plus the real pool pairs (and the change-type loss): the
-    recipe the leave-source-out protocol chose. Returns the first head's result, a summary of the
-    real pairs and the folder of the final checkpoint."""
+    recipe the leave-source-out protocol chose. Returns each head's training result, a summary of
+    the real pairs and the folder of the final checkpoint."""
     import dataclasses
     from collections import Counter
 
@@ -337,16 +337,16 @@ def _train_mixed(
         results.append(fit(model, data, run, dataset=dataset, aux_loss=aux))
         models.append(model)
     final = runs[-1]
+    extra = read_checkpoint_config(runs[0])["extra"]
     if len(models) > 1:
         model = join_heads(models)
-        extra = read_checkpoint_config(runs[0])["extra"]
-        save_checkpoint(model, final, extra={**extra, "heads": [_relative(r) for r in runs[:-1]]})
+        extra["heads"] = [_relative(r) for r in runs[:-1]]
     if recipe.probed:  # add the fitted probes to the (joined) model
         parts = [(cache, np.arange(cache.n_pairs)) for cache in (pool, *(c for c, _ in views))]
-        probes = fit_probes(model, parts, recipe.type_c, recipe.caption_alpha)
-        probes["views"] = list(recipe.views)
-        extra = read_checkpoint_config(final)["extra"]
-        save_checkpoint(model, final, extra={**extra, "probes": probes})
+        extra["probes"] = fit_probes(model, parts, recipe.type_c, recipe.caption_alpha)
+        extra["probes"]["views"] = list(recipe.views)
+    if len(models) > 1 or recipe.probed:  # a single unprobed run is already saved by `fit`
+        save_checkpoint(model, final, extra=extra)
     real = {
         "pairs": pool.n_pairs,
         "per_source": dict(sorted(Counter(sources).items())),
@@ -357,6 +357,4 @@ def _train_mixed(
             hashlib.sha256((Path(f) / "pairs.jsonl").read_bytes()).hexdigest()[:16] for f in folders
         ],
     }
-    if len(results) > 1:
-        real["heads_best_val_mR"] = [round(r.best_val_mR, 3) for r in results]
-    return results[0], real, final
+    return results, real, final
