@@ -463,31 +463,36 @@ def source_rows(
 
 
 class FoldScoring:
-    """What scoring a model on one fold needs: its probes' training parts and weights, and its
-    gallery; `score` leaves the model's row and per-source rows here."""
+    """What scoring a model on one fold needs: its probes' training parts and weights, its gallery,
+    and the whole pool (with each pair's source and pixel-difference score) for the per-source rows."""
 
-    def __init__(self, parts: list, balance: np.ndarray, gallery, types: list[str], idx: np.ndarray) -> None:
-        self.parts, self.balance, self.gallery, self.types, self.idx = parts, balance, gallery, types, idx
-        self.row: dict = {}
-        self.per_source: dict = {}
+    def __init__(
+        self, opt: dict, parts: list, balance: np.ndarray, gallery, types: list[str], idx: np.ndarray,
+        pool_sources_pixel: tuple, hub_weight: float,
+    ) -> None:
+        self.opt, self.parts, self.balance = opt, parts, balance
+        self.gallery, self.types, self.idx = gallery, types, idx
+        self.pool, self.sources, self.pixel = pool_sources_pixel
+        self.hub_weight = hub_weight
 
-    def score(self, model, opt: dict, pool_sources_pixel: tuple, hub_weight: float) -> None:
-        """Fit the model's probes (on the fold's training pool pairs only), then score the gallery."""
+    def score(self, model) -> tuple[dict, dict]:
+        """Fit the model's probes (on the fold's training pool pairs only), then score the gallery:
+        (the gallery's row, the rows per source)."""
         from textitsr.training.probes import fit_probes
 
-        pool, sources, pixel = pool_sources_pixel
-        if opt["types"] or opt["captions"]:
-            fit_probes(model, self.parts, opt["type_c"], opt["alpha"], [self.balance] * len(self.parts))
-        self.row = score_cache(model, self.gallery, self.types, hub_weight)
-        self.per_source = source_rows(model, pool, self.idx, sources, pixel, hub_weight)
+        if self.opt["types"] or self.opt["captions"]:
+            weights = [self.balance] * len(self.parts)
+            fit_probes(model, self.parts, self.opt["type_c"], self.opt["alpha"], weights)
+        row = score_cache(model, self.gallery, self.types, self.hub_weight)
+        return row, source_rows(model, self.pool, self.idx, self.sources, self.pixel, self.hub_weight)
 
 
 def record_run(
-    results: dict, spec: str, variant: str, k: int, seed: int, scoring: FoldScoring, t0: float
+    results: dict, spec: str, variant: str, k: int, seed: int, scored: tuple[dict, dict], t0: float
 ) -> None:
-    row = scoring.row
+    row, per_source = scored
     results["runs"].append(
-        {"variant": variant, "spec": spec, "fold": k, "seed": seed, "row": row, "sources": scoring.per_source}
+        {"variant": variant, "spec": spec, "fold": k, "seed": seed, "row": row, "sources": per_source}
     )
     print(
         f"  {variant} fold {k} seed {seed}: mR {row['mR']:.1f} lift {row['lift']:.2f} "
@@ -561,7 +566,9 @@ def leave_source_out(args: argparse.Namespace) -> None:
             train_idx = np.array([i for i, s in enumerate(sources) if s not in fold])
             parts = [(pool, train_idx)] + [(c, train_idx) for c, _ in views[: opt["views"]]]
             balance = source_balance([sources[i] for i in train_idx], opt["balance"])
-            scoring = FoldScoring(parts, balance, gallery, types, idx)
+            scoring = FoldScoring(
+                opt, parts, balance, gallery, types, idx, (pool, sources, pixel), args.hub_weight
+            )
             fold_models = []
             for seed in args.seeds:
                 t0 = time.perf_counter()
@@ -591,13 +598,12 @@ def leave_source_out(args: argparse.Namespace) -> None:
                         progress=False,
                     )
                     fit(model, data, config, aux_loss=aux)
-                scoring.score(model, opt, (pool, sources, pixel), args.hub_weight)
-                record_run(results, spec, name, k, seed, scoring, t0)
+                record_run(results, spec, name, k, seed, scoring.score(model), t0)
                 fold_models.append(model)
             if args.join_seeds and len(fold_models) > 1:  # the seeds' heads joined into one model
                 t0 = time.perf_counter()
-                scoring.score(join_heads(fold_models), opt, (pool, sources, pixel), args.hub_weight)
-                record_run(results, spec, f"{name}-joined", k, args.seeds[0], scoring, t0)
+                scored = scoring.score(join_heads(fold_models))
+                record_run(results, spec, f"{name}-joined", k, args.seeds[0], scored, t0)
     results["stamp"] = machine_and_date()
     write_lso(results, args)
 

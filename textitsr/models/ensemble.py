@@ -30,13 +30,12 @@ def join_heads(models: Sequence[TextITSR]) -> TextITSR:
     if len(models) < 2:
         raise InputError(f"joining heads: need at least 2 models, got {len(models)}")
     config = models[0].config
-    for i, m in enumerate(models[1:], start=1):
-        if m.config != config:
-            raise InputError(f"joining heads: model {i}'s config differs from model 0's; expected one recipe")
     if config.projections != 1:
         raise InputError("joining heads: the models must each have one projection head")
     fusion_state = models[0].fusion.state_dict()
     for i, m in enumerate(models[1:], start=1):
+        if m.config != config:
+            raise InputError(f"joining heads: model {i}'s config differs from model 0's; expected one recipe")
         other = m.fusion.state_dict()
         if any(not torch.equal(v, other[k]) for k, v in fusion_state.items()):
             raise InputError(

@@ -60,9 +60,8 @@ class ProjectionEnsemble(nn.Module):
 def build_projection(
     in_dim: int, out_dim: int, hidden_dim: int | None, dropout: float, projections: int = 1
 ) -> nn.Module:
-    """One `ProjectionHead`, or `projections` of them joined (`ProjectionEnsemble`)."""
-    if projections < 1:
-        raise InputError(f"model config: projections must be >= 1, got {projections}")
+    """One `ProjectionHead`, or `projections` of them joined (`ProjectionEnsemble`; `ModelConfig`
+    has checked the count)."""
     if projections == 1:
         return ProjectionHead(in_dim, out_dim, hidden_dim, dropout)
     return ProjectionEnsemble(in_dim, out_dim, hidden_dim, dropout, projections)
