@@ -56,6 +56,7 @@ import torch
 
 from textitsr.config import DATA_DIR, SHARED_DATA_DIR
 from textitsr.data.pairs import SPLITS, BitemporalPair, PairSource, PairSourceBase
+from textitsr.embedding.archive_change import ARCHIVE_CHANGE_WEIGHT, ArchiveChanges, pair_pixel_changes
 from textitsr.embedding.hubness import HUB_WEIGHT
 from textitsr.evaluation.realdev import (
     NO_CHANGE,
@@ -106,23 +107,31 @@ RETRIEVAL = ("t2p_r1", "t2p_r5", "t2p_r10", "p2t_r1", "p2t_r5", "p2t_r10", "mR")
 
 
 def evaluate_model(
-    model, source: LabelledFolderSource, cache_dir: Path, types: list[str], hub_weight: float = HUB_WEIGHT
+    model, source: LabelledFolderSource, cache_dir: Path, types: list[str], hub_weight: float = HUB_WEIGHT,
+    change_weight: float = ARCHIVE_CHANGE_WEIGHT,
 ) -> dict:
-    """One flat row: retrieval recalls (%), AP per type (0..1), mean lift, change-vs-none AP."""
+    """One flat row: retrieval recalls (%), AP per type (0..1), mean lift, change-vs-none AP; the
+    source read as one archive, as an index of it reads it."""
     from textitsr.embedding.cache import build_or_load
 
     cache = build_or_load(model, source, None, cache_dir, tokens=True, progress=False)
-    return score_cache(model, cache, types, hub_weight)
+    changes = pair_pixel_changes(source.pairs(), cache.pair_ids)
+    return score_cache(model, cache, types, hub_weight, ArchiveChanges(changes, None, change_weight))
 
 
-def score_cache(model, cache, types: list[str], hub_weight: float = HUB_WEIGHT) -> dict:
+def score_cache(
+    model, cache, types: list[str], hub_weight: float = HUB_WEIGHT, archive: ArchiveChanges | None = None
+) -> dict:
     """`evaluate_model` on a feature cache (the whole cache is the gallery; `hub_weight`: the
-    hubness correction of pair -> text, 0 for plain cosines)."""
+    hubness correction of pair -> text, 0 for plain cosines; `archive`: read the pairs relative to
+    their archive, None: each on its own)."""
     from textitsr.evaluation.evaluate import embed_cache, evaluate_cache
     from textitsr.evaluation.metrics import flatten_metrics
 
-    row = flatten_metrics(evaluate_cache(model, cache, hub_weight=hub_weight))
+    row = flatten_metrics(evaluate_cache(model, cache, hub_weight=hub_weight, archive=archive))
     pair_emb, _ = embed_cache(model, cache)
+    if archive is not None:
+        pair_emb = archive.calibrate(model, pair_emb)
     queries = {t: TYPE_QUERIES[t] for t in types}
     texts = [q for qs in queries.values() for q in qs]
     sim = model.encode_texts(texts + list(NO_CHANGE_QUERIES)).numpy() @ pair_emb.T
@@ -141,16 +150,22 @@ def score_cache(model, cache, types: list[str], hub_weight: float = HUB_WEIGHT) 
     return row
 
 
-def synthetic_row(model, root: Path, cache_dir: Path, hub_weight: float = HUB_WEIGHT) -> dict:
-    """Strict retrieval on the synthetic world's test split (the issue's second benchmark), prefixed
+def synthetic_row(
+    model, root: Path, cache_dir: Path, hub_weight: float = HUB_WEIGHT,
+    change_weight: float = ARCHIVE_CHANGE_WEIGHT,
+) -> dict:
+    """Strict retrieval on the synthetic world's test split (read as one archive), prefixed
     "syn:" so it sits in the same run row as the realdev numbers."""
     from textitsr.data.registry import open_source
     from textitsr.embedding.cache import build_or_load
     from textitsr.evaluation.evaluate import evaluate_cache
     from textitsr.evaluation.metrics import flatten_metrics
 
-    cache = build_or_load(model, open_source(root, "synthetic"), "test", cache_dir, progress=False)
-    metrics = flatten_metrics(evaluate_cache(model, cache, hub_weight=hub_weight))
+    source = open_source(root, "synthetic")
+    cache = build_or_load(model, source, "test", cache_dir, progress=False)
+    changes = pair_pixel_changes(source.pairs("test"), cache.pair_ids)
+    archive = ArchiveChanges(changes, None, change_weight)
+    metrics = flatten_metrics(evaluate_cache(model, cache, hub_weight=hub_weight, archive=archive))
     return {f"syn:{k}": metrics[k] for k in RETRIEVAL}
 
 
@@ -440,10 +455,12 @@ def load_generated(model, shared: Path, cache_dir: Path):
 
 
 def source_rows(
-    model, cache, idx: np.ndarray, sources: list[str], pixel: np.ndarray, hub_weight: float = HUB_WEIGHT
+    model, cache, idx: np.ndarray, sources: list[str], pixel: np.ndarray, hub_weight: float = HUB_WEIGHT,
+    change_weight: float = ARCHIVE_CHANGE_WEIGHT,
 ) -> dict[str, dict]:
     """Per source of a gallery: its own-gallery retrieval and chance, change-vs-none and
-    buildings_built AP of the model, of pixel difference and of chance (where defined)."""
+    buildings_built AP of the model, of pixel difference and of chance (where defined); each
+    source's gallery is one archive."""
     from textitsr.evaluation.realdev import relevance
 
     out = {}
@@ -455,7 +472,7 @@ def source_rows(
             out[s] = {"n": len(sub), "model": nan, "chance": nan, "pixel": nan}
             continue
         types = [t for t in ("buildings_built",) if 0 < relevance(c.change_type, t).sum() < len(sub)]
-        row = score_cache(model, c, types, hub_weight)
+        row = score_cache(model, c, types, hub_weight, ArchiveChanges(pixel[sub], None, change_weight))
         chance = chance_of_cache(c, types)
         pix = pixel_scores_row(pixel[sub], c.change_type, c.changed.astype(bool), types)
         out[s] = {"n": len(sub), "model": row, "chance": chance, "pixel": pix}
@@ -464,16 +481,17 @@ def source_rows(
 
 class FoldScoring:
     """What scoring a model on one fold needs: its probes' training parts and weights, its gallery,
-    and the whole pool (with each pair's source and pixel-difference score) for the per-source rows."""
+    and the whole pool (with each pair's source and pixel-difference score) for the per-source rows.
+    Each source is one archive of the gallery (as if each were indexed on its own)."""
 
     def __init__(
         self, opt: dict, parts: list, balance: np.ndarray, gallery, types: list[str], idx: np.ndarray,
-        pool_sources_pixel: tuple, hub_weight: float,
+        pool_sources_pixel: tuple, hub_weight: float, change_weight: float = ARCHIVE_CHANGE_WEIGHT,
     ) -> None:
         self.opt, self.parts, self.balance = opt, parts, balance
         self.gallery, self.types, self.idx = gallery, types, idx
         self.pool, self.sources, self.pixel = pool_sources_pixel
-        self.hub_weight = hub_weight
+        self.hub_weight, self.change_weight = hub_weight, change_weight
 
     def score(self, model) -> tuple[dict, dict]:
         """Fit the model's probes (on the fold's training pool pairs only), then score the gallery:
@@ -483,8 +501,11 @@ class FoldScoring:
         if self.opt["types"] or self.opt["captions"]:
             weights = [self.balance] * len(self.parts)
             fit_probes(model, self.parts, self.opt["type_c"], self.opt["alpha"], weights)
-        row = score_cache(model, self.gallery, self.types, self.hub_weight)
-        return row, source_rows(model, self.pool, self.idx, self.sources, self.pixel, self.hub_weight)
+        archive = ArchiveChanges(self.pixel[self.idx], np.array(self.sources)[self.idx], self.change_weight)
+        row = score_cache(model, self.gallery, self.types, self.hub_weight, archive)
+        return row, source_rows(
+            model, self.pool, self.idx, self.sources, self.pixel, self.hub_weight, self.change_weight
+        )
 
 
 def record_run(
@@ -567,7 +588,8 @@ def leave_source_out(args: argparse.Namespace) -> None:
             parts = [(pool, train_idx)] + [(c, train_idx) for c, _ in views[: opt["views"]]]
             balance = source_balance([sources[i] for i in train_idx], opt["balance"])
             scoring = FoldScoring(
-                opt, parts, balance, gallery, types, idx, (pool, sources, pixel), args.hub_weight
+                opt, parts, balance, gallery, types, idx, (pool, sources, pixel), args.hub_weight,
+                args.archive_change_weight,
             )
             fold_models = []
             for seed in args.seeds:
@@ -820,6 +842,9 @@ def main() -> None:
     )
     ap.add_argument("--hub-weight", type=float, default=HUB_WEIGHT,
                     help="hubness correction of pair -> text ranking (0: plain cosines)")
+    ap.add_argument("--archive-change-weight", type=float, default=ARCHIVE_CHANGE_WEIGHT,
+                    help="read each pair's change relative to its archive's pixel changes "
+                         "(embedding.archive_change; 0: each pair on its own)")
     ap.add_argument("--reuse-runs", action="store_true",
                     help="leave-source-out: load fold checkpoints an earlier run left in --runs-dir")
     args = ap.parse_args()
@@ -854,9 +879,11 @@ def main() -> None:
     runs, label, chance = [], args.label, None
     for ckpt in checkpoints:
         model = load_checkpoint(ckpt)
-        runs.append(evaluate_model(model, source, args.cache_dir, types, args.hub_weight))
+        runs.append(evaluate_model(model, source, args.cache_dir, types, args.hub_weight,
+                                   args.archive_change_weight))
         if args.synthetic_root is not None:
-            runs[-1].update(synthetic_row(model, args.synthetic_root, args.cache_dir, args.hub_weight))
+            runs[-1].update(synthetic_row(model, args.synthetic_root, args.cache_dir, args.hub_weight,
+                                          args.archive_change_weight))
         label = label or f"{model.config.fusion}, {model.config.image_encoder}"
         chance = chance or chance_rows(source, types, args.cache_dir, model)
     rows = [{"label": label, "checkpoints": [str(c) for c in checkpoints], "runs": runs}]

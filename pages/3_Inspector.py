@@ -46,8 +46,8 @@ with stats_col:
         if stats:
             st.table([{**row, "value": f"{row['value']:.3f}"} for row in figures.stats_frame_rows(stats)],
                      hide_index=True)
-        else:
-            st.caption("Not available: this imagery has no near-infrared/short-wave bands.")
+        if not stats or "ndvi_delta" not in stats:
+            st.caption("Spectral indices not available: this imagery has no near-infrared/short-wave bands.")
     st.subheader("Captions")
     if record.get("captions"):  # one list in one element: fewer messages and nodes for the browser
         st.markdown("\n".join(f"- {markdown_text(caption)}" for caption in record["captions"]))

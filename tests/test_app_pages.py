@@ -475,6 +475,10 @@ def test_statistics_carry_units():
     # an NDBI rise (bare soil as much as roofs: a forest clearing) is not called "built gain"
     assert rows["bare/built-up index increase"]["value"] == 21.5
     assert not any("built gain" in r["statistic"] for r in rows.values())
+    # the pixel change every pair has, and the same against the pairs indexed with it
+    change, relative = figures.stats_frame_rows({"pixel_change": 0.052, "relative_pixel_change": 2.4})
+    assert change["value"] == 0.052 and "pixel value" in change["unit"]
+    assert relative["value"] == 2.4 and "deviations" in relative["unit"]
 
 
 def test_result_exports_and_wording(service):

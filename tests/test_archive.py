@@ -60,10 +60,12 @@ def test_the_map_of_a_cir_series_shows_the_cir_bands_as_embedded(
     store = tmp_path / "store"
     code, err = cli_main(monkeypatch, capsys, "index", "--checkpoint", tiny_archive.checkpoint,
                          "--root", tmp_path / "scenes", "--out", store, "--tile-size", "64",
-                         "--display", "cir")  # what a person types for a colour-infrared map
+                         "--display", "cir",  # what a person types for a colour-infrared map
+                         "--archive-change-weight", "0")
     assert code == 0, err
     built = Store.open(store)
     assert len(built) == 4
+    assert [s["archive_change_weight"] for s in built.manifest["shards"]] == [0.0]  # as asked
 
     svc = SearchService.open(store)
     before, _ = svc.thumbnails(svc.footprints()["features"][0]["properties"]["pair_id"])

@@ -326,6 +326,7 @@ def test_an_oversized_annotation_log_is_refused(tmp_path, monkeypatch) -> None:
         ["train", "--root", "nowhere", "--out", "ckpt", "--epochs", "0"],
         ["train", "--root", "nowhere", "--out", "ckpt", "--lr", "-1"],
         ["index", "--checkpoint", "c", "--root", "r", "--out", "s", "--shard-size", "0"],
+        ["index", "--checkpoint", "c", "--root", "r", "--out", "s", "--archive-change-weight", "-1"],
         ["api", "--store", "nowhere", "--port", "70000"],
         ["serve", "--store", "nowhere", "--port", "0"],
     ],

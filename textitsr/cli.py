@@ -291,6 +291,11 @@ def index(
     device: Annotated[
         str, typer.Option(help="cpu, cuda (cuda:N), or auto (the GPU when there is one).")
     ] = "cpu",
+    archive_change_weight: Annotated[
+        float | None,
+        typer.Option(min=0.0, help="How far a pair's pixel change against the pairs indexed with it moves "
+                     "the model's reading of whether it changed [default: 4; 0: each pair on its own]."),
+    ] = None,
     options: SourceOptions = SOURCE_DEFAULTS,
 ) -> None:
     """Embed a source into a searchable archive store (resumes; appends new sources as new shards)."""
@@ -309,7 +314,8 @@ def index(
     else:
         pairs = options.open(root)
     overrides = {"batch_size": batch_size, "shard_size": shard_size, "feature_cache": feature_cache,
-                 "precision": precision, "backbone_runtime": backbone_runtime, "device": device}
+                 "precision": precision, "backbone_runtime": backbone_runtime, "device": device,
+                 "archive_change_weight": archive_change_weight}
     config = BuildConfig(**{name: value for name, value in overrides.items() if value is not None})
     store = Archive(out, checkpoint).build(pairs, split=split, scheduler=scheduler, config=config)
     from textitsr.embedding.query_graph import prepare_query_graph

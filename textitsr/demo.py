@@ -65,15 +65,20 @@ def _checkpoint_id(folder: Path) -> str | None:
 
 
 def _store_pairs(store: Path, cid: str) -> int | None:
-    """Pairs in a valid store built with checkpoint `cid`; None when absent, invalid or another model's."""
+    """Pairs in a valid store built with checkpoint `cid` as a build reads pairs now; None when absent,
+    invalid, another model's, or built before each pair was read against its archive."""
+    from textitsr.index.build import BuildConfig
     from textitsr.index.store import Store
 
     try:
         opened = Store.open(store, checkpoint_id=cid)
         opened.validate()
-        return len(opened)
     except (TextITSRError, OSError):
         return None
+    weight = BuildConfig().archive_change_weight
+    if any(shard.get("archive_change_weight") != weight for shard in opened.manifest["shards"]):
+        return None
+    return len(opened)
 
 
 def prepare_demo(

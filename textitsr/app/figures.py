@@ -157,6 +157,12 @@ STATISTICS: dict[str, tuple[str, str, float]] = {
     "brightness_before": ("mean brightness of the visible bands, before", "pixel value scaled 0 to 1", 1.0),
     "brightness_after": ("mean brightness of the visible bands, after", "pixel value scaled 0 to 1", 1.0),
     "brightness_delta": ("mean brightness change (after − before)", "scaled pixel value, −1 to 1", 1.0),
+    "pixel_change": ("mean absolute difference of the shown bands", "scaled pixel value, 0 to 1", 1.0),
+    "relative_pixel_change": (
+        "that difference against the pairs indexed with it (robust z-score; 0 is their usual)",
+        "median absolute deviations, −3 to 3",
+        1.0,
+    ),
 }
 
 

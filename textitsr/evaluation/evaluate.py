@@ -2,6 +2,8 @@
 
 Embedding through the cache (backbone features once, then fusion + heads) gives the same embeddings
 as `encode_pairs`/`encode_texts`, and makes re-evaluating another checkpoint on the same split cheap.
+Given each pair's pixel change, the pair embeddings are read relative to their archive as an index
+build reads them (`embedding.archive_change`), so the scores are those a search of the index gets.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import numpy as np
 import torch
 
 from textitsr.data.pairs import PairSource
+from textitsr.embedding.archive_change import ArchiveChanges, pair_pixel_changes
 from textitsr.embedding.cache import DEFAULT_CACHE_DIR, FeatureCache, build_or_load
 from textitsr.embedding.encode import resolve_device
 from textitsr.embedding.hubness import HUB_WEIGHT, hubness
@@ -60,10 +63,12 @@ def evaluate_cache(
     cache: FeatureCache,
     pair_idx: np.ndarray | None = None,
     hub_weight: float = HUB_WEIGHT,
+    archive: ArchiveChanges | None = None,
 ) -> dict:
     """Full-gallery metrics of `model` on the cached split (or on the subset `pair_idx` of it).
     Pair -> text ranks captions as describing does: with the hubness correction against the gallery's
-    pairs (`embedding.hubness`; `hub_weight=0` scores plain cosines)."""
+    pairs (`embedding.hubness`; `hub_weight=0` scores plain cosines). `archive` (one row per cached
+    pair): read each pair relative to the gallery's pairs of its archive; None: each on its own."""
     pair_idx = np.arange(cache.n_pairs) if pair_idx is None else np.sort(np.asarray(pair_idx))
     offsets = cache.caption_offsets
     caption_pair = np.concatenate(
@@ -74,6 +79,8 @@ def evaluate_cache(
     )
     used_texts, caption_local = np.unique(caption_text, return_inverse=True)
     pair_emb, text_emb = embed_cache(model, cache, pair_idx, used_texts)
+    if archive is not None:
+        pair_emb = archive.subset(pair_idx).calibrate(model, pair_emb)
     sim = text_emb[caption_local] @ pair_emb.T
     penalty = hub_weight * hubness(text_emb, pair_emb)[caption_local] if hub_weight else None
     changed = cache.changed[pair_idx]
@@ -97,7 +104,8 @@ def evaluate_checkpoint(
     cache_dir: Path = DEFAULT_CACHE_DIR,
     progress: bool = True,
 ) -> dict:
-    """Load a checkpoint, cache the split's backbone features, and return its metrics (percent)."""
+    """Load a checkpoint, cache the split's backbone features, and return its metrics (percent), the
+    split read as one archive (as an index of it reads its pairs: one more pass over the pixels)."""
     from textitsr.data.pairs import check_split
     from textitsr.models.checkpoint import load_checkpoint
 
@@ -105,7 +113,8 @@ def evaluate_checkpoint(
     dev = resolve_device(device)
     model = load_checkpoint(Path(checkpoint), device=str(dev))
     cache = build_or_load(model, source, split, cache_dir, progress=progress)
-    metrics = evaluate_cache(model, cache)
+    changes = pair_pixel_changes(source.pairs(split), cache.pair_ids)
+    metrics = evaluate_cache(model, cache, archive=ArchiveChanges(changes))
     metrics["split"] = split
     metrics["source"] = source.name
     return metrics

@@ -17,6 +17,7 @@ import numpy as np
 
 from textitsr.data.folder import FolderSource, jsonl_objects
 from textitsr.data.pairs import BitemporalPair
+from textitsr.embedding.archive_change import pixel_change
 from textitsr.errors import InputError
 
 NO_CHANGE = "none"
@@ -140,7 +141,4 @@ def query_type_ap(
 
 def mean_abs_difference(pairs: Iterator[BitemporalPair]) -> dict[str, float]:
     """{pair_id: mean |after - before| over the display bands}: the pixel-difference baseline score."""
-    return {
-        p.pair_id: float(np.abs(p.rgb("after").astype(np.float32) - p.rgb("before")).mean() / 255.0)
-        for p in pairs
-    }
+    return {p.pair_id: pixel_change(p.rgb("before"), p.rgb("after")) for p in pairs}

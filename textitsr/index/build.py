@@ -6,7 +6,8 @@ or on a Dask worker (`_build_distributed`): clip-retrieval's runner / distributo
 read and encoded `batch_size` at a time and a shard holds only its own rows, so peak memory is one
 shard's thumbnails + embeddings whatever the archive size. A thread reads the next batch (pixels,
 thumbnails, statistics) while the model embeds the current one; the backbone precision is chosen
-once per build (`embedding.precision`). Shards listed in the manifest are
+once per build (`embedding.precision`). Each shard's pairs are one archive for the archive-relative
+change reading (`embedding.archive_change`). Shards listed in the manifest are
 skipped, so an interrupted build resumes where it stopped.
 """
 
@@ -15,11 +16,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import itertools
+import json
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,13 @@ import torch
 from textitsr.atomic import remove_stale_temps
 from textitsr.data.describe import change_stats
 from textitsr.data.pairs import BitemporalPair, PairSource, check_split
+from textitsr.embedding.archive_change import (
+    ARCHIVE_CHANGE_WEIGHT,
+    calibrate_change,
+    pixel_change,
+    relative_change,
+    type_slice,
+)
 from textitsr.embedding.encode import (
     backbone_precision,
     check_backbone_runtime,
@@ -85,6 +94,9 @@ class BuildConfig:
     #: Bytes of backbone features kept per build so an image shared by several pairs (a GeoTIFF
     #: series' middle dates) goes through the backbone once (`embedding.image_cache`); 0: off.
     image_cache_bytes: int = DEFAULT_MAX_BYTES
+    #: How far a pair's pixel change relative to its shard moves its change-type reading
+    #: (`embedding.archive_change`); 0: each pair read on its own.
+    archive_change_weight: float = ARCHIVE_CHANGE_WEIGHT
 
 
 def _change_stats(pair: BitemporalPair) -> dict[str, float] | None:
@@ -113,6 +125,8 @@ class _ReadBatch:
     thumbs_after: list[bytes]
     #: `image_key` of each before / after image (None when the build keeps no image cache).
     keys: tuple[list[bytes], list[bytes]] | None = None
+    #: Mean |after - before| of each pair's display images (`embedding.archive_change.pixel_change`).
+    changes: list[float] = field(default_factory=list)
 
 
 def _read_batch(batch: list[BitemporalPair], thumb_size: int, keys: bool = False) -> _ReadBatch:
@@ -126,7 +140,20 @@ def _read_batch(batch: list[BitemporalPair], thumb_size: int, keys: bool = False
         [encode_thumbnail(b, thumb_size) for b in before],
         [encode_thumbnail(a, thumb_size) for a in after],
         ([image_key(b) for b in before], [image_key(a) for a in after]) if keys else None,
+        [pixel_change(b, a) for b, a in zip(before, after, strict=True)],
     )
+
+
+def _with_pixel_change(row: dict[str, Any], change: float, relative: float) -> dict[str, Any]:
+    """`row` whose change statistics also hold its pixel change and that change relative to its shard
+    (where the shard had enough pairs to say)."""
+    if not np.isfinite(change):
+        return row
+    stats = json.loads(row["change_stats"]) if row["change_stats"] else {}
+    stats["pixel_change"] = change
+    if np.isfinite(relative):
+        stats["relative_pixel_change"] = relative
+    return {**row, "change_stats": json.dumps(stats)}
 
 
 def _read_batches(pairs: Iterable[BitemporalPair], config: BuildConfig, keys: bool) -> Iterator[_ReadBatch]:
@@ -190,6 +217,7 @@ def embed_pairs(
     ta: list[bytes] = []
     cap_texts: list[str] = []
     cap_ids: list[str] = []
+    changes: list[float] = []
     cache_rows = {pid: i for i, pid in enumerate(cache.pair_ids)} if cache is not None else {}
     if not hasattr(model, "backbone_image_features") or config.image_cache_bytes <= 0:
         images = None
@@ -210,6 +238,7 @@ def embed_pairs(
             else:
                 embs.append(encode_rgb_pairs(model, read.before, read.after))
             rows.extend(read.rows)
+            changes.extend(read.changes)
             tb.extend(read.thumbs_before)
             ta.extend(read.thumbs_after)
             for p in batch:
@@ -221,6 +250,9 @@ def embed_pairs(
                 on_batch(len(batch))
         dim = int(model.config.embed_dim) if hasattr(model, "config") else (embs[0].shape[1] if embs else 0)
         pair_emb = np.concatenate(embs) if embs else np.zeros((0, dim), np.float32)
+        relative = relative_change(np.array(changes))
+        pair_emb = calibrate_change(pair_emb, relative, type_slice(model), config.archive_change_weight)
+        rows = [_with_pixel_change(r, c, z) for r, c, z in zip(rows, changes, relative, strict=True)]
         cap_emb = _caption_embeddings(model, cap_texts, pair_emb.shape[1], precision)
     return ShardData(rows, pair_emb, tb, ta, cap_texts, cap_ids, cap_emb)
 
@@ -269,7 +301,9 @@ def embed_shard(
     data = embed_pairs(model, pairs, config, on_batch=on_batch, cache=cache, images=images)
     if not data.rows:
         return None
-    data.info = _shard_info(source, split, start, start + len(data.rows))
+    data.info = _shard_info(source, split, start, start + len(data.rows)) | {
+        "archive_change_weight": config.archive_change_weight
+    }
     return write_shard(Path(store_root), name, data, dtype=config.dtype)
 
 

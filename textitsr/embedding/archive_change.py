@@ -1,0 +1,124 @@
+"""Archive-relative change: how much more a pair changed than the pairs embedded with it.
+
+Why: the change-type probe reads change the same way on every sensor, so within one archive (one
+sensor, often one place over many dates) it ranks "changed" against "unchanged" below the plain size
+of the pixel difference on many sources (benchmarks/results/real-leave-source-out.md). An archive's
+own pixel differences say which of its pairs changed more than its usual swing of season, haze and
+light. So a pair's change-type reading is shifted by that: its "none" logit is lowered by
+`weight * z`, where z is the robust z-score of the pair's log mean |after - before| among the pairs
+embedded with it (an index shard: up to 512 pairs of one source; too few pairs: no reading).
+
+Only the type part of the embedding moves, and its norm is kept, so the contrastive and caption
+parts, the vector's length and every index and search path stay as they were. A model without a type
+probe, or one whose pair head was fine-tuned (`mix` is no longer the identity, so the part no longer
+reads as sqrt(p)), is left unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from textitsr.data.pairs import BitemporalPair
+from textitsr.models.probes import ProbedHead, type_part
+
+#: How far one robust standard deviation of an archive's pixel change moves a pair's "none" logit
+#: (chosen leave-source-out; 0 turns the calibration off).
+ARCHIVE_CHANGE_WEIGHT = 4.0
+#: Fewer pairs than this give no archive statistics (z = 0 for all of them).
+MIN_ARCHIVE_PAIRS = 8
+#: |z| is clipped here: one odd pair (a cloud, a missing date) cannot dominate its reading.
+Z_CLIP = 3.0
+#: Smallest spread (log units) of an archive's pixel changes: pairs that all changed alike stay alike.
+MIN_SPREAD = 0.05
+#: Mean absolute differences below this (a scaled pixel value) count as this, so the log stays finite.
+MIN_CHANGE = 1e-4
+
+
+def pixel_change(before: np.ndarray, after: np.ndarray) -> float:
+    """Mean |after - before| of two display images (uint8 RGB), scaled to 0..1; NaN when their
+    shapes differ (the pair then gets no archive-relative reading)."""
+    if before.shape != after.shape:
+        return float("nan")
+    if before.dtype == after.dtype == np.uint8:  # exact in integers, and half the memory of floats
+        total = np.abs(np.subtract(after, before, dtype=np.int16)).sum(dtype=np.int64)
+        return float(total / max(before.size, 1) / 255.0)
+    return float(np.abs(after.astype(np.float32) - before.astype(np.float32)).mean() / 255.0)
+
+
+def pair_pixel_changes(pairs: Iterable[BitemporalPair], pair_ids: Sequence[str]) -> np.ndarray:
+    """`pixel_change` of each of `pair_ids` (NaN for an id none of `pairs` has), read from `pairs`."""
+    changes = {p.pair_id: pixel_change(p.rgb("before"), p.rgb("after")) for p in pairs}
+    return np.array([changes.get(pid, np.nan) for pid in pair_ids], dtype=np.float64)
+
+
+def relative_change(magnitudes: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
+    """Robust z-score of each pair's log pixel change within its group (one archive; None: all one
+    group): (log m - median) / (1.4826 MAD), clipped to +-Z_CLIP; NaN (no reading) for a NaN magnitude
+    and for every pair of a group with fewer than MIN_ARCHIVE_PAIRS pairs."""
+    logs = np.log(np.maximum(np.asarray(magnitudes, dtype=np.float64), MIN_CHANGE))
+    z = np.full(len(logs), np.nan)
+    keys = np.zeros(len(logs), np.int64) if groups is None else np.unique(groups, return_inverse=True)[1]
+    for key in np.unique(keys):
+        rows = np.flatnonzero((keys == key) & np.isfinite(logs))
+        if len(rows) < MIN_ARCHIVE_PAIRS:
+            continue
+        median = np.median(logs[rows])
+        spread = max(1.4826 * float(np.median(np.abs(logs[rows] - median))), MIN_SPREAD)
+        z[rows] = np.clip((logs[rows] - median) / spread, -Z_CLIP, Z_CLIP)
+    return z
+
+
+def type_slice(model: Any) -> slice | None:
+    """Where `model`'s pair embeddings hold a type part that reads as sqrt(p): a probed pair head
+    with a type probe whose `mix` is the identity. None otherwise."""
+    head = getattr(model, "pair_head", None)
+    if not isinstance(head, ProbedHead) or head.types is None:
+        return None
+    if not torch.equal(head.mix.cpu(), torch.eye(len(head.mix), dtype=head.mix.dtype)):
+        return None
+    _, types, captions = head.weights
+    return type_part({"embed_dim": head.out_dim, "type_weight": types, "caption_weight": captions})
+
+
+def calibrate_change(
+    embeddings: np.ndarray, z: np.ndarray, part: slice | None, weight: float = ARCHIVE_CHANGE_WEIGHT
+) -> np.ndarray:
+    """`embeddings` with each row's type part re-read as p'(none) ∝ p(none) exp(-weight z) (the
+    other types keep their ratios), its norm kept; rows with no reading (NaN z) and all rows without a
+    type part or weight unchanged."""
+    if part is None or not weight or not len(embeddings):
+        return embeddings
+    values = np.asarray(embeddings[:, part], dtype=np.float64)
+    norm = np.linalg.norm(values, axis=1, keepdims=True)
+    logits = np.log(np.maximum(values**2, 1e-30))
+    logits[:, 0] -= weight * np.nan_to_num(np.asarray(z, dtype=np.float64), nan=0.0)
+    logits -= logits.max(axis=1, keepdims=True)
+    p = np.exp(logits)
+    p /= p.sum(axis=1, keepdims=True)
+    out = np.array(embeddings, copy=True)
+    out[:, part] = (np.sqrt(p) * norm).astype(out.dtype)
+    return out
+
+
+@dataclass(frozen=True)
+class ArchiveChanges:
+    """How a gallery's pairs are read relative to their archive: each pair's pixel change, its
+    archive (None: the gallery is one archive) and the weight (0: each pair read on its own)."""
+
+    pixel_changes: np.ndarray
+    archives: np.ndarray | None = None
+    weight: float = ARCHIVE_CHANGE_WEIGHT
+
+    def subset(self, rows: np.ndarray) -> ArchiveChanges:
+        archives = None if self.archives is None else np.asarray(self.archives)[rows]
+        return ArchiveChanges(np.asarray(self.pixel_changes)[rows], archives, self.weight)
+
+    def calibrate(self, model: Any, embeddings: np.ndarray) -> np.ndarray:
+        """`calibrate_change` of `model`'s embeddings of these pairs (in this order)."""
+        z = relative_change(self.pixel_changes, self.archives)
+        return calibrate_change(embeddings, z, type_slice(model), self.weight)
