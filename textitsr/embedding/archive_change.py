@@ -29,7 +29,7 @@ from textitsr.models.probes import ProbedHead, type_part
 #: How far one robust standard deviation of an archive's pixel change moves a pair's "none" logit
 #: (chosen leave-source-out; 0 turns the calibration off).
 ARCHIVE_CHANGE_WEIGHT = 4.0
-#: Fewer pairs than this give no archive statistics (z = 0 for all of them).
+#: An archive of fewer pairs than this gives no statistics: its pairs are read on their own.
 MIN_ARCHIVE_PAIRS = 8
 #: |z| is clipped here: one odd pair (a cloud, a missing date) cannot dominate its reading.
 Z_CLIP = 3.0
