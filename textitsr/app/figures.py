@@ -160,7 +160,7 @@ STATISTICS: dict[str, tuple[str, str, float]] = {
     "pixel_change": ("mean absolute difference of the shown bands", "scaled pixel value, 0 to 1", 1.0),
     "relative_pixel_change": (
         "that difference against the pairs indexed with it (robust z-score; 0 is their usual)",
-        "median absolute deviations, −3 to 3",
+        "robust standard deviations, −3 to 3",
         1.0,
     ),
 }
