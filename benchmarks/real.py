@@ -43,6 +43,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
+import functools
 import json
 import os
 import platform
@@ -56,13 +57,12 @@ import torch
 
 from textitsr.config import DATA_DIR, SHARED_DATA_DIR
 from textitsr.data.pairs import SPLITS, BitemporalPair, PairSource, PairSourceBase
-from textitsr.embedding.archive_change import ARCHIVE_CHANGE_WEIGHT, ArchiveChanges, pair_pixel_changes
+from textitsr.embedding.archive_change import ARCHIVE_CHANGE_WEIGHT, ArchiveChanges, pixel_changes
 from textitsr.embedding.hubness import HUB_WEIGHT
 from textitsr.evaluation.realdev import (
     NO_CHANGE,
     LabelledFolderSource,
     average_precision,
-    mean_abs_difference,
     query_type_ap,
     type_counts,
 )
@@ -115,8 +115,18 @@ def evaluate_model(
     from textitsr.embedding.cache import build_or_load
 
     cache = build_or_load(model, source, None, cache_dir, tokens=True, progress=False)
-    changes = pair_pixel_changes(source.pairs(), cache.pair_ids)
-    return score_cache(model, cache, types, hub_weight, ArchiveChanges(changes, None, change_weight))
+    archive = ArchiveChanges.of(source_pixel_changes(source.root, None, None), cache.pair_ids, change_weight)
+    return score_cache(model, cache, types, hub_weight, archive)
+
+
+@functools.cache
+def source_pixel_changes(root: Path, kind: str | None, split: str | None) -> dict[str, float]:
+    """Each pair's pixel change in a source (`kind` None: a labelled folder), read once per run
+    however many checkpoints are scored on it."""
+    from textitsr.data.registry import open_source
+
+    source = LabelledFolderSource(root) if kind is None else open_source(root, kind)
+    return pixel_changes(source.pairs(split))
 
 
 def score_cache(
@@ -163,15 +173,15 @@ def synthetic_row(
 
     source = open_source(root, "synthetic")
     cache = build_or_load(model, source, "test", cache_dir, progress=False)
-    changes = pair_pixel_changes(source.pairs("test"), cache.pair_ids)
-    archive = ArchiveChanges(changes, None, change_weight)
+    changes = source_pixel_changes(root, "synthetic", "test")
+    archive = ArchiveChanges.of(changes, cache.pair_ids, change_weight)
     metrics = flatten_metrics(evaluate_cache(model, cache, hub_weight=hub_weight, archive=archive))
     return {f"syn:{k}": metrics[k] for k in RETRIEVAL}
 
 
 def pixel_baseline(source: LabelledFolderSource, types: list[str]) -> dict:
     pairs = list(source.pairs())
-    score = np.array(list(mean_abs_difference(iter(pairs)).values()))
+    score = np.array(list(pixel_changes(pairs).values()))
     changed = np.array([p.changed for p in pairs])
     return pixel_scores_row(score, [p.change_type for p in pairs], changed, types)
 
@@ -440,7 +450,7 @@ def load_pool(model, folders: list[Path], cache_dir: Path):
     pool, sources = load(model, folders, cache_dir)
     pixel = []
     for folder in folders:  # pairs in file order, as in the pool cache
-        pixel += list(mean_abs_difference(LabelledFolderSource(folder).pairs()).values())
+        pixel += list(pixel_changes(LabelledFolderSource(folder).pairs()).values())
     return pool, sources, np.array(pixel)
 
 

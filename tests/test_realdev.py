@@ -10,11 +10,11 @@ import pytest
 from PIL import Image
 
 from tests.conftest import shared_path
+from textitsr.embedding.archive_change import pixel_changes
 from textitsr.errors import InputError
 from textitsr.evaluation.realdev import (
     LabelledFolderSource,
     average_precision,
-    mean_abs_difference,
     query_type_ap,
     relevance,
     type_counts,
@@ -49,7 +49,7 @@ def test_labelled_folder_carries_multi_label_types(tmp_path) -> None:
     assert type_counts(labels) == {"buildings_built": 2, "none": 1, "road_built": 1}
     assert relevance(labels, "buildings_built").tolist() == [True, False, True]
     # The pixel baseline ranks the most changed pair first.
-    diff = {k.removeprefix("labelled-folder_"): v for k, v in mean_abs_difference(src.pairs()).items()}
+    diff = {k.removeprefix("labelled-folder_"): v for k, v in pixel_changes(src.pairs()).items()}
     assert diff["a"] > diff["c"] > diff["b"] == 0.0
     assert diff["a"] == pytest.approx(40 / 255)
 
@@ -94,7 +94,7 @@ def test_realdev_loads_with_its_labels() -> None:
     assert counts["none"] == 13 and counts["vegetation_cleared"] == 15 and counts["road_built"] == 6
     assert sum(not p.changed for p in pairs) == 13
     # Pixel difference separates change from no change somewhat, but far from perfectly.
-    diff = mean_abs_difference(iter(pairs))
+    diff = pixel_changes(iter(pairs))
     ap = average_precision(np.array(list(diff.values())), np.array([p.changed for p in pairs]))
     assert 50 / 63 < ap < 1.0
 

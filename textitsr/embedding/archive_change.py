@@ -16,7 +16,7 @@ reads as sqrt(p)), is left unchanged.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,10 +50,9 @@ def pixel_change(before: np.ndarray, after: np.ndarray) -> float:
     return float(np.abs(after.astype(np.float32) - before.astype(np.float32)).mean() / 255.0)
 
 
-def pair_pixel_changes(pairs: Iterable[BitemporalPair], pair_ids: Sequence[str]) -> np.ndarray:
-    """`pixel_change` of each of `pair_ids` (NaN for an id none of `pairs` has), read from `pairs`."""
-    changes = {p.pair_id: pixel_change(p.rgb("before"), p.rgb("after")) for p in pairs}
-    return np.array([changes.get(pid, np.nan) for pid in pair_ids], dtype=np.float64)
+def pixel_changes(pairs: Iterable[BitemporalPair]) -> dict[str, float]:
+    """{pair_id: `pixel_change`} of each pair: also the model-free pixel-difference baseline's score."""
+    return {p.pair_id: pixel_change(p.rgb("before"), p.rgb("after")) for p in pairs}
 
 
 def relative_change(magnitudes: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
@@ -113,6 +112,13 @@ class ArchiveChanges:
     pixel_changes: np.ndarray
     archives: np.ndarray | None = None
     weight: float = ARCHIVE_CHANGE_WEIGHT
+
+    @classmethod
+    def of(
+        cls, changes: Mapping[str, float], pair_ids: Sequence[str], weight: float = ARCHIVE_CHANGE_WEIGHT
+    ) -> ArchiveChanges:
+        """One archive of `pair_ids` (in that order) with their `pixel_changes` (NaN where unknown)."""
+        return cls(np.array([changes.get(pid, np.nan) for pid in pair_ids], dtype=np.float64), None, weight)
 
     def subset(self, rows: np.ndarray) -> ArchiveChanges:
         archives = None if self.archives is None else np.asarray(self.archives)[rows]

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from textitsr.data.pairs import PairSource
-from textitsr.embedding.archive_change import ArchiveChanges, pair_pixel_changes
+from textitsr.embedding.archive_change import ArchiveChanges, pixel_changes
 from textitsr.embedding.cache import DEFAULT_CACHE_DIR, FeatureCache, build_or_load
 from textitsr.embedding.encode import resolve_device
 from textitsr.embedding.hubness import HUB_WEIGHT, hubness
@@ -113,8 +113,8 @@ def evaluate_checkpoint(
     dev = resolve_device(device)
     model = load_checkpoint(Path(checkpoint), device=str(dev))
     cache = build_or_load(model, source, split, cache_dir, progress=progress)
-    changes = pair_pixel_changes(source.pairs(split), cache.pair_ids)
-    metrics = evaluate_cache(model, cache, archive=ArchiveChanges(changes))
+    archive = ArchiveChanges.of(pixel_changes(source.pairs(split)), cache.pair_ids)
+    metrics = evaluate_cache(model, cache, archive=archive)
     metrics["split"] = split
     metrics["source"] = source.name
     return metrics

@@ -17,7 +17,6 @@ import numpy as np
 
 from textitsr.data.folder import FolderSource, jsonl_objects
 from textitsr.data.pairs import BitemporalPair
-from textitsr.embedding.archive_change import pixel_change
 from textitsr.errors import InputError
 
 NO_CHANGE = "none"
@@ -139,6 +138,3 @@ def query_type_ap(
     return out
 
 
-def mean_abs_difference(pairs: Iterator[BitemporalPair]) -> dict[str, float]:
-    """{pair_id: mean |after - before| over the display bands}: the pixel-difference baseline score."""
-    return {p.pair_id: pixel_change(p.rgb("before"), p.rgb("after")) for p in pairs}
