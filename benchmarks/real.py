@@ -115,18 +115,27 @@ def evaluate_model(
     from textitsr.embedding.cache import build_or_load
 
     cache = build_or_load(model, source, None, cache_dir, tokens=True, progress=False)
-    archive = ArchiveChanges.of(source_pixel_changes(source.root, None, None), cache.pair_ids, change_weight)
+    archive = source_archive(source.root, None, None, cache.pair_ids, change_weight)
     return score_cache(model, cache, types, hub_weight, archive)
 
 
 @functools.cache
-def source_pixel_changes(root: Path, kind: str | None, split: str | None) -> dict[str, float]:
-    """Each pair's pixel change in a source (`kind` None: a labelled folder), read once per run
-    however many checkpoints are scored on it."""
+def _source_changes(root: Path, kind: str | None, split: str | None) -> tuple[dict, dict]:
+    """({pair_id: pixel change}, {pair_id: declared archive}) of a source (`kind` None: a labelled
+    folder), read once per run however many checkpoints are scored on it."""
     from textitsr.data.registry import open_source
 
     source = LabelledFolderSource(root) if kind is None else open_source(root, kind)
-    return pixel_changes(source.pairs(split))
+    pairs = list(source.pairs(split))
+    return pixel_changes(pairs), {p.pair_id: p.archive for p in pairs}
+
+
+def source_archive(
+    root: Path, kind: str | None, split: str | None, pair_ids: list[str], weight: float
+) -> ArchiveChanges:
+    """How an index of the source reads `pair_ids`: each against its declared archive."""
+    changes, archives = _source_changes(root, kind, split)
+    return ArchiveChanges.of(changes, pair_ids, weight, archives)
 
 
 def score_cache(
@@ -173,8 +182,7 @@ def synthetic_row(
 
     source = open_source(root, "synthetic")
     cache = build_or_load(model, source, "test", cache_dir, progress=False)
-    changes = source_pixel_changes(root, "synthetic", "test")
-    archive = ArchiveChanges.of(changes, cache.pair_ids, change_weight)
+    archive = source_archive(root, "synthetic", "test", cache.pair_ids, change_weight)
     metrics = flatten_metrics(evaluate_cache(model, cache, hub_weight=hub_weight, archive=archive))
     return {f"syn:{k}": metrics[k] for k in RETRIEVAL}
 

@@ -134,3 +134,83 @@ def test_a_shard_too_small_for_statistics_is_read_pair_by_pair(default_model, la
             np.stack([p.rgb("before") for p in few]), np.stack([p.rgb("after") for p in few])
         ).numpy()
     np.testing.assert_allclose(read.pair_embeddings, alone, atol=1e-5)
+
+
+def _sensor_folder(root, landsat_pairs) -> dict[str, str]:
+    """A pairs folder of ten real Landsat and ten real NAIP date pairs whose pairs.jsonl names each
+    pair's sensor; returns {pair id: sensor}."""
+    from PIL import Image
+
+    from textitsr.data.real_scenes import series_sources
+
+    naip = [p for src in series_sources() for p in src.pairs() if not p.pair_id.startswith("landsat")]
+    chosen = [("landsat", p) for p in landsat_pairs[:10]] + [("naip", p) for p in naip[:10]]
+    for side in ("before", "after"):
+        (root / side).mkdir(parents=True)
+    records, sensors = [], {}
+    for i, (sensor, pair) in enumerate(chosen):
+        name = f"{sensor}{i:02d}"
+        Image.fromarray(pair.rgb("before")).save(root / "before" / f"{name}.png")
+        Image.fromarray(pair.rgb("after")).save(root / "after" / f"{name}.png")
+        records.append(json.dumps({"name": name, "source": sensor, "change_types": ["none"]}))
+        sensors[f"folder_{name}"] = sensor
+    (root / "pairs.jsonl").write_text("\n".join(records) + "\n")
+    return sensors
+
+
+def test_a_folder_naming_each_pairs_sensor_is_read_per_sensor(default_model, landsat_pairs, tmp_path) -> None:
+    """Mixed sensors in one folder: with pairs.jsonl naming the sensor, each sensor's pairs read as
+    they do indexed alone, and `evaluate` reads them the way the index does; without it, one archive."""
+    from textitsr.data.folder import FolderSource
+    from textitsr.embedding.archive_change import ArchiveChanges
+    from textitsr.index.build import BuildConfig, embed_pairs
+
+    sensors = _sensor_folder(tmp_path / "mixed", landsat_pairs)
+    pairs = list(FolderSource(tmp_path / "mixed").pairs())
+    assert {p.pair_id: p.archive for p in pairs} == sensors
+    config = BuildConfig(prefetch=False, precision="fp32", backbone_runtime="eager")
+
+    def relative(shard) -> dict[str, float]:
+        return {r["pair_id"]: json.loads(r["change_stats"])["relative_pixel_change"] for r in shard.rows}
+
+    mixed = embed_pairs(default_model, pairs, config)
+    by_sensor = relative(mixed)
+    for sensor in ("landsat", "naip"):
+        own = [p for p in pairs if p.archive == sensor]
+        alone = embed_pairs(default_model, own, config)
+        assert relative(alone) == pytest.approx({p.pair_id: by_sensor[p.pair_id] for p in own}, abs=1e-9)
+        assert np.median(list(relative(alone).values())) == pytest.approx(0.0, abs=1e-9)
+        rows = [i for i, r in enumerate(mixed.rows) if r["pair_id"] in relative(alone)]
+        np.testing.assert_allclose(mixed.pair_embeddings[rows], alone.pair_embeddings, atol=1e-5)
+    plain = embed_pairs(default_model, pairs, replace_weight(config, 0.0))
+    reading = ArchiveChanges.read(pairs, [p.pair_id for p in pairs])
+    np.testing.assert_allclose(reading.calibrate(default_model, plain.pair_embeddings), mixed.pair_embeddings,
+                               atol=1e-5)
+    (tmp_path / "mixed" / "pairs.jsonl").unlink()  # no listing: the whole shard is one archive
+    pooled = relative(embed_pairs(default_model, list(FolderSource(tmp_path / "mixed").pairs()), config))
+    assert max(abs(pooled[pid] - by_sensor[pid]) for pid in sensors) > 0.2
+
+
+def replace_weight(config, weight: float):
+    from dataclasses import replace
+
+    return replace(config, archive_change_weight=weight)
+
+
+def test_a_pairs_listing_that_cannot_name_an_archive_is_refused(tmp_path) -> None:
+    from PIL import Image
+
+    from textitsr.data.folder import FolderSource
+    from textitsr.errors import InputError
+
+    for side in ("before", "after"):
+        (tmp_path / side).mkdir()
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / side / "a.png")
+    (tmp_path / "pairs.jsonl").write_text('{"name": "a.png", "dataset": "NAIP"}\n')
+    assert [p.archive for p in FolderSource(tmp_path).pairs()] == ["NAIP"]
+    (tmp_path / "pairs.jsonl").write_text('{"name": "a", "source": ""}\n')
+    with pytest.raises(InputError, match=r'pairs.jsonl:1: "source" must be a non-empty string'):
+        FolderSource(tmp_path)
+    (tmp_path / "pairs.jsonl").write_text('{"name": "a"}\n["a"]\n')
+    with pytest.raises(InputError, match=r'pairs.jsonl:2: expected \{"name"'):
+        FolderSource(tmp_path)

@@ -294,8 +294,9 @@ def index(
     archive_change_weight: Annotated[
         float | None,
         typer.Option(min=0.0, help="How far a pair's pixel change against the pairs indexed with it moves "
-                     "the model's reading of whether it changed (default 4). Index each sensor with its "
-                     "own call; 0 (each pair on its own) for a folder that mixes many sensors."),
+                     "the model's reading of whether it changed (default 4). A folder's pairs.jsonl may name "
+                     "each pair's sensor ('source'); otherwise index each sensor with its own call, "
+                     "or use 0 (each pair on its own) for a folder that mixes many sensors."),
     ] = None,
     options: SourceOptions = SOURCE_DEFAULTS,
 ) -> None:

@@ -30,6 +30,8 @@ class PairFiles:
     changed: bool | None = None
     #: The file that listed this pair (a caption JSON), named when one of its images is missing.
     listed_in: str = ""
+    #: The sensor, series or dataset the listing says the pair comes from (`BitemporalPair.archive`).
+    archive: str | None = None
 
 
 class CaptionedPairSource(PairSourceBase):
@@ -106,6 +108,7 @@ class CaptionedPairSource(PairSourceBase):
                 dates=self.dates,
                 changed=f.changed,
                 location={"kind": self.name, "before": str(f.before), "after": str(f.after)},
+                archive=f.archive,
             )
 
     def _relative(self, path: Path) -> str:

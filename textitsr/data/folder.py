@@ -5,6 +5,8 @@ Layout::
     ROOT/before/<name>.<png|jpg|tif>    ROOT/after/<name>.<same ext>     (matching file names)
     ROOT/captions.csv     header "filename,caption[,split]"; several rows per file allowed   (optional)
     ROOT/captions.jsonl   {"filename": ..., "captions": [...], "split": ...} per line          (optional)
+    ROOT/pairs.jsonl      {"name": ..., "source": ...} per line (or "dataset"): the sensor or
+                          series each pair comes from, read as its archive                     (optional)
 
 Captions are optional (pairs without any get an empty list, e.g. for archives to be pseudo-captioned
 by `describe.py`). A caption row for a file that is not in before/ is an error, as is an image in one
@@ -89,6 +91,31 @@ def _read_jsonl(path: Path) -> list[tuple[str, str, str | None, int]]:
     return rows
 
 
+#: The pairs.jsonl fields that name a pair's archive, first present wins.
+ARCHIVE_FIELDS = ("source", "dataset")
+
+
+def read_archives(path: Path, names: list[str]) -> dict[str, str]:
+    """{image name: archive} of the pairs.jsonl records that name the sensor, series or dataset a
+    pair comes from (`ARCHIVE_FIELDS`); a record may name the image with or without its suffix."""
+    known, by_stem = set(names), {Path(n).stem: n for n in names}
+    out = {}
+    for line, obj in jsonl_objects(path):
+        if not isinstance(obj, dict) or not isinstance(obj.get("name"), str):
+            raise InputError(f'{path}:{line}: expected {{"name": "<image name>", "source": "...", ...}}')
+        name = obj["name"] if obj["name"] in known else by_stem.get(obj["name"])
+        for key in ARCHIVE_FIELDS:
+            value = obj.get(key)
+            if value is None:
+                continue
+            if not isinstance(value, str) or not value.strip():
+                raise InputError(f'{path}:{line}: "{key}" must be a non-empty string, got {value!r}')
+            if name is not None:
+                out[name] = value.strip()
+            break
+    return out
+
+
 class FolderSource(CaptionedPairSource):
     """Pairs from ROOT/before + ROOT/after with optional captions.csv / captions.jsonl."""
 
@@ -116,8 +143,11 @@ class FolderSource(CaptionedPairSource):
                 f"{self.root}: no image pairs in before/ and after/ (expected {', '.join(IMAGE_SUFFIXES)})"
             )
         captions, splits = self._read_captions(names)
+        listing = self.root / "pairs.jsonl"
+        archives = read_archives(listing, names) if listing.is_file() else {}
         return [
-            PairFiles(before_dir / n, after_dir / n, tuple(captions[n]), splits[n]) for n in names
+            PairFiles(before_dir / n, after_dir / n, tuple(captions[n]), splits[n], archive=archives.get(n))
+            for n in names
         ]
 
     def _read_captions(self, names: list[str]) -> tuple[dict[str, list[str]], dict[str, str | None]]:

@@ -66,6 +66,9 @@ class BitemporalPair:
     change_type: str | None = None
     #: JSON-serialisable recipe to re-read the pixels (paths, raster window), for the index.
     location: dict[str, Any] = field(default_factory=dict)
+    #: The sensor, series or dataset the pair was taken from, when its listing says (a pairs
+    #: folder's pairs.jsonl): an index reads each pair's change against the pairs of its archive.
+    archive: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("before", "after"):

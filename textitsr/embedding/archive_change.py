@@ -6,7 +6,8 @@ of the pixel difference on many sources (benchmarks/results/real-leave-source-ou
 own pixel differences say which of its pairs changed more than its usual swing of season, haze and
 light. So a pair's change-type reading is shifted by that: its "none" logit is lowered by
 `weight * z`, where z is the robust z-score of the pair's log mean |after - before| among the pairs
-embedded with it (an index shard: up to 512 pairs of one source; too few pairs: no reading).
+of its archive embedded with it (an index shard: up to 512 pairs of one source, split further where a
+pairs folder names each pair's sensor or dataset; too few pairs: no reading).
 
 Only the type part of the embedding moves, and its norm is kept, so the contrastive and caption
 parts, the vector's length and every index and search path stay as they were. A model without a type
@@ -72,6 +73,11 @@ def relative_change(magnitudes: np.ndarray, groups: np.ndarray | None = None) ->
     return z
 
 
+def archive_keys(archives: Sequence[str | None]) -> np.ndarray:
+    """Group keys for `relative_change` from pairs' declared archives (None: the undeclared one)."""
+    return np.array([a or "" for a in archives], dtype=str)
+
+
 def type_slice(model: Any) -> slice | None:
     """Where `model`'s pair embeddings hold a type part that reads as sqrt(p): a probed pair head
     with a type probe whose `mix` is the identity. None otherwise."""
@@ -115,10 +121,29 @@ class ArchiveChanges:
 
     @classmethod
     def of(
-        cls, changes: Mapping[str, float], pair_ids: Sequence[str], weight: float = ARCHIVE_CHANGE_WEIGHT
+        cls,
+        changes: Mapping[str, float],
+        pair_ids: Sequence[str],
+        weight: float = ARCHIVE_CHANGE_WEIGHT,
+        archives: Mapping[str, str] | None = None,
     ) -> ArchiveChanges:
-        """One archive of `pair_ids` (in that order) with their `pixel_changes` (NaN where unknown)."""
-        return cls(np.array([changes.get(pid, np.nan) for pid in pair_ids], dtype=np.float64), None, weight)
+        """`pair_ids` (in that order) with their `pixel_changes` (NaN where unknown), in their
+        `archives` (a pair not listed: the undeclared archive; None: all one archive)."""
+        magnitudes = np.array([changes.get(pid, np.nan) for pid in pair_ids], dtype=np.float64)
+        groups = None if archives is None else archive_keys([archives.get(pid) for pid in pair_ids])
+        return cls(magnitudes, groups, weight)
+
+    @classmethod
+    def read(
+        cls, pairs: Iterable[BitemporalPair], pair_ids: Sequence[str], weight: float = ARCHIVE_CHANGE_WEIGHT
+    ) -> ArchiveChanges:
+        """The reading of `pair_ids` (in that order) from their pairs, each in its declared archive
+        (`BitemporalPair.archive`), as an index build of them reads them."""
+        changes, archives = {}, {}
+        for p in pairs:
+            changes[p.pair_id] = pixel_change(p.rgb("before"), p.rgb("after"))
+            archives[p.pair_id] = p.archive
+        return cls.of(changes, pair_ids, weight, archives)
 
     def subset(self, rows: np.ndarray) -> ArchiveChanges:
         archives = None if self.archives is None else np.asarray(self.archives)[rows]

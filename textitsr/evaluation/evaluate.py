@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from textitsr.data.pairs import PairSource
-from textitsr.embedding.archive_change import ArchiveChanges, pixel_changes
+from textitsr.embedding.archive_change import ArchiveChanges
 from textitsr.embedding.cache import DEFAULT_CACHE_DIR, FeatureCache, build_or_load
 from textitsr.embedding.encode import resolve_device
 from textitsr.embedding.hubness import HUB_WEIGHT, hubness
@@ -105,7 +105,7 @@ def evaluate_checkpoint(
     progress: bool = True,
 ) -> dict:
     """Load a checkpoint, cache the split's backbone features, and return its metrics (percent), the
-    split read as one archive (as an index of it reads its pairs: one more pass over the pixels)."""
+    split's pairs read against their archive (as an index of it reads them: one more pass over the pixels)."""
     from textitsr.data.pairs import check_split
     from textitsr.models.checkpoint import load_checkpoint
 
@@ -113,7 +113,7 @@ def evaluate_checkpoint(
     dev = resolve_device(device)
     model = load_checkpoint(Path(checkpoint), device=str(dev))
     cache = build_or_load(model, source, split, cache_dir, progress=progress)
-    archive = ArchiveChanges.of(pixel_changes(source.pairs(split)), cache.pair_ids)
+    archive = ArchiveChanges.read(source.pairs(split), cache.pair_ids)
     metrics = evaluate_cache(model, cache, archive=archive)
     metrics["split"] = split
     metrics["source"] = source.name

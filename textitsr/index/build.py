@@ -7,7 +7,8 @@ read and encoded `batch_size` at a time and a shard holds only its own rows, so 
 shard's thumbnails + embeddings whatever the archive size. A thread reads the next batch (pixels,
 thumbnails, statistics) while the model embeds the current one; the backbone precision is chosen
 once per build (`embedding.precision`). Each shard's pairs are one archive for the archive-relative
-change reading (`embedding.archive_change`). Shards listed in the manifest are
+change reading (`embedding.archive_change`), split by sensor or dataset where the source names them
+(`BitemporalPair.archive`). Shards listed in the manifest are
 skipped, so an interrupted build resumes where it stopped.
 """
 
@@ -33,6 +34,7 @@ from textitsr.data.describe import change_stats
 from textitsr.data.pairs import BitemporalPair, PairSource, check_split
 from textitsr.embedding.archive_change import (
     ARCHIVE_CHANGE_WEIGHT,
+    archive_keys,
     calibrate_change,
     pixel_change,
     relative_change,
@@ -218,6 +220,7 @@ def embed_pairs(
     cap_texts: list[str] = []
     cap_ids: list[str] = []
     changes: list[float] = []
+    archives: list[str | None] = []
     cache_rows = {pid: i for i, pid in enumerate(cache.pair_ids)} if cache is not None else {}
     if not hasattr(model, "backbone_image_features") or config.image_cache_bytes <= 0:
         images = None
@@ -239,6 +242,7 @@ def embed_pairs(
                 embs.append(encode_rgb_pairs(model, read.before, read.after))
             rows.extend(read.rows)
             changes.extend(read.changes)
+            archives.extend(p.archive for p in batch)
             tb.extend(read.thumbs_before)
             ta.extend(read.thumbs_after)
             for p in batch:
@@ -250,7 +254,7 @@ def embed_pairs(
                 on_batch(len(batch))
         dim = int(model.config.embed_dim) if hasattr(model, "config") else (embs[0].shape[1] if embs else 0)
         pair_emb = np.concatenate(embs) if embs else np.zeros((0, dim), np.float32)
-        relative = relative_change(np.array(changes))
+        relative = relative_change(np.array(changes), archive_keys(archives))
         pair_emb = calibrate_change(pair_emb, relative, type_slice(model), config.archive_change_weight)
         rows = [_with_pixel_change(r, c, z) for r, c, z in zip(rows, changes, relative, strict=True)]
         cap_emb = _caption_embeddings(model, cap_texts, pair_emb.shape[1], precision)
