@@ -224,6 +224,10 @@ def test_make_training_data_writes_a_levircc_source(tmp_path: Path) -> None:
         shared, tmp_path / "fresh", recipe, parts=("synth", "realpairs"), echo=log.append
     )
     assert fresh["content_sha256"] == manifest["content_sha256"]
+    # the bytes are the same on the same numpy SIMD level, which the manifest records
+    from textitsr.synth.training_data import numpy_simd_level
+
+    assert fresh["numpy_simd"] == manifest["numpy_simd"] == numpy_simd_level() != "unknown"
     other = make_training_data(
         shared,
         tmp_path / "other",

@@ -248,6 +248,17 @@ def world_part(
 
 
 # ------------------------------------------------------------------------------------ writing
+def numpy_simd_level() -> str:
+    """The widest x86 SIMD level numpy dispatches to on this machine. The procedural world's
+    pixels differ in the last bit between levels (X86_V2 and X86_V3 give different PNGs on one
+    machine), so generated data is byte-identical only where this level is the same."""
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__ as features
+    except ImportError:  # a numpy without the runtime feature table
+        return "unknown"
+    return next((level for level in ("X86_V4", "X86_V3", "X86_V2") if features.get(level)), "baseline")
+
+
 def _png_bytes(image: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(image).save(buf, format="PNG", optimize=False)
@@ -287,7 +298,12 @@ def write_part(
             if len(records) % 250 == 0:
                 echo(f"[training-data] {part}: {len(records)} pairs")
         digest.update(json.dumps(records, sort_keys=True).encode())
-        doc = {"fingerprint": fingerprint, "content_sha256": digest.hexdigest(), "records": records}
+        doc = {
+            "fingerprint": fingerprint,
+            "content_sha256": digest.hexdigest(),
+            "numpy_simd": numpy_simd_level(),
+            "records": records,
+        }
         (tmp / PART_FILE).write_text(json.dumps(doc) + "\n", encoding="utf-8")
     return records
 
@@ -350,6 +366,7 @@ def make_training_data(
     }
     records: list[dict] = []
     content = {}
+    simd = set()
     for part in parts:
         folder = out / "images" / part
         fingerprint = recipe.fingerprint(part)
@@ -363,6 +380,7 @@ def make_training_data(
         echo(f"[training-data] {part}: {len(doc['records'])} pairs")
         records += doc["records"]
         content[part] = doc["content_sha256"]
+        simd.add(doc.get("numpy_simd", "unrecorded"))
     atomic_write_text(out / CAPTIONS_FILE, json.dumps({"images": records}) + "\n")
     manifest = {
         "format": FORMAT,
@@ -371,6 +389,7 @@ def make_training_data(
         "parts": list(parts),
         "inputs_sha256": input_fingerprint(shared, parts),
         "content_sha256": hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16],
+        "numpy_simd": ",".join(sorted(simd)),
         "pairs": len(records),
         "per_split": dict(Counter(r["split"] for r in records)),
         "per_type": dict(sorted(Counter(r["change_type"] for r in records).items())),

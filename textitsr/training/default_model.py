@@ -251,7 +251,9 @@ def train_default(
         "recipe_fingerprint": recipe.fingerprint(),
         "data": {
             k: manifest[k]
-            for k in ("inputs_sha256", "content_sha256", "pairs", "per_split", "per_type", "per_part")
+            for k in ("inputs_sha256", "content_sha256", "numpy_simd", "pairs", "per_split", "per_type",
+                      "per_part")
+            if k in manifest
         },
         "best_val_mR": round(results[0].best_val_mR, 3),
     }
