@@ -161,6 +161,8 @@ def _sensor_folder(root, landsat_pairs) -> dict[str, str]:
 def test_a_folder_naming_each_pairs_sensor_is_read_per_sensor(default_model, landsat_pairs, tmp_path) -> None:
     """Mixed sensors in one folder: with pairs.jsonl naming the sensor, each sensor's pairs read as
     they do indexed alone, and `evaluate` reads them the way the index does; without it, one archive."""
+    from dataclasses import replace
+
     from textitsr.data.folder import FolderSource
     from textitsr.embedding.archive_change import ArchiveChanges
     from textitsr.index.build import BuildConfig, embed_pairs
@@ -182,19 +184,13 @@ def test_a_folder_naming_each_pairs_sensor_is_read_per_sensor(default_model, lan
         assert np.median(list(relative(alone).values())) == pytest.approx(0.0, abs=1e-9)
         rows = [i for i, r in enumerate(mixed.rows) if r["pair_id"] in relative(alone)]
         np.testing.assert_allclose(mixed.pair_embeddings[rows], alone.pair_embeddings, atol=1e-5)
-    plain = embed_pairs(default_model, pairs, replace_weight(config, 0.0))
+    plain = embed_pairs(default_model, pairs, replace(config, archive_change_weight=0.0))
     reading = ArchiveChanges.read(pairs, [p.pair_id for p in pairs])
     np.testing.assert_allclose(reading.calibrate(default_model, plain.pair_embeddings), mixed.pair_embeddings,
                                atol=1e-5)
     (tmp_path / "mixed" / "pairs.jsonl").unlink()  # no listing: the whole shard is one archive
     pooled = relative(embed_pairs(default_model, list(FolderSource(tmp_path / "mixed").pairs()), config))
     assert max(abs(pooled[pid] - by_sensor[pid]) for pid in sensors) > 0.2
-
-
-def replace_weight(config, weight: float):
-    from dataclasses import replace
-
-    return replace(config, archive_change_weight=weight)
 
 
 def test_a_pairs_listing_that_cannot_name_an_archive_is_refused(tmp_path) -> None:

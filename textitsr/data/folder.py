@@ -117,7 +117,8 @@ def read_archives(path: Path, names: list[str]) -> dict[str, str]:
 
 
 class FolderSource(CaptionedPairSource):
-    """Pairs from ROOT/before + ROOT/after with optional captions.csv / captions.jsonl."""
+    """Pairs from ROOT/before + ROOT/after with optional captions.csv / captions.jsonl and the
+    optional pairs.jsonl that names each pair's source."""
 
     name = "folder"
 
