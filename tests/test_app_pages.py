@@ -476,9 +476,12 @@ def test_statistics_carry_units():
     assert rows["bare/built-up index increase"]["value"] == 21.5
     assert not any("built gain" in r["statistic"] for r in rows.values())
     # the pixel change every pair has, and the same against the pairs indexed with it
-    change, relative = figures.stats_frame_rows({"pixel_change": 0.052, "relative_pixel_change": 2.4})
+    change, relative, size = figures.stats_frame_rows(
+        {"pixel_change": 0.052, "relative_pixel_change": 2.4, "archive_pairs": 37}
+    )
     assert change["value"] == 0.052 and "pixel value" in change["unit"]
     assert relative["value"] == 2.4 and "deviations" in relative["unit"]
+    assert size["value"] == 37 and size["unit"] == "pairs" and "archive" in size["statistic"]
 
 
 def test_result_exports_and_wording(service):

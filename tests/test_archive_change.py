@@ -113,6 +113,7 @@ def test_index_build_reads_each_pair_against_its_shard(default_model, landsat_pa
     expected = [pixel_change(p.rgb("before"), p.rgb("after")) for p in landsat_pairs]
     np.testing.assert_allclose(changes, expected, rtol=1e-6)
     np.testing.assert_allclose(relative, relative_change(changes), atol=1e-9)
+    assert {s["archive_pairs"] for s in stats} == {len(landsat_pairs)}
     assert "ndvi_delta" in stats[0]  # the spectral statistics are still there
     most, least = int(np.argmax(relative)), int(np.argmin(relative))
     assert relative[most] > 0 > relative[least]
@@ -128,7 +129,8 @@ def test_a_shard_too_small_for_statistics_is_read_pair_by_pair(default_model, la
     few = landsat_pairs[: MIN_ARCHIVE_PAIRS - 1]
     read = embed_pairs(default_model, few, config)
     stats = [json.loads(r["change_stats"]) for r in read.rows]
-    assert all("pixel_change" in s and "relative_pixel_change" not in s for s in stats)
+    assert all("pixel_change" in s and "relative_pixel_change" not in s and "archive_pairs" not in s
+               for s in stats)
     with torch.inference_mode():
         alone = default_model.encode_pairs(
             np.stack([p.rgb("before") for p in few]), np.stack([p.rgb("after") for p in few])
@@ -182,6 +184,7 @@ def test_a_folder_naming_each_pairs_sensor_is_read_per_sensor(default_model, lan
         alone = embed_pairs(default_model, own, config)
         assert relative(alone) == pytest.approx({p.pair_id: by_sensor[p.pair_id] for p in own}, abs=1e-9)
         assert np.median(list(relative(alone).values())) == pytest.approx(0.0, abs=1e-9)
+        assert {json.loads(r["change_stats"])["archive_pairs"] for r in alone.rows} == {len(own)} == {10}
         rows = [i for i, r in enumerate(mixed.rows) if r["pair_id"] in relative(alone)]
         np.testing.assert_allclose(mixed.pair_embeddings[rows], alone.pair_embeddings, atol=1e-5)
     plain = embed_pairs(default_model, pairs, replace(config, archive_change_weight=0.0))
@@ -210,3 +213,13 @@ def test_a_pairs_listing_that_cannot_name_an_archive_is_refused(tmp_path) -> Non
     (tmp_path / "pairs.jsonl").write_text('{"name": "a"}\n["a"]\n')
     with pytest.raises(InputError, match=r'pairs.jsonl:2: expected \{"name"'):
         FolderSource(tmp_path)
+
+
+def test_archive_sizes_count_the_pairs_each_reading_stands_on() -> None:
+    from textitsr.embedding.archive_change import archive_keys, archive_sizes
+
+    keys = archive_keys(["naip", None, "naip", "landsat", None, "naip"])
+    sizes = archive_sizes(np.array([0.1, 0.2, np.nan, 0.3, 0.1, 0.2]), keys)
+    assert sizes.tolist() == [2, 2, 2, 1, 2, 2]  # a pair of unknown change does not count
+    assert archive_sizes(np.array([0.1, np.nan, 0.3])).tolist() == [2, 2, 2]
+    assert archive_sizes(np.zeros(0), archive_keys([])).tolist() == []

@@ -163,6 +163,7 @@ STATISTICS: dict[str, tuple[str, str, float]] = {
         "robust standard deviations, −3 to 3",
         1.0,
     ),
+    "archive_pairs": ("pairs of its archive that difference was read against", "pairs", 1.0),
 }
 
 

@@ -73,6 +73,15 @@ def relative_change(magnitudes: np.ndarray, groups: np.ndarray | None = None) ->
     return z
 
 
+def archive_sizes(magnitudes: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
+    """How many pairs with a known pixel change each pair's group holds: what its reading stands on."""
+    known = np.isfinite(np.asarray(magnitudes, dtype=np.float64))
+    if groups is None:
+        return np.full(len(known), int(known.sum()))
+    _, keys = np.unique(groups, return_inverse=True)
+    return np.bincount(keys, weights=known, minlength=keys.max(initial=-1) + 1)[keys].astype(int)
+
+
 def archive_keys(archives: Sequence[str | None]) -> np.ndarray:
     """Group keys for `relative_change` from pairs' declared archives (None: the undeclared one)."""
     return np.array([a or "" for a in archives], dtype=str)

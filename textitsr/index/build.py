@@ -35,6 +35,7 @@ from textitsr.data.pairs import BitemporalPair, PairSource, check_split
 from textitsr.embedding.archive_change import (
     ARCHIVE_CHANGE_WEIGHT,
     archive_keys,
+    archive_sizes,
     calibrate_change,
     pixel_change,
     relative_change,
@@ -146,15 +147,16 @@ def _read_batch(batch: list[BitemporalPair], thumb_size: int, keys: bool = False
     )
 
 
-def _with_pixel_change(row: dict[str, Any], change: float, relative: float) -> dict[str, Any]:
-    """`row` whose change statistics also hold its pixel change and that change relative to its shard
-    (where the shard had enough pairs to say)."""
+def _with_pixel_change(row: dict[str, Any], change: float, relative: float, size: int) -> dict[str, Any]:
+    """`row` whose change statistics also hold its pixel change and that change relative to its
+    archive in the shard, with how many pairs that archive had (where it had enough to say)."""
     if not np.isfinite(change):
         return row
     stats = json.loads(row["change_stats"]) if row["change_stats"] else {}
     stats["pixel_change"] = change
     if np.isfinite(relative):
         stats["relative_pixel_change"] = relative
+        stats["archive_pairs"] = int(size)
     return {**row, "change_stats": json.dumps(stats)}
 
 
@@ -254,9 +256,11 @@ def embed_pairs(
                 on_batch(len(batch))
         dim = int(model.config.embed_dim) if hasattr(model, "config") else (embs[0].shape[1] if embs else 0)
         pair_emb = np.concatenate(embs) if embs else np.zeros((0, dim), np.float32)
-        relative = relative_change(np.array(changes), archive_keys(archives))
+        keys = archive_keys(archives)
+        relative = relative_change(np.array(changes), keys)
         pair_emb = calibrate_change(pair_emb, relative, type_slice(model), config.archive_change_weight)
-        rows = [_with_pixel_change(r, c, z) for r, c, z in zip(rows, changes, relative, strict=True)]
+        sizes = archive_sizes(np.array(changes), keys)
+        rows = [_with_pixel_change(*row) for row in zip(rows, changes, relative, sizes, strict=True)]
         cap_emb = _caption_embeddings(model, cap_texts, pair_emb.shape[1], precision)
     return ShardData(rows, pair_emb, tb, ta, cap_texts, cap_ids, cap_emb)
 
