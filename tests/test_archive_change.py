@@ -196,25 +196,6 @@ def test_a_folder_naming_each_pairs_sensor_is_read_per_sensor(default_model, lan
     assert max(abs(pooled[pid] - by_sensor[pid]) for pid in sensors) > 0.2
 
 
-def test_a_pairs_listing_that_cannot_name_an_archive_is_refused(tmp_path) -> None:
-    from PIL import Image
-
-    from textitsr.data.folder import FolderSource
-    from textitsr.errors import InputError
-
-    for side in ("before", "after"):
-        (tmp_path / side).mkdir()
-        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / side / "a.png")
-    (tmp_path / "pairs.jsonl").write_text('{"name": "a.png", "dataset": "NAIP"}\n')
-    assert [p.archive for p in FolderSource(tmp_path).pairs()] == ["NAIP"]
-    (tmp_path / "pairs.jsonl").write_text('{"name": "a", "source": ""}\n')
-    with pytest.raises(InputError, match=r'pairs.jsonl:1: "source" must be a non-empty string'):
-        FolderSource(tmp_path)
-    (tmp_path / "pairs.jsonl").write_text('{"name": "a"}\n["a"]\n')
-    with pytest.raises(InputError, match=r'pairs.jsonl:2: expected \{"name"'):
-        FolderSource(tmp_path)
-
-
 def test_archive_sizes_count_the_pairs_each_reading_stands_on() -> None:
     from textitsr.embedding.archive_change import archive_keys, archive_sizes
 

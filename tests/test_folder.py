@@ -79,6 +79,18 @@ def test_unmatched_file_is_named(tmp_path):
     assert len(FolderSource(root, on_missing="skip")) == 2
 
 
+def test_pairs_listing_names_each_pairs_archive_or_is_refused(tmp_path):
+    root = make_folder(tmp_path)
+    (root / "pairs.jsonl").write_text('{"name": "a.png", "dataset": "NAIP"}\n')
+    assert [p.archive for p in FolderSource(root).pairs()] == ["NAIP", None, None]
+    (root / "pairs.jsonl").write_text('{"name": "a", "source": ""}\n')
+    with pytest.raises(InputError, match=r'pairs.jsonl:1: "source" must be a non-empty string'):
+        FolderSource(root)
+    (root / "pairs.jsonl").write_text('{"name": "a"}\n["a"]\n')
+    with pytest.raises(InputError, match=r'pairs.jsonl:2: expected \{"name"'):
+        FolderSource(root)
+
+
 def test_bad_caption_files(tmp_path):
     root = make_folder(tmp_path)
     (root / "captions.csv").write_text("file,text\na.png,x\n")
