@@ -57,7 +57,12 @@ import torch
 
 from textitsr.config import DATA_DIR, SHARED_DATA_DIR
 from textitsr.data.pairs import SPLITS, BitemporalPair, PairSource, PairSourceBase
-from textitsr.embedding.archive_change import ARCHIVE_CHANGE_WEIGHT, ArchiveChanges, pixel_changes
+from textitsr.embedding.archive_change import (
+    ARCHIVE_CHANGE_WEIGHT,
+    ArchiveChanges,
+    pair_changes_and_archives,
+    pixel_changes,
+)
 from textitsr.embedding.hubness import HUB_WEIGHT
 from textitsr.evaluation.realdev import (
     NO_CHANGE,
@@ -126,8 +131,7 @@ def _source_changes(root: Path, kind: str | None, split: str | None) -> tuple[di
     from textitsr.data.registry import open_source
 
     source = LabelledFolderSource(root) if kind is None else open_source(root, kind)
-    pairs = list(source.pairs(split))
-    return pixel_changes(pairs), {p.pair_id: p.archive for p in pairs}
+    return pair_changes_and_archives(source.pairs(split))
 
 
 def source_archive(

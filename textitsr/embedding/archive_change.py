@@ -56,6 +56,17 @@ def pixel_changes(pairs: Iterable[BitemporalPair]) -> dict[str, float]:
     return {p.pair_id: pixel_change(p.rgb("before"), p.rgb("after")) for p in pairs}
 
 
+def pair_changes_and_archives(
+    pairs: Iterable[BitemporalPair],
+) -> tuple[dict[str, float], dict[str, str | None]]:
+    """({pair_id: `pixel_change`}, {pair_id: declared archive}) of the pairs, read in one pass."""
+    changes, archives = {}, {}
+    for p in pairs:
+        changes[p.pair_id] = pixel_change(p.rgb("before"), p.rgb("after"))
+        archives[p.pair_id] = p.archive
+    return changes, archives
+
+
 def relative_change(magnitudes: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
     """Robust z-score of each pair's log pixel change within its group (one archive; None: all one
     group): (log m - median) / (1.4826 MAD), clipped to +-Z_CLIP; NaN (no reading) for a NaN magnitude
@@ -148,10 +159,7 @@ class ArchiveChanges:
     ) -> ArchiveChanges:
         """The reading of `pair_ids` (in that order) from their pairs, each in its declared archive
         (`BitemporalPair.archive`), as an index build of them reads them."""
-        changes, archives = {}, {}
-        for p in pairs:
-            changes[p.pair_id] = pixel_change(p.rgb("before"), p.rgb("after"))
-            archives[p.pair_id] = p.archive
+        changes, archives = pair_changes_and_archives(pairs)
         return cls.of(changes, pair_ids, weight, archives)
 
     def subset(self, rows: np.ndarray) -> ArchiveChanges:
