@@ -256,10 +256,10 @@ def embed_pairs(
                 on_batch(len(batch))
         dim = int(model.config.embed_dim) if hasattr(model, "config") else (embs[0].shape[1] if embs else 0)
         pair_emb = np.concatenate(embs) if embs else np.zeros((0, dim), np.float32)
-        keys = archive_keys(archives)
-        relative = relative_change(np.array(changes), keys)
+        magnitudes, keys = np.array(changes), archive_keys(archives)
+        relative = relative_change(magnitudes, keys)
         pair_emb = calibrate_change(pair_emb, relative, type_slice(model), config.archive_change_weight)
-        sizes = archive_sizes(np.array(changes), keys)
+        sizes = archive_sizes(magnitudes, keys)
         rows = [_with_pixel_change(*row) for row in zip(rows, changes, relative, sizes, strict=True)]
         cap_emb = _caption_embeddings(model, cap_texts, pair_emb.shape[1], precision)
     return ShardData(rows, pair_emb, tb, ta, cap_texts, cap_ids, cap_emb)
