@@ -148,6 +148,7 @@ def score_cache(
     """`evaluate_model` on a feature cache (the whole cache is the gallery; `hub_weight`: the
     hubness correction of pair -> text, 0 for plain cosines; `archive`: read the pairs relative to
     their archive, None: each on its own)."""
+    from textitsr.embedding.encode import encode_texts
     from textitsr.evaluation.evaluate import embed_cache, evaluate_cache
     from textitsr.evaluation.metrics import flatten_metrics
 
@@ -157,7 +158,7 @@ def score_cache(
         pair_emb = archive.calibrate(model, pair_emb)
     queries = {t: TYPE_QUERIES[t] for t in types}
     texts = [q for qs in queries.values() for q in qs]
-    sim = model.encode_texts(texts + list(NO_CHANGE_QUERIES)).numpy() @ pair_emb.T
+    sim = encode_texts(model, texts + list(NO_CHANGE_QUERIES)) @ pair_emb.T
     aps = query_type_ap(sim[: len(texts)], cache.change_type, queries)
     counts = type_counts(cache.change_type)
     for t in types:

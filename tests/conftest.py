@@ -149,6 +149,23 @@ def tiny_archive(tmp_path_factory: pytest.TempPathFactory) -> TinyArchive:
     return TinyArchive(world=world, checkpoint=checkpoint, store=store)
 
 
+@pytest.fixture(scope="session")
+def default_model():
+    """The shipped default checkpoint, loaded once."""
+    from textitsr.models.checkpoint import load_checkpoint
+    from textitsr.training.default_model import DEFAULT_MODEL_DIR
+
+    return load_checkpoint(DEFAULT_MODEL_DIR).eval()
+
+
+@pytest.fixture(scope="session")
+def landsat_pairs() -> list:
+    """The shipped real Landsat series (Pucallpa, 1985-2020) as pairs of dates."""
+    from textitsr.data.real_scenes import series_sources
+
+    return [p for src in series_sources() for p in src.pairs() if p.pair_id.startswith("landsat")]
+
+
 def cli_main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str]:
     """Run the real `textitsr` entry point in-process; (exit code, stderr). Errors are one line."""
     import sys

@@ -11,6 +11,8 @@ import torch
 
 from textitsr.embedding.archive_change import (
     MIN_ARCHIVE_PAIRS,
+    SMALL_ARCHIVE_PAIRS,
+    SMALL_ARCHIVE_SPREAD,
     Z_CLIP,
     calibrate_change,
     pixel_change,
@@ -18,21 +20,6 @@ from textitsr.embedding.archive_change import (
     type_slice,
 )
 from textitsr.models.probes import type_reading
-
-
-@pytest.fixture(scope="module")
-def default_model():
-    from textitsr.models.checkpoint import load_checkpoint
-    from textitsr.training.default_model import DEFAULT_MODEL_DIR
-
-    return load_checkpoint(DEFAULT_MODEL_DIR).eval()
-
-
-@pytest.fixture(scope="module")
-def landsat_pairs() -> list:
-    from textitsr.data.real_scenes import series_sources
-
-    return [p for src in series_sources() for p in src.pairs() if p.pair_id.startswith("landsat")]
 
 
 def test_relative_change_compares_each_pair_with_its_own_archive() -> None:
@@ -46,6 +33,17 @@ def test_relative_change_compares_each_pair_with_its_own_archive() -> None:
     assert z[:8].max() < 2.0  # the quiet ones within two deviations of their median
     together = relative_change(np.concatenate([a, b]))  # one archive: b's pairs all stand out
     assert together[9:].min() > together[:8].max()
+
+
+def test_a_small_archive_reads_only_a_change_far_beyond_its_spread_floor() -> None:
+    quiet = [0.020, 0.021, 0.019, 0.022]
+    small = relative_change(np.array([*quiet, 0.080]))  # five pairs: the spread is floored
+    assert len(small) < SMALL_ARCHIVE_PAIRS
+    median = np.log(0.021)
+    assert small[-1] == pytest.approx((np.log(0.080) - median) / SMALL_ARCHIVE_SPREAD) and small[-1] < Z_CLIP
+    assert abs(small[:-1]).max() < 0.2  # the quiet pairs read as the archive's usual
+    full = relative_change(np.array([*quiet, 0.020, 0.021, 0.019, 0.080]))  # eight: its own spread
+    assert full[-1] == Z_CLIP
 
 
 def test_too_few_pairs_or_unknown_changes_give_no_reading() -> None:

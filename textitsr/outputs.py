@@ -94,9 +94,11 @@ TRAINING_DATA_PARTIAL = OutputKind(
 )
 #: Augmented views of a real pool folder (`synth.views`).
 PAIR_VIEWS = OutputKind("pair views", ("views.json", _format("textitsr-pair-views")))
+#: A checkpoint's text side as one ONNX graph (`embedding.query_graph`).
+QUERY_GRAPH = OutputKind("query graph", ("query.json", _format("textitsr-query-graph")))
 KINDS = (
     STORE, SHARD, CHECKPOINT, TRAINING_STATE, TRAINING_OUT, FEATURE_CACHE, WORLD, ANNEAL_WORKSPACE, DEMO,
-    TRAINING_DATA, TRAINING_DATA_PART, TRAINING_DATA_PARTIAL, PAIR_VIEWS,
+    TRAINING_DATA, TRAINING_DATA_PART, TRAINING_DATA_PARTIAL, PAIR_VIEWS, QUERY_GRAPH,
 )
 
 #: What atomic writes and the writer lock leave beside an entry `x`: `.x.<random>.tmp`, `.x.<random>.old`

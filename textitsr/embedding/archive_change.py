@@ -7,7 +7,8 @@ own pixel differences say which of its pairs changed more than its usual swing o
 light. So a pair's change-type reading is shifted by that: its "none" logit is lowered by
 `weight * z`, where z is the robust z-score of the pair's log mean |after - before| among the pairs
 of its archive embedded with it (an index shard: up to 512 pairs of one source, split further where a
-pairs folder names each pair's sensor or dataset; too few pairs: no reading).
+pairs folder names each pair's sensor or dataset; fewer than 3 pairs: no reading; fewer than 8: a
+floor on the spread, so one pair cannot swing the reading).
 
 Only the type part of the embedding moves, and its norm is kept, so the contrastive and caption
 parts, the vector's length and every index and search path stay as they were. A model without a type
@@ -22,16 +23,19 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 
 from textitsr.data.pairs import BitemporalPair
-from textitsr.models.probes import ProbedHead, type_part
+from textitsr.models.probes import head_type_part
 
 #: How far one robust standard deviation of an archive's pixel change moves a pair's "none" logit
 #: (chosen leave-source-out; 0 turns the calibration off).
 ARCHIVE_CHANGE_WEIGHT = 4.0
 #: An archive of fewer pairs than this gives no statistics: its pairs are read on their own.
-MIN_ARCHIVE_PAIRS = 8
+MIN_ARCHIVE_PAIRS = 3
+#: Below this many pairs a median and spread swing with one pair, so the spread is at least
+#: SMALL_ARCHIVE_SPREAD (log units): only a pair that changed far more than the others reads as changed.
+SMALL_ARCHIVE_PAIRS = 8
+SMALL_ARCHIVE_SPREAD = 0.6
 #: |z| is clipped here: one odd pair (a cloud, a missing date) cannot dominate its reading.
 Z_CLIP = 3.0
 #: Smallest spread (log units) of an archive's pixel changes: pairs that all changed alike stay alike.
@@ -70,7 +74,8 @@ def pair_changes_and_archives(
 def relative_change(magnitudes: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
     """Robust z-score of each pair's log pixel change within its group (one archive; None: all one
     group): (log m - median) / (1.4826 MAD), clipped to +-Z_CLIP; NaN (no reading) for a NaN magnitude
-    and for every pair of a group with fewer than MIN_ARCHIVE_PAIRS pairs."""
+    and for every pair of a group with fewer than MIN_ARCHIVE_PAIRS pairs; the spread of a group with
+    fewer than SMALL_ARCHIVE_PAIRS is at least SMALL_ARCHIVE_SPREAD."""
     logs = np.log(np.maximum(np.asarray(magnitudes, dtype=np.float64), MIN_CHANGE))
     z = np.full(len(logs), np.nan)
     keys = np.zeros(len(logs), np.int64) if groups is None else np.unique(groups, return_inverse=True)[1]
@@ -79,7 +84,8 @@ def relative_change(magnitudes: np.ndarray, groups: np.ndarray | None = None) ->
         if len(rows) < MIN_ARCHIVE_PAIRS:
             continue
         median = np.median(logs[rows])
-        spread = max(1.4826 * float(np.median(np.abs(logs[rows] - median))), MIN_SPREAD)
+        floor = SMALL_ARCHIVE_SPREAD if len(rows) < SMALL_ARCHIVE_PAIRS else MIN_SPREAD
+        spread = max(1.4826 * float(np.median(np.abs(logs[rows] - median))), floor)
         z[rows] = np.clip((logs[rows] - median) / spread, -Z_CLIP, Z_CLIP)
     return z
 
@@ -101,13 +107,7 @@ def archive_keys(archives: Sequence[str | None]) -> np.ndarray:
 def type_slice(model: Any) -> slice | None:
     """Where `model`'s pair embeddings hold a type part that reads as sqrt(p): a probed pair head
     with a type probe whose `mix` is the identity. None otherwise."""
-    head = getattr(model, "pair_head", None)
-    if not isinstance(head, ProbedHead) or head.types is None:
-        return None
-    if not torch.equal(head.mix.cpu(), torch.eye(len(head.mix), dtype=head.mix.dtype)):
-        return None
-    _, types, captions = head.weights
-    return type_part({"embed_dim": head.out_dim, "type_weight": types, "caption_weight": captions})
+    return head_type_part(getattr(model, "pair_head", None))
 
 
 def calibrate_change(

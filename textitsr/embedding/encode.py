@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from textitsr.embedding.no_change_queries import emphasise_no_change, query_type_part
 from textitsr.errors import InputError
 
 #: Backbone precisions: fp32, or bf16 autocast (faster on CPUs with bf16 support).
@@ -117,7 +118,8 @@ def encode_texts(model: Any, texts: list[str], batch_size: int | None = None) ->
 
     Archives repeat their captions (templated sentences, "no change"), so each distinct text is
     encoded once; distinct texts go in order of token count (as sentence-transformers does) so a
-    batch pads to similar lengths.
+    batch pads to similar lengths. Sentences that only say nothing changed lean on their change
+    reading (`no_change_queries`).
     """
     if not texts:
         return np.zeros((0, 0), np.float32)
@@ -133,6 +135,7 @@ def encode_texts(model: Any, texts: list[str], batch_size: int | None = None) ->
             parts.append(to_numpy(model.encode_texts(chunk)))
     emb = np.empty((len(distinct), parts[0].shape[1]), np.float32)
     emb[order] = np.concatenate(parts)
+    emb = emphasise_no_change([str(t) for t in distinct], emb, query_type_part(model))
     return emb[inverse.reshape(-1)]
 
 

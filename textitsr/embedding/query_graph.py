@@ -7,6 +7,8 @@ text encoder -> pooling -> text head -> unit vector with the tokenizer and a spe
 `user_cache_dir()/query/<checkpoint id>/` (written to a temporary folder and renamed). It is kept only
 when it tokenises the probe sentences exactly as transformers does and its vectors agree with
 PyTorch's (cosine >= MIN_COSINE). `QueryGraph.find(checkpoint_id)` opens it without importing torch.
+Change-only "no change" sentences are read after the graph as PyTorch reads them
+(`embedding.no_change_queries`, numpy only), from the type part the spec records.
 Only BERT-like text encoders (masked mean pooling) are exported; CLIP-style ones keep PyTorch.
 """
 
@@ -26,6 +28,8 @@ from textitsr.errors import InputError
 log = logging.getLogger(__name__)
 
 FORMAT = "textitsr-query-graph"
+#: 2: the spec records the text head's type part, read for "no change" sentences after the graph.
+VERSION = 2
 GRAPH, TOKENIZER, SPEC = "text.onnx", "tokenizer.json", "query.json"
 #: Least cosine between the graph's and PyTorch's query vectors for the graph to be kept.
 MIN_COSINE = 0.9999
@@ -64,9 +68,15 @@ class QueryGraph:
         spec = json.loads((folder / SPEC).read_text("utf-8"))
         if spec.get("format") != FORMAT:
             raise InputError(f"{folder / SPEC}: not a textitsr query graph spec")
+        if spec.get("version") != VERSION:
+            raise InputError(
+                f"{folder / SPEC}: a query graph of an earlier textitsr (version {spec.get('version')!r}, "
+                f"expected {VERSION}); the next index build or search writes it again"
+            )
         self.spec, self.folder = spec, folder
         self.checkpoint_id = str(spec["checkpoint_id"])
         self.embed_dim = int(spec["embed_dim"])
+        self.type_part = None if spec.get("type_part") is None else slice(*map(int, spec["type_part"]))
         self.inputs = [str(n) for n in spec["inputs"]]
         self.tokenizer = Tokenizer.from_file(str(folder / TOKENIZER))
         options = ort.SessionOptions()
@@ -101,7 +111,10 @@ class QueryGraph:
             raise InputError("texts: expected a list of strings")
         if not texts:
             return np.zeros((0, self.embed_dim), np.float32)
-        return np.asarray(self.session.run(None, self.tokens(texts))[0], dtype=np.float32)
+        from textitsr.embedding.no_change_queries import emphasise_no_change
+
+        vectors = np.asarray(self.session.run(None, self.tokens(texts))[0], dtype=np.float32)
+        return emphasise_no_change(texts, vectors, self.type_part)
 
 
 def export_query_graph(text_side: Any, checkpoint_id: str) -> Path | None:
@@ -110,6 +123,7 @@ def export_query_graph(text_side: Any, checkpoint_id: str) -> Path | None:
     import torch
 
     from textitsr.atomic import atomic_dir
+    from textitsr.embedding.no_change_queries import emphasise_no_change, query_type_part
     from textitsr.models.onnx_export import export
     from textitsr.models.onnx_text import _unsupported
 
@@ -130,8 +144,10 @@ def export_query_graph(text_side: Any, checkpoint_id: str) -> Path | None:
         tokenizer.enable_truncation(max_length=int(encoder.max_length))
         tokenizer.enable_padding(pad_id=int(hf.pad_token_id or 0), pad_token=str(hf.pad_token or "[PAD]"))
         tokenizer.save(str(tmp / TOKENIZER))
-        spec = {"format": FORMAT, "checkpoint_id": checkpoint_id, "inputs": names,
-                "embed_dim": int(text_side.config.embed_dim), "max_length": int(encoder.max_length)}
+        part = query_type_part(text_side)
+        spec = {"format": FORMAT, "version": VERSION, "checkpoint_id": checkpoint_id, "inputs": names,
+                "embed_dim": int(text_side.config.embed_dim), "max_length": int(encoder.max_length),
+                "type_part": None if part is None else [part.start, part.stop]}
         (tmp / SPEC).write_text(json.dumps(spec, indent=1), "utf-8")
         graph = QueryGraph(tmp)
         for text in PROBE_TEXTS:  # the same tokens as transformers, one sentence and a padded batch
@@ -139,7 +155,7 @@ def export_query_graph(text_side: Any, checkpoint_id: str) -> Path | None:
             if graph.tokens([text])["input_ids"][0].tolist() != list(ref):
                 raise InputError(f"query graph of {checkpoint_id}: tokenizers and transformers disagree")
         with torch.inference_mode():
-            want = text_side.encode_texts(list(PROBE_TEXTS)).numpy()
+            want = emphasise_no_change(PROBE_TEXTS, text_side.encode_texts(list(PROBE_TEXTS)).numpy(), part)
         singles = [graph.encode_texts([t]) for t in PROBE_TEXTS]
         got = np.concatenate([*singles, graph.encode_texts(list(PROBE_TEXTS))])
         cosine = float((got * np.concatenate([want, want])).sum(axis=1).min())

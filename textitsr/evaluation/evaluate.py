@@ -3,7 +3,9 @@
 Embedding through the cache (backbone features once, then fusion + heads) gives the same embeddings
 as `encode_pairs`/`encode_texts`, and makes re-evaluating another checkpoint on the same split cheap.
 Given each pair's pixel change, the pair embeddings are read relative to their archive as an index
-build reads them (`embedding.archive_change`), so the scores are those a search of the index gets.
+build reads them (`embedding.archive_change`), and a sentence that only says nothing changed is read
+as a search reads it (`embedding.no_change_queries`), so the scores are those a search of the index
+gets.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from textitsr.embedding.archive_change import ArchiveChanges
 from textitsr.embedding.cache import DEFAULT_CACHE_DIR, FeatureCache, build_or_load
 from textitsr.embedding.encode import resolve_device
 from textitsr.embedding.hubness import HUB_WEIGHT, hubness
+from textitsr.embedding.no_change_queries import emphasise_no_change, query_type_part
 from textitsr.evaluation.metrics import retrieval_metrics
 
 
@@ -55,6 +58,7 @@ def embed_cache(
     d = model.embed_dim
     pair_emb = torch.cat(pairs).numpy() if pairs else np.zeros((0, d), np.float32)
     text_emb = torch.cat(texts).numpy() if texts else np.zeros((0, d), np.float32)
+    text_emb = emphasise_no_change([cache.texts[i] for i in text_idx], text_emb, query_type_part(model))
     return pair_emb, text_emb
 
 

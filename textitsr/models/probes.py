@@ -241,6 +241,17 @@ def type_part(model_config: dict) -> slice | None:
     return slice(start, start + len(CHANGE_TYPES))
 
 
+def head_type_part(head: nn.Module | None) -> slice | None:
+    """Where a head's embeddings hold a type part that reads as sqrt(p): a probed head with a type
+    probe whose `mix` is still the identity (no fine-tune folded a map into it). None otherwise."""
+    if not isinstance(head, ProbedHead) or head.types is None:
+        return None
+    if not torch.equal(head.mix.cpu(), torch.eye(len(head.mix), dtype=head.mix.dtype)):
+        return None
+    _, types, captions = head.weights
+    return type_part({"embed_dim": head.out_dim, "type_weight": types, "caption_weight": captions})
+
+
 def type_reading(embedding: np.ndarray, part: slice) -> dict[str, float]:
     """The change-type distribution a pair embedding carries: its type part is c * sqrt(p) for some
     c > 0, so p = part² / sum(part²). Types in CHANGE_TYPES order."""

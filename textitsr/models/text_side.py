@@ -13,9 +13,9 @@ from safetensors import SafetensorError, safe_open
 from torch import Tensor, nn
 
 from textitsr.errors import CheckpointError, InputError
-from textitsr.models.checkpoint import CONFIG_FILE, WEIGHTS_FILE, read_checkpoint_config
+from textitsr.models.checkpoint import CONFIG_FILE, WEIGHTS_FILE, read_checkpoint_config, type_reading_part
 from textitsr.models.encoders import TextEncoder, build_text_encoder
-from textitsr.models.probes import build_head
+from textitsr.models.probes import build_head, type_part
 from textitsr.models.textitsr import ModelConfig
 
 PREFIXES = ("text_encoder.", "text_head.")
@@ -33,6 +33,9 @@ class TextSide(nn.Module):
             type_weight=config.type_weight, caption_weight=config.caption_weight, sentences=True,
             projections=config.projections,
         )
+        #: The pair side's type part where it still reads as sqrt(p) (a fine-tune folds a map into the
+        #: pair head): `load_text_side` reads it from the checkpoint.
+        self.pair_type_part = type_part(config.to_dict())
         self.eval()
 
     def encode_texts(self, texts: list[str], *, batch_size: int = 256) -> Tensor:
@@ -79,4 +82,5 @@ def load_text_side(folder: Path, device: str = "cpu") -> TextSide:
         ) from exc
     if result.unexpected_keys:
         raise CheckpointError(f"checkpoint {path}: unexpected text weights {result.unexpected_keys[:3]}")
+    model.pair_type_part = type_reading_part(folder)
     return model.to(device).eval()
