@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from textitsr.embedding.no_change_queries import emphasise_no_change, query_type_part
+from textitsr.embedding.no_change_queries import read_no_change
 from textitsr.errors import InputError
 
 #: Backbone precisions: fp32, or bf16 autocast (faster on CPUs with bf16 support).
@@ -135,7 +135,7 @@ def encode_texts(model: Any, texts: list[str], batch_size: int | None = None) ->
             parts.append(to_numpy(model.encode_texts(chunk)))
     emb = np.empty((len(distinct), parts[0].shape[1]), np.float32)
     emb[order] = np.concatenate(parts)
-    emb = emphasise_no_change([str(t) for t in distinct], emb, query_type_part(model))
+    emb = read_no_change(model, [str(t) for t in distinct], emb)
     return emb[inverse.reshape(-1)]
 
 

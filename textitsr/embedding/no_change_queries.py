@@ -55,6 +55,14 @@ def query_type_part(model: Any) -> slice | None:
     return text_part if text_part is not None and text_part == pair_part else None
 
 
+def read_no_change(model: Any, texts: Sequence[str], embeddings: np.ndarray) -> np.ndarray:
+    """`emphasise_no_change` with `model`'s `query_type_part`, looked up only when one of `texts` is
+    change-only (the lookup compares a head's final map with the identity: not every query's cost)."""
+    if not any(names_only_change(t) for t in texts):
+        return embeddings
+    return emphasise_no_change(texts, embeddings, query_type_part(model))
+
+
 def emphasise_no_change(
     texts: Sequence[str], embeddings: np.ndarray, part: slice | None, emphasis: float = NO_CHANGE_EMPHASIS
 ) -> np.ndarray:

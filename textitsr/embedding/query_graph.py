@@ -120,10 +120,10 @@ class QueryGraph:
 def export_query_graph(text_side: Any, checkpoint_id: str) -> Path | None:
     """Write the query graph of a loaded text side (a `TextSide` or full model) for `checkpoint_id`;
     the folder, or None when this text encoder cannot be exported (reason logged)."""
-    import torch
 
     from textitsr.atomic import atomic_dir
-    from textitsr.embedding.no_change_queries import emphasise_no_change, query_type_part
+    from textitsr.embedding.encode import encode_texts
+    from textitsr.embedding.no_change_queries import query_type_part
     from textitsr.models.onnx_export import export
     from textitsr.models.onnx_text import _unsupported
 
@@ -154,8 +154,7 @@ def export_query_graph(text_side: Any, checkpoint_id: str) -> Path | None:
             ref = hf([text], truncation=True, max_length=encoder.max_length)["input_ids"][0]
             if graph.tokens([text])["input_ids"][0].tolist() != list(ref):
                 raise InputError(f"query graph of {checkpoint_id}: tokenizers and transformers disagree")
-        with torch.inference_mode():
-            want = emphasise_no_change(PROBE_TEXTS, text_side.encode_texts(list(PROBE_TEXTS)).numpy(), part)
+        want = encode_texts(text_side, list(PROBE_TEXTS))
         singles = [graph.encode_texts([t]) for t in PROBE_TEXTS]
         got = np.concatenate([*singles, graph.encode_texts(list(PROBE_TEXTS))])
         cosine = float((got * np.concatenate([want, want])).sum(axis=1).min())

@@ -20,7 +20,7 @@ from textitsr.embedding.archive_change import ArchiveChanges
 from textitsr.embedding.cache import DEFAULT_CACHE_DIR, FeatureCache, build_or_load
 from textitsr.embedding.encode import resolve_device
 from textitsr.embedding.hubness import HUB_WEIGHT, hubness
-from textitsr.embedding.no_change_queries import emphasise_no_change, query_type_part
+from textitsr.embedding.no_change_queries import read_no_change
 from textitsr.evaluation.metrics import retrieval_metrics
 
 
@@ -58,7 +58,7 @@ def embed_cache(
     d = model.embed_dim
     pair_emb = torch.cat(pairs).numpy() if pairs else np.zeros((0, d), np.float32)
     text_emb = torch.cat(texts).numpy() if texts else np.zeros((0, d), np.float32)
-    text_emb = emphasise_no_change([cache.texts[i] for i in text_idx], text_emb, query_type_part(model))
+    text_emb = read_no_change(model, [cache.texts[i] for i in text_idx], text_emb)
     return pair_emb, text_emb
 
 

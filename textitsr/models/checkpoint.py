@@ -186,7 +186,7 @@ def type_reading_part(folder: Path) -> slice | None:
     map into its pair head (`mix` is the identity). None otherwise. Reads the config and one tensor."""
     from safetensors import safe_open
 
-    from textitsr.models.probes import type_part
+    from textitsr.models.probes import is_identity, type_part
 
     part = type_part(read_checkpoint_config(folder)["model"])
     if part is None:
@@ -195,4 +195,4 @@ def type_reading_part(folder: Path) -> slice | None:
         if "pair_head.mix" not in fh.keys():  # noqa: SIM118 - safe_open has no __contains__
             return None
         mix = fh.get_tensor("pair_head.mix")
-    return part if torch.equal(mix, torch.eye(len(mix), dtype=mix.dtype)) else None
+    return part if is_identity(mix) else None

@@ -241,12 +241,15 @@ def type_part(model_config: dict) -> slice | None:
     return slice(start, start + len(CHANGE_TYPES))
 
 
+def is_identity(mix: Tensor) -> bool:
+    """Whether a head's final map `mix` is still the identity (no fine-tune folded a map into it)."""
+    return torch.equal(mix.cpu(), torch.eye(len(mix), dtype=mix.dtype))
+
+
 def head_type_part(head: nn.Module | None) -> slice | None:
     """Where a head's embeddings hold a type part that reads as sqrt(p): a probed head with a type
     probe whose `mix` is still the identity (no fine-tune folded a map into it). None otherwise."""
-    if not isinstance(head, ProbedHead) or head.types is None:
-        return None
-    if not torch.equal(head.mix.cpu(), torch.eye(len(head.mix), dtype=head.mix.dtype)):
+    if not isinstance(head, ProbedHead) or head.types is None or not is_identity(head.mix):
         return None
     _, types, captions = head.weights
     return type_part({"embed_dim": head.out_dim, "type_weight": types, "caption_weight": captions})
